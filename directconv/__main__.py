@@ -1,0 +1,5 @@
+import sys
+
+from directconv.cli import main
+
+sys.exit(main())

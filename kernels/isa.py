@@ -1,0 +1,84 @@
+"""Instruction sets the code generator targets, and which of them this host can run.
+
+Architecture facts here are those the generated C needs (vector width, architectural register count, compiler
+flags that enable the instructions). Per-CPU numbers such as FMA latency or cache sizes belong to the machine
+descriptions in machines/, never here.
+"""
+
+from __future__ import annotations
+
+import functools
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Isa:
+    name: str
+    lanes: int  # fp32 elements per vector register
+    registers: int  # architectural vector registers
+    fma: bool  # fused multiply-add instructions exist
+    flags: tuple[str, ...]  # compiler flags that enable the instructions (never -march=native: see cross-compiling)
+    cpu_features: tuple[str, ...]  # /proc/cpuinfo flags the host must show to run the code
+
+
+ISAS: dict[str, Isa] = {
+    isa.name: isa
+    for isa in (
+        Isa("avx512", 16, 32, True, ("-mavx512f", "-mavx512vl", "-mfma", "-mprefer-vector-width=512"), ("avx512f", "fma")),
+        Isa("avx2", 8, 16, True, ("-mavx2", "-mfma"), ("avx2", "fma")),
+        Isa("avx", 8, 16, False, ("-mavx",), ("avx",)),
+        Isa("neon", 4, 32, True, (), ("asimd",)),
+        Isa("scalar", 1, 16, False, (), ()),
+    )
+}
+
+# Best first: the order in which a host's ISAs are preferred.
+PREFERENCE: tuple[str, ...] = ("avx512", "avx2", "avx", "neon", "scalar")
+
+
+def get_isa(name: str) -> Isa:
+    try:
+        return ISAS[name]
+    except KeyError:
+        raise ValueError(f"unknown ISA {name!r}: expected one of {', '.join(PREFERENCE)}") from None
+
+
+def _cpuinfo_flags(text: str) -> set[str]:
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return set(value.split())
+    return set()
+
+
+def isas_from_cpuinfo(text: str, machine: str) -> tuple[str, ...]:
+    """The ISAs a CPU can run, best first, from a /proc/cpuinfo dump and the `uname -m` machine name."""
+    flags = _cpuinfo_flags(text)
+    found = []
+    for name in PREFERENCE:
+        isa = ISAS[name]
+        if name == "neon":
+            ok = machine in ("aarch64", "arm64")
+        elif name == "scalar":
+            ok = True
+        else:
+            ok = machine in ("x86_64", "AMD64") and all(f in flags for f in isa.cpu_features)
+        if ok:
+            found.append(name)
+    return tuple(found)
+
+
+@functools.cache
+def host_isas() -> tuple[str, ...]:
+    """The ISAs this host runs, best first (always ends with "scalar")."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        text = ""
+    return isas_from_cpuinfo(text, platform.machine())
+
+
+def host_isa() -> str:
+    return host_isas()[0]

@@ -1,0 +1,55 @@
+"""Conversions between plain tensors and the blocked layouts the kernels use (see codegen for the layouts).
+
+These copy; they run once per network input/output and once per weight tensor, never between layers.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def blocks(channels: int, lanes: int) -> int:
+    return -(-channels // lanes)
+
+
+def nchw_to_blocked(x: np.ndarray, lanes: int, out: np.ndarray | None = None) -> np.ndarray:
+    """(N, C, H, W) -> (N, ceil(C/lanes), H, W, lanes) float32, channels past C zero."""
+    n, c, h, w = x.shape
+    nb = blocks(c, lanes)
+    if out is None:
+        out = np.empty((n, nb, h, w, lanes), dtype=np.float32)
+    full = c // lanes
+    if full:
+        out[:, :full] = x[:, : full * lanes].reshape(n, full, lanes, h, w).transpose(0, 1, 3, 4, 2)
+    if nb > full:
+        tail = c - full * lanes
+        out[:, full, :, :, :tail] = x[:, full * lanes :].transpose(0, 2, 3, 1)
+        out[:, full, :, :, tail:] = 0.0
+    return out
+
+
+def blocked_to_nchw(xb: np.ndarray, channels: int) -> np.ndarray:
+    """(N, CB, H, W, lanes) -> (N, channels, H, W) float32, C-contiguous."""
+    n, nb, h, w, lanes = xb.shape
+    full = xb.transpose(0, 1, 4, 2, 3).reshape(n, nb * lanes, h, w)
+    return np.ascontiguousarray(full[:, :channels])
+
+
+def pack_weights(w: np.ndarray, lanes: int, cob: int) -> np.ndarray:
+    """OIHW -> (ceil(C_o/cob), ceil(C_i/lanes), kh, kw, lanes, cob), zero past C_o and C_i."""
+    co, ci, kh, kw = w.shape
+    nj = blocks(blocks(co, lanes) * lanes, cob)
+    nbi = blocks(ci, lanes)
+    padded = np.zeros((nj * cob, nbi * lanes, kh, kw), dtype=np.float32)
+    padded[:co, :ci] = w
+    # (nj, cob, nbi, lanes, kh, kw) -> (nj, nbi, kh, kw, lanes, cob)
+    packed = padded.reshape(nj, cob, nbi, lanes, kh, kw).transpose(0, 2, 4, 5, 3, 1)
+    return np.ascontiguousarray(packed)
+
+
+def pack_bias(bias: np.ndarray | None, co: int, lanes: int, cob: int) -> np.ndarray:
+    nj = blocks(blocks(co, lanes) * lanes, cob)
+    packed = np.zeros(nj * cob, dtype=np.float32)
+    if bias is not None:
+        packed[:co] = bias
+    return packed

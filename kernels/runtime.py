@@ -1,0 +1,127 @@
+"""Load compiled kernels through cffi and call them: the only module that touches `ffi`.
+
+Above this layer everything is numpy arrays and typed values; this layer checks every buffer's shape, dtype and
+contiguity against the compiled geometry before C sees a pointer, because C would not notice.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cffi
+import numpy as np
+
+from . import codegen, compiler
+from .config import KernelConfig
+from .isa import get_isa
+from .layout import blocks
+from .shape import ConvShape
+
+_ffi = cffi.FFI()
+_ffi.cdef(codegen.C_SIGNATURE)
+
+
+@dataclass(frozen=True)
+class CompiledKernel:
+    """The direct convolution for one (register-level config, layer shape), loaded and ready to run."""
+
+    isa: str
+    cob: int
+    wob: int
+    unroll: int
+    shape: ConvShape
+    path: Path
+    _lib: Any
+
+    @property
+    def lanes(self) -> int:
+        return get_isa(self.isa).lanes
+
+    def input_shape(self, batch: int) -> tuple[int, ...]:
+        s = self.shape
+        return (batch, blocks(s.ci, self.lanes), s.h, s.w, self.lanes)
+
+    def output_shape(self, batch: int) -> tuple[int, ...]:
+        s = self.shape
+        return (batch, blocks(s.co, self.lanes), s.ho, s.wo, self.lanes)
+
+    def weight_shape(self) -> tuple[int, ...]:
+        s, lanes = self.shape, self.lanes
+        return (blocks(blocks(s.co, lanes) * lanes, self.cob), blocks(s.ci, lanes), s.kh, s.kw, lanes, self.cob)
+
+    def run(
+        self,
+        x: np.ndarray,
+        weights: np.ndarray,
+        bias: np.ndarray,
+        out: np.ndarray,
+        *,
+        cib: int | None,
+        rows: int | None,
+        parallel: str,
+        threads: int,
+        relu: bool = False,
+    ) -> None:
+        """out = conv(x, weights) + bias (optionally ReLU), all in blocked layouts. Allocates nothing."""
+        batch = x.shape[0] if x.ndim == 5 else -1
+        _check_buffer("input", x, self.input_shape(batch))
+        _check_buffer("packed weights", weights, self.weight_shape())
+        _check_buffer("packed bias", bias, (self.weight_shape()[0] * self.cob,))
+        _check_buffer("output", out, self.output_shape(batch))
+        if not out.flags.writeable:
+            raise ValueError("output buffer is read-only")
+        nbi = blocks(self.shape.ci, self.lanes)
+        cib_blocks = nbi if cib is None else max(1, min(nbi, cib // self.lanes))
+        rows_per_task = self.shape.ho if rows is None else max(1, min(self.shape.ho, rows))
+        code = self._lib.dc_conv(
+            _ffi.from_buffer("float[]", x, require_writable=False),
+            _ffi.from_buffer("float[]", weights, require_writable=False),
+            _ffi.from_buffer("float[]", bias, require_writable=False),
+            _ffi.from_buffer("float[]", out),
+            batch,
+            cib_blocks,
+            rows_per_task,
+            1 if parallel == "rows" else 0,
+            threads,
+            1 if relu else 0,
+        )
+        if code != 0:
+            raise RuntimeError(f"kernel {self.path.name} rejected its arguments (code {code})")
+
+
+def _check_buffer(what: str, a: np.ndarray, expected: tuple[int, ...]) -> None:
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{what} must be a numpy array, got {type(a).__name__}")
+    if a.dtype != np.float32:
+        raise TypeError(f"{what} must be float32, got {a.dtype}")
+    if a.shape != expected:
+        raise ValueError(f"{what} must have shape {expected} for this kernel, got {a.shape}")
+    if not a.flags.c_contiguous:
+        raise ValueError(f"{what} must be C-contiguous (use np.ascontiguousarray)")
+
+
+_loaded: dict[tuple[Any, ...], CompiledKernel] = {}
+_load_lock = threading.Lock()
+
+
+def load(config: KernelConfig, shape: ConvShape) -> CompiledKernel:
+    """Generate, build (or find in the disk cache) and load the kernel for `config` on `shape`.
+
+    Kernels are shared in-process by (register-level config, shape): run-time fields of the config (cib, rows,
+    parallel, threads) do not make a new kernel. Thread-safe.
+    """
+    key = (config.compile_key(), shape)
+    kernel = _loaded.get(key)
+    if kernel is not None:
+        return kernel
+    with _load_lock:
+        kernel = _loaded.get(key)
+        if kernel is None:
+            source = codegen.generate(config, shape)
+            path = compiler.build(source, get_isa(config.isa).flags, name="conv")
+            kernel = CompiledKernel(*config.compile_key(), shape, path, _ffi.dlopen(str(path)))
+            _loaded[key] = kernel
+    return kernel
