@@ -6,7 +6,15 @@ register-blocked C kernel on channel-blocked (NCHWc) activations, generated and 
 
 from __future__ import annotations
 
-from directconv.api import (
+from pathlib import Path as _Path
+
+# In a source checkout the subpackages sit beside this folder (kernels/, model/, tuner/, machines/); pyproject.toml
+# maps them under `directconv` when installed. Let the same names resolve when running from the checkout.
+_checkout = _Path(__file__).resolve().parent.parent
+if (_checkout / "pyproject.toml").is_file() and (_checkout / "kernels" / "__init__.py").is_file():
+    __path__.append(str(_checkout))
+
+from directconv.api import (  # noqa: E402
     BlockedTensor,
     PackedWeights,
     available_threads,
@@ -16,10 +24,10 @@ from directconv.api import (
     pack_weights,
     to_blocked,
 )
-from directconv.kernels.config import KernelConfig
-from directconv.kernels.reference import conv2d_reference
-from directconv.kernels.shape import ConvShape
-from directconv.model.default import default_config
+from directconv.kernels.config import KernelConfig  # noqa: E402
+from directconv.kernels.reference import conv2d_reference  # noqa: E402
+from directconv.kernels.shape import ConvShape  # noqa: E402
+from directconv.model.default import default_config  # noqa: E402
 
 __version__ = "0.1.0"
 

@@ -1,0 +1,78 @@
+"""Compiled kernels are cached on disk; a second process reuses them without compiling."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from directconv.kernels import compiler
+
+pytestmark = pytest.mark.compiler
+
+SCRIPT = textwrap.dedent(
+    """
+    import json, numpy as np, directconv as dc
+    from directconv.kernels import compiler
+    x = np.ones((1, 5, 9, 9), np.float32); w = np.ones((6, 5, 3, 3), np.float32)
+    y = dc.conv2d(x, w, padding=1, threads=1)
+    print(json.dumps({"compiled": compiler.stats.compiled, "hits": compiler.stats.hits, "center": float(y[0, 0, 4, 4])}))
+    """
+)
+
+
+def _run(cache: str) -> dict:
+    env = {**os.environ, "DIRECTCONV_CACHE_DIR": cache}
+    done = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    import json
+
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_second_process_does_not_compile(tmp_path):
+    first = _run(str(tmp_path))
+    second = _run(str(tmp_path))
+    assert first["compiled"] == 1 and first["hits"] == 0
+    assert second["compiled"] == 0 and second["hits"] == 1
+    assert first["center"] == second["center"] == 45.0
+    libraries = list(tmp_path.rglob("*.so"))
+    assert len(libraries) == 1 and libraries[0].with_suffix(".c").exists()
+    assert not list(tmp_path.rglob("dc-build-*")), "temporary build folders must not be left behind"
+
+
+def test_cache_dir_follows_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("DIRECTCONV_CACHE_DIR", str(tmp_path / "a"))
+    assert compiler.cache_dir() == tmp_path / "a"
+    monkeypatch.delenv("DIRECTCONV_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert compiler.cache_dir() == tmp_path / "xdg" / "directconv"
+
+
+def test_cache_key_covers_source_flags_and_compiler():
+    cc = compiler.Compiler("/usr/bin/cc", "cc 1.0")
+    key = compiler.cache_key("int f;", ("-O3",), cc)
+    assert key != compiler.cache_key("int g;", ("-O3",), cc)
+    assert key != compiler.cache_key("int f;", ("-O2",), cc)
+    assert key != compiler.cache_key("int f;", ("-O3",), compiler.Compiler("/usr/bin/cc", "cc 2.0"))
+    assert key != compiler.cache_key("int f;", ("-O3",), compiler.Compiler("/opt/cc", "cc 1.0"))
+
+
+def test_compiler_error_shows_the_compiler_message(monkeypatch, tmp_path):
+    monkeypatch.setenv("DIRECTCONV_CACHE_DIR", str(tmp_path))
+    with pytest.raises(compiler.CompileError, match=r"failed \(exit \d+\) on generated bad.c[\s\S]*undeclared_thing"):
+        compiler.build("int f(void) { return undeclared_thing; }\n", (), name="bad")
+    assert not list(tmp_path.rglob("*.so"))
+
+
+def test_missing_compiler_names_what_to_install(monkeypatch):
+    compiler.find_compiler.cache_clear()
+    monkeypatch.setenv("CC", "no-such-cc-anywhere")
+    try:
+        with pytest.raises(compiler.CompilerNotFoundError, match=r"no working C compiler found \(tried no-such-cc-anywhere\).*install gcc"):
+            compiler.find_compiler()
+    finally:
+        compiler.find_compiler.cache_clear()

@@ -1,0 +1,138 @@
+"""Bad input gets a ValueError or TypeError that says what was expected and what was given."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import directconv as dc
+from directconv.kernels.isa import ISAS, host_isa, host_isas
+
+pytestmark = pytest.mark.compiler
+
+
+@pytest.fixture
+def layer(rng, random_layer):
+    return random_layer(rng, 1, 4, 8, 6, 6, 3, 3)
+
+
+def test_wrong_ndim(layer):
+    x, w, _ = layer
+    with pytest.raises(ValueError, match=r"x must be 4-D \(NCHW\), got 3-D with shape \(4, 6, 6\)"):
+        dc.conv2d(x[0], w)
+    with pytest.raises(ValueError, match=r"w must be 4-D \(OIHW.*got 2-D"):
+        dc.conv2d(x, w[:, :, 0, 0])
+
+
+def test_channel_mismatch(layer):
+    x, w, _ = layer
+    with pytest.raises(ValueError, match=r"channel mismatch: x has C_i=4 channels .* but w expects C_i=3"):
+        dc.conv2d(x, w[:, :3])
+
+
+def test_bias_length(layer):
+    x, w, b = layer
+    with pytest.raises(ValueError, match=r"bias must have C_o=8 elements .* got 7"):
+        dc.conv2d(x, w, b[:7])
+
+
+def test_kernel_larger_than_padded_input(rng, random_layer):
+    x, w, _ = random_layer(rng, 1, 2, 2, 4, 4, 7, 7)
+    with pytest.raises(ValueError, match=r"kernel 7x7 is larger than the padded input 6x6"):
+        dc.conv2d(x, w, padding=1)
+
+
+@pytest.mark.parametrize("stride", [0, -1, (1, 0)])
+def test_stride_below_one(layer, stride):
+    x, w, _ = layer
+    with pytest.raises(ValueError, match=r"stride must be >= 1 on both axes, got"):
+        dc.conv2d(x, w, stride=stride)
+
+
+@pytest.mark.parametrize("padding", [-1, (0, -2), (0, 0, -1, 0)])
+def test_negative_padding(layer, padding):
+    x, w, _ = layer
+    with pytest.raises(ValueError, match=r"padding must be >= 0"):
+        dc.conv2d(x, w, padding=padding)
+
+
+@pytest.mark.parametrize("bad", ["1", 1.5, (1, 2, 3), None])
+def test_padding_and_stride_types(layer, bad):
+    x, w, _ = layer
+    with pytest.raises(TypeError, match=r"padding must be"):
+        dc.conv2d(x, w, padding=bad)
+    with pytest.raises(TypeError, match=r"stride must be an int or a pair of ints"):
+        dc.conv2d(x, w, stride=bad)
+
+
+def test_empty_dimensions(layer):
+    x, w, _ = layer
+    with pytest.raises(ValueError, match=r"x has an empty dimension: shape \(0, 4, 6, 6\)"):
+        dc.conv2d(x[:0], w)
+    with pytest.raises(ValueError, match=r"w has an empty dimension"):
+        dc.conv2d(x, w[:0])
+
+
+def test_wrong_dtype_is_refused_not_converted(layer):
+    x, w, _ = layer
+    with pytest.raises(TypeError, match=r"x must be float32, got float64; .* pass x.astype\(np.float32\)"):
+        dc.conv2d(x.astype(np.float64), w)
+    with pytest.raises(TypeError, match=r"w must be float32, got int32"):
+        dc.conv2d(x, w.astype(np.int32))
+    with pytest.raises(TypeError, match=r"x must be a numpy.ndarray \(NCHW\), got list"):
+        dc.conv2d(x.tolist(), w)
+
+
+def test_config_that_does_not_fit(layer):
+    x, w, _ = layer
+    lanes = ISAS[host_isa()].lanes
+    too_wide = dc.KernelConfig(host_isa(), lanes, 7)
+    with pytest.raises(ValueError, match=r"does not fit layer .*W_o,b=7 exceeds the layer's output width 6"):
+        dc.conv2d(x, w, padding=1, config=too_wide)
+    too_many_channels = dc.KernelConfig(host_isa(), 4 * lanes if lanes > 1 else 16, 2)
+    with pytest.raises(ValueError, match=r"C_o,b=\d+ exceeds the layer's 8 output channels"):
+        dc.conv2d(x, w, padding=1, config=too_many_channels)
+
+
+def test_config_for_an_isa_the_host_cannot_run(layer):
+    x, w, _ = layer
+    foreign = next(name for name in ("neon", "avx512", "avx2") if name not in host_isas())
+    config = dc.KernelConfig(foreign, ISAS[foreign].lanes, 2)
+    with pytest.raises(ValueError, match=rf"config targets {foreign}, which this CPU cannot run"):
+        dc.conv2d(x, w, config=config)
+
+
+def test_config_wrong_type(layer):
+    x, w, _ = layer
+    with pytest.raises(TypeError, match=r"config must be a KernelConfig or None, got dict"):
+        dc.conv2d(x, w, config={"cob": 8})
+
+
+def test_threads_must_be_positive(layer):
+    x, w, _ = layer
+    with pytest.raises(ValueError, match=r"threads must be a positive int or None, got 0"):
+        dc.conv2d(x, w, threads=0)
+
+
+def test_blocked_mismatches(rng, random_layer):
+    x, w, b = random_layer(rng, 1, 4, 8, 6, 6, 3, 3)
+    packed = dc.pack_weights(w, b, input_size=(6, 6), padding=1)
+    other = dc.to_blocked(random_layer(rng, 1, 5, 8, 6, 6, 3, 3)[0])
+    with pytest.raises(ValueError, match=r"channel mismatch: x has 5 channels, the weights expect C_i=4"):
+        dc.conv2d_blocked(other, packed)
+    smaller = dc.to_blocked(random_layer(rng, 1, 4, 8, 5, 6, 3, 3)[0])
+    with pytest.raises(ValueError, match=r"x is 5x6 but the weights were packed for 6x6 inputs"):
+        dc.conv2d_blocked(smaller, packed)
+    with pytest.raises(TypeError, match=r"x must be a BlockedTensor \(see to_blocked\), got ndarray"):
+        dc.conv2d_blocked(x, packed)
+    xb = dc.to_blocked(x)
+    with pytest.raises(ValueError, match=r"out must be a BlockedTensor of shape"):
+        dc.conv2d_blocked(xb, packed, out=dc.to_blocked(x))
+    with pytest.raises(ValueError, match=r"BlockedTensor with 1 blocks of \d+ lanes holds"):
+        dc.BlockedTensor(xb.data, 99)
+
+
+def test_pack_weights_needs_input_size(layer):
+    _, w, _ = layer
+    with pytest.raises(TypeError, match=r"input_size must be a pair \(height, width\), got 6"):
+        dc.pack_weights(w, input_size=6)

@@ -1,0 +1,52 @@
+"""Blocked layouts: round trips, zero channel padding, and the packed weight order."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from directconv.kernels import layout
+from directconv.kernels.codegen import plan_tiles
+from directconv.kernels.shape import ConvShape
+
+
+@pytest.mark.parametrize("channels, lanes", [(1, 8), (8, 8), (13, 8), (35, 16), (6, 4), (3, 1)])
+def test_activation_round_trip_and_zero_tail(rng, channels, lanes):
+    x = rng.standard_normal((2, channels, 5, 7)).astype(np.float32)
+    xb = layout.nchw_to_blocked(x, lanes)
+    assert xb.shape == (2, -(-channels // lanes), 5, 7, lanes)
+    flat = xb.transpose(0, 1, 4, 2, 3).reshape(2, -1, 5, 7)
+    assert not flat[:, channels:].any()
+    np.testing.assert_array_equal(layout.blocked_to_nchw(xb, channels), x)
+    # element (n, c, h, w) lives at [n, c // lanes, h, w, c % lanes]
+    assert xb[1, (channels - 1) // lanes, 4, 6, (channels - 1) % lanes] == x[1, channels - 1, 4, 6]
+
+
+def test_weight_packing_order(rng):
+    w = rng.standard_normal((20, 11, 3, 2)).astype(np.float32)
+    packed = layout.pack_weights(w, lanes=8, cob=16)
+    assert packed.shape == (2, 2, 3, 2, 8, 16)  # (C_o/C_o,b, C_i/lanes, kh, kw, lanes, C_o,b)
+    co, ci, i, j = 17, 9, 2, 1
+    assert packed[co // 16, ci // 8, i, j, ci % 8, co % 16] == w[co, ci, i, j]
+    assert not packed[1, :, :, :, :, 4:].any()  # output channels 20..31 do not exist
+    assert not packed[:, 1, :, :, 3:, :].any()  # input channels 11..15 do not exist
+
+
+@pytest.mark.parametrize(
+    "shape, wob",
+    [
+        (ConvShape.from_args(3, 8, 56, 56, 3, 3, 1, 1), 6),
+        (ConvShape.from_args(3, 8, 227, 227, 11, 11, 4, 0), 4),
+        (ConvShape.from_args(3, 8, 9, 20, 5, 5, (1, 3), (0, 0, 4, 1)), 3),
+        (ConvShape.from_args(3, 8, 7, 7, 3, 3, 1, 1), 12),
+    ],
+)
+def test_tile_plan_covers_each_column_once(shape, wob):
+    tiles = plan_tiles(shape, wob)
+    columns = [t.first * wob + k for t in tiles for i in range(t.count) for k in range(i * wob, i * wob + t.width)]
+    assert columns == list(range(shape.wo))
+    for tile in tiles:
+        if tile.mask is None:  # an interior run never touches the padding
+            for index in range(tile.first, tile.first + tile.count):
+                for kk in range(wob):
+                    assert all(0 <= (index * wob + kk) * shape.sw + m - shape.pl < shape.w for m in range(shape.kw))
