@@ -7,7 +7,7 @@ Contract of the generated code (the "micro-kernel" in BLIS terms):
   C_i; bias is [ceil(C_o/C_o,b) * C_o,b], zero past C_o. An output block of C_o,b channels is C_o,b/c consecutive
   activation blocks, so a layer's output is the next layer's input whatever C_o,b either layer uses.
 - Register block. A tile is W_o,b output columns x C_o,b output channels held in cob/lanes * wob accumulator
-  variables (named scalars-like locals, never an array: an array of vectors makes GCC spill, see kernel-facts).
+  variables (named scalars-like locals, never an array: GCC keeps an array of vectors on the stack).
   The accumulators are loaded (or set to the bias) once, run through every tap and input channel of a cache block,
   and stored once.
 - Edge tiles are compiled, not looped: the layer's width, stride and padding are constants, so the generator knows

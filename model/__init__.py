@@ -1,0 +1,22 @@
+"""The analytical model: (machine description, layer shape) -> kernel configuration, its reasons, a search space.
+
+Pure functions: no I/O, no timing. Machine facts come from directconv.machines; formulas live here.
+"""
+
+from __future__ import annotations
+
+from .estimate import step_cycles, tile_efficiency
+from .plan import Plan, Reason, SearchSpace
+from .predict import predict, register_tiles, search_space, unpruned_space
+
+__all__ = [
+    "Plan",
+    "Reason",
+    "SearchSpace",
+    "predict",
+    "register_tiles",
+    "search_space",
+    "step_cycles",
+    "tile_efficiency",
+    "unpruned_space",
+]

@@ -1,0 +1,57 @@
+"""Cycle estimates for a kernel configuration on a machine: enough to rank configurations, not to promise times.
+
+The unit of work is a *step*: one input channel x one filter tap for one register tile, i.e. cob/n_vec * wob FMAs.
+A step costs the largest of three bounds (the paper's eq. 1 is the second one):
+  throughput  vectors * wob / N_fma               cycles the FMA pipes need,
+  latency     L_fma                               each accumulator depends on its previous FMA,
+  loads       (vectors + wob) / N_load            weight vectors plus broadcast inputs.
+Edge tiles (the last partial column tile, the last partial channel block) are costed at their own size: a
+two-column tile still pays the full latency bound, which is why the fit of W_o,b to W_o matters.
+"""
+
+from __future__ import annotations
+
+from directconv.machines.machine import Machine
+
+from directconv.kernels.shape import ConvShape
+
+# Vector loads per cycle where a description does not say (two load ports: every x86 core since Sandy Bridge,
+# Neoverse N1, Cortex-A57 has one 128-bit load per cycle and says so in its file).
+DEFAULT_LOADS_PER_CYCLE = 2.0
+
+
+def step_cycles(machine: Machine, vectors: int, width: int) -> float:
+    loads = machine.n_load or DEFAULT_LOADS_PER_CYCLE
+    return max(vectors * width / machine.n_fma, machine.l_fma, (vectors + width) / loads)
+
+
+def row_cycles(machine: Machine, shape: ConvShape, vectors: int, width: int) -> float:
+    """Cycles of one step summed over every tile of one output row, all output-channel blocks."""
+    blocks_out = -(-shape.co // machine.n_vec)
+    full_j, tail_v = divmod(blocks_out, vectors)
+    full_t, tail_w = divmod(shape.wo, width)
+
+    def one_block(v: int) -> float:
+        return full_t * step_cycles(machine, v, width) + (step_cycles(machine, v, tail_w) if tail_w else 0.0)
+
+    return full_j * one_block(vectors) + (one_block(tail_v) if tail_v else 0.0)
+
+
+def taps_executed(shape: ConvShape) -> int:
+    """Filter rows actually run over all output rows (rows in the top/bottom padding are skipped)."""
+    total = 0
+    for oh in range(shape.ho):
+        ih0 = oh * shape.sh - shape.pt
+        total += min(shape.kh, shape.h - ih0) - max(0, -ih0)
+    return total * shape.kw
+
+
+def tile_efficiency(machine: Machine, vectors: int, width: int) -> float:
+    """Fraction of FMA peak a full tile reaches by this estimate."""
+    return (vectors * width / machine.n_fma) / step_cycles(machine, vectors, width)
+
+
+def layer_seconds(machine: Machine, shape: ConvShape, vectors: int, width: int, threads: int, parallel_balance: float) -> float:
+    """Estimated run time of the layer (batch 1): compute cycles / clock, divided over threads with their balance."""
+    cycles = row_cycles(machine, shape, vectors, width) * shape.ci * taps_executed(shape)
+    return cycles / (machine.freq_ghz * 1e9) / (threads * parallel_balance)

@@ -1,0 +1,274 @@
+"""predict() and search_space(): the analytical model, (machine, layer shape) -> plan. Pure: no I/O, no timing.
+
+Register blocking follows the paper (Zhang et al. 2018, eqs. 1-2) with the register budget the paper leaves out:
+  C_o,b = vectors * N_vec                                   (output channels, innermost, one vector each)
+  E = vectors * W_o,b accumulator vectors >= N_fma * L_fma   (enough independent FMAs in flight)
+  E + vectors (weights) + 1 (broadcast input) <= N_reg        (everything in registers, no spills)
+Cache blocking is ours (the paper leaves it as future work), BLIS-style: the weights of one output-channel block
+and one input-channel block are reused by every tile of every row, so they are the operand kept close (L1 when
+they fit, else L2); the input streams past them. C_i,b is also bounded by the number of input streams a tile
+reads at once (C_i,b / N_vec channel planes x kh rows): past what hardware prefetchers track, every plane misses.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from directconv.kernels.config import KernelConfig
+from directconv.kernels.isa import ISAS
+from directconv.kernels.shape import ConvShape
+from directconv.machines.machine import Machine
+
+from .estimate import layer_seconds, row_cycles, step_cycles, tile_efficiency
+from .plan import Plan, Reason, SearchSpace
+
+# Concurrent sequential streams a core's hardware prefetchers follow. Intel documents 32 streams for the L2
+# streamer (Optimization Reference Manual, "Data Prefetching"); we budget half for the input planes, leaving the
+# rest to weights, output and the other hyperthread.
+PREFETCH_STREAMS = 16
+# Share of L1 the weight block may take: the input columns and the output tile need the remaining ways.
+L1_WEIGHT_SHARE = 0.5
+L2_WEIGHT_SHARE = 0.5
+# Accumulators beyond the latency bound (x1.5): with exactly N_fma * L_fma, one late load stalls the pipes.
+ACCUMULATOR_SLACK = 1.5
+MAX_UNPRUNED_VECTORS = 8
+MAX_UNPRUNED_WIDTH = 32
+UNROLLS_UNPRUNED = (1, 2, 4, 8)
+UNROLLS_PRUNED = (1, 2, 4)
+# Register tiles kept in the pruned space: those whose estimated layer time is within this factor of the best.
+TILE_KEEP_FACTOR = 1.15
+MAX_PRUNED_TILES = 6
+
+
+@dataclass(frozen=True)
+class Tile:
+    vectors: int
+    width: int
+    cycles: float  # estimated cycles per (channel, tap) step over one output row, all channel blocks
+
+    @property
+    def accumulators(self) -> int:
+        return self.vectors * self.width
+
+
+def kernel_isa(machine: Machine) -> str:
+    """The code generator's ISA for a machine, checked against the description's vector width."""
+    isa = ISAS.get(machine.isa)
+    if isa is None:
+        raise ValueError(
+            f"machine {machine.id}: no kernel generator for isa {machine.isa!r} yet; supported: {', '.join(ISAS)}"
+        )
+    if isa.lanes != machine.n_vec:
+        raise ValueError(f"machine {machine.id}: isa {machine.isa} has {isa.lanes} fp32 lanes, description says n_vec={machine.n_vec}")
+    return isa.name
+
+
+def _registers_needed(vectors: int, width: int) -> int:
+    return vectors * width + vectors + 1
+
+
+def register_tiles(machine: Machine, shape: ConvShape) -> list[Tile]:
+    """Every register tile that fits the registers and the layer, best estimated first."""
+    blocks_out = -(-shape.co // machine.n_vec)
+    tiles = []
+    for vectors in range(1, blocks_out + 1):
+        if _registers_needed(vectors, 1) > machine.n_reg:
+            break
+        for width in range(1, shape.wo + 1):
+            if _registers_needed(vectors, width) > machine.n_reg:
+                break
+            tiles.append(Tile(vectors, width, row_cycles(machine, shape, vectors, width)))
+    needed = machine.n_fma * machine.l_fma * ACCUMULATOR_SLACK
+
+    def rank(t: Tile) -> tuple:
+        # Estimated cycles first; among equals, enough accumulators for slack, then more vectors (each broadcast
+        # input feeds more FMAs, and the input is read fewer times), then fewer registers.
+        return (round(t.cycles, 6), t.accumulators < needed, -t.vectors, t.accumulators)
+
+    return sorted(tiles, key=rank)
+
+
+def choose_cib(machine: Machine, shape: ConvShape, cob: int) -> tuple[int | None, str]:
+    """C_i,b: the input-channel block, with the reason."""
+    lanes = machine.n_vec
+    ci_padded = -(-shape.ci // lanes) * lanes
+    taps = shape.kh * shape.kw
+    slab_per_channel = cob * taps * 4  # bytes of weights per input channel of the block
+    l1, l2 = machine.cache(1), machine.cache(2)
+    by_streams = max(lanes, (PREFETCH_STREAMS * lanes // shape.kh) // lanes * lanes)
+    budget = l1.size_bytes * L1_WEIGHT_SHARE if l1 else float("inf")
+    by_l1 = max(lanes, int(budget // slab_per_channel) // lanes * lanes)
+    by_l2 = (
+        max(lanes, int(l2.size_bytes * L2_WEIGHT_SHARE // slab_per_channel) // lanes * lanes) if l2 else ci_padded
+    )
+    # Prefer the weights in L1; if that leaves too few channels per block to amortize reloading the output tile
+    # (fewer than ~2 blocks of channels), settle for L2.
+    cib = by_l1 if by_l1 >= 2 * lanes else by_l2
+    level = "L1" if by_l1 >= 2 * lanes else "L2"
+    cib = min(cib, by_streams)
+    # Round down to the ladder N_vec * 2^k that the search space uses, so the prediction is one of its points.
+    cib = lanes * 2 ** int(math.log2(cib // lanes))
+    if cib >= ci_padded:
+        return None, (
+            f"all {shape.ci} input channels in one block: weights {cob}x{shape.ci}x{shape.kh}x{shape.kw}x4 B = "
+            f"{cob * shape.ci * taps * 4 / 1024:.1f} KiB fit the {level} budget and {-(-shape.ci // lanes)} planes "
+            f"x {shape.kh} rows <= {PREFETCH_STREAMS} prefetch streams"
+        )
+    bound = "prefetch streams" if cib == by_streams else f"{level} budget"
+    return cib, (
+        f"bound by {bound}: weights per block {cob}x{cib}x{shape.kh}x{shape.kw}x4 B = "
+        f"{cob * cib * taps * 4 / 1024:.1f} KiB, kept in {level} (L1 budget {L1_WEIGHT_SHARE:.0%} of "
+        f"{l1.size_kib if l1 else '?'} KiB, L2 budget {L2_WEIGHT_SHARE:.0%} of {l2.size_kib if l2 else '?'} KiB); "
+        f"input streams {cib // lanes} planes x {shape.kh} rows <= {PREFETCH_STREAMS}"
+    )
+
+
+def choose_parallel(shape: ConvShape, machine: Machine, cob: int, threads: int) -> tuple[str, int | None, float, str]:
+    """(parallel axis, rows per task, balance in (0, 1], reason)."""
+    nj = -(-(-(-shape.co // machine.n_vec)) // (cob // machine.n_vec))
+    if threads == 1:
+        return "co", None, 1.0, "one thread: a task is a whole output-channel block, all rows"
+    if nj % threads == 0:
+        return "co", None, 1.0, (
+            f"the paper's split: {nj} output-channel blocks divide evenly over {threads} threads; each thread reads "
+            f"only its own weights"
+        )
+    units = nj * shape.ho
+    per = math.ceil(units / threads)
+    balance = units / (per * threads)
+    return "rows", 1, balance, (
+        f"{nj} output-channel blocks do not divide over {threads} threads: split {nj} x {shape.ho} (block, row) "
+        f"tasks instead, balance {balance:.0%}"
+    )
+
+
+def predict(shape: ConvShape, machine: Machine, threads: int = 1) -> Plan:
+    """The model's configuration for `shape` on `machine` with `threads`, and why."""
+    isa = kernel_isa(machine)
+    tiles = register_tiles(machine, shape)
+    best = tiles[0]
+    cob = best.vectors * machine.n_vec
+    need = machine.n_fma * machine.l_fma
+    full_t, tail_w = divmod(shape.wo, best.width)
+    blocks_out = -(-shape.co // machine.n_vec)
+    full_j, tail_v = divmod(blocks_out, best.vectors)
+    reasons = [
+        Reason(
+            "cob",
+            cob,
+            f"{best.vectors} vector(s) of N_vec={machine.n_vec} output channels; C_o={shape.co} = {full_j} block(s)"
+            + (f" + a tail of {tail_v * machine.n_vec}" if tail_v else " exactly"),
+        ),
+        Reason(
+            "wob",
+            best.width,
+            f"E = {best.vectors}x{best.width} = {best.accumulators} accumulator vectors "
+            f"{'>=' if best.accumulators >= need else '<'} N_fma*L_fma = {machine.n_fma:g}*{machine.l_fma:g} = {need:g} "
+            f"(paper eq. 1); registers {best.accumulators} + {best.vectors} weights + 1 broadcast = "
+            f"{_registers_needed(best.vectors, best.width)} <= N_reg={machine.n_reg} (eq. 2 with operands); "
+            f"W_o={shape.wo} = {full_t} tile(s)" + (f" + one of {tail_w}" if tail_w else " exactly")
+            + f"; best estimate of {len(tiles)} feasible tiles (full-tile efficiency "
+            f"{tile_efficiency(machine, best.vectors, best.width):.0%})",
+        ),
+    ]
+    if best.accumulators < need:
+        reasons.append(
+            Reason("E", best.accumulators, f"below the latency bound {need:g}: the layer is too narrow for more")
+        )
+    cib, why_cib = choose_cib(machine, shape, cob)
+    reasons.append(Reason("cib", cib if cib is not None else "all", why_cib))
+    parallel, rows, balance, why_par = choose_parallel(shape, machine, cob, threads)
+    reasons.append(Reason("parallel", parallel, why_par))
+    reasons.append(Reason("threads", threads, f"as asked; machine has {machine.cores} cores"))
+    reasons.append(
+        Reason("unroll", 1, "the channel loop body already holds E FMAs; unrolling it lets GCC hoist loads of later "
+               "iterations and spill accumulators (measured on AVX2: unroll 8 spilled every 12-accumulator tile)")
+    )
+    config = KernelConfig(isa=isa, cob=cob, wob=best.width, cib=cib, rows=rows, parallel=parallel, threads=threads)
+    seconds = layer_seconds(machine, shape, best.vectors, best.width, threads, balance)
+    return Plan(config, tuple(reasons), shape.flops() / seconds / 1e9, machine.id)
+
+
+def _cib_ladder(shape: ConvShape, lanes: int) -> list[int | None]:
+    """C_i,b values of the unpruned space: N_vec * 2^k below the layer's channels, then all channels."""
+    ci_padded = -(-shape.ci // lanes) * lanes
+    ladder: list[int | None] = []
+    c = lanes
+    while c < ci_padded:
+        ladder.append(c)
+        c *= 2
+    return ladder + [None]
+
+
+def unpruned_space(shape: ConvShape, machine: Machine, threads: int = 1) -> Iterator[KernelConfig]:
+    """Every configuration a model-free search would have to consider for this layer.
+
+    Register tiles of up to 8 vectors x 32 columns with at most 2*N_reg accumulators (past that every tile
+    spills), C_i,b on a doubling ladder (N_vec, 2 N_vec, 4 N_vec, ..., all), every unroll, and for several
+    threads both parallel axes with 1, 2 or 4 rows per task.
+    """
+    isa = kernel_isa(machine)
+    lanes = machine.n_vec
+    blocks_out = -(-shape.co // lanes)
+    splits: list[tuple[str, int | None]] = [("co", None)]
+    if threads > 1:
+        splits += [("rows", r) for r in (1, 2, 4) if r <= shape.ho] + [("co", r) for r in (1, 2, 4) if r <= shape.ho]
+    for vectors in range(1, min(MAX_UNPRUNED_VECTORS, blocks_out) + 1):
+        for width in range(1, min(MAX_UNPRUNED_WIDTH, shape.wo) + 1):
+            if vectors * width > 2 * machine.n_reg:
+                break
+            for cib in _cib_ladder(shape, lanes):
+                for unroll in UNROLLS_UNPRUNED:
+                    for parallel, rows in splits:
+                        yield KernelConfig(isa, vectors * lanes, width, cib=cib, rows=rows, parallel=parallel,
+                                           threads=threads, unroll=unroll)
+
+
+def search_space(shape: ConvShape, machine: Machine, threads: int = 1) -> SearchSpace:
+    """The configurations worth measuring, ordered by predicted performance, with the cuts that made it small."""
+    plan = predict(shape, machine, threads)
+    tiles = register_tiles(machine, shape)
+    best_cycles = tiles[0].cycles
+    kept = [t for t in tiles if t.cycles <= best_cycles * TILE_KEEP_FACTOR][:MAX_PRUNED_TILES]
+    lanes = machine.n_vec
+    ci_padded = -(-shape.ci // lanes) * lanes
+    scored: list[tuple[float, KernelConfig]] = []
+    seen: set[KernelConfig] = set()
+    for tile in kept:
+        cob = tile.vectors * lanes
+        cib, _ = choose_cib(machine, shape, cob)
+        base = cib or ci_padded
+        cib_options = {c if c < ci_padded else None for c in (base // 2, base, base * 2) if c >= lanes}
+        cib_options.add(cib)
+        parallel, rows, balance, _ = choose_parallel(shape, machine, cob, threads)
+        splits = {(parallel, rows)} | ({("rows", 1), ("co", None)} if threads > 1 else set())
+        for c in sorted(cib_options, key=lambda v: -1 if v is None else v):
+            for unroll in UNROLLS_PRUNED:
+                for par, r in sorted(splits, key=str):
+                    config = KernelConfig(plan.config.isa, cob, tile.width, cib=c, rows=r, parallel=par,
+                                          threads=threads, unroll=unroll)
+                    if config in seen:
+                        continue
+                    seen.add(config)
+                    bal = balance if (par, r) == (parallel, rows) else (1.0 if threads == 1 else 0.9)
+                    # The model does not rank unroll or cache blocks finer than "the predicted one first".
+                    penalty = 1.0 + 0.01 * (unroll != 1) + 0.01 * (c != cib)
+                    seconds = layer_seconds(machine, shape, tile.vectors, tile.width, threads, bal) * penalty
+                    scored.append((seconds, config))
+    scored.sort(key=lambda sc: sc[0])
+    # The prediction itself always comes first.
+    configs = [plan.config] + [c for _, c in scored if c != plan.config]
+    gflops = [plan.predicted_gflops] + [shape.flops() / s / 1e9 for s, c in scored if c != plan.config]
+    cuts = (
+        f"register tiles: {len(tiles)} fit N_reg={machine.n_reg} without spilling (accumulators + weights + "
+        f"broadcast); tiles that spill lose 20-50% (measured) and are cut",
+        f"kept {len(kept)} tiles within {TILE_KEEP_FACTOR:.2f}x of the best estimated cycles (edge tiles counted); "
+        f"the estimate's error between tiles of similar FMA count is well below 15%",
+        "C_i,b: the model's block, half and double it (and all channels) instead of the whole ladder: "
+        "the cost is flat near the cache fit and steep far from it",
+        f"unroll: {UNROLLS_PRUNED} (8 makes GCC hoist loads and spill accumulators)",
+        "threads: the model's split plus the other axis, rows one at a time (balance)" if threads > 1 else "one thread",
+    )
+    return SearchSpace(tuple(configs), tuple(gflops), sum(1 for _ in unpruned_space(shape, machine, threads)), cuts)

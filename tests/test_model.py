@@ -1,0 +1,122 @@
+"""The analytical model on hand-computed cases: register constraints, cache blocks, threading, pruning."""
+
+from __future__ import annotations
+
+import pytest
+
+from directconv.kernels.shape import ConvShape
+from directconv.layers import get_layer, suite
+from directconv.machines.machine import Cache, Machine
+from directconv.model import predict, register_tiles, search_space, unpruned_space
+
+
+def machine(isa: str, n_vec: int, n_reg: int, n_fma: float, l_fma: float, l1=32, l2=1024, cores=4) -> Machine:
+    return Machine(
+        id=f"test-{isa}", name="test", vendor="test", isa=isa, n_vec=n_vec, n_reg=n_reg, n_fma=n_fma, l_fma=l_fma,
+        freq_ghz=3.0, cores=cores, threads_per_core=1,
+        caches=(Cache(1, l1, 8, 64, 1), Cache(2, l2, 16, 64, 1)), compiler_flags=(), sources={},
+    )
+
+
+HASWELL = machine("avx2", 8, 16, 2, 5, l2=256)  # Haswell: 2 FMA ports, latency 5 (Intel optimization manual)
+SKYLAKE_SP = machine("avx512", 16, 32, 2, 4)
+CORTEX_A57 = machine("neon", 4, 32, 1, 5, l1=32, l2=2048)
+
+
+def check_constraints(m: Machine, shape: ConvShape, threads: int = 1) -> None:
+    plan = predict(shape, m, threads)
+    c = plan.config
+    c.check_fits(shape)
+    vectors = c.cob // m.n_vec
+    assert c.cob % m.n_vec == 0
+    assert vectors * c.wob + vectors + 1 <= m.n_reg, "accumulators + weights + broadcast must fit the registers"
+    co_vectors = -(-shape.co // m.n_vec)
+    if co_vectors * shape.wo >= m.n_fma * m.l_fma:  # the layer is wide enough to hide the latency
+        assert vectors * c.wob >= m.n_fma * m.l_fma, "paper eq. 1: E >= N_vec * N_fma * L_fma"
+    assert c.cib is None or c.cib % m.n_vec == 0
+    assert c.threads == threads
+    assert plan.predicted_gflops > 0
+
+
+def test_haswell_needs_80_accumulated_elements_and_fits_16_registers():
+    assert HASWELL.fma_in_flight == 80
+    plan = predict(get_layer("vgg16:conv3_2").shape, HASWELL)
+    vectors = plan.config.cob // 8
+    assert vectors * plan.config.wob * 8 >= 80
+    assert vectors * plan.config.wob + vectors + 1 <= 16
+    text = plan.explain()
+    assert "N_fma*L_fma = 2*5 = 10" in text and "<= N_reg=16" in text
+
+
+def test_skylake_and_a57_plans():
+    shape = get_layer("resnet50:res3_3x3").shape
+    sky = predict(shape, SKYLAKE_SP).config
+    assert sky.isa == "avx512" and sky.cob % 16 == 0 and (sky.cob // 16) * sky.wob >= 8
+    a57 = predict(shape, CORTEX_A57).config
+    assert a57.isa == "neon" and a57.cob % 4 == 0 and (a57.cob // 4) * a57.wob >= 5
+
+
+@pytest.mark.parametrize("m", [HASWELL, SKYLAKE_SP, CORTEX_A57], ids=lambda m: m.isa)
+def test_every_suite_layer_satisfies_every_constraint(m):
+    for layer in suite():
+        for threads in (1, 2):
+            check_constraints(m, layer.shape, threads)
+
+
+def test_narrow_layer_says_it_cannot_hide_latency():
+    shape = ConvShape.from_args(8, 8, 3, 3, 3, 3, 1, 1)  # one output vector, 3 columns
+    plan = predict(shape, HASWELL)
+    assert plan.config.cob == 8 and plan.config.wob == 3
+    assert any(r.parameter == "E" and "below the latency bound" in r.why for r in plan.reasons)
+
+
+def test_edge_tiles_steer_the_width():
+    # W_o = 56: a tile of 4 or 7 columns divides it, 6 leaves a 2-column tile that pays full latency.
+    tiles = register_tiles(HASWELL, get_layer("vgg16:conv3_2").shape)
+    assert 56 % tiles[0].width == 0
+
+
+def test_cache_block_keeps_weights_in_l1_and_respects_streams():
+    shape = get_layer("vgg16:conv4_2").shape  # 512 -> 512, 3x3
+    plan = predict(shape, HASWELL)
+    c = plan.config
+    why = next(r.why for r in plan.reasons if r.parameter == "cib")
+    level_kib = 32 if "kept in L1" in why else 256
+    assert "kept in L" in why
+    assert c.cib is not None and c.cib * c.cob * 9 * 4 <= level_kib * 1024 * 0.5
+    assert (c.cib // 8) * 3 <= 16  # input planes x filter rows within the prefetch streams
+    small = predict(get_layer("googlenet:3a_5x5").shape, HASWELL)  # 16 input channels: no reason to block
+    assert small.config.cib is None
+
+
+def test_threads_split_output_channel_blocks_when_they_divide():
+    shape = get_layer("vgg16:conv3_2").shape
+    two = predict(shape, SKYLAKE_SP, threads=2).config
+    nj = -(-256 // two.cob)
+    assert (two.parallel == "co") == (nj % 2 == 0)
+    three = predict(shape, SKYLAKE_SP, threads=3)
+    assert three.config.parallel in ("co", "rows")
+    assert any(r.parameter == "parallel" for r in three.reasons)
+
+
+@pytest.mark.parametrize("name", ["vgg16:conv3_2", "resnet50:res4_1x1_1024to256", "alexnet:conv2", "googlenet:3a_3x3", "resnet50:res5_3x3"])
+def test_pruned_space_is_20x_smaller_valid_and_led_by_the_prediction(name):
+    shape = get_layer(name).shape
+    space = search_space(shape, HASWELL)
+    assert space.configs[0] == predict(shape, HASWELL).config
+    assert len(set(space.configs)) == len(space.configs)
+    assert space.unpruned_size >= 20 * len(space)
+    rest = list(space.predicted_gflops[1:])
+    assert rest == sorted(rest, reverse=True)
+    unpruned = set(unpruned_space(shape, HASWELL))
+    assert len(unpruned) == space.unpruned_size
+    for config in space.configs:
+        config.check_fits(shape)
+        assert config.replace(rows=None, parallel="co") in unpruned
+    assert len(space.cuts) >= 3
+
+
+def test_unknown_isa_is_refused_with_reason():
+    sve = machine("sve", 8, 32, 2, 4)
+    with pytest.raises(ValueError, match=r"no kernel generator for isa 'sve' yet"):
+        predict(get_layer("vgg16:conv3_2").shape, sve)
