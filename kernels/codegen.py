@@ -33,6 +33,14 @@ C_SIGNATURE = (
     "int dc_conv(const float *in, const float *wt, const float *bias, float *out, "
     "int batch, int cib_blocks, int rows, int parallel_rows, int threads, int relu);"
 )
+# Timing lives in C so that no interpreter overhead lands between runs: `warmup` untimed calls, then timed calls
+# until `min_seconds` have passed and at least `min_samples` were taken (at most `max_samples`). Per-call seconds
+# go to `samples`; returns how many were taken, or a negative kernel error code.
+C_BENCH_SIGNATURE = (
+    "int dc_bench(const float *in, const float *wt, const float *bias, float *out, "
+    "int batch, int cib_blocks, int rows, int parallel_rows, int threads, "
+    "int warmup, double min_seconds, int min_samples, int max_samples, double *samples);"
+)
 
 
 @dataclass(frozen=True)
@@ -166,7 +174,7 @@ def generate(cfg: KernelConfig, shape: ConvShape) -> str:
         f" * register block: isa={cfg.isa} cob={cfg.cob} wob={cfg.wob} unroll={cfg.unroll}\n"
         f" * layer: {shape.describe()}\n */"
     )
-    out.append("#include <stddef.h>")
+    out.append("#include <stddef.h>\n#include <time.h>")
     out.append(_vector_prelude(lanes))
     consts = dict(
         CB=lanes, COB=cfg.cob, H=shape.h, W=shape.w, KH=shape.kh, KW=shape.kw, SH=shape.sh, SW=shape.sw,
@@ -235,6 +243,32 @@ def generate(cfg: KernelConfig, shape: ConvShape) -> str:
         }}
     }}
     return 0;
+}}
+
+static double dc_now(void)
+{{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}}
+
+{C_BENCH_SIGNATURE[:-1]}
+{{
+    for (int i = 0; i < warmup; ++i) {{
+        int code = dc_conv(in, wt, bias, out, batch, cib_blocks, rows, parallel_rows, threads, 0);
+        if (code) return code;
+    }}
+    int n = 0;
+    double total = 0.0;
+    while (n < max_samples && (n < min_samples || total < min_seconds)) {{
+        double t0 = dc_now();
+        int code = dc_conv(in, wt, bias, out, batch, cib_blocks, rows, parallel_rows, threads, 0);
+        double dt = dc_now() - t0;
+        if (code) return code;
+        samples[n++] = dt;
+        total += dt;
+    }}
+    return n;
 }}
 """
     )

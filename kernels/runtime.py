@@ -22,6 +22,7 @@ from .shape import ConvShape
 
 _ffi = cffi.FFI()
 _ffi.cdef(codegen.C_SIGNATURE)
+_ffi.cdef(codegen.C_BENCH_SIGNATURE)
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,55 @@ class CompiledKernel:
         s, lanes = self.shape, self.lanes
         return (blocks(blocks(s.co, lanes) * lanes, self.cob), blocks(s.ci, lanes), s.kh, s.kw, lanes, self.cob)
 
+    def _args(self, x, weights, bias, out, cib, rows, parallel) -> tuple:
+        """Checked cffi arguments shared by run() and bench()."""
+        batch = x.shape[0] if x.ndim == 5 else -1
+        _check_buffer("input", x, self.input_shape(batch))
+        _check_buffer("packed weights", weights, self.weight_shape())
+        _check_buffer("packed bias", bias, (self.weight_shape()[0] * self.cob,))
+        _check_buffer("output", out, self.output_shape(batch))
+        if not out.flags.writeable:
+            raise ValueError("output buffer is read-only")
+        nbi = blocks(self.shape.ci, self.lanes)
+        cib_blocks = nbi if cib is None else max(1, min(nbi, cib // self.lanes))
+        rows_per_task = self.shape.ho if rows is None else max(1, min(self.shape.ho, rows))
+        return (
+            _ffi.from_buffer("float[]", x, require_writable=False),
+            _ffi.from_buffer("float[]", weights, require_writable=False),
+            _ffi.from_buffer("float[]", bias, require_writable=False),
+            _ffi.from_buffer("float[]", out),
+            batch,
+            cib_blocks,
+            rows_per_task,
+            1 if parallel == "rows" else 0,
+        )
+
+    def bench(
+        self,
+        x: np.ndarray,
+        weights: np.ndarray,
+        bias: np.ndarray,
+        out: np.ndarray,
+        *,
+        cib: int | None,
+        rows: int | None,
+        parallel: str,
+        threads: int,
+        warmup: int = 2,
+        min_seconds: float = 0.2,
+        min_samples: int = 5,
+        max_samples: int = 10000,
+    ) -> np.ndarray:
+        """Time the kernel in C (see codegen.C_BENCH_SIGNATURE); returns per-call seconds."""
+        samples = np.empty(max_samples, dtype=np.float64)
+        n = self._lib.dc_bench(
+            *self._args(x, weights, bias, out, cib, rows, parallel),
+            threads, warmup, min_seconds, min_samples, max_samples, _ffi.from_buffer("double[]", samples),
+        )
+        if n < 0:
+            raise RuntimeError(f"kernel {self.path.name} rejected its arguments (code {n})")
+        return samples[:n].copy()
+
     def run(
         self,
         x: np.ndarray,
@@ -66,28 +116,7 @@ class CompiledKernel:
         relu: bool = False,
     ) -> None:
         """out = conv(x, weights) + bias (optionally ReLU), all in blocked layouts. Allocates nothing."""
-        batch = x.shape[0] if x.ndim == 5 else -1
-        _check_buffer("input", x, self.input_shape(batch))
-        _check_buffer("packed weights", weights, self.weight_shape())
-        _check_buffer("packed bias", bias, (self.weight_shape()[0] * self.cob,))
-        _check_buffer("output", out, self.output_shape(batch))
-        if not out.flags.writeable:
-            raise ValueError("output buffer is read-only")
-        nbi = blocks(self.shape.ci, self.lanes)
-        cib_blocks = nbi if cib is None else max(1, min(nbi, cib // self.lanes))
-        rows_per_task = self.shape.ho if rows is None else max(1, min(self.shape.ho, rows))
-        code = self._lib.dc_conv(
-            _ffi.from_buffer("float[]", x, require_writable=False),
-            _ffi.from_buffer("float[]", weights, require_writable=False),
-            _ffi.from_buffer("float[]", bias, require_writable=False),
-            _ffi.from_buffer("float[]", out),
-            batch,
-            cib_blocks,
-            rows_per_task,
-            1 if parallel == "rows" else 0,
-            threads,
-            1 if relu else 0,
-        )
+        code = self._lib.dc_conv(*self._args(x, weights, bias, out, cib, rows, parallel), threads, 1 if relu else 0)
         if code != 0:
             raise RuntimeError(f"kernel {self.path.name} rejected its arguments (code {code})")
 
@@ -120,8 +149,18 @@ def load(config: KernelConfig, shape: ConvShape) -> CompiledKernel:
     with _load_lock:
         kernel = _loaded.get(key)
         if kernel is None:
-            source = codegen.generate(config, shape)
-            path = compiler.build(source, get_isa(config.isa).flags, name="conv")
-            kernel = CompiledKernel(*config.compile_key(), shape, path, _ffi.dlopen(str(path)))
+            kernel = open_library(build(config, shape), config, shape)
             _loaded[key] = kernel
     return kernel
+
+
+def build(config: KernelConfig, shape: ConvShape, source: str | None = None) -> Path:
+    """Compile (or find in the disk cache) the kernel library; `source` overrides the generated C."""
+    if source is None:
+        source = codegen.generate(config, shape)
+    return compiler.build(source, get_isa(config.isa).flags, name="conv")
+
+
+def open_library(path: Path, config: KernelConfig, shape: ConvShape) -> CompiledKernel:
+    """Load a built kernel library for `config` on `shape` (not shared through the in-process cache)."""
+    return CompiledKernel(*config.compile_key(), shape, path, _ffi.dlopen(str(path)))

@@ -55,3 +55,8 @@ def layer_seconds(machine: Machine, shape: ConvShape, vectors: int, width: int, 
     """Estimated run time of the layer (batch 1): compute cycles / clock, divided over threads with their balance."""
     cycles = row_cycles(machine, shape, vectors, width) * shape.ci * taps_executed(shape)
     return cycles / (machine.freq_ghz * 1e9) / (threads * parallel_balance)
+
+
+def predicted_gflops(machine: Machine, shape: ConvShape, vectors: int, width: int, threads: int = 1,
+                     balance: float = 1.0) -> float:
+    return shape.flops() / layer_seconds(machine, shape, vectors, width, threads, balance) / 1e9
