@@ -1,0 +1,275 @@
+"""tune(): find the fastest configuration of one layer on this machine with an Optuna study.
+
+Stages, in order, per batch of candidates: ask Optuna -> drop configurations already measured in the study (by this
+or any other process) -> compile the batch in parallel -> measure one at a time in a worker process (nothing else
+runs meanwhile) -> tell Optuna. The model's prediction and its next best configurations are enqueued first; a space
+no larger than the trial budget is swept whole.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+
+from directconv.kernels.config import KernelConfig
+from directconv.kernels.shape import ConvShape
+from directconv.machines.machine import Machine
+from directconv.model import predict, search_space, unpruned_space
+
+from .compile import SourceHook, compile_all
+from .measure import Measurement, Measurer
+from .params import ParamSpace, config_key, config_params
+from .progress import Progress
+from .storage import HEARTBEAT_SECONDS, fail_dead_trials, open_storage, owner, study_name
+
+SAMPLERS = ("tpe", "cmaes", "grid", "random")
+SEEDS = 8  # model configurations enqueued before the sampler takes over
+MAX_DUPLICATES_IN_A_ROW = 5
+
+
+@dataclass(frozen=True)
+class TuneResult:
+    shape: ConvShape
+    threads: int
+    study_name: str
+    storage_url: str
+    best: Measurement | None  # fastest correct configuration measured in the study (any run)
+    predicted: Measurement | None  # the model's configuration, as measured in the study
+    measured_now: int  # candidates this call measured (correct or not)
+    failed_now: int  # candidates this call recorded as failed (crash, hang, compile error, wrong answer)
+    trials_total: int  # completed + failed trials in the study
+    seconds: float
+    space_size: int
+    failures: tuple[tuple[str, str, str], ...] = field(default_factory=tuple)  # (config key, status, detail)
+
+
+def make_sampler(name: str, params: ParamSpace, seed: int | None) -> optuna.samplers.BaseSampler:
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=SEEDS, multivariate=True,
+                                          warn_independent_sampling=False)
+    if name == "cmaes":
+        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "grid":
+        grid = {k: list(v) for k, v in params.values.items()}
+        return optuna.samplers.GridSampler(grid, seed=seed)
+    raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {name!r}")
+
+
+def _measurement_from(trial: optuna.trial.FrozenTrial) -> Measurement | None:
+    attrs = trial.user_attrs
+    if "config" not in attrs:
+        return None
+    config = KernelConfig.from_dict(attrs["config"])
+    return Measurement(
+        config, attrs.get("status", "ok" if trial.state == optuna.trial.TrialState.COMPLETE else "error"),
+        seconds=attrs.get("seconds"), spread=attrs.get("spread"), samples=attrs.get("samples", 0),
+        gflops=trial.value if trial.state == optuna.trial.TrialState.COMPLETE else None,
+        max_rel_error=attrs.get("max_rel_error"), detail=attrs.get("detail", ""),
+    )
+
+
+def _measured(study: optuna.Study) -> dict[str, optuna.trial.FrozenTrial]:
+    """config key -> the trial that measured it (COMPLETE or FAIL), over every process's trials."""
+    done = {}
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)):
+        key = t.user_attrs.get("config_key")
+        if key and not t.user_attrs.get("duplicate_of"):
+            done.setdefault(key, t)
+    return done
+
+
+def _claimed_earlier(study: optuna.Study, key: str, number: int) -> int | None:
+    """Number of an earlier trial (any process) holding the same configuration, if one exists."""
+    for t in study.get_trials(deepcopy=False):
+        if t.number < number and t.user_attrs.get("config_key") == key and not t.user_attrs.get("duplicate_of"):
+            if t.state in (optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL):
+                return t.number
+    return None
+
+
+class _Heartbeat:
+    """Records heartbeats for the trials in flight, so other processes can tell a live trial from a dead one."""
+
+    def __init__(self, storage: optuna.storages.RDBStorage) -> None:
+        self.storage = storage
+        self.trial_ids: set[int] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def add(self, trial_id: int) -> None:
+        self.trial_ids.add(trial_id)
+        self.storage.record_heartbeat(trial_id)
+
+    def _run(self) -> None:
+        while not self._stop.wait(HEARTBEAT_SECONDS):
+            for trial_id in list(self.trial_ids):
+                try:
+                    self.storage.record_heartbeat(trial_id)
+                except Exception:  # a missed heartbeat is not worth ending the run
+                    pass
+
+
+def tune(
+    shape: ConvShape,
+    *,
+    machine: Machine,
+    fingerprint_id: str,
+    trials: int = 40,
+    threads: int = 1,
+    storage: str | None = None,
+    sampler: str = "tpe",
+    timeout: float | None = None,
+    space: str = "pruned",
+    seed: int | None = None,
+    min_time: float = 0.2,
+    statistic: str = "median",
+    candidate_timeout: float = 120.0,
+    batch: int = 4,
+    progress: bool = True,
+    label: str = "",
+    source_hook: SourceHook | None = None,
+    grace_seconds: int | None = None,
+) -> TuneResult:
+    """Tune `shape` on this machine; resumable, shareable through `storage`, never measuring a config twice.
+
+    machine: the description the model reads (this host's). fingerprint_id: this host's identity; the study is
+    per (fingerprint, shape, threads, generator version), so results from another machine never mix in.
+    space: "pruned" (the model's search space) or "unpruned" (every configuration: for comparisons).
+    source_hook: test-only fault injection (rewrites a candidate's C source before it is compiled).
+    """
+    if trials < 1:
+        raise ValueError(f"trials must be >= 1, got {trials}")
+    if space not in ("pruned", "unpruned"):
+        raise ValueError(f"space must be 'pruned' or 'unpruned', got {space!r}")
+    started = time.monotonic()
+    plan = predict(shape, machine, threads)
+    if space == "pruned":
+        configs = list(search_space(shape, machine, threads).configs)
+    else:
+        configs = list(unpruned_space(shape, machine, threads))
+    params = ParamSpace(configs)
+    rdb = open_storage(storage, **({} if grace_seconds is None else {"grace_seconds": grace_seconds}))
+    url = str(rdb.engine.url)
+    name = study_name(fingerprint_id, shape, threads) + ("" if space == "pruned" else "/unpruned")
+    study = optuna.create_study(
+        storage=rdb, study_name=name, direction="maximize", sampler=make_sampler(sampler, params, seed),
+        load_if_exists=True,
+    )
+    if "shape" not in study.user_attrs:
+        study.set_user_attr("shape", shape.to_dict())
+        study.set_user_attr("machine", machine.id)
+        study.set_user_attr("threads", threads)
+    fail_dead_trials(study)
+    done = _measured(study)
+    order = [c for c in configs if config_key(c) not in done]
+    if not study.get_trials(deepcopy=False):
+        seeds = [plan.config] + [c for c in configs if c != plan.config][: SEEDS - 1]
+        for c in seeds:
+            study.enqueue_trial(_params_of(c), skip_if_exists=True)
+    if len(configs) <= trials:  # small space: sweep it whole, in the model's order
+        for c in order:
+            study.enqueue_trial(_params_of(c), skip_if_exists=True)
+
+    budget = min(trials, len(order))
+    bar = Progress(label or shape.describe(), budget, enabled=progress)
+    measured_now = failed_now = 0
+    failures: list[tuple[str, str, str]] = []
+    duplicates_in_a_row = 0
+    best = max((t.value for t in done.values() if t.value is not None), default=None)
+    with Measurer(timeout=candidate_timeout, min_time=min_time, statistic=statistic) as measurer, _Heartbeat(rdb) as hb:
+        while measured_now < budget:
+            if timeout is not None and time.monotonic() - started > timeout:
+                break
+            done = _measured(study)
+            if len(done) >= len(configs):
+                break
+            todo: list[tuple[optuna.trial.Trial, KernelConfig]] = []
+            claimed: set[str] = set()
+            for _ in range(min(batch, budget - measured_now)):
+                trial = study.ask()
+                hb.add(trial._trial_id)
+                config = params.suggest(trial)
+                key = config_key(config)
+                if key in done or key in claimed:
+                    config = None  # a duplicate: the sampler may propose it, we never measure it again
+                if config is not None:
+                    for attr, value in {"config_key": key, "config": config.to_dict(), **owner()}.items():
+                        trial.set_user_attr(attr, value)
+                    earlier = _claimed_earlier(study, key, trial.number)
+                    if earlier is not None:
+                        config = None
+                if config is None:
+                    trial.set_user_attr("duplicate_of", key)
+                    study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                    hb.trial_ids.discard(trial._trial_id)
+                    duplicates_in_a_row += 1
+                    if duplicates_in_a_row >= MAX_DUPLICATES_IN_A_ROW:
+                        # The sampler keeps proposing measured points: hand it the model's next unmeasured one.
+                        nxt = next((c for c in configs if config_key(c) not in done and config_key(c) not in claimed), None)
+                        if nxt is None:
+                            break
+                        study.enqueue_trial(_params_of(nxt))
+                        duplicates_in_a_row = 0
+                    continue
+                duplicates_in_a_row = 0
+                claimed.add(key)
+                todo.append((trial, config))
+            if not todo:
+                continue
+            built = compile_all([c for _, c in todo], shape, source_hook=source_hook)
+            for trial, config in todo:
+                b = built[config.compile_key()]
+                if b.library is None:
+                    m = Measurement(config, "compile_error", detail=b.error[:2000])
+                else:
+                    m = measurer.measure(config, shape, b.library)
+                _record(trial, m)
+                if m.ok:
+                    study.tell(trial, m.gflops)
+                    best = max(best or 0.0, m.gflops or 0.0)
+                else:
+                    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                    failed_now += 1
+                    failures.append((config_key(config), m.status, m.detail))
+                hb.trial_ids.discard(trial._trial_id)
+                measured_now += 1
+                bar.update(measured_now, best, m.status if not m.ok else "")
+    bar.close()
+    done = _measured(study)
+    complete = [t for t in done.values() if t.state == optuna.trial.TrialState.COMPLETE]
+    best_trial = max(complete, key=lambda t: t.value, default=None)
+    predicted_trial = done.get(config_key(plan.config))
+    return TuneResult(
+        shape=shape, threads=threads, study_name=name, storage_url=url,
+        best=_measurement_from(best_trial) if best_trial else None,
+        predicted=_measurement_from(predicted_trial) if predicted_trial else None,
+        measured_now=measured_now, failed_now=failed_now, trials_total=len(done),
+        seconds=time.monotonic() - started, space_size=len(configs), failures=tuple(failures),
+    )
+
+
+def _params_of(config: KernelConfig) -> dict[str, Any]:
+    return config_params(config)
+
+
+def _record(trial: optuna.trial.Trial, m: Measurement) -> None:
+    trial.set_user_attr("status", m.status)
+    trial.set_user_attr("detail", m.detail[:2000])
+    for attr in ("seconds", "spread", "samples", "max_rel_error"):
+        value = getattr(m, attr)
+        if value is not None:
+            trial.set_user_attr(attr, value)
