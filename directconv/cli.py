@@ -14,7 +14,32 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
         "bench",
         help="time directconv against numpy im2col+BLAS, torch and onnxruntime on the layer suite",
         description="Time directconv (blocked and NCHW) beside its peers on suite layers, interleaved, and print "
-        "GFLOP/s and %% of this machine's measured FMA peak per layer.",
+        "GFLOP/s and % of this machine's measured FMA peak per layer.",
+    )
+    add_arguments(p)
+
+
+def _add_probe(sub: argparse._SubParsersAction) -> None:
+    from directconv.probe_cli import add_arguments
+
+    p = sub.add_parser(
+        "probe",
+        help="describe this CPU (identity, caches, cores) and measure its FMA latency, throughput, clock and peak",
+        description="Detect this host's CPU, ISA, caches and cores, time its FMA units with small C loops, write "
+        "a machine description (YAML) to the user machine store and say which bundled machine it matches.",
+    )
+    add_arguments(p)
+
+
+def _add_machines(sub: argparse._SubParsersAction) -> None:
+    from directconv.machines_cli import add_arguments
+
+    p = sub.add_parser(
+        "machines",
+        help="list the machine descriptions (bundled and user) with their model numbers, or show one in full",
+        description="List bundled and user machine descriptions: ISA, N_vec x N_reg, N_fma, L_fma, the FMA work in "
+        "flight they need (paper eq. 1) and peak GFLOP/s per core. A user file shadows the bundled one with the same "
+        "id; files that fail to load are listed with their error.",
     )
     add_arguments(p)
 
@@ -23,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="directconv", description=__doc__)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_bench(sub)
+    _add_probe(sub)
+    _add_machines(sub)
     return parser
 
 

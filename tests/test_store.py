@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import multiprocessing
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -50,17 +51,24 @@ def test_faster_replaces_slower_does_not(tmp_path):
     assert len(store.read_store(tmp_path / f"testbox-{FID}.yaml").entries) == 1
 
 
-def _writer(args: tuple[str, int]) -> None:
-    directory, worker = args
-    for i in range(20):
-        shape = ConvShape.from_args(16, 32, 8 + i, 8, 3, 3, 1, 1)
-        write(Path(directory), entry(10.0 + worker + i, wob=1 + worker, shape=shape))
+WRITER = """
+import sys
+from directconv.kernels.config import KernelConfig
+from directconv.kernels.shape import ConvShape
+from directconv.tuner import store
+directory, worker = sys.argv[1], int(sys.argv[2])
+for i in range(20):
+    shape = ConvShape.from_args(16, 32, 8 + i, 8, 3, 3, 1, 1)
+    e = store.Entry(layer="", shape=shape, threads=1, config=KernelConfig("avx2", 16, 1 + worker), gflops=10.0 + worker + i,
+                    spread=0.0, percent_of_peak=1.0, trials=1, date="d", directconv_version="v", generator_version=1,
+                    compiler="cc", flags=())
+    store.record(e, machine="testbox", fingerprint_id="0123456789abcdef", fingerprint={}, store=directory)
+"""
 
 
 def test_concurrent_writers_keep_the_best_of_both(tmp_path):
-    ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(2) as pool:
-        pool.map(_writer, [(str(tmp_path), 0), (str(tmp_path), 1)])
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path), str(w)]) for w in (0, 1)]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
     parsed = store.read_store(tmp_path / f"testbox-{FID}.yaml")
     assert len(parsed.entries) == 20
     assert all(e.config.wob == 2 and e.gflops == 11.0 + i for i, e in enumerate(sorted(parsed.entries, key=lambda e: e.shape.h)))

@@ -6,11 +6,15 @@ FAILED by whoever opens the study next, and never counted or measured twice.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import socket
+import time
+import warnings
 from pathlib import Path
 
 import optuna
+import sqlalchemy
 
 from directconv.kernels.codegen import GENERATOR_VERSION
 from directconv.kernels.shape import ConvShape
@@ -35,12 +39,45 @@ def default_storage_url() -> str:
 
 
 def open_storage(url: str | None, *, grace_seconds: int = GRACE_SECONDS) -> optuna.storages.RDBStorage:
-    """An RDB storage for `url` (default: the embedded SQLite file), with heartbeats for stale-trial detection."""
+    """An RDB storage for `url` (default: the embedded SQLite file), with heartbeats for stale-trial detection.
+
+    Several processes may open a new database at once; each creates the schema if missing, and the losers of that
+    race see "already exists" errors: creation is serialized with a file lock for SQLite and retried otherwise.
+    """
     url = url or default_storage_url()
+    sqlite_path = _sqlite_path(url)
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
-    return optuna.storages.RDBStorage(
-        url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=grace_seconds
-    )
+
+    def create() -> optuna.storages.RDBStorage:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(
+                url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=grace_seconds
+            )
+
+    if sqlite_path is not None:
+        sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(sqlite_path.with_name(sqlite_path.name + ".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                return create()
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+    for attempt in range(5):
+        try:
+            return create()
+        except sqlalchemy.exc.SQLAlchemyError:
+            if attempt == 4:
+                raise
+            time.sleep(0.5 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def _sqlite_path(url: str) -> Path | None:
+    if not url.startswith("sqlite:///"):
+        return None
+    path = url[len("sqlite:///"):]
+    return None if path in ("", ":memory:") else Path(path)
 
 
 def study_name(fingerprint_id: str, shape: ConvShape, threads: int) -> str:
@@ -58,7 +95,9 @@ def owner() -> dict[str, object]:
 def fail_dead_trials(study: optuna.Study) -> int:
     """Mark FAILED the RUNNING trials of this host's dead processes, and stale ones of any host (heartbeat)."""
     running = {t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))}
-    optuna.storages.fail_stale_trials(study)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
     still = {t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))}
     failed = len(running - still)
     host = socket.gethostname()

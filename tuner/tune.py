@@ -49,10 +49,9 @@ class TuneResult:
 
 def make_sampler(name: str, params: ParamSpace, seed: int | None) -> optuna.samplers.BaseSampler:
     if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=SEEDS, multivariate=True,
-                                          warn_independent_sampling=False)
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=SEEDS, multivariate=True)
     if name == "cmaes":
-        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+        return optuna.samplers.CmaEsSampler(seed=seed)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "grid":

@@ -1,0 +1,75 @@
+"""directconv itself, measured two ways: the blocked path a network would use, and the plain NCHW path.
+
+Both use directconv.default_config(shape, threads=T) and weights packed once, outside the timing.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+import directconv
+from directconv.kernels.layout import blocks
+
+from .base import Impl, Prepared, Problem
+
+
+def _pack(problem: Problem, threads: int) -> directconv.PackedWeights:
+    config = directconv.default_config(problem.shape, threads=threads)
+    s = problem.shape
+    # Compiles the kernel (or finds it in the disk cache) now, so no call below pays for it.
+    return directconv.pack_weights(
+        problem.w, input_size=(s.h, s.w), stride=problem.stride, padding=problem.padding, config=config
+    )
+
+
+def prepare_blocked(problem: Problem, threads: int) -> Prepared:
+    """conv2d_blocked from a pre-blocked input into a preallocated output: the timed call allocates nothing."""
+    packed = _pack(problem, threads)
+    config = packed.config
+    s = problem.shape
+    xb = directconv.to_blocked(problem.x, isa=config.isa)
+    out = directconv.BlockedTensor(
+        np.zeros((1, blocks(s.co, config.lanes), s.ho, s.wo, config.lanes), dtype=np.float32), s.co
+    )
+
+    def call() -> directconv.BlockedTensor:
+        return directconv.conv2d_blocked(xb, packed, out=out)
+
+    return Prepared(call, directconv.from_blocked, extra_memory_bytes=0, config=config.to_dict())
+
+
+def prepare_nchw(problem: Problem, threads: int) -> Prepared:
+    """NCHW in, NCHW out: to_blocked + conv2d_blocked + from_blocked on every call, weights packed once.
+
+    This is directconv.conv2d without its weight packing, which a user running a layer more than once does
+    once; the layout conversions of input and output are part of every call, as they are for such a user.
+    """
+    packed = _pack(problem, threads)
+    config = packed.config
+    x = problem.x
+
+    def call() -> np.ndarray:
+        xb = directconv.to_blocked(x, isa=config.isa)
+        return directconv.from_blocked(directconv.conv2d_blocked(xb, packed))
+
+    s = problem.shape
+    lanes = config.lanes
+    # The blocked copies of input and output live during the call; their channel padding is part of that.
+    temporaries = 4 * lanes * (blocks(s.ci, lanes) * s.h * s.w + blocks(s.co, lanes) * s.ho * s.wo)
+    return Prepared(call, np.asarray, extra_memory_bytes=temporaries, config=config.to_dict())
+
+
+IMPLS: tuple[Impl, ...] = (
+    Impl(
+        "directconv-blocked",
+        "conv2d_blocked on blocked input, weights packed once, preallocated output (allocates nothing)",
+        prepare_blocked,
+        peer=False,
+    ),
+    Impl(
+        "directconv-nchw",
+        "NCHW in/out: to_blocked + conv2d_blocked + from_blocked per call (conversions included), weights packed once",
+        prepare_nchw,
+        peer=False,
+    ),
+)

@@ -1,0 +1,138 @@
+"""The outcome of one (layer, implementation, thread count) measurement, and the JSON file that keeps them."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from directconv.layers import Layer
+
+from .base import Check
+from .harness import Timing
+from .peak import Peak
+
+FORMAT = "directconv-bench"
+FORMAT_VERSION = 1
+
+OK, WRONG, FAILED = "ok", "wrong", "failed"
+
+
+@dataclass(frozen=True)
+class Result:
+    """One cell of the report.
+
+    status: "ok" (checked correct, then timed), "wrong" (checked and found wrong: not timed) or "failed"
+    (raised an exception while being set up, checked or timed: `error` says what).
+    """
+
+    layer: Layer
+    impl: str
+    threads: int
+    status: str
+    peak: Peak
+    check: Check | None = None
+    timing: Timing | None = None
+    extra_memory_bytes: int | None = None
+    config: dict[str, Any] | None = None
+    note: str = ""
+    error: str | None = None
+    other_cpus: float | None = None  # CPUs other processes kept busy while this layer was timed (see load.py)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == OK and self.timing is not None
+
+    @property
+    def gflops(self) -> float | None:
+        """GFLOP/s of the median per-call time (FLOPs: ConvShape.flops(), batch 1)."""
+        if not self.ok:
+            return None
+        assert self.timing is not None
+        return self.layer.shape.flops() / self.timing.stats.median * 1e-9
+
+    @property
+    def percent_of_peak(self) -> float | None:
+        g = self.gflops
+        return None if g is None else 100.0 * g / self.peak.gflops
+
+    def to_record(self) -> dict[str, Any]:
+        stats = self.timing.stats if self.ok and self.timing is not None else None
+
+        def ms(field: str) -> float | None:
+            return getattr(stats, field) * 1e3 if stats else None
+
+        return {
+            "layer": self.layer.name,
+            "shape": self.layer.shape.to_dict(),
+            "flops": self.layer.shape.flops(),
+            "impl": self.impl,
+            "threads": self.threads,
+            "status": self.status,
+            "correct": bool(self.check is not None and self.check.correct),
+            "max_rel_error": _finite_or_none(self.check.max_rel_error) if self.check else None,
+            "tolerance": self.check.tolerance if self.check else None,
+            "gflops": self.gflops,
+            "percent_of_peak": self.percent_of_peak,
+            "peak_gflops": self.peak.gflops,
+            "median_ms": ms("median"),
+            "p10_ms": ms("p10"),
+            "p90_ms": ms("p90"),
+            "min_ms": ms("minimum"),
+            "spread": _finite_or_none(stats.spread) if stats else None,
+            "rounds": stats.count if stats else 0,
+            "calls_per_sample": self.timing.calls_per_sample if self.timing else None,
+            "samples_ms": [s * 1e3 for s in self.timing.samples] if self.timing else [],
+            "extra_memory_bytes": self.extra_memory_bytes,
+            "config": self.config,
+            "note": self.note,
+            "other_cpus": self.other_cpus,
+            "error": self.error or (self.check.problem if self.check and not self.check.correct else None),
+        }
+
+
+def _finite_or_none(value: float) -> float | None:
+    # JSON has no infinity or NaN; the record's "error" says in words what went wrong instead.
+    return value if math.isfinite(value) else None
+
+
+def document(
+    metadata: dict[str, Any],
+    settings: dict[str, Any],
+    peaks: dict[int, Peak],
+    missing: dict[str, str],
+    results: list[Result],
+    summary: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The whole JSON document: provenance first, then one record per measurement."""
+    return {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "metadata": metadata,
+        "settings": settings,
+        "peaks": {str(t): p.to_dict() for t, p in peaks.items()},
+        "not_installed": missing,
+        "records": [r.to_record() for r in results],
+        "summary": summary,
+    }
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write `data` to `path` atomically: a reader sees the previous complete file or the new one, never half."""
+    path = Path(path)
+    directory = path.parent if str(path.parent) else Path(".")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=1, allow_nan=False)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise

@@ -1,0 +1,365 @@
+"""Tests of `directconv bench`: statistics and interleaving (pure), implementations against the reference, the FMA
+peak microbenchmark, and the command end to end. Nothing here asserts a speed."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from directconv.bench import harness, impls, peers, report
+from directconv.bench.base import Impl, Prepared, Problem, check_output
+from directconv.bench.peak import peak_once
+from directconv.bench.results import FAILED, OK, WRONG, Result, write_json
+from directconv.bench.runner import Settings, run_layer
+from directconv.cli import main
+from directconv.kernels.isa import get_isa
+from directconv.kernels.shape import ConvShape
+from directconv.layers import Layer
+
+# --- harness: statistics and interleaving ---------------------------------------------------------------------
+
+
+def test_summarize_order_statistics() -> None:
+    stats = harness.summarize([5.0, 1.0, 3.0, 2.0, 4.0])
+    assert stats.median == 3.0
+    assert stats.minimum == 1.0 and stats.maximum == 5.0 and stats.count == 5
+    assert stats.p10 == pytest.approx(1.4) and stats.p90 == pytest.approx(4.6)
+    assert stats.spread == pytest.approx((4.6 - 1.4) / 3.0)
+
+
+def test_summarize_rejects_empty_and_non_finite() -> None:
+    with pytest.raises(ValueError, match="at least one"):
+        harness.summarize([])
+    with pytest.raises(ValueError, match="finite"):
+        harness.summarize([1.0, math.nan])
+
+
+def test_geomean() -> None:
+    assert harness.geomean([2.0, 8.0]) == pytest.approx(4.0)
+    with pytest.raises(ValueError):
+        harness.geomean([1.0, 0.0])
+
+
+def test_schedule_rotates_so_each_implementation_leads_in_turn() -> None:
+    names = ["a", "b", "c"]
+    rounds = harness.schedule(names, 4)
+    assert rounds == [["a", "b", "c"], ["b", "c", "a"], ["c", "a", "b"], ["a", "b", "c"]]
+    for order in rounds:
+        assert sorted(order) == names
+    # Over len(names) rounds every name takes every position exactly once.
+    for position in range(3):
+        assert sorted(order[position] for order in rounds[:3]) == names
+
+
+def test_calls_per_batch() -> None:
+    assert harness.calls_per_batch(0.001, 0.025) == 25
+    assert harness.calls_per_batch(0.1, 0.025) == 1  # a slow call is its own batch
+    assert harness.calls_per_batch(0.0, 0.025, max_calls=7) == 7
+
+
+class FakeClock:
+    """A clock that advances only when a fake implementation 'runs'."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_interleave_runs_batches_in_rotating_order_and_reports_per_call_time() -> None:
+    clock = FakeClock()
+    log: list[str] = []
+    # Binary fractions of a second: the fake clock adds them up exactly.
+    cost = {"fast": 2.0**-10, "slow": 2.0**-8, "mid": 2.0**-9}
+
+    def make(name: str):
+        def call() -> None:
+            log.append(name)
+            clock.now += cost[name]
+
+        return call
+
+    pauses: list[int] = []  # where in the call log each pause happened
+    timings = harness.interleave(
+        {name: make(name) for name in cost},
+        rounds=3,
+        min_time=8 * 2.0**-10,
+        warmup_calls=1,
+        clock=clock,
+        pause=lambda: pauses.append(len(log)),
+    )
+    assert {name: t.calls_per_sample for name, t in timings.items()} == {"fast": 8, "slow": 2, "mid": 4}
+    for name, timing in timings.items():
+        assert timing.samples == (cost[name],) * 3
+    assert len(pauses) == 3 + 3 * 3  # before every warm-up and every batch
+    # After the 3 warm-ups, each stretch between pauses is one batch of one name, in the rotating order.
+    bounds = [*pauses[3:], len(log)]
+    batches = [log[a:b] for a, b in itertools.pairwise(bounds)]
+    expected = [name for order in harness.schedule(list(cost), 3) for name in order]
+    assert [b[0] for b in batches] == expected
+    assert all(b == [b[0]] * timings[b[0]].calls_per_sample for b in batches)
+
+
+def test_interleave_names_the_callable_that_raised() -> None:
+    def broken() -> None:
+        raise ZeroDivisionError("boom")
+
+    with pytest.raises(harness.TimedCallError, match="bad raised ZeroDivisionError") as info:
+        harness.interleave({"good": lambda: None, "bad": broken}, rounds=1, min_time=0.001, pause=lambda: None)
+    assert info.value.name == "bad"
+
+
+# --- implementations and the correctness check -----------------------------------------------------------------
+
+SMALL_SHAPES = [
+    ConvShape.from_args(3, 5, 7, 6, 3, 3, stride=1, padding=1),
+    ConvShape.from_args(4, 6, 9, 8, 3, 2, stride=2, padding=(0, 1, 2, 0)),
+    ConvShape.from_args(8, 3, 5, 5, 1, 1),  # 1x1, stride 1: the cols matrix is the input itself
+    ConvShape.from_args(8, 3, 6, 7, 1, 1, stride=2),
+    ConvShape.from_args(2, 4, 11, 11, 5, 5, stride=3),  # no padding, strided windows of the input
+]
+
+
+def _problem(shape: ConvShape, seed: int = 1) -> Problem:
+    return Problem.make(Layer("test:small", shape), seed)
+
+
+@pytest.mark.parametrize("shape", SMALL_SHAPES, ids=lambda s: s.describe())
+def test_im2col_matches_reference(shape: ConvShape) -> None:
+    problem = _problem(shape)
+    conv = peers.Im2col(problem.w, shape)
+    reference = problem.reference()
+    for _ in range(2):  # the workspaces are reused: the second call must be as right as the first
+        verdict = check_output(conv(problem.x), reference, shape)
+        assert verdict.correct, verdict.problem
+    assert conv.extra_memory_bytes == sum(a.nbytes for a in (conv.padded, conv.cols) if a is not None)
+    if shape.kh == shape.kw == 1 and shape.sh == 1:
+        assert conv.extra_memory_bytes == 0
+
+
+def test_check_output_catches_wrong_answers() -> None:
+    shape = SMALL_SHAPES[0]
+    problem = _problem(shape)
+    reference = problem.reference()
+    y = reference.astype(np.float32)
+    assert check_output(y, reference, shape).correct
+    bad = y.copy()
+    bad[0, 1, 2, 3] += 0.05 * np.abs(reference).max()
+    verdict = check_output(bad, reference, shape)
+    assert not verdict.correct and "exceeds the tolerance" in verdict.problem
+    assert not check_output(y[:, :-1], reference, shape).correct
+    nan = y.copy()
+    nan[0, 0, 0, 0] = np.nan
+    assert not check_output(nan, reference, shape).correct
+
+
+@pytest.mark.parametrize("name", ["torch-nchw", "torch-channels_last", "onnxruntime"])
+def test_installed_peers_match_reference(name: str) -> None:
+    (impl,) = impls.select([name])
+    if impl.missing():
+        pytest.skip(f"{name} not installed")
+    for shape in SMALL_SHAPES[:2]:
+        problem = _problem(shape)
+        prepared = impl.prepare(problem, 1)
+        try:
+            verdict = check_output(prepared.to_nchw(prepared.call()), problem.reference(), shape)
+        finally:
+            if prepared.close:
+                prepared.close()
+        assert verdict.correct, verdict.problem
+
+
+def test_select_rejects_unknown_implementation() -> None:
+    with pytest.raises(ValueError, match="known: directconv-blocked"):
+        impls.select(["directconv-fast"])
+
+
+# --- runner: failures are results ------------------------------------------------------------------------------
+
+
+def _fake_peak():
+    from directconv.bench.peak import Peak
+
+    return Peak("avx2", 1, 100.0, (100.0,), 12)
+
+
+def test_runner_times_correct_implementations_only() -> None:
+    shape = SMALL_SHAPES[0]
+    problem = _problem(shape)
+    reference = problem.reference()
+    good_answer = reference.astype(np.float32)
+    calls = {"good": 0, "wrong": 0}
+
+    def prepare_good(p: Problem, threads: int) -> Prepared:
+        def call() -> np.ndarray:
+            calls["good"] += 1
+            return good_answer
+
+        return Prepared(call, np.asarray)
+
+    def prepare_wrong(p: Problem, threads: int) -> Prepared:
+        def call() -> np.ndarray:
+            calls["wrong"] += 1
+            return good_answer * 1.1
+
+        return Prepared(call, np.asarray)
+
+    def prepare_broken(p: Problem, threads: int) -> Prepared:
+        raise RuntimeError("cannot set up")
+
+    fakes = [Impl("good", "", prepare_good), Impl("wrong", "", prepare_wrong), Impl("broken", "", prepare_broken)]
+    results = run_layer(problem, reference, fakes, 1, _fake_peak(), Settings(rounds=2, min_time=0.001))
+    by_name = {r.impl: r for r in results}
+    assert [r.impl for r in results] == ["good", "wrong", "broken"]
+    assert by_name["good"].status == OK and by_name["good"].gflops > 0
+    assert by_name["wrong"].status == WRONG and by_name["wrong"].timing is None and by_name["wrong"].gflops is None
+    assert calls["wrong"] == 1  # called once for the check, never timed
+    assert by_name["broken"].status == FAILED and "cannot set up" in by_name["broken"].error
+    record = by_name["wrong"].to_record()
+    assert record["correct"] is False and record["max_rel_error"] > record["tolerance"]
+    json.dumps([r.to_record() for r in results], allow_nan=False)
+
+
+def test_runner_drops_an_implementation_that_raises_while_timed() -> None:
+    shape = SMALL_SHAPES[0]
+    problem = _problem(shape)
+    reference = problem.reference()
+    answer = reference.astype(np.float32)
+    closed: list[str] = []
+
+    def prepare(name: str, fail_after: int | None):
+        def prepare_impl(p: Problem, threads: int) -> Prepared:
+            count = [0]
+
+            def call() -> np.ndarray:
+                count[0] += 1
+                if fail_after is not None and count[0] > fail_after:
+                    raise MemoryError("out of memory on call 3")
+                return answer
+
+            return Prepared(call, np.asarray, close=lambda: closed.append(name))
+
+        return prepare_impl
+
+    fakes = [Impl("flaky", "", prepare("flaky", 2)), Impl("steady", "", prepare("steady", None))]
+    results = run_layer(problem, reference, fakes, 1, _fake_peak(), Settings(rounds=2, min_time=0.001))
+    flaky, steady = results
+    assert flaky.status == FAILED and "out of memory" in flaky.error and flaky.check and flaky.check.correct
+    assert steady.status == OK and steady.timing is not None and len(steady.timing.samples) == 2
+    assert closed == ["steady", "flaky"]  # last prepared, first closed
+
+
+def test_load_parser_counts_busy_columns() -> None:
+    from directconv.bench.load import LoadMeter, parse_busy_seconds
+
+    stat = "cpu  100 5 50 1000 30 2 3 10 0 0\ncpu0 50 2 25 500 15 1 1 5 0 0\n"
+    assert parse_busy_seconds(stat, 100.0) == pytest.approx((100 + 5 + 50 + 2 + 3 + 10) / 100.0)
+    assert parse_busy_seconds("intr 1 2 3\n", 100.0) is None
+    other = LoadMeter().other_cpus()
+    assert other is None or other >= 0.0
+
+
+def test_summary_geomeans_and_ratios() -> None:
+    peak = _fake_peak()
+    layers = [Layer(f"test:l{i}", SMALL_SHAPES[0]) for i in range(2)]
+    flops = SMALL_SHAPES[0].flops()
+
+    def result(layer: Layer, impl: str, gflops: float) -> Result:
+        timing = harness.Timing((flops / (gflops * 1e9),), 1)
+        return Result(layer, impl, 1, OK, peak, timing=timing)
+
+    results = [
+        result(layers[0], "directconv-blocked", 80.0),
+        result(layers[0], "numpy-im2col", 40.0),
+        result(layers[0], "onnxruntime", 100.0),
+        result(layers[1], "directconv-blocked", 20.0),
+        result(layers[1], "numpy-im2col", 40.0),
+        Result(layers[1], "onnxruntime", 1, WRONG, peak),
+    ]
+    data = report.summary(results, impls.select(["directconv-blocked", "numpy-im2col", "onnxruntime"]), {1: peak})
+    part = data["1"]
+    assert part["geomean"]["directconv-blocked"]["gflops"] == pytest.approx(40.0)
+    assert part["geomean"]["directconv-blocked"]["percent_of_peak"] == pytest.approx(40.0)
+    assert part["geomean"]["onnxruntime"]["layers"] == 1
+    assert part["blocked_over_im2col"] == pytest.approx(1.0)
+    per_layer = {row["layer"]: row for row in part["blocked_over_best_peer"]}
+    assert per_layer["test:l0"]["best_peer"] == "onnxruntime" and per_layer["test:l0"]["ratio"] == pytest.approx(0.8)
+    assert per_layer["test:l1"]["best_peer"] == "numpy-im2col" and per_layer["test:l1"]["ratio"] == pytest.approx(0.5)
+    table = report.layer_table(layers[1], ["directconv-blocked", "onnxruntime"], [1], results)
+    assert "WRONG" in table
+    assert "Summary, 1 thread" in report.summary_text(data)
+
+
+def test_write_json_is_atomic_and_leaves_no_temporary(tmp_path: Path) -> None:
+    target = tmp_path / "out.json"
+    write_json(target, {"a": 1})
+    write_json(target, {"a": 2})
+    assert json.loads(target.read_text()) == {"a": 2}
+    assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+
+
+# --- the FMA peak microbenchmark --------------------------------------------------------------------------------
+
+
+@pytest.mark.compiler
+@pytest.mark.parametrize("isa", ["host", "scalar"])
+def test_peak_is_positive_and_plausible(isa: str) -> None:
+    from directconv.kernels.isa import host_isa
+
+    name = host_isa() if isa == "host" else isa
+    lanes = get_isa(name).lanes
+    gflops = peak_once(1, 0.02, isa=name)
+    # At most 4 FMA pipes at 6 GHz: anything above is a measurement bug, not a fast machine.
+    assert 0.05 < gflops < 4 * 2 * lanes * 6.0
+
+
+# --- the command ------------------------------------------------------------------------------------------------
+
+
+def test_unknown_layer_is_exit_2_naming_known_layers(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "--layer", "vgg16:conv9", "--quick"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown layer 'vgg16:conv9'" in err and "vgg16:conv3_2" in err
+
+
+def test_unknown_network_and_implementation_are_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "--network", "lenet"]) == 2
+    assert "alexnet" in capsys.readouterr().err
+    assert main(["bench", "--layer", "googlenet:3a_5x5", "--impl", "nope"]) == 2
+    assert "directconv-blocked" in capsys.readouterr().err
+
+
+REQUIRED_KEYS = {
+    "layer", "impl", "threads", "gflops", "percent_of_peak", "median_ms", "p10_ms", "p90_ms", "spread",
+    "extra_memory_bytes", "correct", "max_rel_error", "config", "peak_gflops",
+}  # fmt: skip
+
+
+@pytest.mark.compiler
+def test_bench_command_writes_checked_records(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    cmd = [sys.executable, "-m", "directconv", "bench", "--layer", "googlenet:3a_5x5", "--threads", "1", "--quick",
+           "--json", str(out)]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=dict(os.environ))
+    assert proc.returncode == 0, proc.stderr
+    assert "googlenet:3a_5x5" in proc.stdout and "Summary, 1 thread" in proc.stdout
+    data = json.loads(out.read_text())
+    assert data["format"] == "directconv-bench"
+    assert {"date", "cpu", "isa", "compiler", "versions"} <= set(data["metadata"])
+    records = {r["impl"]: r for r in data["records"]}
+    for impl in ("directconv-blocked", "directconv-nchw", "numpy-im2col"):
+        record = records[impl]
+        assert set(record) >= REQUIRED_KEYS, REQUIRED_KEYS - set(record)
+        assert record["correct"] is True and record["layer"] == "googlenet:3a_5x5" and record["threads"] == 1
+        assert record["gflops"] > 0 and record["percent_of_peak"] > 0
+    assert records["directconv-blocked"]["config"]["threads"] == 1
+    assert records["numpy-im2col"]["extra_memory_bytes"] > 0

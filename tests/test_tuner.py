@@ -1,0 +1,140 @@
+"""The tuner: failures are trials, interrupted runs resume, concurrent tuners share a study without duplicates."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import optuna
+import pytest
+
+from directconv.kernels.isa import ISAS, host_isa
+from directconv.kernels.shape import ConvShape
+from directconv.machines.machine import Cache, Machine
+from directconv.model import search_space
+from directconv.tuner.params import config_key
+from directconv.tuner.tune import tune
+
+pytestmark = pytest.mark.compiler
+
+ISA = ISAS[host_isa()]
+MACHINE = Machine(
+    id="test-host", name="test", vendor="test", isa=ISA.name, n_vec=ISA.lanes, n_reg=ISA.registers, n_fma=2,
+    l_fma=4, freq_ghz=3.0, cores=2, threads_per_core=1,
+    caches=(Cache(1, 32, 8, 64, 1), Cache(2, 512, 8, 64, 1)), compiler_flags=(), sources={},
+)
+SHAPE = ConvShape.from_args(8, 2 * ISA.lanes, 10, 12, 3, 3, 1, 1)
+
+
+def measured_keys(url: str) -> list[str]:
+    keys = []
+    for summary in optuna.get_all_study_summaries(url):
+        study = optuna.load_study(study_name=summary.study_name, storage=url)
+        for t in study.get_trials(deepcopy=False):
+            if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL) and "config_key" in t.user_attrs and not t.user_attrs.get("duplicate_of"):
+                if t.user_attrs.get("status"):  # measured (not a trial failed for its dead process)
+                    keys.append(t.user_attrs["config_key"])
+    return keys
+
+
+def test_crash_hang_compile_error_and_wrong_answer_are_failed_trials(tmp_path, monkeypatch):
+    monkeypatch.setenv("DIRECTCONV_CACHE_DIR", str(tmp_path / "cache"))
+    configs = search_space(SHAPE, MACHINE).configs
+    variants = []
+    for c in configs:
+        if c.compile_key() not in [v.compile_key() for v in variants]:
+            variants.append(c)
+    assert len(variants) >= 5, "the test needs five distinct compiled variants"
+    faulty = {v.compile_key(): fault for v, fault in zip(variants[1:5], ["segfault", "hang", "syntax", "wrong"])}
+
+    def inject(config, source: str) -> str:
+        fault = faulty.get(config.compile_key())
+        entry = "    if (batch < 1 ||"
+        if fault == "segfault":
+            return source.replace(entry, "    *(volatile int *)0 = 1;\n" + entry, 1)
+        if fault == "hang":
+            return source.replace(entry, "    for (volatile int spin = 1; spin;) {}\n" + entry, 1)
+        if fault == "syntax":
+            return source + "\nthis is not C;\n"
+        if fault == "wrong":
+            return source.replace("VSTORE(out_r + PLANE * 0 + (ptrdiff_t)(k0 + 0) * CB, a0_0);",
+                                  "VSTORE(out_r + PLANE * 0 + (ptrdiff_t)(k0 + 0) * CB, a0_0 + 1.0f);")
+        return source
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    result = tune(SHAPE, machine=MACHINE, fingerprint_id="test", trials=len(configs), storage=url, min_time=0.01,
+                  candidate_timeout=5, progress=False, source_hook=inject)
+    statuses = {status for _, status, _ in result.failures}
+    assert {"crashed", "timeout", "compile_error", "wrong"} <= statuses
+    assert result.best is not None and result.best.config.compile_key() not in faulty
+    assert result.measured_now == len(configs)  # the study went on to the end
+    details = {status: detail for _, status, detail in result.failures}
+    assert "SIGSEGV" in details["crashed"] and "this is not C" in details["compile_error"]
+    assert "tolerance" in details["wrong"]
+
+
+RUN = textwrap.dedent(
+    """
+    import sys
+    sys.path.insert(0, {tests!r})
+    from test_tuner import MACHINE, SHAPE
+    from directconv.tuner.tune import tune
+    r = tune(SHAPE, machine=MACHINE, fingerprint_id="test", trials=int(sys.argv[2]), storage=sys.argv[1],
+             min_time=float(sys.argv[3]), progress=False, seed=int(sys.argv[4]))
+    print("measured", r.measured_now)
+    """
+).format(tests=os.path.dirname(__file__))
+
+
+def _spawn(url: str, trials: int, min_time: float, seed: int) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", RUN, url, str(trials), str(min_time), str(seed)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _complete(url: str) -> int:
+    try:
+        return len([k for k in measured_keys(url)])
+    except Exception:
+        return 0
+
+
+def test_kill_9_then_resume_loses_nothing_and_measures_nothing_twice(tmp_path, monkeypatch):
+    monkeypatch.setenv("DIRECTCONV_CACHE_DIR", str(tmp_path / "cache"))
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    proc = _spawn(url, 30, 0.3, 1)
+    deadline = time.monotonic() + 240
+    while _complete(url) < 3 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.5)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = measured_keys(url)
+    assert len(before) >= 3
+    resumed = _spawn(url, 4, 0.01, 2)
+    out, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err
+    after = measured_keys(url)
+    assert set(before) <= set(after), "completed trials survive the kill"
+    assert len(after) == len(set(after)), "no configuration measured twice"
+    assert len(after) == len(before) + int(out.split()[-1])
+    study = optuna.load_study(study_name=optuna.get_all_study_summaries(url)[0].study_name, storage=url)
+    running = study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
+    assert running == [], "the killed process's trial is marked failed, not left running"
+    failed_dead = [t for t in study.get_trials() if t.user_attrs.get("failure") == "process died while measuring"]
+    assert len(failed_dead) <= 4  # at most the killed batch
+
+
+def test_two_processes_share_one_study_without_duplicates(tmp_path, monkeypatch):
+    monkeypatch.setenv("DIRECTCONV_CACHE_DIR", str(tmp_path / "cache"))
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    procs = [_spawn(url, 8, 0.02, seed) for seed in (1, 2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err
+    total = sum(int(out.split()[-1]) for out, _ in outs)
+    keys = measured_keys(url)
+    assert len(keys) == len(set(keys)) == total
+    assert total == min(16, len(search_space(SHAPE, MACHINE)))
