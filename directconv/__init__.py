@@ -27,18 +27,20 @@ from directconv.api import (  # noqa: E402
 from directconv.kernels.config import KernelConfig  # noqa: E402
 from directconv.kernels.reference import conv2d_reference  # noqa: E402
 from directconv.kernels.shape import ConvShape  # noqa: E402
-from directconv.model.default import default_config  # noqa: E402
+from directconv.select import Choice, choose_config, default_config  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BlockedTensor",
+    "Choice",
     "ConvShape",
     "KernelConfig",
     "PackedWeights",
     "available_threads",
     "conv2d",
     "conv2d_blocked",
+    "choose_config",
     "conv2d_reference",
     "default_config",
     "from_blocked",

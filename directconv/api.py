@@ -18,7 +18,6 @@ from directconv.kernels import layout, runtime
 from directconv.kernels.config import KernelConfig
 from directconv.kernels.isa import get_isa, host_isa, host_isas
 from directconv.kernels.shape import ConvShape, normalize_padding, normalize_stride
-from directconv.model.default import default_config
 
 __all__ = [
     "BlockedTensor",
@@ -132,6 +131,8 @@ def _resolve_config(config: KernelConfig | None, shape: ConvShape, threads: int 
     if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
         raise ValueError(f"threads must be a positive int or None, got {threads!r}")
     if config is None:
+        from directconv.select import default_config  # the host and store layers load only when needed
+
         config = default_config(shape, threads=threads or available_threads())
     elif not isinstance(config, KernelConfig):
         raise TypeError(f"config must be a KernelConfig or None, got {type(config).__name__}")

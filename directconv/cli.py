@@ -44,12 +44,22 @@ def _add_machines(sub: argparse._SubParsersAction) -> None:
     add_arguments(p)
 
 
+def _add_model_and_tuner(sub: argparse._SubParsersAction) -> None:
+    from directconv.predict_cli import add_predict
+    from directconv.tune_cli import add_show, add_tune
+
+    add_predict(sub)
+    add_tune(sub)
+    add_show(sub)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="directconv", description=__doc__)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_bench(sub)
     _add_probe(sub)
     _add_machines(sub)
+    _add_model_and_tuner(sub)
     return parser
 
 

@@ -158,8 +158,8 @@ def predict(shape: ConvShape, machine: Machine, threads: int = 1) -> Plan:
         Reason(
             "cob",
             cob,
-            f"{best.vectors} vector(s) of N_vec={machine.n_vec} output channels; C_o={shape.co} = {full_j} block(s)"
-            + (f" + a tail of {tail_v * machine.n_vec}" if tail_v else " exactly"),
+            f"{best.vectors} vector(s) of N_vec={machine.n_vec} output channels; C_o={shape.co} = {full_j} x {cob}"
+            + (f" + a tail block of {shape.co - full_j * cob}" if tail_v else " exactly"),
         ),
         Reason(
             "wob",

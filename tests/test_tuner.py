@@ -138,3 +138,33 @@ def test_two_processes_share_one_study_without_duplicates(tmp_path, monkeypatch)
     keys = measured_keys(url)
     assert len(keys) == len(set(keys)) == total
     assert total == min(16, len(search_space(SHAPE, MACHINE)))
+
+
+def test_tune_show_then_conv2d_uses_the_stored_config(tmp_path):
+    """End to end through the command line: tune a small layer, list it, and see conv2d pick it."""
+    env = {**os.environ, "DIRECTCONV_STORE_DIR": str(tmp_path / "store"), "DIRECTCONV_DATA_DIR": str(tmp_path / "data"),
+           "DIRECTCONV_CACHE_DIR": str(tmp_path / "cache")}
+    cli = [sys.executable, "-m", "directconv"]
+    shape_args = ["--ci", "8", "--co", "16", "--h", "9", "--w", "11", "--kh", "3", "--kw", "3", "--pad", "1"]
+    done = subprocess.run(cli + ["tune", *shape_args, "--trials", "4", "--min-time", "0.02"], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "gain" in done.stdout and "%peak" in done.stdout
+    shown = subprocess.run(cli + ["show", "--json"], env=env, capture_output=True, text=True, timeout=120)
+    entries = __import__("json").loads(shown.stdout)["entries"]
+    assert len(entries) == 1 and entries[0]["gflops"] > 0
+    check = textwrap.dedent(
+        """
+        import json, numpy as np, directconv as dc
+        shape = dc.ConvShape.from_args(8, 16, 9, 11, 3, 3, 1, 1)
+        choice = dc.choose_config(shape, 1)
+        x = np.ones((1, 8, 9, 11), np.float32); w = np.ones((16, 8, 3, 3), np.float32)
+        y = dc.conv2d(x, w, padding=1, threads=1)
+        print(json.dumps({"source": choice.source, "config": choice.config.to_dict(), "center": float(y[0, 0, 4, 5])}))
+        """
+    )
+    used = subprocess.run([sys.executable, "-c", check], env=env, capture_output=True, text=True, timeout=120)
+    assert used.returncode == 0, used.stderr
+    result = __import__("json").loads(used.stdout)
+    assert result["source"] == "tuned" and result["config"] == entries[0]["config"]
+    assert result["center"] == 72.0

@@ -1,0 +1,125 @@
+"""`directconv tune` and `directconv show`: tune layers on this machine, list what the config store holds."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from directconv.layer_args import add_layer_options, selected_layers
+from directconv.tuner.tune import SAMPLERS
+
+
+def add_tune(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("tune", help="autotune layers on this machine and store the best configurations",
+                       description="Autotune layers with Optuna over the model's pruned space; resumable "
+                       "(run the same command again after an interruption); results go to the config store.")
+    add_layer_options(p, shape_options=True)
+    p.add_argument("--trials", type=int, default=40, help="candidates to measure per layer (default 40)")
+    p.add_argument("--timeout", type=float, help="seconds per layer before stopping")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--storage", help="Optuna storage URL (default: an SQLite file in the user data directory)")
+    p.add_argument("--sampler", choices=SAMPLERS, default="tpe")
+    p.add_argument("--store", help="config store directory (default: $DIRECTCONV_STORE_DIR or the XDG data dir)")
+    p.add_argument("--machine", help="machine description for the model (id or YAML; default: this host)")
+    p.add_argument("--min-time", type=float, default=0.2, help="seconds of timing per candidate (default 0.2)")
+    p.add_argument("--statistic", choices=("median", "min"), default="median")
+    p.add_argument("--json", help="write the summary as JSON to this file")
+    p.set_defaults(run=run_tune)
+
+
+def run_tune(args: argparse.Namespace) -> int:
+    from directconv.tuning import tune
+
+    layers = selected_layers(args)
+    rows = []
+    for layer in layers:
+        t = tune(layer.shape, trials=args.trials, threads=args.threads, storage=args.storage, machine=args.machine,
+                 sampler=args.sampler, timeout=args.timeout, store_dir=args.store, layer=layer.name,
+                 min_time=args.min_time, statistic=args.statistic)
+        r = t.result
+        pred, best = t.predicted, t.best
+        rows.append({
+            "layer": layer.name,
+            "predicted_config": pred.config.to_dict() if pred else None,
+            "predicted_gflops": pred.gflops if pred else None,
+            "best_config": best.config.to_dict() if best else None,
+            "best_gflops": best.gflops if best else None,
+            "gain": t.gain,
+            "percent_of_peak": t.percent_of_peak,
+            "trials": r.trials_total,
+            "measured_now": r.measured_now,
+            "failed_now": r.failed_now,
+            "seconds": r.seconds,
+            "stored": t.written,
+        })
+        for key, status, detail in r.failures:
+            print(f"  failed candidate {key}: {status}: {detail.splitlines()[0] if detail else ''}")
+    print()
+    head = f"{'layer':32} {'predicted':>22} {'GFLOP/s':>8} {'tuned':>22} {'GFLOP/s':>8} {'gain':>6} {'%peak':>6} {'trials':>6} {'time':>7}"
+    print(head)
+    print("-" * len(head))
+    for row in rows:
+        def short(c):
+            return "-" if c is None else f"{c['cob']}x{c['wob']} cib={c['cib'] or 'all'} u{c['unroll']}"
+        def num(v, fmt):
+            return "-" if v is None else format(v, fmt)
+        print(f"{row['layer']:32} {short(row['predicted_config']):>22} {num(row['predicted_gflops'], '8.1f')} "
+              f"{short(row['best_config']):>22} {num(row['best_gflops'], '8.1f')} {num(row['gain'], '6.2f')} "
+              f"{num(row['percent_of_peak'], '6.1f')} {row['trials']:>6} {row['seconds']:>6.0f}s")
+    if args.json:
+        from directconv.bench.results import write_json
+
+        write_json(args.json, {"layers": rows})
+    return 0 if all(r["best_config"] for r in rows) else 1
+
+
+def add_show(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("show", help="list tuned configurations in the config store",
+                       description="List the tuned configurations for this host (or a machine id).")
+    p.add_argument("--machine", help="machine id (default: this host's fingerprint)")
+    p.add_argument("--store", help="config store directory (default: $DIRECTCONV_STORE_DIR or the XDG data dir)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(run=run_show)
+
+
+def run_show(args: argparse.Namespace) -> int:
+    from directconv.tuner import store
+
+    rows, problems = [], []
+    if args.machine is None:
+        from directconv.host import host
+
+        h = host()
+        wanted = lambda f: f.fingerprint_id == h.fingerprint_id  # noqa: E731
+        title = f"tuned configurations for this host ({h.machine.id}, fingerprint {h.fingerprint_id})"
+    else:
+        wanted = lambda f: f.machine == args.machine  # noqa: E731
+        title = f"tuned configurations for machine {args.machine}"
+    seen = set()
+    for item in store.store_files(args.store):
+        if isinstance(item, store.StoreError):
+            problems.append(str(item))
+            continue
+        if not wanted(item):
+            continue
+        for e in item.entries:
+            if (item.fingerprint_id, e.key()) in seen:
+                continue
+            seen.add((item.fingerprint_id, e.key()))
+            rows.append({"layer": e.layer or e.shape.describe(), "threads": e.threads, "config": e.config.to_dict(),
+                         "gflops": e.gflops, "percent_of_peak": e.percent_of_peak, "date": e.date,
+                         "trials": e.trials, "file": str(item.path), "bundled": item.bundled})
+    if args.json:
+        print(json.dumps({"entries": rows, "errors": problems}, indent=1))
+        return 0
+    print(title)
+    if not rows:
+        print("  (none: tune with `directconv tune --layer NAME`)")
+    for r in rows:
+        c = r["config"]
+        print(f"  {r['layer']:32} t{r['threads']} {c['cob']}x{c['wob']} cib={c['cib'] or 'all'} u{c['unroll']} "
+              f"{c['parallel']}  {r['gflops']:7.1f} GFLOP/s {r['percent_of_peak']:5.1f}% peak  {r['date'][:10]}"
+              f"{'  (bundled)' if r['bundled'] else ''}")
+    for p in problems:
+        print(f"  unreadable store file: {p}")
+    return 0
