@@ -72,7 +72,10 @@ def plan_tiles(shape: ConvShape, wob: int) -> list[Tile]:
     return tiles
 
 
-def _vector_prelude(lanes: int) -> str:
+def _vector_prelude(lanes: int, pin_constraint: str | None) -> str:
+    # PIN keeps a loaded weight vector in a register: otherwise GCC folds the load into every multiply-add that
+    # uses it (x86 memory operands), reading each weight vector W_o,b times per step instead of once.
+    pin = f'#define PIN(v) __asm__("" : "+{pin_constraint}"(v))' if pin_constraint else "#define PIN(v) ((void)0)"
     return f"""
 typedef float vf __attribute__((vector_size({4 * lanes})));
 typedef float vfu __attribute__((vector_size({4 * lanes}), aligned(4)));  /* unaligned access */
@@ -80,6 +83,7 @@ typedef int vi __attribute__((vector_size({4 * lanes})));
 #define VLOAD(p) (*(const vfu *)(p))
 #define VSTORE(p, v) (*(vfu *)(p) = (v))
 #define VRELU(v) ((vf)((vi)(v) & (vi)((v) > (vf){{0}})))
+{pin}
 """
 
 
@@ -119,7 +123,7 @@ def _emit_tile(name: str, shape: ConvShape, cfg: KernelConfig, vecs: int, tile: 
                 continue
             emit(f'            _Pragma("GCC unroll {cfg.unroll}") for (int ii = 0; ii < {bound}; ++ii) {{')
             for v in range(vecs):
-                emit(f"                vf w{v} = VLOAD(wr + ({m} * CB + ii) * COB + {v * lanes});")
+                emit(f"                vf w{v} = VLOAD(wr + ({m} * CB + ii) * COB + {v * lanes}); PIN(w{v});")
             for kk in live:
                 off = (kk * shape.sw + m) * lanes
                 emit(f"                {{ float x = in_b[ro + {off} + ii];")
@@ -175,7 +179,7 @@ def generate(cfg: KernelConfig, shape: ConvShape) -> str:
         f" * layer: {shape.describe()}\n */"
     )
     out.append("#include <stddef.h>\n#include <time.h>")
-    out.append(_vector_prelude(lanes))
+    out.append(_vector_prelude(lanes, isa.register_constraint))
     consts = dict(
         CB=lanes, COB=cfg.cob, H=shape.h, W=shape.w, KH=shape.kh, KW=shape.kw, SH=shape.sh, SW=shape.sw,
         PT=shape.pt, PL=shape.pl, HO=shape.ho, WO=shape.wo, NBI=nbi, NBO=nbo, NJ=nj, VEC=vecs,

@@ -21,15 +21,18 @@ class Isa:
     fma: bool  # fused multiply-add instructions exist
     flags: tuple[str, ...]  # compiler flags that enable the instructions (never -march=native: see cross-compiling)
     cpu_features: tuple[str, ...]  # /proc/cpuinfo flags the host must show to run the code
+    # GCC inline-asm constraint naming a vector register of this ISA (x86: "x", AArch64: "w"); None for scalar.
+    register_constraint: str | None = None
 
 
 ISAS: dict[str, Isa] = {
     isa.name: isa
     for isa in (
-        Isa("avx512", 16, 32, True, ("-mavx512f", "-mavx512vl", "-mfma", "-mprefer-vector-width=512"), ("avx512f", "fma")),
-        Isa("avx2", 8, 16, True, ("-mavx2", "-mfma"), ("avx2", "fma")),
-        Isa("avx", 8, 16, False, ("-mavx",), ("avx",)),
-        Isa("neon", 4, 32, True, (), ("asimd",)),
+        Isa("avx512", 16, 32, True, ("-mavx512f", "-mavx512vl", "-mfma", "-mprefer-vector-width=512"), ("avx512f", "fma"),
+            "v"),
+        Isa("avx2", 8, 16, True, ("-mavx2", "-mfma"), ("avx2", "fma"), "x"),
+        Isa("avx", 8, 16, False, ("-mavx",), ("avx",), "x"),
+        Isa("neon", 4, 32, True, (), ("asimd",), "w"),
         Isa("scalar", 1, 16, False, (), ()),
     )
 }

@@ -20,19 +20,35 @@ from directconv.kernels.shape import ConvShape
 DEFAULT_LOADS_PER_CYCLE = 2.0
 
 
-def step_cycles(machine: Machine, vectors: int, width: int) -> float:
+# Bytes per cycle the L2 delivers to L1 where a description does not say: 32 on AMD Zen and Arm Neoverse cores,
+# 64 on Intel cores since Skylake (vendor optimization guides); the smaller is the safe assumption.
+DEFAULT_L2_BYTES_PER_CYCLE = 32.0
+
+
+def registers_needed(vectors: int, width: int) -> int:
+    """Accumulators + one register per weight vector + one broadcast input."""
+    return vectors * width + vectors + 1
+
+
+def step_cycles(machine: Machine, vectors: int, width: int, weights_from_l2: bool = False) -> float:
     loads = machine.n_load or DEFAULT_LOADS_PER_CYCLE
-    return max(vectors * width / machine.n_fma, machine.l_fma, (vectors + width) / loads)
+    # The generated code pins each weight vector in a register (one load per step, reused across the tile's width).
+    bounds = [vectors * width / machine.n_fma, machine.l_fma, (vectors + width) / loads]
+    if weights_from_l2:
+        # Weight blocks too large for L1 stream from L2 at every step: bandwidth, not FMAs, sets the pace.
+        bounds.append(vectors * machine.n_vec * 4 / DEFAULT_L2_BYTES_PER_CYCLE)
+    return max(bounds)
 
 
-def row_cycles(machine: Machine, shape: ConvShape, vectors: int, width: int) -> float:
+def row_cycles(machine: Machine, shape: ConvShape, vectors: int, width: int, weights_from_l2: bool = False) -> float:
     """Cycles of one step summed over every tile of one output row, all output-channel blocks."""
     blocks_out = -(-shape.co // machine.n_vec)
     full_j, tail_v = divmod(blocks_out, vectors)
     full_t, tail_w = divmod(shape.wo, width)
 
     def one_block(v: int) -> float:
-        return full_t * step_cycles(machine, v, width) + (step_cycles(machine, v, tail_w) if tail_w else 0.0)
+        full = step_cycles(machine, v, width, weights_from_l2)
+        return full_t * full + (step_cycles(machine, v, tail_w, weights_from_l2) if tail_w else 0.0)
 
     return full_j * one_block(vectors) + (one_block(tail_v) if tail_v else 0.0)
 
@@ -51,12 +67,13 @@ def tile_efficiency(machine: Machine, vectors: int, width: int) -> float:
     return (vectors * width / machine.n_fma) / step_cycles(machine, vectors, width)
 
 
-def layer_seconds(machine: Machine, shape: ConvShape, vectors: int, width: int, threads: int, parallel_balance: float) -> float:
+def layer_seconds(machine: Machine, shape: ConvShape, vectors: int, width: int, threads: int, parallel_balance: float,
+                  weights_from_l2: bool = False) -> float:
     """Estimated run time of the layer (batch 1): compute cycles / clock, divided over threads with their balance."""
-    cycles = row_cycles(machine, shape, vectors, width) * shape.ci * taps_executed(shape)
+    cycles = row_cycles(machine, shape, vectors, width, weights_from_l2) * shape.ci * taps_executed(shape)
     return cycles / (machine.freq_ghz * 1e9) / (threads * parallel_balance)
 
 
 def predicted_gflops(machine: Machine, shape: ConvShape, vectors: int, width: int, threads: int = 1,
-                     balance: float = 1.0) -> float:
-    return shape.flops() / layer_seconds(machine, shape, vectors, width, threads, balance) / 1e9
+                     balance: float = 1.0, weights_from_l2: bool = False) -> float:
+    return shape.flops() / layer_seconds(machine, shape, vectors, width, threads, balance, weights_from_l2) / 1e9

@@ -21,7 +21,7 @@ from directconv.kernels.isa import ISAS
 from directconv.kernels.shape import ConvShape
 from directconv.machines.machine import Machine
 
-from .estimate import layer_seconds, row_cycles, step_cycles, tile_efficiency
+from .estimate import layer_seconds, registers_needed, row_cycles, tile_efficiency
 from .plan import Plan, Reason, SearchSpace
 
 # Concurrent sequential streams a core's hardware prefetchers follow. Intel documents 32 streams for the L2
@@ -37,6 +37,7 @@ MAX_UNPRUNED_VECTORS = 8
 MAX_UNPRUNED_WIDTH = 32
 UNROLLS_UNPRUNED = (1, 2, 4, 8)
 UNROLLS_PRUNED = (1, 2, 4)
+PREDICTED_UNROLL = 2
 # Register tiles kept in the pruned space: those whose estimated layer time is within this factor of the best.
 TILE_KEEP_FACTOR = 1.15
 MAX_PRUNED_TILES = 6
@@ -47,6 +48,7 @@ class Tile:
     vectors: int
     width: int
     cycles: float  # estimated cycles per (channel, tap) step over one output row, all channel blocks
+    weights_from_l2: bool  # no useful C_i,b keeps this tile's weight block in L1
 
     @property
     def accumulators(self) -> int:
@@ -65,8 +67,9 @@ def kernel_isa(machine: Machine) -> str:
     return isa.name
 
 
-def _registers_needed(vectors: int, width: int) -> int:
-    return vectors * width + vectors + 1
+def fits_registers(machine: Machine, vectors: int, width: int) -> bool:
+    """Accumulators + weight vectors (pinned in registers by the generated code) + one broadcast input fit."""
+    return registers_needed(vectors, width) <= machine.n_reg
 
 
 def register_tiles(machine: Machine, shape: ConvShape) -> list[Tile]:
@@ -74,12 +77,13 @@ def register_tiles(machine: Machine, shape: ConvShape) -> list[Tile]:
     blocks_out = -(-shape.co // machine.n_vec)
     tiles = []
     for vectors in range(1, blocks_out + 1):
-        if _registers_needed(vectors, 1) > machine.n_reg:
+        if not fits_registers(machine, vectors, 1):
             break
         for width in range(1, shape.wo + 1):
-            if _registers_needed(vectors, width) > machine.n_reg:
+            if not fits_registers(machine, vectors, width):
                 break
-            tiles.append(Tile(vectors, width, row_cycles(machine, shape, vectors, width)))
+            from_l2 = weights_level(machine, shape, vectors * machine.n_vec) > 1
+            tiles.append(Tile(vectors, width, row_cycles(machine, shape, vectors, width, from_l2), from_l2))
     needed = machine.n_fma * machine.l_fma * ACCUMULATOR_SLACK
 
     def rank(t: Tile) -> tuple:
@@ -88,6 +92,18 @@ def register_tiles(machine: Machine, shape: ConvShape) -> list[Tile]:
         return (round(t.cycles, 6), t.accumulators < needed, -t.vectors, t.accumulators)
 
     return sorted(tiles, key=rank)
+
+
+def weights_level(machine: Machine, shape: ConvShape, cob: int) -> int:
+    """The cache level that holds the weight block of a C_o,b-wide tile: 1 when a C_i,b of at least two vectors of
+    channels (or all of them) fits the L1 budget, else 2."""
+    lanes = machine.n_vec
+    l1 = machine.cache(1)
+    if l1 is None:
+        return 1
+    per_channel = cob * shape.kh * shape.kw * 4
+    fits = int(l1.size_bytes * L1_WEIGHT_SHARE // per_channel)
+    return 1 if fits >= min(2 * lanes, -(-shape.ci // lanes) * lanes) else 2
 
 
 def choose_cib(machine: Machine, shape: ConvShape, cob: int) -> tuple[int | None, str]:
@@ -105,8 +121,8 @@ def choose_cib(machine: Machine, shape: ConvShape, cob: int) -> tuple[int | None
     )
     # Prefer the weights in L1; if that leaves too few channels per block to amortize reloading the output tile
     # (fewer than ~2 blocks of channels), settle for L2.
-    cib = by_l1 if by_l1 >= 2 * lanes else by_l2
-    level = "L1" if by_l1 >= 2 * lanes else "L2"
+    level = f"L{weights_level(machine, shape, cob)}"
+    cib = by_l1 if level == "L1" else by_l2
     cib = min(cib, by_streams)
     # Round down to the ladder N_vec * 2^k that the search space uses, so the prediction is one of its points.
     cib = lanes * 2 ** int(math.log2(cib // lanes))
@@ -167,7 +183,7 @@ def predict(shape: ConvShape, machine: Machine, threads: int = 1) -> Plan:
             f"E = {best.vectors}x{best.width} = {best.accumulators} accumulator vectors "
             f"{'>=' if best.accumulators >= need else '<'} N_fma*L_fma = {machine.n_fma:g}*{machine.l_fma:g} = {need:g} "
             f"(paper eq. 1); registers {best.accumulators} + {best.vectors} weights + 1 broadcast = "
-            f"{_registers_needed(best.vectors, best.width)} <= N_reg={machine.n_reg} (eq. 2 with operands); "
+            f"{registers_needed(best.vectors, best.width)} <= N_reg={machine.n_reg} (eq. 2 with operands); "
             f"W_o={shape.wo} = {full_t} tile(s)" + (f" + one of {tail_w}" if tail_w else " exactly")
             + f"; best estimate of {len(tiles)} feasible tiles (full-tile efficiency "
             f"{tile_efficiency(machine, best.vectors, best.width):.0%})",
@@ -183,11 +199,13 @@ def predict(shape: ConvShape, machine: Machine, threads: int = 1) -> Plan:
     reasons.append(Reason("parallel", parallel, why_par))
     reasons.append(Reason("threads", threads, f"as asked; machine has {machine.cores} cores"))
     reasons.append(
-        Reason("unroll", 1, "the channel loop body already holds E FMAs; unrolling it lets GCC hoist loads of later "
-               "iterations and spill accumulators (measured on AVX2: unroll 8 spilled every 12-accumulator tile)")
+        Reason("unroll", PREDICTED_UNROLL, "the channel loop body already holds E FMAs; unrolling it twice halves the "
+               "loop overhead of short channel loops, while 8 lets GCC hoist loads of later iterations and spill "
+               "accumulators (measured on AVX2)")
     )
-    config = KernelConfig(isa=isa, cob=cob, wob=best.width, cib=cib, rows=rows, parallel=parallel, threads=threads)
-    seconds = layer_seconds(machine, shape, best.vectors, best.width, threads, balance)
+    config = KernelConfig(isa=isa, cob=cob, wob=best.width, cib=cib, rows=rows, parallel=parallel, threads=threads,
+                          unroll=PREDICTED_UNROLL)
+    seconds = layer_seconds(machine, shape, best.vectors, best.width, threads, balance, best.weights_from_l2)
     return Plan(config, tuple(reasons), shape.flops() / seconds / 1e9, machine.id)
 
 
@@ -254,8 +272,9 @@ def search_space(shape: ConvShape, machine: Machine, threads: int = 1) -> Search
                     seen.add(config)
                     bal = balance if (par, r) == (parallel, rows) else (1.0 if threads == 1 else 0.9)
                     # The model does not rank unroll or cache blocks finer than "the predicted one first".
-                    penalty = 1.0 + 0.01 * (unroll != 1) + 0.01 * (c != cib)
-                    seconds = layer_seconds(machine, shape, tile.vectors, tile.width, threads, bal) * penalty
+                    penalty = 1.0 + 0.01 * (unroll != PREDICTED_UNROLL) + 0.01 * (c != cib)
+                    seconds = layer_seconds(machine, shape, tile.vectors, tile.width, threads, bal,
+                                            tile.weights_from_l2) * penalty
                     scored.append((seconds, config))
     scored.sort(key=lambda sc: sc[0])
     # The prediction itself always comes first.
