@@ -93,14 +93,20 @@ def sweep_layer(name: str, machine, min_time: float, final_rounds: int, top: int
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--machine", required=True, help="bundled machine id or YAML path describing this host")
+    ap.add_argument("--machine", default="host",
+                    help="machine id or YAML path describing this host (default: this host's description)")
     ap.add_argument("--layer", action="append", required=True)
     ap.add_argument("--min-time", type=float, default=0.03, help="seconds of timing per configuration, first pass")
     ap.add_argument("--final-rounds", type=int, default=5)
     ap.add_argument("--top", type=int, default=8, help="first-pass leaders re-measured in the final rounds")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
-    machine = load_machine(args.machine)
+    if args.machine == "host":
+        from directconv.host import host
+
+        machine = host().machine
+    else:
+        machine = load_machine(args.machine)
     results = []
     for name in args.layer:
         r = sweep_layer(name, machine, args.min_time, args.final_rounds, args.top)

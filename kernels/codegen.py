@@ -162,6 +162,7 @@ def _emit_tile(name: str, shape: ConvShape, cfg: KernelConfig, vecs: int, tile: 
 
 def generate(cfg: KernelConfig, shape: ConvShape) -> str:
     """The complete C source of the kernel for `cfg` on `shape` (see the module docstring for its contract)."""
+    shape = shape.kernel_view()
     isa = get_isa(cfg.isa)
     lanes = isa.lanes
     nbi = -(-shape.ci // lanes)

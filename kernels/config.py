@@ -104,8 +104,9 @@ class KernelConfig:
         problems = []
         if self.cob > co_padded:
             problems.append(f"C_o,b={self.cob} exceeds the layer's {shape.co} output channels (padded to {co_padded})")
-        if self.wob > shape.wo:
-            problems.append(f"W_o,b={self.wob} exceeds the layer's output width {shape.wo}")
+        view = shape.kernel_view()
+        if self.wob > view.wo:
+            problems.append(f"W_o,b={self.wob} exceeds the layer's output width {view.wo}")
         if self.cib is not None and self.cib > ci_padded:
             problems.append(f"C_i,b={self.cib} exceeds the layer's {shape.ci} input channels (padded to {ci_padded})")
         if self.rows is not None and self.rows > shape.ho:

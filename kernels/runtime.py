@@ -64,7 +64,8 @@ class CompiledKernel:
             raise ValueError("output buffer is read-only")
         nbi = blocks(self.shape.ci, self.lanes)
         cib_blocks = nbi if cib is None else max(1, min(nbi, cib // self.lanes))
-        rows_per_task = self.shape.ho if rows is None else max(1, min(self.shape.ho, rows))
+        rows_total = self.shape.kernel_view().ho  # the kernel's rows (one for a flattened 1x1 layer)
+        rows_per_task = rows_total if rows is None else max(1, min(rows_total, rows))
         return (
             _ffi.from_buffer("float[]", x, require_writable=False),
             _ffi.from_buffer("float[]", weights, require_writable=False),

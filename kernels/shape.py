@@ -102,6 +102,15 @@ class ConvShape:
     def wo(self) -> int:
         return (self.w + self.pl + self.pr - self.kw) // self.sw + 1
 
+    def kernel_view(self) -> ConvShape:
+        """The geometry the kernel is generated for: a 1x1, stride-1, unpadded layer is a matrix product over all
+        H*W pixels, and its blocked activations [C/c][H][W][c] are byte for byte [C/c][1][H*W][c]; one long row
+        leaves one partial register tile per channel block instead of one per row."""
+        pads = (self.pt, self.pb, self.pl, self.pr)
+        if (self.kh, self.kw, self.sh, self.sw) == (1, 1, 1, 1) and not any(pads) and self.h > 1:
+            return ConvShape(ci=self.ci, co=self.co, h=1, w=self.h * self.w, kh=1, kw=1)
+        return self
+
     def flops(self, batch: int = 1) -> int:
         """Multiply-adds counted as two FLOPs, padding included (the convention of every peer benchmark)."""
         return 2 * batch * self.co * self.ci * self.kh * self.kw * self.ho * self.wo

@@ -162,6 +162,7 @@ def choose_parallel(shape: ConvShape, machine: Machine, cob: int, threads: int) 
 
 def predict(shape: ConvShape, machine: Machine, threads: int = 1) -> Plan:
     """The model's configuration for `shape` on `machine` with `threads`, and why."""
+    shape = shape.kernel_view()  # the geometry the kernel runs (1x1 layers as one long row)
     isa = kernel_isa(machine)
     tiles = register_tiles(machine, shape)
     best = tiles[0]
@@ -227,6 +228,7 @@ def unpruned_space(shape: ConvShape, machine: Machine, threads: int = 1) -> Iter
     spills), C_i,b on a doubling ladder (N_vec, 2 N_vec, 4 N_vec, ..., all), every unroll, and for several
     threads both parallel axes with 1, 2 or 4 rows per task.
     """
+    shape = shape.kernel_view()
     isa = kernel_isa(machine)
     lanes = machine.n_vec
     blocks_out = -(-shape.co // lanes)
@@ -247,6 +249,8 @@ def unpruned_space(shape: ConvShape, machine: Machine, threads: int = 1) -> Iter
 def search_space(shape: ConvShape, machine: Machine, threads: int = 1) -> SearchSpace:
     """The configurations worth measuring, ordered by predicted performance, with the cuts that made it small."""
     plan = predict(shape, machine, threads)
+    flops = shape.flops()
+    shape = shape.kernel_view()
     tiles = register_tiles(machine, shape)
     best_cycles = tiles[0].cycles
     kept = [t for t in tiles if t.cycles <= best_cycles * TILE_KEEP_FACTOR][:MAX_PRUNED_TILES]
@@ -279,7 +283,7 @@ def search_space(shape: ConvShape, machine: Machine, threads: int = 1) -> Search
     scored.sort(key=lambda sc: sc[0])
     # The prediction itself always comes first.
     configs = [plan.config] + [c for _, c in scored if c != plan.config]
-    gflops = [plan.predicted_gflops] + [shape.flops() / s / 1e9 for s, c in scored if c != plan.config]
+    gflops = [plan.predicted_gflops] + [flops / s / 1e9 for s, c in scored if c != plan.config]
     cuts = (
         f"register tiles: {len(tiles)} fit N_reg={machine.n_reg} without spilling (accumulators + weights + "
         f"broadcast); tiles that spill lose 20-50% (measured) and are cut",

@@ -50,3 +50,13 @@ def test_tile_plan_covers_each_column_once(shape, wob):
             for index in range(tile.first, tile.first + tile.count):
                 for kk in range(wob):
                     assert all(0 <= (index * wob + kk) * shape.sw + m - shape.pl < shape.w for m in range(shape.kw))
+
+
+def test_unpadded_1x1_layers_run_as_one_long_row():
+    s = ConvShape.from_args(64, 256, 14, 14, 1, 1, 1, 0)
+    view = s.kernel_view()
+    assert (view.h, view.w, view.ho, view.wo) == (1, 196, 1, 196)
+    assert view.flops() == s.flops()
+    for other in (ConvShape.from_args(64, 256, 14, 14, 1, 1, 2, 0), ConvShape.from_args(64, 256, 14, 14, 1, 1, 1, 1),
+                  ConvShape.from_args(64, 256, 14, 14, 3, 3, 1, 1)):
+        assert other.kernel_view() == other

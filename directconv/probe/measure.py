@@ -1,6 +1,6 @@
 """Measure the clock, FMA latency and throughput, and the multi-core FMA peak, from the loops in `fma`.
 
-The method (see /work/shared/reference/fma-peak.txt), for machines without a readable cycle counter:
+The method, for machines without a readable cycle counter (virtual machines among them):
 - clock: a chain of 1-cycle integer adds, so GHz = adds / ns;
 - L_fma = (ns per FMA of the dependent chain) * GHz;
 - N_fma = (FMAs per ns at saturation, K independent chains) / GHz, saturation being the best K of the sweep;
