@@ -52,10 +52,10 @@ def sweep_layer(name: str, machine, min_time: float, final_rounds: int, top: int
             first[config] = m.gflops if m.ok else None
             if i % 200 == 0:
                 print(f"  {name}: {i}/{len(configs)} measured", file=sys.stderr, flush=True)
-        ranked = sorted((g, c) for c, g in first.items() if g is not None)[::-1]
+        ranked = sorted((c for c, g in first.items() if g is not None), key=lambda c: first[c], reverse=True)
         pruned = set(space.configs)
-        best_pruned_first = max((first[c] or 0.0, c) for c in space.configs if c in first)[1]
-        finalists = {c for _, c in ranked[:top]} | {plan.config, best_pruned_first}
+        best_pruned_first = max((c for c in space.configs if first.get(c)), key=lambda c: first[c])
+        finalists = set(ranked[:top]) | {plan.config, best_pruned_first}
         rounds: dict = {c: [] for c in finalists}
         for _ in range(final_rounds):  # interleaved: drift hits every finalist alike
             for c in sorted(finalists, key=lambda c: str(c)):

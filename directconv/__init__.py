@@ -27,9 +27,20 @@ from directconv.api import (  # noqa: E402
 from directconv.kernels.config import KernelConfig  # noqa: E402
 from directconv.kernels.reference import conv2d_reference  # noqa: E402
 from directconv.kernels.shape import ConvShape  # noqa: E402
-from directconv.select import Choice, choose_config, default_config  # noqa: E402
 
 __version__ = "0.1.0"
+
+
+_LAZY = {"tune": "tuning", "Tuned": "tuning", "choose_config": "select", "default_config": "select", "Choice": "select"}
+
+
+def __getattr__(name: str):
+    # Host detection, the config store and the tuner (Optuna, SQLAlchemy) load on first use, not on import.
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f"directconv.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'directconv' has no attribute {name!r}")
 
 __all__ = [
     "BlockedTensor",
@@ -46,5 +57,7 @@ __all__ = [
     "from_blocked",
     "pack_weights",
     "to_blocked",
+    "tune",
+    "Tuned",
     "__version__",
 ]

@@ -120,3 +120,14 @@ def test_unknown_isa_is_refused_with_reason():
     sve = machine("sve", 8, 32, 2, 4)
     with pytest.raises(ValueError, match=r"no kernel generator for isa 'sve' yet"):
         predict(get_layer("vgg16:conv3_2").shape, sve)
+
+
+def test_predict_for_every_bundled_machine_and_suite_layer_satisfies_the_constraints():
+    from directconv.machines.loader import bundled_machines
+
+    machines = bundled_machines()
+    assert len(machines) >= 13
+    for m in machines:
+        for layer in suite():
+            check_constraints(m, layer.shape, threads=1)
+            check_constraints(m, layer.shape, threads=min(4, m.cores))
