@@ -27,7 +27,7 @@ from .config import KernelConfig
 from .isa import get_isa
 from .shape import ConvShape
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 C_SIGNATURE = (
     "int dc_conv(const float *in, const float *wt, const float *bias, float *out, "
@@ -220,7 +220,10 @@ def generate(cfg: KernelConfig, shape: ConvShape) -> str:
 
     out.append(
         f"""
-/* Returns 0, or a negative code for an argument out of range (the Python wrapper checks first). */
+/* Returns 0, or a negative code for an argument out of range (the Python wrapper checks first).
+ * Tasks are handed out one at a time (dynamic schedule): on a shared machine a thread whose core is taken by
+ * another process then does fewer tasks instead of holding the others back. Each output element is still
+ * computed by exactly one task in a fixed order, so results do not depend on the schedule. */
 {C_SIGNATURE[:-1]}
 {{
     if (batch < 1 || cib_blocks < 1 || rows < 1 || threads < 1) return -1;
@@ -228,7 +231,7 @@ def generate(cfg: KernelConfig, shape: ConvShape) -> str:
     if (rows > HO) rows = HO;
     const long row_tasks = (HO + rows - 1) / rows;
     const long tasks = (long)batch * NJ * row_tasks;
-    #pragma omp parallel for schedule(static) num_threads(threads) if(threads > 1)
+    #pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if(threads > 1)
     for (long t = 0; t < tasks; ++t) {{
         long b, j, rt;
         if (parallel_rows) {{ j = t % NJ; rt = (t / NJ) % row_tasks; b = t / (NJ * row_tasks); }}

@@ -1,0 +1,98 @@
+"""How many trials the tuner needs to come within 3% of the exhaustive best, with and without the model.
+
+Reads the exhaustive sweep (benchmarks/model_sweep.py output) for the best configuration of each layer, re-measures
+that configuration now (the machine drifts; "within 3%" must compare measurements of one session), then runs:
+  - model: the model's pruned space, its top configurations enqueued first, TPE after (directconv's default);
+  - plain: TPE alone on the unpruned space, nothing enqueued,
+each in a fresh study, and reports the first trial whose measurement reaches 97% of the reference.
+
+Usage: python benchmarks/tuner_efficiency.py --sweep benchmarks/results/model-sweep-zen3.json --out results.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+import optuna
+
+from directconv.host import host
+from directconv.kernels.config import KernelConfig
+from directconv.kernels.shape import ConvShape
+from directconv.tuner.compile import compile_all
+from directconv.tuner.measure import Measurer
+from directconv.tuner.tune import tune
+
+WITHIN = 0.97
+
+
+def reference_gflops(config: KernelConfig, shape: ConvShape, rounds: int = 5) -> float:
+    built = compile_all([config], shape)[config.compile_key()]
+    with Measurer(min_time=0.2) as m:
+        values = [m.measure(config, shape, built.library).gflops for _ in range(rounds)]
+    return statistics.median(v for v in values if v)
+
+
+def trials_to_reach(url: str, target: float) -> tuple[int | None, list[float | None]]:
+    study = optuna.load_study(study_name=optuna.get_all_study_summaries(url)[0].study_name, storage=url)
+    history = []
+    for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
+        if t.user_attrs.get("duplicate_of") or "status" not in t.user_attrs:
+            continue  # proposals of measured configurations cost nothing and are not trials
+        history.append(t.value if t.state == optuna.trial.TrialState.COMPLETE else None)
+    for i, v in enumerate(history, 1):
+        if v is not None and v >= target:
+            return i, history
+    return None, history
+
+
+def run(mode: str, shape: ConvShape, trials: int, seed: int, workdir: Path) -> str:
+    url = f"sqlite:///{workdir / f'{mode}-{seed}.db'}"
+    tune(shape, machine=host().machine, fingerprint_id=f"efficiency-{mode}", trials=trials, storage=url,
+         sampler="tpe", space="pruned" if mode == "model" else "unpruned", seed=seed, progress=False, min_time=0.2)
+    return url
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sweep", type=Path, required=True)
+    ap.add_argument("--model-trials", type=int, default=40)
+    ap.add_argument("--plain-trials", type=int, default=100)
+    ap.add_argument("--seeds", type=int, default=1, help="independent repetitions per mode")
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args()
+    sweep = json.loads(args.sweep.read_text())
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for layer in sweep["layers"]:
+            shape = ConvShape(**layer["shape"])
+            best = KernelConfig.from_dict(layer["exhaustive_best"]["config"])
+            ref = reference_gflops(best, shape)
+            row = {"layer": layer["layer"], "exhaustive_best": best.to_dict(), "reference_gflops": round(ref, 2)}
+            for mode, trials in (("model", args.model_trials), ("plain", args.plain_trials)):
+                results = []
+                for seed in range(args.seeds):
+                    url = run(mode, shape, trials, seed, Path(tmp))
+                    reached, history = trials_to_reach(url, WITHIN * ref)
+                    results.append({"seed": seed, "trials_to_within_3pct": reached, "trials_run": len(history),
+                                    "best_gflops": round(max((v for v in history if v), default=0.0), 2)})
+                row[mode] = results
+            rows.append(row)
+            print(json.dumps({k: row[k] for k in ("layer", "reference_gflops", "model", "plain")}), flush=True)
+    doc = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "within": WITHIN,
+           "machine": host().machine.id, "fingerprint": host().fingerprint_id, "layers": rows}
+    fd, tmp_path = tempfile.mkstemp(dir=args.out.parent, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(doc, f, indent=1)
+    os.replace(tmp_path, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
