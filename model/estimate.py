@@ -58,8 +58,8 @@ def taps_executed(shape: ConvShape) -> int:
     total = 0
     for oh in range(shape.ho):
         ih0 = oh * shape.sh - shape.pt
-        total += min(shape.kh, shape.h - ih0) - max(0, -ih0)
-    return total * shape.kw
+        total += max(0, min(shape.kh, shape.h - ih0) - max(0, -ih0))
+    return max(1, total) * shape.kw  # at least one: an all-padding layer still costs its loop overhead
 
 
 def tile_efficiency(machine: Machine, vectors: int, width: int) -> float:

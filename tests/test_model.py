@@ -131,3 +131,9 @@ def test_predict_for_every_bundled_machine_and_suite_layer_satisfies_the_constra
         for layer in suite():
             check_constraints(m, layer.shape, threads=1)
             check_constraints(m, layer.shape, threads=min(4, m.cores))
+
+
+def test_rows_entirely_in_the_padding_do_not_break_the_estimate():
+    shape = ConvShape.from_args(1, 1, 1, 1, 1, 1, 1, (0, 2, 0, 0))  # output rows 1 and 2 see only padding
+    plan = predict(shape, HASWELL)
+    assert plan.predicted_gflops > 0
