@@ -1,0 +1,95 @@
+/* Standalone driver for one generated kernel: reads the operands from files, runs dc_conv once, writes the output.
+ *
+ * It exists so that a kernel built for another machine (cross-compiled, see kernels/cross.py) can be checked under
+ * an emulator such as qemu-user, where the Python loader cannot reach it. Link it with the kernel's C:
+ *   cc -O3 -fopenmp kernel.c dc_driver.c -o driver
+ *
+ * Usage: driver IN WT BIAS OUT OUT_FLOATS BATCH CIB_BLOCKS ROWS PARALLEL_ROWS THREADS RELU
+ *   IN, WT, BIAS  raw float32 in the target's byte order, in the blocked layouts of directconv.h
+ *   OUT           written with OUT_FLOATS float32 (the whole blocked output)
+ *   the rest      the integer arguments of dc_conv
+ * The output buffer starts as NaN, so an element the kernel never writes cannot pass for a result.
+ * Exit status: 0 done; 2 usage or I/O error (message on stderr); 3 dc_conv rejected its arguments.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "directconv.h"
+
+static float *read_floats(const char *path, long *count)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        fprintf(stderr, "dc_driver: cannot open %s: %s\n", path, strerror(errno));
+        return NULL;
+    }
+    float *data = NULL;
+    long bytes = -1;
+    if (fseek(f, 0, SEEK_END) == 0) bytes = ftell(f);
+    if (bytes < 0 || bytes % (long)sizeof(float) || fseek(f, 0, SEEK_SET) != 0) {
+        fprintf(stderr, "dc_driver: %s must hold whole float32 values, it has %ld bytes\n", path, bytes);
+    } else if (!(data = malloc(bytes ? (size_t)bytes : 1))) {
+        fprintf(stderr, "dc_driver: out of memory reading %s (%ld bytes)\n", path, bytes);
+    } else if (fread(data, 1, (size_t)bytes, f) != (size_t)bytes) {
+        fprintf(stderr, "dc_driver: short read on %s\n", path);
+        free(data);
+        data = NULL;
+    }
+    fclose(f);
+    *count = bytes / (long)sizeof(float);
+    return data;
+}
+
+static int parse_int(const char *text, const char *what, long low, long *value)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(text, &end, 10);
+    if (errno || end == text || *end || v < low || v > INT_MAX) {
+        fprintf(stderr, "dc_driver: %s must be an integer in [%ld, %d], got '%s'\n", what, low, INT_MAX, text);
+        return -1;
+    }
+    *value = v;
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    static const char *const names[] = {"OUT_FLOATS", "BATCH", "CIB_BLOCKS", "ROWS", "PARALLEL_ROWS", "THREADS",
+                                        "RELU"};
+    static const long lows[] = {1, 1, 1, 1, 0, 1, 0};
+    if (argc != 12) {
+        fprintf(stderr, "usage: %s IN WT BIAS OUT OUT_FLOATS BATCH CIB_BLOCKS ROWS PARALLEL_ROWS THREADS RELU (got %d "
+                "arguments, expected 11)\n", argv[0], argc - 1);
+        return 2;
+    }
+    long args[7];
+    for (int i = 0; i < 7; ++i)
+        if (parse_int(argv[5 + i], names[i], lows[i], &args[i])) return 2;
+    long n_in, n_wt, n_bias;
+    float *in = read_floats(argv[1], &n_in);
+    float *wt = read_floats(argv[2], &n_wt);
+    float *bias = read_floats(argv[3], &n_bias);
+    float *out = malloc((size_t)args[0] * sizeof(float));
+    if (!in || !wt || !bias || !out) {
+        if (!out) fprintf(stderr, "dc_driver: out of memory for %ld output floats\n", args[0]);
+        return 2;
+    }
+    for (long i = 0; i < args[0]; ++i) out[i] = NAN;
+    int code = dc_conv(in, wt, bias, out, (int)args[1], (int)args[2], (int)args[3], (int)args[4], (int)args[5],
+                       (int)args[6]);
+    if (code) {
+        fprintf(stderr, "dc_driver: dc_conv rejected its arguments (code %d)\n", code);
+        return 3;
+    }
+    FILE *f = fopen(argv[4], "wb");
+    if (!f || fwrite(out, sizeof(float), (size_t)args[0], f) != (size_t)args[0] || fclose(f)) {
+        fprintf(stderr, "dc_driver: cannot write %s: %s\n", argv[4], strerror(errno));
+        return 2;
+    }
+    return 0;
+}
