@@ -26,14 +26,21 @@ DEFAULT_L2_BYTES_PER_CYCLE = 32.0
 
 
 def registers_needed(vectors: int, width: int) -> int:
-    """Accumulators + one register per weight vector + one broadcast input."""
-    return vectors * width + vectors + 1
+    """Accumulators + one register per weight vector + one broadcast input + one spare: with every register named,
+    GCC keeps an accumulator on the stack (seen on AVX2 with 12 + 3 + 1 = 16: a load and a store per step)."""
+    return vectors * width + vectors + 2
+
+
+# The latency bound, stretched: an accumulator's next FMA rarely issues the very cycle its last one retires (loads
+# and broadcasts compete for the same scheduler), so tiles with exactly N_fma * L_fma accumulators run at about 80%.
+# Measured on Zen 3 (benchmarks/results/model-sweep-zen3.json): 2x5 and 2x6 tiles beat 4x2 and 2x4 ones.
+LATENCY_SLACK = 1.25
 
 
 def step_cycles(machine: Machine, vectors: int, width: int, weights_from_l2: bool = False) -> float:
     loads = machine.n_load or DEFAULT_LOADS_PER_CYCLE
     # The generated code pins each weight vector in a register (one load per step, reused across the tile's width).
-    bounds = [vectors * width / machine.n_fma, machine.l_fma, (vectors + width) / loads]
+    bounds = [vectors * width / machine.n_fma, machine.l_fma * LATENCY_SLACK, (vectors + width) / loads]
     if weights_from_l2:
         # Weight blocks too large for L1 stream from L2 at every step: bandwidth, not FMAs, sets the pace.
         bounds.append(vectors * machine.n_vec * 4 / DEFAULT_L2_BYTES_PER_CYCLE)

@@ -31,8 +31,6 @@ PREFETCH_STREAMS = 16
 # Share of L1 the weight block may take: the input columns and the output tile need the remaining ways.
 L1_WEIGHT_SHARE = 0.5
 L2_WEIGHT_SHARE = 0.5
-# Accumulators beyond the latency bound (x1.5): with exactly N_fma * L_fma, one late load stalls the pipes.
-ACCUMULATOR_SLACK = 1.5
 MAX_UNPRUNED_VECTORS = 8
 MAX_UNPRUNED_WIDTH = 32
 UNROLLS_UNPRUNED = (1, 2, 4, 8)
@@ -84,12 +82,11 @@ def register_tiles(machine: Machine, shape: ConvShape) -> list[Tile]:
                 break
             from_l2 = weights_level(machine, shape, vectors * machine.n_vec) > 1
             tiles.append(Tile(vectors, width, row_cycles(machine, shape, vectors, width, from_l2), from_l2))
-    needed = machine.n_fma * machine.l_fma * ACCUMULATOR_SLACK
 
     def rank(t: Tile) -> tuple:
-        # Estimated cycles first; among equals, enough accumulators for slack, then more vectors (each broadcast
-        # input feeds more FMAs, and the input is read fewer times), then fewer registers.
-        return (round(t.cycles, 6), t.accumulators < needed, -t.vectors, t.accumulators)
+        # Estimated cycles first; among equals, more accumulators (more slack against latency), then more vectors
+        # (each broadcast input feeds more FMAs).
+        return (round(t.cycles, 6), -t.accumulators, -t.vectors)
 
     return sorted(tiles, key=rank)
 
@@ -183,7 +180,7 @@ def predict(shape: ConvShape, machine: Machine, threads: int = 1) -> Plan:
             best.width,
             f"E = {best.vectors}x{best.width} = {best.accumulators} accumulator vectors "
             f"{'>=' if best.accumulators >= need else '<'} N_fma*L_fma = {machine.n_fma:g}*{machine.l_fma:g} = {need:g} "
-            f"(paper eq. 1); registers {best.accumulators} + {best.vectors} weights + 1 broadcast = "
+            f"(paper eq. 1); registers {best.accumulators} + {best.vectors} weights + 1 broadcast + 1 spare = "
             f"{registers_needed(best.vectors, best.width)} <= N_reg={machine.n_reg} (eq. 2 with operands); "
             f"W_o={shape.wo} = {full_t} tile(s)" + (f" + one of {tail_w}" if tail_w else " exactly")
             + f"; best estimate of {len(tiles)} feasible tiles (full-tile efficiency "
