@@ -15,15 +15,14 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 from scipy.stats import spearmanr
 
+from directconv.bench.results import write_json
 from directconv.kernels.compiler import find_compiler
 from directconv.layers import get_layer
 from directconv.machines.loader import dump_machine, load_machine
@@ -126,10 +125,7 @@ def main() -> int:
         "layers": results,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=args.out.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(doc, f, indent=1)
-    os.replace(tmp, args.out)
+    write_json(args.out, doc)
     return 0
 
 

@@ -53,6 +53,31 @@ def _add_model_and_tuner(sub: argparse._SubParsersAction) -> None:
     add_show(sub)
 
 
+def _add_store(sub: argparse._SubParsersAction) -> None:
+    from directconv.store_cli import add_arguments
+
+    p = sub.add_parser(
+        "store",
+        help="manage the config store: export the best configurations of a shared tuning storage into it",
+        description="The config store holds the best configuration per machine fingerprint, layer and thread count "
+        "as YAML. `store export --storage URL` fills it from a tuning storage shared by many workers and machines.",
+    )
+    add_arguments(p)
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    from directconv.export_cli import add_arguments
+
+    p = sub.add_parser(
+        "export",
+        help="write the kernels of some layers for a machine as a C library folder (sources, header, Makefile)",
+        description="Generate the kernels of the named layers for this host (its tuned configurations, else the "
+        "model's) or for a described machine (--machine, the model's), with a documented C API to pack weights, "
+        "convert layouts and run each layer, a Makefile and a manifest.",
+    )
+    add_arguments(p)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="directconv", description=__doc__)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -60,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_probe(sub)
     _add_machines(sub)
     _add_model_and_tuner(sub)
+    _add_store(sub)
+    _add_export(sub)
     return parser
 
 

@@ -11,8 +11,8 @@ from directconv.layers import Layer, get_layer, network_layers
 def add_layer_options(p: argparse.ArgumentParser, *, shape_options: bool = False) -> None:
     p.add_argument("--layer", action="append", default=[], metavar="NAME",
                    help="suite layer, e.g. vgg16:conv3_2 (repeatable)")
-    p.add_argument("--network", choices=("alexnet", "vgg16", "resnet50", "googlenet"),
-                   help="every convolution layer of a network")
+    p.add_argument("--network", action="append", default=[], choices=("alexnet", "vgg16", "resnet50", "googlenet"),
+                   help="every convolution layer of a network (repeatable)")
     if shape_options:
         g = p.add_argument_group("explicit shape (instead of --layer)")
         for name in ("ci", "co", "h", "w", "kh", "kw"):
@@ -23,8 +23,8 @@ def add_layer_options(p: argparse.ArgumentParser, *, shape_options: bool = False
 
 def selected_layers(args: argparse.Namespace, *, required: bool = True) -> list[Layer]:
     layers = [get_layer(name) for name in args.layer]
-    if args.network:
-        layers += [layer for layer in network_layers(args.network) if layer not in layers]
+    for network in args.network:
+        layers += [layer for layer in network_layers(network) if layer not in layers]
     dims = [getattr(args, n, None) for n in ("ci", "co", "h", "w", "kh", "kw")]
     if any(d is not None for d in dims):
         if any(d is None for d in dims):

@@ -23,23 +23,25 @@ def add_tune(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--machine", help="machine description for the model (id or YAML; default: this host)")
     p.add_argument("--min-time", type=float, default=0.2, help="seconds of timing per candidate (default 0.2)")
     p.add_argument("--statistic", choices=("median", "min"), default="median")
+    p.add_argument("--workers", type=int, default=1,
+                   help="tuning processes sharing each layer's study, splitting --trials between them (default 1); "
+                   "on one host they compile at once but measure one candidate at a time (README: Operations)")
     p.add_argument("--json", help="write the summary as JSON to this file")
     p.set_defaults(run=run_tune)
 
 
-def run_tune(args: argparse.Namespace) -> int:
+def tune_layers(layers: list[tuple[str, dict]], trials: int, options: dict, progress: bool = True) -> list[dict]:
+    """Tune (name, shape dict) layers one after the other; a summary row per layer. Also a --workers process's job."""
+    from directconv.kernels.shape import ConvShape
     from directconv.tuning import tune
 
-    layers = selected_layers(args)
     rows = []
-    for layer in layers:
-        t = tune(layer.shape, trials=args.trials, threads=args.threads, storage=args.storage, machine=args.machine,
-                 sampler=args.sampler, timeout=args.timeout, store_dir=args.store, layer=layer.name,
-                 min_time=args.min_time, statistic=args.statistic)
+    for name, shape in layers:
+        t = tune(ConvShape(**shape), trials=trials, layer=name, progress=progress, **options)
         r = t.result
         pred, best = t.predicted, t.best
         rows.append({
-            "layer": layer.name,
+            "layer": name,
             "predicted_config": pred.config.to_dict() if pred else None,
             "predicted_gflops": pred.gflops if pred else None,
             "best_config": best.config.to_dict() if best else None,
@@ -51,9 +53,61 @@ def run_tune(args: argparse.Namespace) -> int:
             "failed_now": r.failed_now,
             "seconds": r.seconds,
             "stored": t.written,
+            "failures": [[key, status, detail.splitlines()[0] if detail else ""] for key, status, detail in r.failures],
         })
-        for key, status, detail in r.failures:
-            print(f"  failed candidate {key}: {status}: {detail.splitlines()[0] if detail else ''}")
+    return rows
+
+
+def _merge(per_worker: list[list[dict]]) -> list[dict]:
+    """One row per layer from the workers' rows: the best of any worker, the work of all of them."""
+    merged = []
+    for rows in zip(*per_worker):
+        best = max(rows, key=lambda r: r["best_gflops"] or 0.0)
+        pred = next((r for r in rows if r["predicted_gflops"] is not None), rows[0])
+        gain = None
+        if best["best_gflops"] and pred["predicted_gflops"]:
+            gain = best["best_gflops"] / pred["predicted_gflops"]
+        merged.append({
+            **best, "predicted_config": pred["predicted_config"], "predicted_gflops": pred["predicted_gflops"],
+            "gain": gain, "trials": max(r["trials"] for r in rows),
+            "measured_now": sum(r["measured_now"] for r in rows), "failed_now": sum(r["failed_now"] for r in rows),
+            "seconds": max(r["seconds"] for r in rows), "stored": any(r["stored"] for r in rows),
+            "failures": [f for r in rows for f in r["failures"]], "workers": len(rows),
+        })
+    return merged
+
+
+def run_tune(args: argparse.Namespace) -> int:
+    if args.workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {args.workers}")
+    if args.trials < 1:
+        raise ValueError(f"--trials must be >= 1, got {args.trials}")
+    layers = [(layer.name, layer.shape.to_dict()) for layer in selected_layers(args)]
+    options = {"threads": args.threads, "storage": args.storage, "machine": args.machine, "sampler": args.sampler,
+               "timeout": args.timeout, "store_dir": args.store, "min_time": args.min_time, "statistic": args.statistic}
+    status = 0
+    if args.workers == 1:
+        rows = tune_layers(layers, args.trials, options)
+    else:
+        from directconv.tuner.fleet import run_workers
+
+        n = min(args.workers, args.trials)
+        budgets = [args.trials // n + (i < args.trials % n) for i in range(n)]
+        # Only the first worker draws a progress line: several redrawing one terminal line would garble it.
+        jobs = [{"layers": layers, "trials": b, "options": options, "progress": i == 0} for i, b in enumerate(budgets)]
+        outcomes = run_workers(tune_layers, jobs)
+        for o in outcomes:
+            if not o.ok:
+                print(f"worker {o.index + 1} of {n} failed (exit status {o.exitcode}); its completed trials are in "
+                      "the study: run the same command again to resume")
+                status = 1
+        finished = [o.result for o in outcomes if o.ok]
+        if not finished:
+            return 1
+        rows = _merge(finished)
+    for row in rows:
+        for key, why, detail in row["failures"]:
+            print(f"  failed candidate {key}: {why}: {detail}")
     print()
     head = f"{'layer':32} {'predicted':>22} {'GFLOP/s':>8} {'tuned':>22} {'GFLOP/s':>8} {'gain':>6} {'%peak':>6} {'trials':>6} {'time':>7}"
     print(head)
@@ -70,7 +124,7 @@ def run_tune(args: argparse.Namespace) -> int:
         from directconv.bench.results import write_json
 
         write_json(args.json, {"layers": rows})
-    return 0 if all(r["best_config"] for r in rows) else 1
+    return status if all(r["best_config"] for r in rows) else 1
 
 
 def add_show(sub: argparse._SubParsersAction) -> None:

@@ -15,6 +15,7 @@ from directconv.kernels.shape import ConvShape
 from directconv.machines.loader import load_machine
 from directconv.machines.machine import Machine
 from directconv.tuner import store
+from directconv.tuner.locks import measuring
 from directconv.tuner.measure import Measurement
 from directconv.tuner.tune import TuneResult
 from directconv.tuner.tune import tune as run_study
@@ -25,7 +26,8 @@ def measured_peak(threads: int) -> float:
     """This host's FMA peak for `threads` (GFLOP/s), measured once per process: the 100% of "% of peak"."""
     from directconv.bench.peak import measure_peaks
 
-    return measure_peaks((threads,), repeats=3, seconds=0.05)[threads].gflops
+    with measuring():  # a timing like any other: not while another tuner on this host compiles or measures
+        return measure_peaks((threads,), repeats=3, seconds=0.05)[threads].gflops
 
 
 @dataclass(frozen=True)
@@ -74,7 +76,8 @@ def tune(
 
     machine: the description the model plans with (id, YAML path or Machine); default: this host's. The study and
     the store are keyed by this host's fingerprint whatever the description, since the timings are this host's.
-    storage: any Optuna storage URL; default an SQLite file in the user data directory.
+    storage: any Optuna storage URL; default an SQLite file in the user data directory. The study and its trials
+    keep what `directconv store export` needs to rebuild the store entry (host identity, compiler, flags, peak).
     """
     h = host()
     if machine is None:
@@ -83,17 +86,21 @@ def tune(
         desc = machine
     else:
         desc = load_machine(machine)
+    peak = measured_peak(threads) if threads not in desc.peak_gflops else desc.peak_gflops[threads]
+    compiler = find_compiler()
     result = run_study(
         shape, machine=desc, fingerprint_id=h.fingerprint_id, trials=trials, threads=threads, storage=storage,
         sampler=sampler, timeout=timeout, progress=progress, label=layer or shape.describe(), min_time=min_time,
         statistic=statistic,
+        study_attrs={"host_machine": h.machine.id, "fingerprint_id": h.fingerprint_id, "fingerprint": h.fingerprint,
+                     **({"layer": layer} if layer else {})},
+        trial_attrs={"compiler": compiler.version, "flags": list(BASE_FLAGS) + list(get_isa(desc.isa).flags),
+                     "peak_gflops": peak, "directconv_version": directconv.__version__},
     )
-    peak = measured_peak(threads) if threads not in desc.peak_gflops else desc.peak_gflops[threads]
     best = result.best
     entry = None
     written = False
     if best is not None and best.gflops:
-        compiler = find_compiler()
         entry = store.Entry(
             layer=layer, shape=shape, threads=threads, config=best.config, gflops=round(best.gflops, 3),
             spread=round(best.spread or 0.0, 4), percent_of_peak=round(100 * best.gflops / peak, 2),

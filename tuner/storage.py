@@ -7,6 +7,7 @@ FAILED by whoever opens the study next, and never counted or measured twice.
 from __future__ import annotations
 
 import fcntl
+import importlib.util
 import os
 import socket
 import time
@@ -44,7 +45,7 @@ def open_storage(url: str | None, *, grace_seconds: int = GRACE_SECONDS) -> optu
     Several processes may open a new database at once; each creates the schema if missing, and the losers of that
     race see "already exists" errors: creation is serialized with a file lock for SQLite and retried otherwise.
     """
-    url = url or default_storage_url()
+    url = _with_driver(url or default_storage_url())
     sqlite_path = _sqlite_path(url)
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
 
@@ -71,6 +72,18 @@ def open_storage(url: str | None, *, grace_seconds: int = GRACE_SECONDS) -> optu
                 raise
             time.sleep(0.5 * (attempt + 1))
     raise AssertionError("unreachable")
+
+
+def _with_driver(url: str) -> str:
+    """`postgresql://` names no driver, and SQLAlchemy's default changed (psycopg2 up to 2.0, psycopg 3 from 2.1):
+    use whichever is installed, so that one URL works with any SQLAlchemy (the `postgres` extra installs psycopg2)."""
+    if not url.startswith("postgresql://"):
+        return url
+    for driver in ("psycopg2", "psycopg"):
+        if importlib.util.find_spec(driver) is not None:
+            return f"postgresql+{driver}://" + url[len("postgresql://"):]
+    raise RuntimeError("a postgresql:// storage needs a PostgreSQL driver, and neither psycopg2 nor psycopg is "
+                       "installed: pip install 'directconv[postgres]'")
 
 
 def _sqlite_path(url: str) -> Path | None:
@@ -107,9 +120,12 @@ def fail_dead_trials(study: optuna.Study) -> int:
         if attrs.get("host") != host or not isinstance(attrs.get("pid"), int):
             continue
         if attrs["pid"] != os.getpid() and not _alive(attrs["pid"]):
-            storage.set_trial_user_attr(trial._trial_id, "failure", "process died while measuring")
-            storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
-            failed += 1
+            try:
+                storage.set_trial_user_attr(trial._trial_id, "failure", "process died while measuring")
+                if storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL):
+                    failed += 1
+            except optuna.exceptions.UpdateFinishedTrialError:
+                pass  # another worker on this host failed it first
     return failed
 
 

@@ -1,9 +1,10 @@
 """tune(): find the fastest configuration of one layer on this machine with an Optuna study.
 
-Stages, in order, per batch of candidates: ask Optuna -> drop configurations already measured in the study (by this
-or any other process) -> compile the batch in parallel -> measure one at a time in a worker process (nothing else
-runs meanwhile) -> tell Optuna. The model's prediction and its next best configurations are enqueued first; a space
-no larger than the trial budget is swept whole.
+Stages, in order, per batch of candidates: ask Optuna -> drop configurations already measured or being measured in
+the study (by this or any other process, on any host: see locks.claiming) -> compile the batch in parallel -> measure
+one at a time in a worker process (nothing else runs meanwhile, not even another tuner's compile: see locks) -> tell
+Optuna. The model's prediction and its next best configurations are enqueued first; a space no larger than the trial
+budget is swept whole.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from directconv.machines.machine import Machine
 from directconv.model import predict, search_space, unpruned_space
 
 from .compile import SourceHook, compile_all
+from .locks import claiming, compiling, measuring
 from .measure import Measurement, Measurer
 from .params import ParamSpace, config_key, config_params
 from .progress import Progress
@@ -73,23 +75,54 @@ def _measurement_from(trial: optuna.trial.FrozenTrial) -> Measurement | None:
     )
 
 
-def _measured(study: optuna.Study) -> dict[str, optuna.trial.FrozenTrial]:
-    """config key -> the trial that measured it (COMPLETE or FAIL), over every process's trials."""
-    done = {}
-    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)):
+def _measured(
+    study: optuna.Study, trials: list[optuna.trial.FrozenTrial] | None = None
+) -> dict[str, optuna.trial.FrozenTrial]:
+    """config key -> the trial that measured it (COMPLETE or FAIL), over every process's trials (or `trials`).
+
+    A trial failed because its process died before measuring (no "status") gives its configuration back, once: the
+    next worker measures it. A configuration whose process died twice counts as failed, so that a candidate that
+    somehow takes its tuner down is not retried forever.
+    """
+    done: dict[str, optuna.trial.FrozenTrial] = {}
+    died: dict[str, list[optuna.trial.FrozenTrial]] = {}
+    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)
+    for t in study.get_trials(deepcopy=False, states=finished) if trials is None else trials:
         key = t.user_attrs.get("config_key")
-        if key and not t.user_attrs.get("duplicate_of"):
+        if t.state not in finished or not key or t.user_attrs.get("duplicate_of"):
+            continue
+        if "status" in t.user_attrs:
             done.setdefault(key, t)
+        else:
+            died.setdefault(key, []).append(t)
+    for key, deaths in died.items():
+        if key not in done and len(deaths) >= 2:
+            done[key] = deaths[-1]
     return done
 
 
-def _claimed_earlier(study: optuna.Study, key: str, number: int) -> int | None:
-    """Number of an earlier trial (any process) holding the same configuration, if one exists."""
-    for t in study.get_trials(deepcopy=False):
-        if t.number < number and t.user_attrs.get("config_key") == key and not t.user_attrs.get("duplicate_of"):
-            if t.state in (optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL):
-                return t.number
-    return None
+def _in_flight(trials: list[optuna.trial.FrozenTrial], number: int) -> set[str]:
+    """Config keys claimed by RUNNING trials other than trial `number` (any process, any host)."""
+    return {
+        t.user_attrs["config_key"] for t in trials
+        if t.state == optuna.trial.TrialState.RUNNING and t.number != number and "config_key" in t.user_attrs
+        and not t.user_attrs.get("duplicate_of")
+    }
+
+
+def claim(rdb: optuna.storages.RDBStorage, study: optuna.Study, trial: optuna.trial.Trial, key: str) -> bool:
+    """Claim configuration `key` for `trial` unless it is measured or being measured: True if claimed.
+
+    Check and claim are one step for every process on the study, on any host (locks.claiming): otherwise two workers
+    drawing the same configuration at the same moment would both see it free and both measure it.
+    """
+    with claiming(rdb, study._study_id):
+        # One read for both questions: a trial finishing between two reads would be in neither.
+        trials = study.get_trials(deepcopy=False)
+        if key in _measured(study, trials) or key in _in_flight(trials, trial.number):
+            return False
+        trial.set_user_attr("config_key", key)
+        return True
 
 
 class _Heartbeat:
@@ -142,6 +175,8 @@ def tune(
     label: str = "",
     source_hook: SourceHook | None = None,
     grace_seconds: int | None = None,
+    study_attrs: dict[str, Any] | None = None,
+    trial_attrs: dict[str, Any] | None = None,
 ) -> TuneResult:
     """Tune `shape` on this machine; resumable, shareable through `storage`, never measuring a config twice.
 
@@ -149,6 +184,8 @@ def tune(
     per (fingerprint, shape, threads, generator version), so results from another machine never mix in.
     space: "pruned" (the model's search space) or "unpruned" (every configuration: for comparisons).
     source_hook: test-only fault injection (rewrites a candidate's C source before it is compiled).
+    study_attrs: provenance the study keeps (set when missing, first writer wins: host identity, layer name).
+    trial_attrs: provenance every measured trial keeps (compiler, flags, peak: what this process measured with).
     """
     if trials < 1:
         raise ValueError(f"trials must be >= 1, got {trials}")
@@ -168,10 +205,11 @@ def tune(
         storage=rdb, study_name=name, direction="maximize", sampler=make_sampler(sampler, params, seed),
         load_if_exists=True,
     )
-    if "shape" not in study.user_attrs:
-        study.set_user_attr("shape", shape.to_dict())
-        study.set_user_attr("machine", machine.id)
-        study.set_user_attr("threads", threads)
+    existing = study.user_attrs
+    wanted = {"shape": shape.to_dict(), "machine": machine.id, "threads": threads, **(study_attrs or {})}
+    for attr, value in wanted.items():
+        if attr not in existing:
+            study.set_user_attr(attr, value)
     fail_dead_trials(study)
     done = _measured(study)
     order = [c for c in configs if config_key(c) not in done]
@@ -193,6 +231,7 @@ def tune(
         while measured_now < budget:
             if timeout is not None and time.monotonic() - started > timeout:
                 break
+            fail_dead_trials(study)  # every batch: a worker that died meanwhile gives its configurations back
             done = _measured(study)
             if len(done) >= len(configs):
                 break
@@ -206,10 +245,9 @@ def tune(
                 if key in done or key in claimed:
                     config = None  # a duplicate: the sampler may propose it, we never measure it again
                 if config is not None:
-                    for attr, value in {"config_key": key, "config": config.to_dict(), **owner()}.items():
+                    for attr, value in {"config": config.to_dict(), **owner()}.items():
                         trial.set_user_attr(attr, value)
-                    earlier = _claimed_earlier(study, key, trial.number)
-                    if earlier is not None:
+                    if not claim(rdb, study, trial, key):
                         config = None
                 if config is None:
                     trial.set_user_attr("duplicate_of", key)
@@ -218,8 +256,12 @@ def tune(
                     duplicates_in_a_row += 1
                     if duplicates_in_a_row >= MAX_DUPLICATES_IN_A_ROW:
                         # The sampler keeps proposing measured points: hand it the model's next unmeasured one.
-                        nxt = next((c for c in configs if config_key(c) not in done and config_key(c) not in claimed), None)
+                        busy = _in_flight(study.get_trials(deepcopy=False), trial.number)
+                        free = (c for c in configs if config_key(c) not in done and config_key(c) not in claimed)
+                        nxt = next((c for c in free if config_key(c) not in busy), None)
                         if nxt is None:
+                            if busy:  # the rest is being measured elsewhere: give those workers time to finish
+                                time.sleep(1.0)
                             break
                         study.enqueue_trial(_params_of(nxt))
                         duplicates_in_a_row = 0
@@ -229,14 +271,16 @@ def tune(
                 todo.append((trial, config))
             if not todo:
                 continue
-            built = compile_all([c for _, c in todo], shape, source_hook=source_hook)
+            with compiling():
+                built = compile_all([c for _, c in todo], shape, source_hook=source_hook)
             for trial, config in todo:
                 b = built[config.compile_key()]
                 if b.library is None:
                     m = Measurement(config, "compile_error", detail=b.error[:2000])
                 else:
-                    m = measurer.measure(config, shape, b.library)
-                _record(trial, m)
+                    with measuring():
+                        m = measurer.measure(config, shape, b.library)
+                _record(trial, m, trial_attrs or {})
                 if m.ok:
                     study.tell(trial, m.gflops)
                     best = max(best or 0.0, m.gflops or 0.0)
@@ -265,7 +309,9 @@ def _params_of(config: KernelConfig) -> dict[str, Any]:
     return config_params(config)
 
 
-def _record(trial: optuna.trial.Trial, m: Measurement) -> None:
+def _record(trial: optuna.trial.Trial, m: Measurement, provenance: dict[str, Any]) -> None:
+    for attr, value in provenance.items():
+        trial.set_user_attr(attr, value)
     trial.set_user_attr("status", m.status)
     trial.set_user_attr("detail", m.detail[:2000])
     for attr in ("seconds", "spread", "samples", "max_rel_error"):
