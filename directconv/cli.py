@@ -7,86 +7,62 @@ import sys
 from collections.abc import Sequence
 
 
-def _add_bench(sub: argparse._SubParsersAction) -> None:
-    from directconv.bench.command import add_arguments
-
-    p = sub.add_parser(
+# (name, module with add_arguments(parser), help, description). Modules load when the parser is built, one each.
+_SUBCOMMANDS: tuple[tuple[str, str, str, str], ...] = (
+    (
         "bench",
-        help="time directconv against numpy im2col+BLAS, torch and onnxruntime on the layer suite",
-        description="Time directconv (blocked and NCHW) beside its peers on suite layers, interleaved, and print "
-        "GFLOP/s and % of this machine's measured FMA peak per layer.",
-    )
-    add_arguments(p)
-
-
-def _add_probe(sub: argparse._SubParsersAction) -> None:
-    from directconv.probe_cli import add_arguments
-
-    p = sub.add_parser(
+        "directconv.bench.command",
+        "time directconv against numpy im2col+BLAS, torch and onnxruntime on the layer suite",
+        "Time directconv (blocked and NCHW) beside its peers on suite layers, interleaved, and print GFLOP/s and % "
+        "of this machine's measured FMA peak per layer.",
+    ),
+    (
         "probe",
-        help="describe this CPU (identity, caches, cores) and measure its FMA latency, throughput, clock and peak",
-        description="Detect this host's CPU, ISA, caches and cores, time its FMA units with small C loops, write "
-        "a machine description (YAML) to the user machine store and say which bundled machine it matches.",
-    )
-    add_arguments(p)
-
-
-def _add_machines(sub: argparse._SubParsersAction) -> None:
-    from directconv.machines_cli import add_arguments
-
-    p = sub.add_parser(
+        "directconv.probe_cli",
+        "describe this CPU (identity, caches, cores) and measure its FMA latency, throughput, clock and peak",
+        "Detect this host's CPU, ISA, caches and cores, time its FMA units with small C loops, write a machine "
+        "description (YAML) to the user machine store and say which bundled machine it matches.",
+    ),
+    (
         "machines",
-        help="list the machine descriptions (bundled and user) with their model numbers, or show one in full",
-        description="List bundled and user machine descriptions: ISA, N_vec x N_reg, N_fma, L_fma, the FMA work in "
-        "flight they need (paper eq. 1) and peak GFLOP/s per core. A user file shadows the bundled one with the same "
-        "id; files that fail to load are listed with their error.",
-    )
-    add_arguments(p)
-
-
-def _add_model_and_tuner(sub: argparse._SubParsersAction) -> None:
-    from directconv.predict_cli import add_predict
-    from directconv.tune_cli import add_show, add_tune
-
-    add_predict(sub)
-    add_tune(sub)
-    add_show(sub)
-
-
-def _add_store(sub: argparse._SubParsersAction) -> None:
-    from directconv.store_cli import add_arguments
-
-    p = sub.add_parser(
+        "directconv.machines_cli",
+        "list the machine descriptions (bundled and user) with their model numbers, or show one in full",
+        "List bundled and user machine descriptions: ISA, N_vec x N_reg, N_fma, L_fma, the FMA work in flight they "
+        "need (paper eq. 1) and peak GFLOP/s per core. A user file shadows the bundled one with the same id; files "
+        "that fail to load are listed with their error.",
+    ),
+    (
         "store",
-        help="manage the config store: export the best configurations of a shared tuning storage into it",
-        description="The config store holds the best configuration per machine fingerprint, layer and thread count "
-        "as YAML. `store export --storage URL` fills it from a tuning storage shared by many workers and machines.",
-    )
-    add_arguments(p)
-
-
-def _add_export(sub: argparse._SubParsersAction) -> None:
-    from directconv.export_cli import add_arguments
-
-    p = sub.add_parser(
+        "directconv.store_cli",
+        "manage the config store: export the best configurations of a shared tuning storage into it",
+        "The config store holds the best configuration per machine fingerprint, layer and thread count as YAML. "
+        "`store export --storage URL` fills it from a tuning storage shared by many workers and machines.",
+    ),
+    (
         "export",
-        help="write the kernels of some layers for a machine as a C library folder (sources, header, Makefile)",
-        description="Generate the kernels of the named layers for this host (its tuned configurations, else the "
-        "model's) or for a described machine (--machine, the model's), with a documented C API to pack weights, "
-        "convert layouts and run each layer, a Makefile and a manifest.",
-    )
-    add_arguments(p)
+        "directconv.export_cli",
+        "write the kernels of some layers for a machine as a C library folder (sources, header, Makefile)",
+        "Generate the kernels of the named layers for this host (its tuned configurations, else the model's) or "
+        "for a described machine (--machine, the model's), with a documented C API to pack weights, convert layouts "
+        "and run each layer, a Makefile and a manifest.",
+    ),
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    import importlib
+
+    from directconv.predict_cli import add_predict
+    from directconv.tune_cli import add_show, add_tune
+
     parser = argparse.ArgumentParser(prog="directconv", description=__doc__)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    _add_bench(sub)
-    _add_probe(sub)
-    _add_machines(sub)
-    _add_model_and_tuner(sub)
-    _add_store(sub)
-    _add_export(sub)
+    for name, module, help_text, description in _SUBCOMMANDS:
+        p = sub.add_parser(name, help=help_text, description=description)
+        importlib.import_module(module).add_arguments(p)
+    add_predict(sub)
+    add_tune(sub)
+    add_show(sub)
     return parser
 
 
