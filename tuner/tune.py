@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +30,11 @@ from .progress import Progress
 from .storage import HEARTBEAT_SECONDS, fail_dead_trials, open_storage, owner, study_name
 
 SAMPLERS = ("tpe", "cmaes", "grid", "random")
+
+# Optuna warns when a storage with heartbeats is used outside Study.optimize; this tuner records the heartbeats of
+# its ask/tell trials itself (_Heartbeat below), so the warning would only mislead.
+warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+
 SEEDS = 8  # model configurations enqueued before the sampler takes over
 MAX_DUPLICATES_IN_A_ROW = 5
 
