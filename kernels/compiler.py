@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,12 +106,45 @@ def build(source: str, flags: tuple[str, ...], *, name: str = "kernel") -> Path:
     compiler = find_compiler()
     all_flags = BASE_FLAGS + tuple(flags)
     key = cache_key(source, all_flags, compiler)
-    directory = cache_dir() / key[:2]
-    target = directory / f"{name}-{key}.so"
+    target = cache_dir() / key[:2] / f"{name}-{key}.so"
+
+    def command(tmp: Path, src: Path, out: Path) -> list[str]:
+        return [compiler.path, *all_flags, "-o", str(out), str(src)]
+
+    return publish(target, source, command, f"on generated {name}.c with flags {' '.join(all_flags)}")
+
+
+def publish(
+    target: Path, source: str, command: Callable[[Path, Path, Path], list[str]], what: str,
+    extra: dict[str, str] | None = None,
+) -> Path:
+    """Return `target` if cached; else build it in a private temporary folder and rename it into place.
+
+    `command(tmp, src, out)` gives the compiler command that turns `src` (the source, written to `tmp` beside the
+    `extra` files) into `out`. The source is published first, so a cached output never lacks the C it came from;
+    another process building the same key at the same time renames an identical file over it.
+    """
     if target.exists():
         with _lock:
             stats.hits += 1
         return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="dc-build-", dir=target.parent) as tmp_name:
+        tmp = Path(tmp_name)
+        src = tmp / f"{target.name.split('-')[0]}.c"  # the name the compiler's messages will show
+        src.write_text(source)
+        for file_name, text in (extra or {}).items():
+            (tmp / file_name).write_text(text)
+        out = tmp / f"out{target.suffix}"
+        cmd = command(tmp, src, out)
+        result = subprocess.run(cmd, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise CompileError(f"{cmd[0]} failed (exit {result.returncode}) {what}:\n{result.stderr.strip()[:4000]}")
+        os.replace(src, target.with_suffix(".c"))
+        os.replace(out, target)
+    with _lock:
+        stats.compiled += 1
+    return target
     directory.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="dc-build-", dir=directory) as tmp:
         src = Path(tmp) / f"{name}.c"

@@ -20,7 +20,6 @@ import re
 import shutil
 import subprocess
 import tempfile
-import threading
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -76,7 +75,6 @@ _KIND_FLAGS: dict[str, tuple[str, ...]] = {
     "executable": (),
 }
 _DRIVER_FILES: tuple[str, ...] = ("dc_driver.c", "directconv.h")
-_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -211,33 +209,14 @@ def build_standalone(
     flags = _CODE_FLAGS + tuple(target.flags) + _KIND_FLAGS[kind] + static
     extra = _driver_sources() if kind == "executable" else {}
     key = compiler.cache_key(source + "".join(f"\0{n}\0{t}" for n, t in sorted(extra.items())), flags, comp)
-    directory = compiler.cache_dir() / key[:2]
-    output = directory / f"{name}-{key}{SUFFIXES[kind]}"
-    if output.exists():
-        with _lock:
-            compiler.stats.hits += 1
-        return output
-    directory.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="dc-cross-", dir=directory) as tmp:
-        src = Path(tmp) / f"{name}.c"
-        src.write_text(source)
-        for file_name, text in extra.items():
-            (Path(tmp) / file_name).write_text(text)
-        inputs = [str(src)] + [str(Path(tmp) / n) for n in extra if n.endswith(".c")]
-        built = Path(tmp) / f"out{SUFFIXES[kind]}"
-        cmd = [comp.path, *flags, *(("-I", tmp) if extra else ()), "-o", str(built), *inputs]
-        result = subprocess.run(cmd, capture_output=True, text=True)
-        if result.returncode != 0:
-            raise CompileError(
-                f"{comp.path} failed (exit {result.returncode}) building {kind} {name} for machine {target.machine} "
-                f"({target.isa}) with flags {' '.join(flags)}:\n{result.stderr.strip()[:4000]}"
-            )
-        # Source first, then the output: a cached output never lacks the C it came from.
-        os.replace(src, output.with_suffix(".c"))
-        os.replace(built, output)
-    with _lock:
-        compiler.stats.compiled += 1
-    return output
+    output = compiler.cache_dir() / key[:2] / f"{name}-{key}{SUFFIXES[kind]}"
+
+    def command(tmp: Path, src: Path, out: Path) -> list[str]:
+        inputs = [str(src)] + [str(tmp / n) for n in extra if n.endswith(".c")]
+        return [comp.path, *flags, *(("-I", str(tmp)) if extra else ()), "-o", str(out), *inputs]
+
+    what = f"building {kind} {name} for machine {target.machine} ({target.isa}) with flags {' '.join(flags)}"
+    return compiler.publish(output, source, command, what, extra)
 
 
 def build_for_machine(
