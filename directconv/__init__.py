@@ -25,13 +25,15 @@ from directconv.api import (  # noqa: E402
     to_blocked,
 )
 from directconv.kernels.config import KernelConfig  # noqa: E402
+from directconv.layer import Conv2d  # noqa: E402
 from directconv.kernels.reference import conv2d_reference  # noqa: E402
 from directconv.kernels.shape import ConvShape  # noqa: E402
 
 __version__ = "0.1.0"
 
 
-_LAZY = {"tune": "tuning", "Tuned": "tuning", "choose_config": "select", "default_config": "select", "Choice": "select"}
+_LAZY = {"tune": "tuning", "Tuned": "tuning", "choose_config": "select", "default_config": "select", "Choice": "select",
+         "UntunedWarning": "select"}
 
 
 def __getattr__(name: str):
@@ -46,6 +48,7 @@ __all__ = [
     "BlockedTensor",
     "Choice",
     "ConvShape",
+    "Conv2d",
     "KernelConfig",
     "PackedWeights",
     "available_threads",
@@ -59,5 +62,6 @@ __all__ = [
     "to_blocked",
     "tune",
     "Tuned",
+    "UntunedWarning",
     "__version__",
 ]

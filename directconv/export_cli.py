@@ -103,7 +103,7 @@ def run_export(args: argparse.Namespace) -> int:
         provenance.update(config_origin="this host: config store, else model", fingerprint_id=h.fingerprint_id,
                           host_machine_source=h.source)
         for layer in layers:
-            choice = choose_config(layer.shape, args.threads)
+            choice = choose_config(layer.shape, args.threads, warn=False)
             chosen.append(ExportLayer(layer.name, layer.shape, choice.config, choice.source, choice.detail))
     files = export_files(chosen, target, args.prefix, provenance)
     write_atomically(files, out, args.force)

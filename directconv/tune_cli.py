@@ -133,10 +133,20 @@ def add_show(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--machine", help="machine id (default: this host's fingerprint)")
     p.add_argument("--store", help="config store directory (default: $DIRECTCONV_STORE_DIR or the XDG data dir)")
     p.add_argument("--json", action="store_true", help="print JSON")
+    g = p.add_argument_group("kernel cache (--cache)")
+    g.add_argument("--cache", action="store_true",
+                   help="instead: for each layer, the configuration production would pick and whether its compiled "
+                   "kernel is in the disk cache (loading it runs no compiler) or would be compiled")
+    add_layer_options(g, shape_options=False)
+    g.add_argument("--threads", type=int, default=None, help="thread count for --cache (default: all CPUs)")
     p.set_defaults(run=run_show)
 
 
 def run_show(args: argparse.Namespace) -> int:
+    if args.cache:
+        from directconv.cache_report import print_cache_report
+
+        return print_cache_report(args)
     from directconv.tuner import store
 
     rows, problems = [], []

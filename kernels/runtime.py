@@ -133,26 +133,40 @@ def _check_buffer(what: str, a: np.ndarray, expected: tuple[int, ...]) -> None:
         raise ValueError(f"{what} must be C-contiguous (use np.ascontiguousarray)")
 
 
-_loaded: dict[tuple[Any, ...], CompiledKernel] = {}
+# In-process kernel cache, keyed like the disk cache: by the library's file, whose name is the hash of source,
+# flags and compiler, so any two requests that would compile the same C share one loaded library. The first dict
+# only spares a known (config, shape) from generating its source again.
+_by_library: dict[Path, CompiledKernel] = {}
+_by_request: dict[tuple[Any, ...], CompiledKernel] = {}
 _load_lock = threading.Lock()
 
 
 def load(config: KernelConfig, shape: ConvShape) -> CompiledKernel:
     """Generate, build (or find in the disk cache) and load the kernel for `config` on `shape`.
 
-    Kernels are shared in-process by (register-level config, shape): run-time fields of the config (cib, rows,
-    parallel, threads) do not make a new kernel. Thread-safe.
+    Run-time fields of the config (cib, rows, parallel, threads) do not make a new kernel. Thread-safe: concurrent
+    first calls build and load the library once.
     """
-    key = (config.compile_key(), shape)
-    kernel = _loaded.get(key)
+    request = (config.compile_key(), shape)
+    kernel = _by_request.get(request)
     if kernel is not None:
         return kernel
     with _load_lock:
-        kernel = _loaded.get(key)
+        kernel = _by_request.get(request)
         if kernel is None:
-            kernel = open_library(build(config, shape), config, shape)
-            _loaded[key] = kernel
+            path = build(config, shape)
+            kernel = _by_library.get(path)
+            if kernel is None:
+                kernel = open_library(path, config, shape)
+                _by_library[path] = kernel
+            _by_request[request] = kernel
     return kernel
+
+
+def loaded_libraries() -> list[Path]:
+    """The kernel libraries this process has loaded (for `directconv show --cache` and tests)."""
+    with _load_lock:
+        return list(_by_library)
 
 
 def build(config: KernelConfig, shape: ConvShape, source: str | None = None) -> Path:
@@ -160,6 +174,11 @@ def build(config: KernelConfig, shape: ConvShape, source: str | None = None) -> 
     if source is None:
         source = codegen.generate(config, shape)
     return compiler.build(source, get_isa(config.isa).flags, name="conv")
+
+
+def cached_library(config: KernelConfig, shape: ConvShape) -> Path | None:
+    """The verified disk-cache library load() would use without compiling, or None if it would compile."""
+    return compiler.cached(codegen.generate(config, shape), get_isa(config.isa).flags, name="conv")
 
 
 def open_library(path: Path, config: KernelConfig, shape: ConvShape) -> CompiledKernel:

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 from .estimate import step_cycles, tile_efficiency
 from .plan import Plan, Reason, SearchSpace
-from .predict import predict, register_tiles, search_space, unpruned_space
+from .predict import estimate_config, predict, register_tiles, search_space, unpruned_space
 
 __all__ = [
     "Plan",
     "Reason",
     "SearchSpace",
+    "estimate_config",
     "predict",
     "register_tiles",
     "search_space",

@@ -292,3 +292,33 @@ def search_space(shape: ConvShape, machine: Machine, threads: int = 1) -> Search
         "threads: the model's split plus the other axis, rows one at a time (balance)" if threads > 1 else "one thread",
     )
     return SearchSpace(tuple(configs), tuple(gflops), sum(1 for _ in unpruned_space(shape, machine, threads)), cuts)
+
+
+def split_balance(shape: ConvShape, machine: Machine, config: KernelConfig) -> float:
+    """Share of the threads' time spent working under `config`'s split: tasks / (tasks per thread * threads)."""
+    view = shape.kernel_view()
+    nj = -(-(-(-view.co // machine.n_vec)) // (config.cob // machine.n_vec))
+    rows = view.ho if config.rows is None else config.rows
+    tasks = nj if config.parallel == "co" and config.rows is None else nj * -(-view.ho // rows)
+    per = -(-tasks // config.threads)
+    return tasks / (per * config.threads)
+
+
+def estimate_config(shape: ConvShape, machine: Machine, config: KernelConfig) -> float:
+    """The model's GFLOP/s for an arbitrary `config` on `shape`, on the same terms as predict()'s own estimate.
+
+    Used to judge a configuration tuned for another shape before reusing it: its tile's edge waste and thread
+    balance on *this* shape are what change. A tile that does not fit the registers spills; the estimate charges
+    it in proportion to the registers it lacks (spilled tiles measured 20-50% slower).
+    """
+    if config.lanes != machine.n_vec:
+        raise ValueError(f"config for {config.isa} ({config.lanes} lanes) cannot run on {machine.id} (n_vec={machine.n_vec})")
+    view = shape.kernel_view()
+    vectors = config.cob // machine.n_vec
+    from_l2 = weights_level(machine, view, config.cob) > 1
+    seconds = layer_seconds(machine, view, vectors, config.wob, config.threads,
+                            split_balance(shape, machine, config), from_l2)
+    need = registers_needed(vectors, config.wob)
+    if need > machine.n_reg:
+        seconds *= need / machine.n_reg
+    return view.flops() / seconds / 1e9
