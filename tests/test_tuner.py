@@ -169,3 +169,39 @@ def test_tune_show_then_conv2d_uses_the_stored_config(tmp_path):
     result = __import__("json").loads(used.stdout)
     assert result["source"] == "tuned" and result["config"] == entries[0]["config"]
     assert result["center"] == 72.0
+
+
+def _replayed(space: str, tmp_path, seed: int = 0) -> list[optuna.trial.FrozenTrial]:
+    from directconv.tuner.measure import Measurement
+
+    def simulate(config):
+        gflops = float(config.cob * config.wob + config.unroll)  # any deterministic table will do
+        return Measurement(config, "ok", seconds=SHAPE.flops() / gflops / 1e9, gflops=gflops, samples=1)
+
+    url = f"sqlite:///{tmp_path / f'{space}.db'}"
+    result = tune(SHAPE, machine=MACHINE, fingerprint_id="replay", trials=12, storage=url, space=space, seed=seed,
+                  progress=False, simulate=simulate)
+    assert result.measured_now == min(12, result.space_size) and result.failed_now == 0
+    study = optuna.load_study(study_name=result.study_name, storage=url)
+    return [t for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
+            if not t.user_attrs.get("duplicate_of")]
+
+
+def test_simulation_mode_replays_a_table_without_compiling(tmp_path, monkeypatch):
+    """simulate= runs the real search (seeding, sampler, dedup) against a table: nothing is compiled or timed."""
+    monkeypatch.setenv("DIRECTCONV_CACHE_DIR", str(tmp_path / "cache"))
+    from directconv.model import predict
+
+    trials = _replayed("pruned", tmp_path)
+    assert trials[0].user_attrs["config_key"] == config_key(predict(SHAPE, MACHINE).config)
+    assert all("fixed_params" in t.system_attrs for t in trials[:8]), "the model's top configurations go first"
+    assert len(trials) == len(search_space(SHAPE, MACHINE))
+    assert all(t.value == t.params["vectors"] * ISA.lanes * t.params["wob"] + t.params["unroll"] for t in trials)
+    assert not (tmp_path / "cache").exists(), "simulation must not compile"
+    keys = [t.user_attrs["config_key"] for t in trials]
+    assert len(keys) == len(set(keys))
+
+
+def test_the_unpruned_baseline_is_not_seeded_by_the_model(tmp_path):
+    trials = _replayed("unpruned", tmp_path)
+    assert not any("fixed_params" in t.system_attrs for t in trials), "the model-free baseline enqueues nothing"

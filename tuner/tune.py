@@ -9,9 +9,11 @@ budget is swept whole.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -183,6 +185,7 @@ def tune(
     grace_seconds: int | None = None,
     study_attrs: dict[str, Any] | None = None,
     trial_attrs: dict[str, Any] | None = None,
+    simulate: Callable[[KernelConfig], Measurement] | None = None,
 ) -> TuneResult:
     """Tune `shape` on this machine; resumable, shareable through `storage`, never measuring a config twice.
 
@@ -192,6 +195,9 @@ def tune(
     source_hook: test-only fault injection (rewrites a candidate's C source before it is compiled).
     study_attrs: provenance the study keeps (set when missing, first writer wins: host identity, layer name).
     trial_attrs: provenance every measured trial keeps (compiler, flags, peak: what this process measured with).
+    simulate: replay recorded measurements instead of compiling and timing (as Kernel Tuner's simulation mode
+    does): the search itself, sampler, seeding and deduplication included, runs for real against a table, so
+    benchmarks of the search are repeatable and free of the machine's noise.
     """
     if trials < 1:
         raise ValueError(f"trials must be >= 1, got {trials}")
@@ -219,7 +225,8 @@ def tune(
     fail_dead_trials(study)
     done = _measured(study)
     order = [c for c in configs if config_key(c) not in done]
-    if not study.get_trials(deepcopy=False):
+    if space == "pruned" and not study.get_trials(deepcopy=False):
+        # The model's plan and its next best guesses first; the unpruned space is the model-free baseline.
         seeds = [plan.config] + [c for c in configs if c != plan.config][: SEEDS - 1]
         for c in seeds:
             study.enqueue_trial(_params_of(c), skip_if_exists=True)
@@ -233,7 +240,9 @@ def tune(
     failures: list[tuple[str, str, str]] = []
     duplicates_in_a_row = 0
     best = max((t.value for t in done.values() if t.value is not None), default=None)
-    with Measurer(timeout=candidate_timeout, min_time=min_time, statistic=statistic) as measurer, _Heartbeat(rdb) as hb:
+    device = (Measurer(timeout=candidate_timeout, min_time=min_time, statistic=statistic) if simulate is None
+              else contextlib.nullcontext())
+    with device as measurer, _Heartbeat(rdb) as hb:
         while measured_now < budget:
             if timeout is not None and time.monotonic() - started > timeout:
                 break
@@ -277,11 +286,14 @@ def tune(
                 todo.append((trial, config))
             if not todo:
                 continue
-            with compiling():
-                built = compile_all([c for _, c in todo], shape, source_hook=source_hook)
+            if simulate is None:
+                with compiling():
+                    built = compile_all([c for _, c in todo], shape, source_hook=source_hook)
             for trial, config in todo:
-                b = built[config.compile_key()]
-                if b.library is None:
+                b = built[config.compile_key()] if simulate is None else None
+                if b is None:
+                    m = simulate(config)  # type: ignore[misc]
+                elif b.library is None:
                     m = Measurement(config, "compile_error", detail=b.error[:2000])
                 else:
                     with measuring():

@@ -1,0 +1,120 @@
+"""Tuner efficiency without the machine's noise: the real search replayed against the exhaustive sweep's table.
+
+benchmarks/tuner_efficiency.py runs the tuner on the device; on a shared, noisy machine one lucky measurement
+moves its target by 10-20%, and one run per mode says little. Here every configuration's GFLOP/s comes from the
+sweep (benchmarks/model_sweep.py: every configuration of the unpruned space measured, the leaders, the prediction
+and the pruned space's best re-measured in interleaved rounds), and the tuner runs for real in simulation mode
+(tune(..., simulate=...): the same Optuna study, sampler, model seeding and deduplication, with a table lookup in
+place of compiling and timing), many seeds per mode:
+  - model: the model's pruned space with its top configurations enqueued first (directconv's default);
+  - plain: TPE alone on the unpruned space, nothing enqueued.
+Reported per layer and mode: trials until a configuration within 3% of the sweep's exhaustive best is found
+(median and worst over seeds; "never" when the budget runs out first).
+
+Usage: python benchmarks/tuner_replay.py --sweep benchmarks/results/model-sweep-zen3-calibrated.json \\
+           --seeds 20 --out benchmarks/results/tuner-replay-zen3.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+import optuna
+import yaml
+
+from directconv.bench.results import write_json
+from directconv.kernels.config import KernelConfig
+from directconv.kernels.shape import ConvShape
+from directconv.machines.loader import load_machine
+from directconv.model import search_space
+from directconv.tuner.measure import Measurement
+from directconv.tuner.params import config_key
+from directconv.tuner.tune import tune
+
+WITHIN = 0.97
+
+
+def table_of(layer: dict) -> dict[str, float]:
+    """config key -> GFLOP/s: the first pass, with the re-measured figures of the sweep's finalists over it."""
+    table = {config_key(KernelConfig.from_dict(r["config"])): r["gflops"] for r in layer["first_pass"]
+             if r["gflops"] is not None}
+    for name in ("exhaustive_best", "predicted", "pruned_best"):
+        table[config_key(KernelConfig.from_dict(layer[name]["config"]))] = layer[name]["gflops"]
+    return table
+
+
+def replay(shape: ConvShape, machine, table: dict[str, float], mode: str, trials: int, seed: int, tmp: Path) -> list:
+    """The GFLOP/s of each trial the tuner measured, in order (None where the table has no figure)."""
+    def simulate(config: KernelConfig) -> Measurement:
+        value = table.get(config_key(config))
+        if value is None:
+            return Measurement(config, "error", detail="not in the sweep's table")
+        return Measurement(config, "ok", seconds=shape.flops() / value / 1e9, gflops=value, samples=1)
+
+    url = f"sqlite:///{tmp / f'{mode}-{seed}.db'}"
+    tune(shape, machine=machine, fingerprint_id=f"replay-{mode}", trials=trials, storage=url, sampler="tpe",
+         space="pruned" if mode == "model" else "unpruned", seed=seed, progress=False, simulate=simulate)
+    study = optuna.load_study(study_name=optuna.get_all_study_summaries(url)[0].study_name, storage=url)
+    return [t.value for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
+            if "status" in t.user_attrs and not t.user_attrs.get("duplicate_of")]
+
+
+def first_reaching(history: list, target: float) -> int | None:
+    return next((i for i, v in enumerate(history, 1) if v is not None and v >= target), None)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sweep", type=Path, required=True)
+    ap.add_argument("--model-trials", type=int, default=40)
+    ap.add_argument("--plain-trials", type=int, default=100)
+    ap.add_argument("--seeds", type=int, default=20)
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    sweep = json.loads(args.sweep.read_text())
+    described = sweep["machine"] if isinstance(sweep["machine"], dict) else yaml.safe_load(sweep["machine"])
+    machine = load_machine(described["id"])  # the bundled description the sweep's model read
+    rows = []
+    for layer in sweep["layers"]:
+        shape = ConvShape(**layer["shape"])
+        table = table_of(layer)
+        target = WITHIN * layer["exhaustive_best"]["gflops"]
+        pruned = search_space(shape, machine, 1).configs
+        row = {"layer": layer["layer"], "exhaustive_best_gflops": layer["exhaustive_best"]["gflops"],
+               "target_gflops": round(target, 2), "pruned_size": len(pruned),
+               "pruned_in_table": sum(config_key(c) in table for c in pruned),
+               "pruned_reaching_target": sum(table.get(config_key(c), 0) >= target for c in pruned),
+               "unpruned_size": len(layer["first_pass"]),
+               "unpruned_reaching_target": sum(v >= target for v in table.values())}
+        with tempfile.TemporaryDirectory() as tmp:
+            for mode, trials in (("model", args.model_trials), ("plain", args.plain_trials)):
+                reached = []
+                for seed in range(args.seeds):
+                    history = replay(shape, machine, table, mode, trials, seed, Path(tmp))
+                    reached.append(first_reaching(history, target))
+                got = [r for r in reached if r is not None]
+                row[mode] = {"trials": trials, "seeds": args.seeds, "trials_to_within_3pct": reached,
+                             "reached": len(got),
+                             "median": statistics.median(r if r is not None else trials + 1 for r in reached),
+                             "worst": max(reached, key=lambda r: trials + 1 if r is None else r)}
+        rows.append(row)
+        print(f"{row['layer']:28} target {target:6.1f}  model: reached {row['model']['reached']}/{args.seeds}, "
+              f"median {row['model']['median']}, worst {row['model']['worst']}  |  plain: reached "
+              f"{row['plain']['reached']}/{args.seeds}, median {row['plain']['median']}, worst {row['plain']['worst']}",
+              flush=True)
+    doc = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "within": WITHIN,
+           "sweep": args.sweep.name, "sweep_date": sweep["date"], "machine": machine.id, "layers": rows,
+           "note": "median/worst count a run that never reached the target as trials + 1 / None"}
+    write_json(args.out, doc)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
