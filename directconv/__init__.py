@@ -26,6 +26,8 @@ from directconv.api import (  # noqa: E402
 )
 from directconv.kernels.config import KernelConfig  # noqa: E402
 from directconv.layer import Conv2d  # noqa: E402
+from directconv.pool import MaxPool2d  # noqa: E402
+from directconv.sequential import Sequential  # noqa: E402
 from directconv.kernels.reference import conv2d_reference  # noqa: E402
 from directconv.kernels.shape import ConvShape  # noqa: E402
 
@@ -50,7 +52,9 @@ __all__ = [
     "ConvShape",
     "Conv2d",
     "KernelConfig",
+    "MaxPool2d",
     "PackedWeights",
+    "Sequential",
     "available_threads",
     "conv2d",
     "conv2d_blocked",

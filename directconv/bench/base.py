@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 
@@ -78,8 +78,11 @@ class Prepared:
     close: Callable[[], None] | None = field(default=None, repr=False)
 
 
+P = TypeVar("P")  # what an implementation is prepared for: a Problem (one layer), or a whole network (chain.py)
+
+
 @dataclass(frozen=True)
-class Impl:
+class Impl(Generic[P]):
     """A benchmarked implementation.
 
     requires: modules that must import for it to run; if one does not, the implementation is skipped as not
@@ -89,7 +92,7 @@ class Impl:
 
     name: str
     legend: str
-    prepare: Callable[[Problem, int], Prepared]
+    prepare: Callable[[P, int], Prepared]
     requires: tuple[str, ...] = ()
     peer: bool = True
 
@@ -119,7 +122,11 @@ def check_output(y: Any, reference: np.ndarray, shape: ConvShape) -> Check:
     The tolerance is kernels.reference.tolerance(ci, kh, kw) relative to the largest |reference| value: the same
     bound the kernel tests use, loose enough for any fp32 summation order, tight enough to catch a lost tap.
     """
-    tol = tolerance(shape.ci, shape.kh, shape.kw)
+    return compare(y, reference, tolerance(shape.ci, shape.kh, shape.kw))
+
+
+def compare(y: Any, reference: np.ndarray, tol: float) -> Check:
+    """Correct if `y` has the reference's shape, is finite, and max|y - reference| / max|reference| <= tol."""
     y = np.asarray(y)
     if y.shape != reference.shape:
         return Check(False, float("inf"), tol, f"output shape {y.shape}, expected {reference.shape}")

@@ -1,4 +1,5 @@
-"""`directconv bench`: the command line, and the loop over layers and thread counts.
+"""`directconv bench`: the command line, and the loop over layers and thread counts (whole networks with
+--end-to-end: see chain_run).
 
 Exit status: 0 when every directconv implementation computed correct answers, 1 when one did not (peers that
 are wrong or fail are reported but do not change the status), 2 on bad arguments (raised as ValueError and
@@ -18,7 +19,7 @@ import directconv
 from directconv.kernels.isa import host_isa
 from directconv.layers import NETWORKS, Layer, get_layer, network_layers, suite
 
-from . import environment, impls, peers, report
+from . import chain_impls, chain_run, environment, impls, peers, report
 from .base import Problem
 from .peak import measure_peaks
 from .results import OK, Result, document, write_json
@@ -64,7 +65,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--network",
         action="append",
         metavar="NAME",
-        help=f"every layer of a network: {', '.join(NETWORKS)} (repeatable)",
+        help=f"every layer of a network: {', '.join(NETWORKS)} (repeatable); with --end-to-end, the whole network",
+    )
+    parser.add_argument(
+        "--end-to-end",
+        action="store_true",
+        help="time each --network as one chained model (directconv.Sequential against the same stack in torch and "
+        "onnxruntime), with its memory high-water mark",
+    )
+    parser.add_argument(
+        "--input-size",
+        type=_positive_int,
+        metavar="S",
+        help="with --end-to-end: run the networks on an S x S input instead of their own (a quick look)",
+    )
+    parser.add_argument(
+        "--steps",
+        type=_positive_int,
+        metavar="N",
+        help="with --end-to-end: only the first N steps of each network (a quick look)",
     )
     parser.add_argument(
         "--threads",
@@ -74,7 +93,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"thread counts (repeatable or comma-separated; default: {','.join(map(str, DEFAULT_THREADS))})",
     )
     parser.add_argument(
-        "--impl", action="append", metavar="NAME", help=f"only these implementations: {', '.join(impls.names())}"
+        "--impl",
+        action="append",
+        metavar="NAME",
+        help=f"only these implementations: {', '.join(impls.names())} (with --end-to-end: "
+        f"{', '.join(chain_impls.names())})",
     )
     parser.add_argument(
         "--rounds",
@@ -123,14 +146,18 @@ def select_settings(quick: bool, rounds: int | None, min_time: float | None) -> 
 
 def run(args: argparse.Namespace) -> int:
     started = time.monotonic()
-    layers = select_layers(args.layer, args.network)
     threads = select_threads(args.threads)
     if not threads:
         raise ValueError("--threads needs at least one thread count, e.g. --threads 1,2")
     settings = select_settings(args.quick, args.rounds, args.min_time)
-    available, missing = impls.split_available(impls.select(args.impl))
     if args.json is not None and not (args.json.parent if str(args.json.parent) else Path(".")).is_dir():
         raise ValueError(f"--json {args.json}: directory {args.json.parent} does not exist")
+    if args.end_to_end:
+        return chain_run.run(args, threads, settings)
+    if args.input_size is not None or args.steps is not None:
+        raise ValueError("--input-size and --steps cut whole networks: they need --end-to-end")
+    layers = select_layers(args.layer, args.network)
+    available, missing = impls.split_available(impls.select(args.impl))
     cpus = directconv.available_threads()
     if max(threads) > cpus:
         print(

@@ -7,6 +7,7 @@ inference mode, its own thread setting for T threads. torch, onnx and onnxruntim
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -110,12 +111,20 @@ def prepare_im2col(problem: Problem, threads: int) -> Prepared:
     )
 
 
+def set_torch_threads(threads: int) -> Callable[[], None]:
+    """Run torch's intra-op pool on `threads` threads; return the function that restores the previous count."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    return lambda: torch.set_num_threads(previous)
+
+
 def _prepare_torch(problem: Problem, threads: int, channels_last: bool) -> Prepared:
     import torch
     import torch.nn.functional as F
 
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
+    restore = set_torch_threads(threads)
     x = torch.from_numpy(problem.x.copy())
     w = torch.from_numpy(problem.w.copy())
     if channels_last:
@@ -136,7 +145,7 @@ def _prepare_torch(problem: Problem, threads: int, channels_last: bool) -> Prepa
     def to_nchw(y: Any) -> np.ndarray:
         return y.contiguous().numpy().copy()
 
-    return Prepared(call, to_nchw, note=f"torch {torch.__version__}", close=lambda: torch.set_num_threads(previous))
+    return Prepared(call, to_nchw, note=f"torch {torch.__version__}", close=restore)
 
 
 def prepare_torch_nchw(problem: Problem, threads: int) -> Prepared:
@@ -149,7 +158,6 @@ def prepare_torch_channels_last(problem: Problem, threads: int) -> Prepared:
 
 def onnx_conv_model(problem: Problem) -> bytes:
     """A one-node ONNX model: y = Conv(x, w) with w as an initializer (a constant the optimizer may prepack)."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     s = problem.shape
@@ -163,13 +171,22 @@ def onnx_conv_model(problem: Problem) -> bytes:
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, s.co, s.ho, s.wo])],
         initializer=[numpy_helper.from_array(problem.w, "w")],
     )
+    return onnx_model_bytes(graph)
+
+
+def onnx_model_bytes(graph: Any) -> bytes:
+    """The serialized, checked model of an onnx GraphProto, stamped with ONNX_OPSET and ONNX_IR_VERSION."""
+    import onnx
+    from onnx import helper
+
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", ONNX_OPSET)])
     model.ir_version = ONNX_IR_VERSION
     onnx.checker.check_model(model)
     return model.SerializeToString()
 
 
-def prepare_onnxruntime(problem: Problem, threads: int) -> Prepared:
+def onnx_session(model: bytes, threads: int) -> Any:
+    """An onnxruntime CPU session on `threads` intra-op threads, run sequentially, with every graph optimization."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -177,7 +194,13 @@ def prepare_onnxruntime(problem: Problem, threads: int) -> Prepared:
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    session = ort.InferenceSession(onnx_conv_model(problem), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
+def prepare_onnxruntime(problem: Problem, threads: int) -> Prepared:
+    import onnxruntime as ort
+
+    session = onnx_session(onnx_conv_model(problem), threads)
     s = problem.shape
     # Input and output bound once to numpy buffers: the timed call allocates nothing, as directconv-blocked.
     y = np.empty((1, s.co, s.ho, s.wo), dtype=np.float32)

@@ -75,7 +75,7 @@ class Result:
             "threads": self.threads,
             "status": self.status,
             "correct": bool(self.check is not None and self.check.correct),
-            "max_rel_error": _finite_or_none(self.check.max_rel_error) if self.check else None,
+            "max_rel_error": finite_or_none(self.check.max_rel_error) if self.check else None,
             "tolerance": self.check.tolerance if self.check else None,
             "gflops": self.gflops,
             "percent_of_peak": self.percent_of_peak,
@@ -84,7 +84,7 @@ class Result:
             "p10_ms": ms("p10"),
             "p90_ms": ms("p90"),
             "min_ms": ms("minimum"),
-            "spread": _finite_or_none(stats.spread) if stats else None,
+            "spread": finite_or_none(stats.spread) if stats else None,
             "rounds": stats.count if stats else 0,
             "calls_per_sample": self.timing.calls_per_sample if self.timing else None,
             "samples_ms": [s * 1e3 for s in self.timing.samples] if self.timing else [],
@@ -96,7 +96,7 @@ class Result:
         }
 
 
-def _finite_or_none(value: float) -> float | None:
+def finite_or_none(value: float) -> float | None:
     # JSON has no infinity or NaN; the record's "error" says in words what went wrong instead.
     return value if math.isfinite(value) else None
 

@@ -1,4 +1,5 @@
-"""One layer at one thread count: set every implementation up, check it, time the correct ones together.
+"""Set every implementation up, check it, time the correct ones together: `measure` for any problem (one layer, a
+whole network), `run_layer` for one suite layer at one thread count.
 
 Failures are results, not exceptions: an implementation that raises or computes a wrong answer gets a Result
 saying so and the others go on.
@@ -6,14 +7,14 @@ saying so and the others go on.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from .base import Impl, Prepared, Problem, check_output
-from .harness import TimedCallError, interleave
+from .base import Check, Impl, Prepared, Problem, check_output
+from .harness import TimedCallError, Timing, interleave
 from .load import LoadMeter
 from .peak import Peak
 from .results import FAILED, OK, WRONG, Result
@@ -39,48 +40,53 @@ class Settings:
 QUICK = Settings(rounds=3, min_time=0.01, warmup_calls=1, peak_repeats=3, peak_seconds=0.05)
 
 
-def _describe(exc: BaseException) -> str:
+def describe_error(exc: BaseException) -> str:
+    """An exception as one short line for a report: its type and the first line of its message."""
     return f"{type(exc).__name__}: {exc}".strip().splitlines()[0][:300]
 
 
-def run_layer(
-    problem: Problem,
-    reference: np.ndarray,
-    impls: Sequence[Impl],
-    threads: int,
-    peak: Peak,
+@dataclass(frozen=True)
+class Outcome:
+    """What `measure` found for one implementation: status (OK, WRONG or FAILED), the check, the timing (for
+    OK), the error (for FAILED), the other load while timed, and the Prepared it set up (closed by now)."""
+
+    status: str
+    prepared: Prepared | None = None
+    check: Check | None = None
+    timing: Timing | None = None
+    error: str | None = None
+    other_cpus: float | None = None
+
+
+def measure(
+    impls: Sequence[Impl[Any]],
+    prepare: Callable[[Impl[Any]], Prepared],
+    check: Callable[[Any], Check],
     settings: Settings,
-) -> list[Result]:
-    """Results of every implementation in `impls` on `problem` at `threads` threads, in the order of `impls`."""
-    results: dict[str, Result] = {}
+) -> dict[str, Outcome]:
+    """Set up every implementation, check its answer (`check` gets prepared.to_nchw(prepared.call())), time the
+    correct ones together (harness.interleave), and close them all. One Outcome per implementation name."""
+    outcomes: dict[str, Outcome] = {}
     ready: dict[str, Prepared] = {}
     # Closed last-in first-out, all at the end: an implementation's close restores process-wide settings (BLAS or
     # torch thread counts) as they were before its prepare, which is right only in that order.
     opened: list[Prepared] = []
-
-    def fields(name: str, prepared: Prepared | None) -> dict[str, Any]:
-        common: dict[str, Any] = {"layer": problem.layer, "impl": name, "threads": threads, "peak": peak}
-        if prepared is not None:
-            common.update(extra_memory_bytes=prepared.extra_memory_bytes, config=prepared.config, note=prepared.note)
-        return common
-
     try:
         for impl in impls:
             prepared = None
             try:
-                prepared = impl.prepare(problem, threads)
+                prepared = prepare(impl)
                 opened.append(prepared)
-                verdict = check_output(prepared.to_nchw(prepared.call()), reference, problem.shape)
+                verdict = check(prepared.to_nchw(prepared.call()))
             except Exception as exc:  # failures are results (see the module docstring)
-                results[impl.name] = Result(status=FAILED, error=_describe(exc), **fields(impl.name, prepared))
+                outcomes[impl.name] = Outcome(FAILED, prepared, error=describe_error(exc))
                 continue
             if verdict.correct:
                 ready[impl.name] = prepared
+                outcomes[impl.name] = Outcome(OK, prepared, verdict)
             else:
                 # A wrong answer is not timed: a fast wrong kernel must never look like a fast kernel.
-                results[impl.name] = Result(status=WRONG, check=verdict, **fields(impl.name, prepared))
-                continue
-            results[impl.name] = Result(status=OK, check=verdict, **fields(impl.name, prepared))
+                outcomes[impl.name] = Outcome(WRONG, prepared, verdict)
         timings = {}
         meter = LoadMeter()
         while ready:
@@ -94,18 +100,50 @@ def run_layer(
                 break
             except TimedCallError as exc:
                 # Drop the one that raised and time the others again, from the start, so they stay interleaved.
-                failed = results[exc.name]
-                results[exc.name] = Result(
-                    status=FAILED, check=failed.check, error=_describe(exc), **fields(exc.name, ready[exc.name])
-                )
+                failed = outcomes[exc.name]
+                outcomes[exc.name] = Outcome(FAILED, failed.prepared, failed.check, error=describe_error(exc))
                 del ready[exc.name]
         other = meter.other_cpus()
         for name, timing in timings.items():
-            results[name] = Result(
-                status=OK, check=results[name].check, timing=timing, other_cpus=other, **fields(name, ready[name])
-            )
+            outcomes[name] = Outcome(OK, ready[name], outcomes[name].check, timing, other_cpus=other)
     finally:
         for prepared in reversed(opened):
             if prepared.close is not None:
                 prepared.close()
-    return [results[impl.name] for impl in impls]
+    return outcomes
+
+
+def run_layer(
+    problem: Problem,
+    reference: np.ndarray,
+    impls: Sequence[Impl[Problem]],
+    threads: int,
+    peak: Peak,
+    settings: Settings,
+) -> list[Result]:
+    """Results of every implementation in `impls` on `problem` at `threads` threads, in the order of `impls`."""
+    outcomes = measure(
+        impls,
+        lambda impl: impl.prepare(problem, threads),
+        lambda y: check_output(y, reference, problem.shape),
+        settings,
+    )
+    results = []
+    for impl in impls:
+        o = outcomes[impl.name]
+        p = o.prepared
+        results.append(Result(
+            layer=problem.layer,
+            impl=impl.name,
+            threads=threads,
+            status=o.status,
+            peak=peak,
+            check=o.check,
+            timing=o.timing,
+            extra_memory_bytes=None if p is None else p.extra_memory_bytes,
+            config=None if p is None else p.config,
+            note="" if p is None else p.note,
+            error=o.error,
+            other_cpus=o.other_cpus,
+        ))
+    return results

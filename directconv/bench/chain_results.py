@@ -1,0 +1,143 @@
+"""The outcome of one (network, implementation, thread count) end-to-end measurement, and its JSON document."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .base import Check
+from .chain import ChainProblem
+from .harness import Timing
+from .memory import MemoryUsage
+from .peak import Peak
+from .results import OK, finite_or_none
+
+FORMAT = "directconv-bench-network"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ChainResult:
+    """One row of an end-to-end table.
+
+    status: "ok" (checked, then timed), "wrong" (not timed) or "failed" (raised: `error` says what).
+    check: against directconv's own NCHW output (`reference` names it), or against the float64 reference when
+    directconv itself failed that check. memory: measured in a child process (memory.py), or None with
+    `memory_note` saying why. working_memory_bytes: what a call allocates by design (directconv's two buffers),
+    None where not known.
+    """
+
+    network: str
+    impl: str
+    threads: int
+    status: str
+    flops: int
+    peak: Peak
+    reference: str
+    check: Check | None = None
+    timing: Timing | None = None
+    memory: MemoryUsage | None = None
+    memory_note: str = ""
+    working_memory_bytes: int | None = None
+    note: str = ""
+    error: str | None = None
+    other_cpus: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == OK and self.timing is not None
+
+    @property
+    def gflops(self) -> float | None:
+        """GFLOP/s of the convolutions (Network.flops) at the median time of a whole inference."""
+        if not self.ok:
+            return None
+        assert self.timing is not None
+        return self.flops / self.timing.stats.median * 1e-9
+
+    @property
+    def percent_of_peak(self) -> float | None:
+        g = self.gflops
+        return None if g is None else 100.0 * g / self.peak.gflops
+
+    def to_record(self) -> dict[str, Any]:
+        stats = self.timing.stats if self.ok and self.timing is not None else None
+
+        def ms(field: str) -> float | None:
+            return getattr(stats, field) * 1e3 if stats else None
+
+        memory: dict[str, int | None] = (
+            {**self.memory.to_dict()} if self.memory
+            else {"peak_rss_bytes": None, "growth_bytes": None, "rss_before_bytes": None}
+        )
+        return {
+            "network": self.network,
+            "impl": self.impl,
+            "threads": self.threads,
+            "status": self.status,
+            "correct": bool(self.check is not None and self.check.correct),
+            "checked_against": self.reference,
+            "max_rel_error": finite_or_none(self.check.max_rel_error) if self.check else None,
+            "tolerance": self.check.tolerance if self.check else None,
+            "flops": self.flops,
+            "gflops": self.gflops,
+            "percent_of_peak": self.percent_of_peak,
+            "peak_gflops": self.peak.gflops,
+            "median_ms": ms("median"),
+            "p10_ms": ms("p10"),
+            "p90_ms": ms("p90"),
+            "min_ms": ms("minimum"),
+            "spread": finite_or_none(stats.spread) if stats else None,
+            "rounds": stats.count if stats else 0,
+            "calls_per_sample": self.timing.calls_per_sample if self.timing else None,
+            "samples_ms": [s * 1e3 for s in self.timing.samples] if self.timing else [],
+            **memory,
+            "memory_note": self.memory_note,
+            "working_memory_bytes": self.working_memory_bytes,
+            "note": self.note,
+            "other_cpus": self.other_cpus,
+            "error": self.error or (self.check.problem if self.check and not self.check.correct else None),
+        }
+
+
+def network_record(problem: ChainProblem, float64_check: Check) -> dict[str, Any]:
+    """What was run: the definition as cut for this run, its sizes, and directconv's check against float64."""
+    n = problem.network
+    c, h, w = n.activations()[-1]
+    return {
+        "network": n.name,
+        "note": n.note,
+        "spec": problem.spec.to_dict(),
+        "input_shape": [1, n.channels, n.size, n.size],
+        "output_shape": [1, c, h, w],
+        "steps": list(n.names),
+        "convolutions": sum(1 for _ in n.conv_shapes()),
+        "flops": n.flops(),
+        "float64_check": {
+            "correct": float64_check.correct,
+            "max_rel_error": finite_or_none(float64_check.max_rel_error),
+            "tolerance": float64_check.tolerance,
+            "problem": float64_check.problem,
+        },
+    }
+
+
+def document(
+    metadata: dict[str, Any],
+    settings: dict[str, Any],
+    peaks: dict[int, Peak],
+    missing: dict[str, str],
+    networks: list[dict[str, Any]],
+    results: list[ChainResult],
+) -> dict[str, Any]:
+    """The whole JSON document: provenance first, then the networks run, then one record per measurement."""
+    return {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "metadata": metadata,
+        "settings": settings,
+        "peaks": {str(t): p.to_dict() for t, p in peaks.items()},
+        "not_installed": missing,
+        "networks": networks,
+        "records": [r.to_record() for r in results],
+    }

@@ -1,0 +1,490 @@
+"""Whole networks: the definitions (pure), the blocked max-pool (pure), Sequential against a float64 step-by-step
+reference, its memory and thread-safety contracts, and `directconv bench --end-to-end` once, small."""
+
+from __future__ import annotations
+
+import json
+import threading
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pytest
+from numpy.lib.stride_tricks import sliding_window_view
+
+import directconv as dc
+from directconv import networks
+from directconv.bench import chain, chain_impls, memory
+from directconv.bench.base import compare
+from directconv.cli import main
+from directconv.kernels import layout
+from directconv.kernels.reference import tolerance
+from directconv.layers import NETWORKS, suite
+from directconv.networks import ConvStep, NetworkError, PoolStep
+
+# Python-level bookkeeping of one call (BlockedTensor wrappers, views, cffi buffer objects): a few KiB.
+BOOKKEEPING_BYTES = 32 * 1024
+# np.maximum on strided views runs numpy's buffered iterator, which takes a scratch buffer of at most
+# np.getbufsize() elements per operand for the call, whatever the size of the data.
+UFUNC_SCRATCH_BYTES = 3 * np.getbufsize() * 4
+
+
+# --- references --------------------------------------------------------------------------------------------------
+
+
+def maxpool64(x: np.ndarray, kernel: int, stride: int, padding: int) -> np.ndarray:
+    padded = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (padding, padding), (padding, padding)),
+                    constant_values=-np.inf)
+    return sliding_window_view(padded, (kernel, kernel), axis=(2, 3))[:, :, ::stride, ::stride].max(axis=(4, 5))
+
+
+def reference_chain(model: dc.Sequential, x: np.ndarray, weights: list[tuple[np.ndarray, np.ndarray]],
+                    ) -> tuple[np.ndarray, float]:
+    """float64, step by step (conv2d_reference, ReLU, numpy max-pool); and the summed per-layer tolerance."""
+    y = x.astype(np.float64)
+    pairs = iter(weights)
+    tol = 0.0
+    for step in model:
+        if isinstance(step, dc.Conv2d):
+            w, b = next(pairs)
+            y = dc.conv2d_reference(y, w, b, stride=step.stride, padding=step.padding)
+            if step.activation == "relu":
+                y = np.maximum(y, 0.0)
+            tol += tolerance(step.in_channels, *step.kernel_size)
+        else:
+            y = maxpool64(y, step.kernel, step.stride, step.padding)
+    return y, tol
+
+
+def _peak_bytes(fn) -> int:
+    tracemalloc.start()
+    try:
+        before, _ = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        fn()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return peak - before
+
+
+def he(rng: np.random.Generator, co: int, ci: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    w = (rng.standard_normal((co, ci, k, k)) * np.sqrt(2.0 / (ci * k * k))).astype(np.float32)
+    return w, (0.1 * rng.standard_normal(co)).astype(np.float32)
+
+
+def small_chain(rng: np.random.Generator, threads: int = 2) -> tuple[dc.Sequential, list]:
+    """Odd sizes, channel counts that are no multiple of any vector width, padded pools, strides, no-ReLU steps."""
+    weights = [he(rng, 13, 3, 3), he(rng, 20, 13, 1), he(rng, 9, 20, 5)]
+    steps: list[dc.Conv2d | dc.MaxPool2d] = [
+        dc.Conv2d(*weights[0], padding=1, activation="relu", threads=threads),
+        dc.MaxPool2d(3, 2, 1),
+        dc.Conv2d(*weights[1], stride=2, threads=threads),
+        dc.Conv2d(*weights[2], padding=2, activation="relu", threads=threads),
+        dc.MaxPool2d(2, 2),
+    ]
+    return dc.Sequential(steps, names=["a", "pool_a", "b", "c", "pool_c"]), weights
+
+
+# --- network definitions (pure) -----------------------------------------------------------------------------------
+
+EXPECTED = {  # convolutions, max-pools, final activation (channels, height, width)
+    "alexnet": (5, 2, (256, 13, 13)),
+    "vgg16": (13, 4, (512, 14, 14)),
+    "resnet50": (49, 1, (2048, 7, 7)),
+    "googlenet": (5, 2, (128, 28, 28)),
+}
+
+
+def test_bundled_networks_load_chain_and_have_the_published_sizes() -> None:
+    defined = networks.networks()
+    assert set(defined) == set(NETWORKS) == set(EXPECTED)
+    for name, (convs, pools, final) in EXPECTED.items():
+        n = defined[name]
+        kinds = [type(s) for s in n.steps]
+        assert (kinds.count(ConvStep), kinds.count(PoolStep)) == (convs, pools), name
+        assert n.activations()[-1] == final, name
+        assert len(set(n.names)) == len(n.steps) and n.note
+    assert defined["alexnet"].size == 227 and all(defined[k].size == 224 for k in ("vgg16", "resnet50", "googlenet"))
+    resnet = {step.name: step for step in defined["resnet50"].steps}
+    for stage in (3, 4, 5):  # v1: the first 1x1 of stages 3-5 downsamples, the 3x3 does not
+        assert resnet[f"res{stage}a_branch2a"].stride == 2 and resnet[f"res{stage}a_branch2b"].stride == 1
+        assert resnet[f"res{stage}b_branch2a"].stride == 1
+    assert all(step.relu for step in defined["resnet50"].steps if isinstance(step, ConvStep))
+
+
+# Suite layers that no chain holds, because the architecture puts them off the path each chain follows.
+OFF_THE_CHAIN = {
+    "resnet50:res3_1x1s2_256to512": "the projection shortcut of res3a (the main path's strided 1x1 is 256->128)",
+    "googlenet:3a_5x5": "the 5x5 branch of inception 3a (the chain follows its 3x3 branch)",
+}
+
+
+def test_every_suite_layer_is_in_its_network_chain_with_the_same_shape() -> None:
+    defined = networks.networks()
+    absent = set()
+    for layer in suite():
+        shapes = [shape for _, shape in defined[layer.network].conv_shapes()]
+        if layer.shape not in shapes:
+            absent.add(layer.name)
+    assert absent == set(OFF_THE_CHAIN)
+
+
+def test_with_input_cuts_and_resizes_and_checks_again() -> None:
+    alexnet = networks.get_network("alexnet")
+    small = alexnet.with_input(67)
+    assert small.size == 67 and small.activations()[-1] == (256, 3, 3)
+    assert alexnet.with_input(steps=2).names == ("conv1", "pool1")
+    with pytest.raises(ValueError, match=r"steps must be an int in 1\.\.7"):
+        alexnet.with_input(steps=8)
+    with pytest.raises(NetworkError, match=r"step 1 \('pool1'\).*window 3 is larger than the padded input 2"):
+        alexnet.with_input(15)  # conv1 gives 2x2
+    with pytest.raises(ValueError, match="unknown network 'lenet'; defined networks: alexnet"):
+        networks.get_network("lenet")
+
+
+GOOD = """\
+format: directconv-networks
+version: 1
+networks:
+  tiny:
+    input: {channels: 3, size: 16}
+    steps:
+      - {name: c1, op: conv, Ci: 3, Co: 8, kernel: 3, stride: 1, pad: 1, relu: true}
+      - {name: p1, op: maxpool, kernel: 2, stride: 2, pad: 0}
+      - {name: c2, op: conv, Ci: 8, Co: 4, kernel: 1, stride: 1, pad: 0, relu: false}
+"""
+
+C2 = "{name: c2, op: conv, Ci: 8, Co: 4, kernel: 1, stride: 1, pad: 0, relu: false}"
+
+
+@pytest.mark.parametrize(
+    "old, new, message",
+    [
+        ("steps:", "steps: [", "not valid YAML"),
+        ("format: directconv-networks", "format: other", "expected a mapping with format: directconv-networks"),
+        ("version: 1", "version: 2", "reads version 1, the file is version 2"),
+        (C2, "{name: c2, op: conv, Ci: 7, Co: 4, kernel: 1, stride: 1, pad: 0, relu: false}",
+         r"network 'tiny', step 2 \('c2'\): field 'Ci' must be 8, the channels of step 1 \('p1'\), got 7"),
+        (C2, "{name: c2, op: conv, Ci: 8, Co: true, kernel: 1, stride: 1, pad: 0, relu: false}",
+         r"step 2 \('c2'\): field 'Co' must be an integer, got True"),
+        (C2, "{name: c2, op: conv, Ci: 8, Co: 4, kernel: 1, stride: 1, pad: 0, relu: 1}",
+         r"step 2 \('c2'\): field 'relu' must be bool, got 1"),
+        (C2, "{name: c2, op: conv, Ci: 8, Co: 4, kernel: 1, stride: 0, pad: 0, relu: false}",
+         r"field 'stride' must be >= 1, got 0"),
+        (C2, "{name: c2, op: conv, Ci: 8, Co: 4, kernel: 1, pad: 0, relu: false, strides: 1}",
+         r"step 2: a conv step has exactly the fields .*; missing stride; unknown strides"),
+        (C2, "{name: c2, op: avgpool, kernel: 2, stride: 2, pad: 0}",
+         r"step 2: field 'op' must be 'conv' or 'maxpool'"),
+        (C2, "{name: c2, op: conv, Ci: 8, Co: 4, kernel: 9, stride: 1, pad: 0, relu: false}",
+         r"step 2 \('c2'\), on a 8x8x8 input: kernel 9x9 is larger than the padded input 8x8"),
+        (C2, "{name: p1, op: maxpool, kernel: 2, stride: 2, pad: 0}", "'p1' is used twice"),
+        ("{name: p1, op: maxpool, kernel: 2, stride: 2, pad: 0}",
+         "{name: p1, op: maxpool, kernel: 2, stride: 2, pad: 2}",
+         r"step 1 \('p1'\): padding must be at most kernel // 2 = 1"),
+        ("input: {channels: 3, size: 16}", "input: {channels: 3}", r"'input' must be \{channels: C, size: S\}"),
+    ],
+)
+def test_bad_network_files_say_where_and_what(old: str, new: str, message: str) -> None:
+    assert set(networks.load_networks(GOOD)) == {"tiny"}
+    bad = GOOD.replace(old, new)
+    assert bad != GOOD
+    with pytest.raises(NetworkError, match=message):
+        networks.load_networks(bad, "tiny.yaml")
+
+
+def test_he_weights_have_the_he_scale_and_zero_biases() -> None:
+    n = networks.get_network("vgg16")
+    weights = networks.he_weights(n, seed=3)
+    assert len(weights) == 13
+    for (w, b), (step, _) in zip(weights, n.conv_shapes()):
+        assert w.dtype == np.float32 and w.shape == (step.co, step.ci, 3, 3) and not b.any()
+        assert float(w.std()) == pytest.approx(np.sqrt(2.0 / (step.ci * 9)), rel=0.1)
+    np.testing.assert_array_equal(networks.he_weights(n, seed=3)[5][0], weights[5][0])
+
+
+# --- blocked max-pool (pure numpy) --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kernel, stride, padding", [(3, 2, 1), (3, 2, 0), (2, 2, 0), (2, 1, 1), (3, 1, 1), (5, 3, 2),
+                                                     (1, 1, 0), (4, 3, 2)])
+@pytest.mark.parametrize("lanes", [4, 8, 16])
+def test_maxpool_matches_numpy_reference(rng, kernel: int, stride: int, padding: int, lanes: int) -> None:
+    x = rng.standard_normal((2, 11, 13, 9)).astype(np.float32)  # odd sizes, 11 channels: a partial block
+    xb = dc.BlockedTensor(layout.nchw_to_blocked(x, lanes), 11)
+    pool = dc.MaxPool2d(kernel, stride, padding)
+    yb = pool(xb)
+    np.testing.assert_array_equal(dc.from_blocked(yb), maxpool64(x, kernel, stride, padding))
+    channels = yb.data.transpose(0, 1, 4, 2, 3).reshape(2, -1, *yb.data.shape[2:4])
+    assert not channels[:, 11:].any()  # the zero channels past C stay zero
+    assert pool.output_size(13, 9) == yb.data.shape[2:4]
+
+
+@pytest.mark.parametrize("size", [56, 112])
+def test_maxpool_with_out_allocates_no_activation_memory(rng, size: int) -> None:
+    x = rng.standard_normal((1, 64, size, size)).astype(np.float32)
+    xb = dc.BlockedTensor(layout.nchw_to_blocked(x, 8), 64)
+    pool = dc.MaxPool2d(3, 2, 1)
+    out = pool(xb)
+    peak = _peak_bytes(lambda: pool(xb, out=out))
+    assert peak < UFUNC_SCRATCH_BYTES + BOOKKEEPING_BYTES < out.data.nbytes
+
+
+def test_maxpool_checks_its_output() -> None:
+    x = np.ones((1, 64, 12, 12), dtype=np.float32)
+    xb = dc.BlockedTensor(layout.nchw_to_blocked(x, 8), 64)
+    pool = dc.MaxPool2d(3, 2, 1)
+    out = pool(xb)
+    with pytest.raises(ValueError, match=r"out must be a BlockedTensor of shape \(1, 8, 6, 6, 8\)"):
+        pool(xb, out=xb)
+    inside_input = dc.BlockedTensor(xb.data.reshape(-1)[: out.data.size].reshape(out.data.shape), 64)
+    with pytest.raises(ValueError, match="must not overlap"):
+        pool(xb, out=inside_input)
+    with pytest.raises(TypeError, match="MaxPool2d runs on a BlockedTensor"):
+        pool(x)
+
+
+def test_maxpool_rejects_bad_parameters() -> None:
+    with pytest.raises(ValueError, match=r"at most kernel // 2 = 1 \(else .*\), got padding=2 for kernel=3"):
+        dc.MaxPool2d(3, 2, 2)
+    with pytest.raises(ValueError, match="kernel must be an int >= 1, got 0"):
+        dc.MaxPool2d(0)
+    with pytest.raises(ValueError, match="stride must be an int >= 1, got True"):
+        dc.MaxPool2d(2, True)
+    with pytest.raises(ValueError, match="pooling window 5 is larger than the padded input 4"):
+        dc.MaxPool2d(5, 1, 1).output_size(2, 9)
+
+
+def test_sequential_of_pools_runs_without_a_compiler(rng) -> None:
+    x = rng.standard_normal((1, 5, 17, 12)).astype(np.float32)
+    model = dc.Sequential([dc.MaxPool2d(3, 2, 1), dc.MaxPool2d(2)])
+    expected = maxpool64(maxpool64(x, 3, 2, 1), 2, 2, 0)
+    np.testing.assert_array_equal(model(x), expected)
+
+
+# --- Sequential: correctness against float64 (compiler) ------------------------------------------------------------
+
+
+@pytest.mark.compiler
+def test_custom_sequential_matches_float64_step_by_step_reference(rng) -> None:
+    model, weights = small_chain(rng)
+    x = rng.standard_normal((2, 3, 23, 19)).astype(np.float32)
+    expected, tol = reference_chain(model, x, weights)
+    y = model(x)
+    assert y.shape == expected.shape == (2, 9, 3, 2)
+    verdict = compare(y, expected, tol)
+    assert verdict.correct, verdict.problem
+    plan = model.plan(3, 23, 19)
+    yb = model(dc.to_blocked(x, isa=plan.isa))
+    assert isinstance(yb, dc.BlockedTensor) and yb.channels == 9
+    np.testing.assert_array_equal(dc.from_blocked(yb), y)
+    assert [s.name for s in plan.outputs] == ["a", "pool_a", "b", "c", "pool_c"]
+
+
+@pytest.mark.compiler
+def test_real_network_at_reduced_size_matches_float64_reference() -> None:
+    built = networks.build("alexnet", threads=2, seed=1, input_size=67, batch=2)
+    assert built.input_shape == (2, 3, 67, 67) and built.input_size == 67
+    assert built.names == ("conv1", "pool1", "conv2", "pool2", "conv3", "conv4", "conv5")
+    x = np.random.default_rng(2).standard_normal(built.input_shape, dtype=np.float32)
+    expected, tol = reference_chain(built.model, x, list(built.weights))
+    verdict = compare(built.model(x), expected, tol)
+    assert verdict.correct, verdict.problem
+    assert verdict.max_rel_error < tol / 10  # the bound is loose; an error near it would be suspicious
+
+
+@pytest.mark.compiler
+def test_nchw_call_converts_once_in_and_once_out(rng, monkeypatch) -> None:
+    model, _ = small_chain(rng)
+    x = rng.standard_normal((1, 3, 23, 19)).astype(np.float32)
+    model(x)  # bound first: the count below covers one call and nothing of the set-up
+    calls = {"in": 0, "out": 0}
+    to_blocked, to_nchw = layout.nchw_to_blocked, layout.blocked_to_nchw
+
+    def counting_in(*args, **kwargs):
+        calls["in"] += 1
+        return to_blocked(*args, **kwargs)
+
+    def counting_out(*args, **kwargs):
+        calls["out"] += 1
+        return to_nchw(*args, **kwargs)
+
+    monkeypatch.setattr(layout, "nchw_to_blocked", counting_in)
+    monkeypatch.setattr(layout, "blocked_to_nchw", counting_out)
+    model(x)
+    assert calls == {"in": 1, "out": 1}
+    xb = dc.BlockedTensor(to_blocked(x, model.plan(3, 23, 19).lanes), 3)
+    model(xb)
+    assert calls == {"in": 1, "out": 1}  # blocked in, blocked out: no conversion at all
+
+
+@pytest.mark.compiler
+def test_a_call_allocates_only_the_pair_of_buffers(rng) -> None:
+    model, _ = small_chain(rng)
+    x = rng.standard_normal((1, 3, 96, 81)).astype(np.float32)
+    plan = model.plan(3, 96, 81)
+    lanes = plan.lanes
+    sizes = [s.floats(1, lanes) for s in plan.outputs]
+    # Step i writes buffer i % 2: a blocked call keeps the intermediates there, an NCHW call also the input (in
+    # buffer 1) and the last output.
+    assert plan.buffer_floats(1, nchw=False) == (max(sizes[0], sizes[2]), max(sizes[1], sizes[3]))
+    assert plan.buffer_floats(1, nchw=True) == (max(sizes[0], sizes[2], sizes[4]),
+                                                max(sizes[1], sizes[3], plan.input.floats(1, lanes)))
+    buffers = 4 * sum(plan.buffer_floats(1, nchw=False))
+    slack = BOOKKEEPING_BYTES + UFUNC_SCRATCH_BYTES  # see the constants: nothing the size of an activation
+    assert buffers > 2 * slack  # else the bounds below would prove little
+
+    xb = dc.to_blocked(x, isa=plan.isa)
+    out = model(xb)
+    with_out = _peak_bytes(lambda: model(xb, out=out))
+    assert buffers <= with_out < buffers + slack
+    fresh = _peak_bytes(lambda: model(xb))
+    assert buffers + out.data.nbytes <= fresh < buffers + out.data.nbytes + slack
+    y = model(x)
+    nchw = _peak_bytes(lambda: model(x))
+    assert nchw < 4 * sum(plan.buffer_floats(1, nchw=True)) + y.nbytes + slack
+
+
+@pytest.mark.compiler
+def test_one_sequential_called_from_four_threads(rng) -> None:
+    model, _ = small_chain(rng, threads=1)
+    inputs = [rng.standard_normal((1, 3, 29, 31)).astype(np.float32) for _ in range(4)]
+    expected = [model(x) for x in inputs]
+    errors: list[BaseException] = []
+    results: dict[int, list[np.ndarray]] = {i: [] for i in range(4)}
+    start = threading.Barrier(4)
+
+    def work(i: int) -> None:
+        try:
+            start.wait()
+            for _ in range(20):
+                results[i].append(model(inputs[i]))
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    for i in range(4):
+        assert len(results[i]) == 20
+        for y in results[i]:
+            np.testing.assert_array_equal(y, expected[i])
+
+
+@pytest.mark.compiler
+def test_sequential_errors_say_what_was_expected(rng) -> None:
+    w8, b8 = he(rng, 8, 3, 3)
+    w4, b4 = he(rng, 4, 5, 1)
+    with pytest.raises(ValueError, match="at least one step"):
+        dc.Sequential([])
+    with pytest.raises(TypeError, match=r"step 1 must be a directconv.Conv2d or directconv.MaxPool2d, got str"):
+        dc.Sequential([dc.MaxPool2d(2), "relu"])
+    with pytest.raises(ValueError, match="names must be 2 non-empty strings"):
+        dc.Sequential([dc.MaxPool2d(2), dc.MaxPool2d(2)], names=["only one"])
+    broken = dc.Sequential([dc.Conv2d(w8, b8, padding=1), dc.MaxPool2d(2), dc.Conv2d(w4, b4)])
+    x = rng.standard_normal((1, 3, 12, 12)).astype(np.float32)
+    with pytest.raises(ValueError, match=r"step 2 \('conv2'\), on a 8x6x6 input: expects 5 input channels, but step 1 "
+                                         r"\('pool1'\) gives 8"):
+        broken(x)
+    model = dc.Sequential([dc.Conv2d(w8, b8, padding=1), dc.MaxPool2d(2)])
+    with pytest.raises(ValueError, match=r"step 0 \('conv0'\), on a 4x12x12 input: expects 3 input channels, but the "
+                                         r"input gives 4"):
+        model(rng.standard_normal((1, 4, 12, 12)).astype(np.float32))
+    with pytest.raises(TypeError, match="x must be float32, got float64"):
+        model(x.astype(np.float64))
+    with pytest.raises(ValueError, match=r"on a 8x1x1 input: pooling window 2 is larger than the padded input 1"):
+        model(x[:, :, :1, :1].copy())
+    lanes = model.plan(3, 12, 12).lanes
+    other = 4 if lanes != 4 else 8
+    with pytest.raises(ValueError, match=f"x is blocked by {other} lanes but this chain runs"):
+        model(dc.BlockedTensor(layout.nchw_to_blocked(x, other), 3))
+    xb = dc.BlockedTensor(layout.nchw_to_blocked(x, lanes), 3)
+    with pytest.raises(ValueError, match=r"out must be a BlockedTensor of shape \(1, \d+, 6, 6, \d+\)"):
+        model(xb, out=xb)
+    with pytest.raises(TypeError, match="out= is for blocked calls"):
+        model(x, out=xb)
+
+
+@pytest.mark.compiler
+def test_build_names_and_shapes() -> None:
+    built = networks.build("googlenet", threads=1, steps=3, input_size=48, batch=2)
+    assert built.names == ("conv1", "pool1", "conv2_reduce") == built.model.names
+    assert built.input_shape == (2, 3, 48, 48)
+    assert [w.shape for w, _ in built.weights] == [(64, 3, 7, 7), (64, 64, 1, 1)]
+    y = built.model(np.zeros(built.input_shape, dtype=np.float32))
+    assert y.shape == (2, 64, 12, 12) and not y.any()  # zero input, zero biases, ReLU: zero out
+    with pytest.raises(ValueError, match="batch must be a positive int, got 0"):
+        networks.build("googlenet", batch=0)
+
+
+# --- the end-to-end bench --------------------------------------------------------------------------------------------
+
+
+def test_memory_status_parser_and_spec_round_trip() -> None:
+    status = "Name:\tpython\nVmPeak:\t  10 kB\nVmHWM:\t  2048 kB\nVmRSS:\t  1024 kB\nThreads:\t1\n"
+    assert memory.parse_status(status) == {"VmHWM": 2048 * 1024, "VmRSS": 1024 * 1024}
+    with pytest.raises(ValueError, match="expected a size in kB"):
+        memory.parse_status("VmRSS:\t 12 MB\n")
+    spec = chain.ChainSpec("googlenet", 2, seed=5, input_size=40, steps=3)
+    assert chain.ChainSpec.from_json(spec.to_json()) == spec
+
+
+@pytest.mark.compiler
+@pytest.mark.parametrize("name", ["torch-nchw", "torch-channels_last", "onnxruntime"])
+def test_chain_peers_agree_with_directconv(name: str) -> None:
+    (impl,) = chain_impls.select([name])
+    if impl.missing():
+        pytest.skip(f"{name} not installed")
+    problem = chain.ChainProblem.make(chain.ChainSpec("googlenet", 1, input_size=40))
+    tol = chain.chain_tolerance(problem.network)
+    ours = chain.build_model(problem)(problem.x)
+    assert compare(ours, chain.float64_reference(problem.network, problem.weights, problem.x), tol).correct
+    prepared = impl.prepare(problem, 1)
+    try:
+        verdict = compare(prepared.to_nchw(prepared.call()), ours, 2 * tol)
+    finally:
+        if prepared.close:
+            prepared.close()
+    assert verdict.correct, verdict.problem
+
+
+def test_end_to_end_bench_arguments_are_checked(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "--end-to-end"]) == 2
+    assert "--end-to-end needs --network NAME (one of alexnet" in capsys.readouterr().err
+    assert main(["bench", "--end-to-end", "--layer", "vgg16:conv1_2"]) == 2
+    assert "give --network NAME, not --layer" in capsys.readouterr().err
+    assert main(["bench", "--network", "vgg16", "--steps", "2"]) == 2
+    assert "they need --end-to-end" in capsys.readouterr().err
+    assert main(["bench", "--network", "alexnet", "--end-to-end", "--steps", "9"]) == 2
+    assert "steps must be an int in 1..7" in capsys.readouterr().err
+    assert main(["bench", "--network", "alexnet", "--end-to-end", "--impl", "numpy-im2col"]) == 2
+    assert "known: directconv-nchw" in capsys.readouterr().err
+
+
+@pytest.mark.compiler
+def test_end_to_end_bench_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "e2e.json"
+    args = ["bench", "--network", "googlenet", "--end-to-end", "--threads", "1", "--quick", "--rounds", "2",
+            "--steps", "3", "--input-size", "40", "--json", str(out),
+            "--impl", "directconv-nchw", "--impl", "directconv-blocked", "--impl", "onnxruntime"]  # fmt: skip
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "googlenet end to end (input size 40, first 3 steps), 1 thread" in text
+    assert "directconv against the float64 step-by-step reference" in text and ": ok" in text
+    data = json.loads(out.read_text())
+    assert data["format"] == "directconv-bench-network" and {"cpu", "isa", "versions"} <= set(data["metadata"])
+    (net,) = data["networks"]
+    assert net["steps"] == ["conv1", "pool1", "conv2_reduce"] and net["float64_check"]["correct"] is True
+    records = {r["impl"]: r for r in data["records"]}
+    for name in ("directconv-nchw", "directconv-blocked"):
+        r = records[name]
+        assert r["correct"] is True and r["max_rel_error"] == 0.0 and r["gflops"] > 0 and r["median_ms"] > 0
+        assert r["working_memory_bytes"] > 0
+        assert (r["peak_rss_bytes"] is not None and r["growth_bytes"] >= 0) or r["memory_note"]
+    if "onnxruntime" in data["not_installed"]:
+        assert "onnxruntime" not in records and "Skipped, not installed: onnxruntime" in text
+    else:
+        assert records["onnxruntime"]["correct"] is True and records["onnxruntime"]["status"] == "ok"
