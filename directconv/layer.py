@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from directconv import api
+from directconv.kernels import layout
 from directconv.kernels.config import KernelConfig
 from directconv.kernels.shape import ConvShape, normalize_padding, normalize_stride
 
@@ -63,8 +64,11 @@ class Conv2d:
         self.padding = normalize_padding(padding)
         self.activation = activation
         self.threads = threads or api.available_threads()
-        # Copies: the layer must not change when the caller reuses its arrays (packing happens per input size).
-        self._weight = np.array(w, dtype=np.float32, order="C", copy=True)
+        # A copy until the first binding packs it: the layer must not change when the caller reuses its arrays.
+        # After that the packed weights are the only copy kept (other input sizes repack from them), so a
+        # network's resident memory is its packed weights, not twice its weights.
+        self._weight: np.ndarray | None = np.array(w, dtype=np.float32, order="C", copy=True)
+        self._shape_oihw = tuple(int(v) for v in w.shape)
         self._bias = None if b is None else np.array(b, dtype=np.float32, copy=True)
         self._config = config
         self._bindings: dict[tuple[int, int], Binding] = {}
@@ -79,15 +83,15 @@ class Conv2d:
 
     @property
     def in_channels(self) -> int:
-        return int(self._weight.shape[1])
+        return self._shape_oihw[1]
 
     @property
     def out_channels(self) -> int:
-        return int(self._weight.shape[0])
+        return self._shape_oihw[0]
 
     @property
     def kernel_size(self) -> tuple[int, int]:
-        return int(self._weight.shape[2]), int(self._weight.shape[3])
+        return self._shape_oihw[2], self._shape_oihw[3]
 
     def shape_for(self, height: int, width: int) -> ConvShape:
         """The layer's ConvShape on an input of height x width (raises ValueError if the filter does not fit)."""
@@ -152,8 +156,14 @@ class Conv2d:
 
             choice = choose_config(shape, self.threads)
             config, source, reason = choice.config, choice.source, choice.detail
-        packed = api.pack_weights(self._weight, self._bias, input_size=(shape.h, shape.w), stride=self.stride,
+        if self._weight is not None:
+            weight = self._weight
+        else:
+            first = next(iter(self._bindings.values())).weights
+            weight = layout.unpack_weights(first.data, self.out_channels, self.in_channels)
+        packed = api.pack_weights(weight, self._bias, input_size=(shape.h, shape.w), stride=self.stride,
                                   padding=self.padding, config=config)
+        self._weight = None  # called under self._lock; the binding is stored by the caller right after
         return Binding(shape, packed.config, source, reason, packed)
 
     # ------------------------------------------------------------------------------------------ running

@@ -12,6 +12,8 @@ Every source ends in a compiled, register-blocked kernel: there is no generic fa
 from __future__ import annotations
 
 import math
+import os
+import sys
 import threading
 import warnings
 from dataclasses import dataclass
@@ -41,12 +43,25 @@ class Choice:
     detail: str  # why, in words: the store entry, the neighbour and both estimates, or the model's reasons
 
 
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the checkout, or site-packages/..
+
+
+def _user_stacklevel() -> int:
+    """The stacklevel of the first frame outside directconv, so the warning names the user's line (Conv2d,
+    conv2d and pack_weights reach here through different depths)."""
+    level, frame = 1, sys._getframe(1)
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE + os.sep) \
+            and "directconv" in frame.f_globals.get("__name__", ""):
+        level, frame = level + 1, frame.f_back
+    return level
+
+
 def _warn_once(kind: str, shape: ConvShape, threads: int, message: str, category: type[Warning]) -> None:
     with _lock:
         first = (kind, shape, threads) not in _warned
         _warned.add((kind, shape, threads))
     if first:
-        warnings.warn(message, category, stacklevel=4)
+        warnings.warn(message, category, stacklevel=_user_stacklevel())
 
 
 def tune_command(shape: ConvShape, threads: int) -> str:

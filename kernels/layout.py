@@ -47,6 +47,13 @@ def pack_weights(w: np.ndarray, lanes: int, cob: int) -> np.ndarray:
     return np.ascontiguousarray(packed)
 
 
+def unpack_weights(packed: np.ndarray, co: int, ci: int) -> np.ndarray:
+    """The inverse of pack_weights: (nj, nbi, kh, kw, lanes, cob) -> OIHW (co, ci, kh, kw), a new array."""
+    nj, nbi, kh, kw, lanes, cob = packed.shape
+    full = packed.transpose(0, 5, 1, 4, 2, 3).reshape(nj * cob, nbi * lanes, kh, kw)
+    return np.ascontiguousarray(full[:co, :ci])
+
+
 def pack_bias(bias: np.ndarray | None, co: int, lanes: int, cob: int) -> np.ndarray:
     nj = blocks(blocks(co, lanes) * lanes, cob)
     packed = np.zeros(nj * cob, dtype=np.float32)

@@ -60,3 +60,10 @@ def test_unpadded_1x1_layers_run_as_one_long_row():
     for other in (ConvShape.from_args(64, 256, 14, 14, 1, 1, 2, 0), ConvShape.from_args(64, 256, 14, 14, 1, 1, 1, 1),
                   ConvShape.from_args(64, 256, 14, 14, 3, 3, 1, 1)):
         assert other.kernel_view() == other
+
+
+@pytest.mark.parametrize("co, ci, lanes, cob", [(5, 3, 8, 8), (37, 19, 8, 24), (64, 64, 16, 32), (3, 70, 4, 12)])
+def test_unpack_weights_inverts_pack_weights(co, ci, lanes, cob):
+    w = np.random.default_rng(co * ci).standard_normal((co, ci, 3, 2)).astype(np.float32)
+    back = layout.unpack_weights(layout.pack_weights(w, lanes, cob), co, ci)
+    assert back.flags.c_contiguous and np.array_equal(back, w)

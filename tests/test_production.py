@@ -330,3 +330,18 @@ def test_hostile_store_entry_never_reaches_the_compiler(isolated, rng):
     check(conv(x), x, w, b, 1)
     for c_file in Path(os.environ["DIRECTCONV_CACHE_DIR"]).rglob("*.c"):
         assert "system(" not in c_file.read_text() and "passwd" not in c_file.read_text()
+
+
+def test_weights_are_kept_once_packed_and_repacked_for_a_new_input_size(isolated, rng):
+    """The layer keeps only packed weights (no second OIHW copy); another input size repacks from them, and the
+    caller's arrays can change afterwards without changing the layer."""
+    x, w, b = layer_data(rng, 13, 20, 9, 9, 3)
+    original = w.copy(), b.copy()
+    conv = dc.Conv2d(w, b, padding=1, threads=1, input_size=(9, 9))
+    w[:] = 0.0
+    b[:] = 0.0
+    assert conv._weight is None, "after the first binding only the packed weights are kept"
+    check(conv(x), x, *original, 1)
+    x2 = rng.standard_normal((1, 13, 6, 11)).astype(np.float32)
+    check(conv(x2), x2, *original, 1)
+    assert set(conv.bindings) == {(9, 9), (6, 11)}

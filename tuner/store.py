@@ -16,6 +16,7 @@ import math
 import os
 import re
 import tempfile
+import threading
 import warnings
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -197,12 +198,28 @@ def parse_store(text: str, path: Path, *, bundled: bool = False) -> StoreFile:
     return StoreFile(path, machine, fid, raw["fingerprint"], entries, bundled)
 
 
+# Parsed files by (path, bundled), with the (mtime_ns, size, inode) they were read at: building a deep network
+# looks up one layer after another, and re-parsing every YAML file each time cost seconds per network.
+_parsed: dict[tuple[Path, bool], tuple[tuple[int, int, int], StoreFile]] = {}
+_parsed_lock = threading.Lock()
+
+
 def read_store(path: Path, *, bundled: bool = False) -> StoreFile:
+    """A validated store file; parsed again only when the file changed (writes replace it: a new inode)."""
     try:
+        st = path.stat()
+        stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+        with _parsed_lock:
+            hit = _parsed.get((path, bundled))
+        if hit is not None and hit[0] == stamp:
+            return hit[1]
         text = path.read_text()
     except OSError as exc:
         raise StoreError(f"{path}: cannot be read: {exc}") from None
-    return parse_store(text, path, bundled=bundled)
+    parsed = parse_store(text, path, bundled=bundled)
+    with _parsed_lock:
+        _parsed[(path, bundled)] = (stamp, parsed)
+    return parsed
 
 
 def store_files(store: str | Path | None = None) -> Iterator[StoreFile | StoreError]:
