@@ -40,10 +40,12 @@ _LAZY = {"tune": "tuning", "Tuned": "tuning", "choose_config": "select", "defaul
 
 def __getattr__(name: str):
     # Host detection, the config store and the tuner (Optuna, SQLAlchemy) load on first use, not on import.
-    if name in _LAZY:
-        import importlib
+    import importlib
 
+    if name in _LAZY:
         return getattr(importlib.import_module(f"directconv.{_LAZY[name]}"), name)
+    if name == "networks":  # the bundled network definitions (dc.networks.build("resnet50"))
+        return importlib.import_module("directconv.networks")
     raise AttributeError(f"module 'directconv' has no attribute {name!r}")
 
 __all__ = [

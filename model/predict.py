@@ -39,6 +39,8 @@ PREDICTED_UNROLL = 2
 # Register tiles kept in the pruned space: those whose estimated layer time is within this factor of the best.
 TILE_KEEP_FACTOR = 1.15
 MAX_PRUNED_TILES = 6
+# What one spilled accumulator costs at least (a load and a store per step): the low end of the 20-50% measured.
+SPILL_PENALTY = 1.25
 
 
 @dataclass(frozen=True)
@@ -308,8 +310,8 @@ def estimate_config(shape: ConvShape, machine: Machine, config: KernelConfig) ->
     """The model's GFLOP/s for an arbitrary `config` on `shape`, on the same terms as predict()'s own estimate.
 
     Used to judge a configuration tuned for another shape before reusing it: its tile's edge waste and thread
-    balance on *this* shape are what change. A tile that does not fit the registers spills; the estimate charges
-    it in proportion to the registers it lacks (spilled tiles measured 20-50% slower).
+    balance on *this* shape are what change. A tile that does not fit the registers spills: the estimate charges
+    SPILL_PENALTY, then more in proportion to the registers it lacks (spilled tiles measured 20-50% slower).
     """
     if config.lanes != machine.n_vec:
         raise ValueError(f"config for {config.isa} ({config.lanes} lanes) cannot run on {machine.id} (n_vec={machine.n_vec})")
@@ -320,5 +322,5 @@ def estimate_config(shape: ConvShape, machine: Machine, config: KernelConfig) ->
                             split_balance(shape, machine, config), from_l2)
     need = registers_needed(vectors, config.wob)
     if need > machine.n_reg:
-        seconds *= need / machine.n_reg
+        seconds *= SPILL_PENALTY * need / machine.n_reg
     return view.flops() / seconds / 1e9
