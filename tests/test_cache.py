@@ -76,3 +76,27 @@ def test_missing_compiler_names_what_to_install(monkeypatch):
             compiler.find_compiler()
     finally:
         compiler.find_compiler.cache_clear()
+
+
+def test_compiler_banner_is_remembered_until_the_binary_changes(tmp_path, monkeypatch):
+    monkeypatch.setenv("DIRECTCONV_CACHE_DIR", str(tmp_path / "cache"))
+    fake = tmp_path / "fakecc"
+    calls = tmp_path / "calls"
+
+    def install(version: str) -> None:
+        fake.write_text(f'#!/bin/sh\necho x >> "{calls}"\necho "{version}"\n')
+        fake.chmod(0o755)
+
+    install("fakecc 1.0")
+    monkeypatch.setenv("CC", str(fake))
+    try:
+        for _ in range(2):  # two "processes": the second reads the banner from the cache
+            compiler.find_compiler.cache_clear()
+            assert compiler.find_compiler().version == "fakecc 1.0"
+        assert calls.read_text().count("x") == 1
+        install("fakecc 2.0 (upgraded)")  # another size: the remembered banner no longer applies
+        compiler.find_compiler.cache_clear()
+        assert compiler.find_compiler().version == "fakecc 2.0 (upgraded)"
+        assert calls.read_text().count("x") == 2
+    finally:
+        compiler.find_compiler.cache_clear()

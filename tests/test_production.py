@@ -266,6 +266,29 @@ def test_second_process_loads_a_tuned_network_without_a_compiler(isolated):
     assert f"{len(COLD_LAYERS)} of {len(COLD_LAYERS)} layers load from the cache" in shown.stdout
 
 
+def test_second_process_runs_no_compiler_process_at_all(isolated):
+    """With the compiler installed, a warm start does not even run `cc --version`: the banner is remembered per
+    compiler binary in the cache. A wrapper compiler logs every invocation to prove it."""
+    _tune_suite_layers(isolated)
+    real = compiler.find_compiler().path
+    log = isolated / "cc-calls.log"
+    wrapper = isolated / "bin" / "cc"
+    wrapper.parent.mkdir()
+    wrapper.write_text(f'#!/bin/sh\necho "$*" >> "{log}"\nexec "{real}" "$@"\n')
+    wrapper.chmod(0o755)
+    env = _cold_env(isolated, CC=str(wrapper))
+    first = subprocess.run([sys.executable, "-c", COLD, *COLD_LAYERS], env=env, capture_output=True, text=True,
+                           timeout=600)
+    assert first.returncode == 0, first.stderr
+    calls_first = log.read_text().splitlines()
+    assert any("--version" in c for c in calls_first) and sum("-shared" in c for c in calls_first) == len(COLD_LAYERS)
+    second = subprocess.run([sys.executable, "-c", COLD, *COLD_LAYERS], env=env, capture_output=True, text=True,
+                            timeout=600)
+    assert second.returncode == 0, second.stderr
+    assert log.read_text().splitlines() == calls_first, "the second process must not run the compiler"
+    assert json.loads(second.stdout.splitlines()[-1])["compiled"] == 0
+
+
 def test_without_compiler_or_cache_the_error_says_both(isolated, rng, monkeypatch):
     monkeypatch.setenv("CC", str(isolated / "no-such-cc"))
     compiler.find_compiler.cache_clear()
