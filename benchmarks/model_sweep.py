@@ -8,6 +8,7 @@ interleaved rounds, and report:
   - Spearman's rank correlation between predicted and measured GFLOP/s over all swept configurations.
 
 Usage: python benchmarks/model_sweep.py --machine zen3 --layer vgg16:conv3_2 [--layer ...] --out results.json
+       python benchmarks/model_sweep.py --rescore results.json   (the rank correlation under the current model)
 """
 
 from __future__ import annotations
@@ -20,16 +21,38 @@ import time
 from pathlib import Path
 
 import numpy as np
+import yaml
 from scipy.stats import spearmanr
 
 from directconv.bench.results import write_json
 from directconv.kernels.compiler import find_compiler
 from directconv.layers import get_layer
-from directconv.machines.loader import dump_machine, load_machine
-from directconv.model import predict, search_space, unpruned_space
-from directconv.model.estimate import predicted_gflops
+from directconv.machines.loader import dump_machine, load_machine, parse_machine
+from directconv.kernels.config import KernelConfig
+from directconv.kernels.shape import ConvShape
+from directconv.model import estimate_config, predict, search_space, unpruned_space
 from directconv.tuner.compile import compile_all
 from directconv.tuner.measure import Measurer
+
+
+def rank_correlation(shape, machine, measured: list) -> float:
+    """Spearman's rho between the model's estimate of each configuration (model.estimate_config: edge tiles,
+    thread balance, spills) and its measured GFLOP/s."""
+    estimates = [estimate_config(shape, machine, c) for c, _ in measured]
+    return float(spearmanr(estimates, [g for _, g in measured]).statistic)
+
+
+def rescore(path: Path) -> int:
+    """Recompute the rank correlation of a committed sweep with the current model; no measuring."""
+    doc = json.loads(path.read_text())
+    described = yaml.safe_load(doc["machine"]) if isinstance(doc["machine"], str) else doc["machine"]
+    machine = parse_machine(described, f"{path}:machine")  # the description the sweep's model read
+    for layer in doc["layers"]:
+        shape = ConvShape(**layer["shape"])
+        measured = [(KernelConfig.from_dict(r["config"]), r["gflops"]) for r in layer["first_pass"]]
+        print(f"{layer['layer']:30} rho {rank_correlation(shape, machine, measured):+.3f} over {len(measured)} "
+              f"configurations (recorded: {layer['spearman_predicted_vs_measured']:+.3f})")
+    return 0
 
 
 def sweep_layer(name: str, machine, min_time: float, final_rounds: int, top: int) -> dict:
@@ -67,8 +90,7 @@ def sweep_layer(name: str, machine, min_time: float, final_rounds: int, top: int
     pruned_final = {c: g for c, g in final.items() if c in pruned}
     best_pruned = max(pruned_final, key=pruned_final.get) if pruned_final else None
     measured = [(c, g) for c, g in first.items() if g is not None]
-    pred = [predicted_gflops(machine, shape, c.vectors, c.wob) for c, _ in measured]
-    rho = spearmanr(pred, [g for _, g in measured]).statistic
+    rho = rank_correlation(shape, machine, measured)
     return {
         "layer": name,
         "shape": shape.to_dict(),
@@ -94,12 +116,17 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--machine", default="host",
                     help="machine id or YAML path describing this host (default: this host's description)")
-    ap.add_argument("--layer", action="append", required=True)
+    ap.add_argument("--layer", action="append")
+    ap.add_argument("--rescore", type=Path, help="recompute the rank correlation of a committed result, no measuring")
     ap.add_argument("--min-time", type=float, default=0.03, help="seconds of timing per configuration, first pass")
     ap.add_argument("--final-rounds", type=int, default=5)
     ap.add_argument("--top", type=int, default=8, help="first-pass leaders re-measured in the final rounds")
-    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--out", type=Path)
     args = ap.parse_args()
+    if args.rescore:
+        return rescore(args.rescore)
+    if not args.layer or not args.out:
+        ap.error("--layer and --out are required (or --rescore FILE)")
     if args.machine == "host":
         from directconv.host import host
 
