@@ -25,10 +25,17 @@ DEFAULT_LOADS_PER_CYCLE = 2.0
 DEFAULT_L2_BYTES_PER_CYCLE = 32.0
 
 
-def registers_needed(vectors: int, width: int) -> int:
-    """Accumulators + one register per weight vector + one broadcast input + one spare: with every register named,
-    GCC keeps an accumulator on the stack (seen on AVX2 with 12 + 3 + 1 = 16: a load and a store per step)."""
-    return vectors * width + vectors + 2
+def registers_needed(vectors: int, width: int, spare: int = 1) -> int:
+    """Accumulators + one register per weight vector + one broadcast input (+ `spare`, see spare_registers)."""
+    return vectors * width + vectors + 1 + spare
+
+
+def spare_registers(shape: ConvShape) -> int:
+    """Registers to leave unnamed for GCC. A layer with a filter runs one short loop per tap and keeps even a tile
+    that names every register (AVX2: 12 accumulators + 3 weights + 1 broadcast) free of spills; a 1x1 layer's
+    single long loop does not (GCC 12 put an accumulator on the stack: 2-4 spill lines per hot loop). Checked in
+    the assembly for 3x3, 5x5, 7x7 and 1x1 layers, unroll 1-4 (tests/test_isas.py keeps checking chosen tiles)."""
+    return 1 if shape.kh * shape.kw == 1 else 0
 
 
 # The latency bound, stretched: an accumulator's next FMA rarely issues the very cycle its last one retires (loads

@@ -21,7 +21,7 @@ from directconv.kernels.isa import ISAS
 from directconv.kernels.shape import ConvShape
 from directconv.machines.machine import Machine
 
-from .estimate import layer_seconds, registers_needed, row_cycles, tile_efficiency
+from .estimate import layer_seconds, registers_needed, row_cycles, spare_registers, tile_efficiency
 from .plan import Plan, Reason, SearchSpace
 
 # Concurrent sequential streams a core's hardware prefetchers follow. Intel documents 32 streams for the L2
@@ -67,20 +67,30 @@ def kernel_isa(machine: Machine) -> str:
     return isa.name
 
 
-def fits_registers(machine: Machine, vectors: int, width: int) -> bool:
-    """Accumulators + weight vectors (pinned in registers by the generated code) + one broadcast input fit."""
-    return registers_needed(vectors, width) <= machine.n_reg
+def fits_registers(machine: Machine, vectors: int, width: int, spare: int = 1) -> bool:
+    """Accumulators + weight vectors (pinned in registers by the generated code) + one broadcast input (+ spare)
+    fit."""
+    return registers_needed(vectors, width, spare) <= machine.n_reg
+
+
+def predicted_unroll(shape: ConvShape, lanes: int) -> int:
+    """Unroll of the channel loop: 2, or 1 when the layer has fewer input channels than a vector block (C_i = 3
+    first layers). There the loop runs C_i times per tap; unrolled, GCC hoists the loads of the whole loop and
+    spills hundreds of times (135-446 spill lines on AlexNet and ResNet-50 conv1 at unroll 2, none at 1); tuned,
+    both layers chose unroll 1, 28% and 70% faster than the model's unroll 2."""
+    return 1 if shape.ci < lanes else PREDICTED_UNROLL
 
 
 def register_tiles(machine: Machine, shape: ConvShape) -> list[Tile]:
     """Every register tile that fits the registers and the layer, best estimated first."""
     blocks_out = -(-shape.co // machine.n_vec)
+    spare = spare_registers(shape)
     tiles = []
     for vectors in range(1, blocks_out + 1):
-        if not fits_registers(machine, vectors, 1):
+        if not fits_registers(machine, vectors, 1, spare):
             break
         for width in range(1, shape.wo + 1):
-            if not fits_registers(machine, vectors, width):
+            if not fits_registers(machine, vectors, width, spare):
                 break
             from_l2 = weights_level(machine, shape, vectors * machine.n_vec) > 1
             tiles.append(Tile(vectors, width, row_cycles(machine, shape, vectors, width, from_l2), from_l2))
@@ -182,8 +192,10 @@ def predict(shape: ConvShape, machine: Machine, threads: int = 1) -> Plan:
             best.width,
             f"E = {best.vectors}x{best.width} = {best.accumulators} accumulator vectors "
             f"{'>=' if best.accumulators >= need else '<'} N_fma*L_fma = {machine.n_fma:g}*{machine.l_fma:g} = {need:g} "
-            f"(paper eq. 1); registers {best.accumulators} + {best.vectors} weights + 1 broadcast + 1 spare = "
-            f"{registers_needed(best.vectors, best.width)} <= N_reg={machine.n_reg} (eq. 2 with operands); "
+            f"(paper eq. 1); registers {best.accumulators} + {best.vectors} weights + 1 broadcast"
+            + (" + 1 spare (1x1 layer)" if spare_registers(shape) else "") + " = "
+            f"{registers_needed(best.vectors, best.width, spare_registers(shape))} <= N_reg={machine.n_reg} "
+            "(eq. 2 with operands); "
             f"W_o={shape.wo} = {full_t} tile(s)" + (f" + one of {tail_w}" if tail_w else " exactly")
             + f"; best estimate of {len(tiles)} feasible tiles (full-tile efficiency "
             f"{tile_efficiency(machine, best.vectors, best.width):.0%})",
@@ -198,13 +210,16 @@ def predict(shape: ConvShape, machine: Machine, threads: int = 1) -> Plan:
     parallel, rows, balance, why_par = choose_parallel(shape, machine, cob, threads)
     reasons.append(Reason("parallel", parallel, why_par))
     reasons.append(Reason("threads", threads, f"as asked; machine has {machine.cores} cores"))
+    unroll = predicted_unroll(shape, machine.n_vec)
     reasons.append(
-        Reason("unroll", PREDICTED_UNROLL, "the channel loop body already holds E FMAs; unrolling it twice halves the "
+        Reason("unroll", unroll, "the channel loop body already holds E FMAs; unrolling it twice halves the "
                "loop overhead of short channel loops, while 8 lets GCC hoist loads of later iterations and spill "
-               "accumulators (measured on AVX2)")
+               "accumulators (measured on AVX2)" if unroll == PREDICTED_UNROLL else
+               f"C_i={shape.ci} < N_vec={machine.n_vec}: the channel loop runs {shape.ci} times per tap; unrolled, "
+               "GCC hoists its loads and spills (measured on AVX2: hundreds of spill lines at unroll 2)")
     )
     config = KernelConfig(isa=isa, cob=cob, wob=best.width, cib=cib, rows=rows, parallel=parallel, threads=threads,
-                          unroll=PREDICTED_UNROLL)
+                          unroll=unroll)
     seconds = layer_seconds(machine, shape, best.vectors, best.width, threads, balance, best.weights_from_l2)
     return Plan(config, tuple(reasons), shape.flops() / seconds / 1e9, machine.id)
 
@@ -275,7 +290,7 @@ def search_space(shape: ConvShape, machine: Machine, threads: int = 1) -> Search
                     seen.add(config)
                     bal = balance if (par, r) == (parallel, rows) else (1.0 if threads == 1 else 0.9)
                     # The model does not rank unroll or cache blocks finer than "the predicted one first".
-                    penalty = 1.0 + 0.01 * (unroll != PREDICTED_UNROLL) + 0.01 * (c != cib)
+                    penalty = 1.0 + 0.01 * (unroll != plan.config.unroll) + 0.01 * (c != cib)
                     seconds = layer_seconds(machine, shape, tile.vectors, tile.width, threads, bal,
                                             tile.weights_from_l2) * penalty
                     scored.append((seconds, config))
@@ -320,7 +335,7 @@ def estimate_config(shape: ConvShape, machine: Machine, config: KernelConfig) ->
     from_l2 = weights_level(machine, view, config.cob) > 1
     seconds = layer_seconds(machine, view, vectors, config.wob, config.threads,
                             split_balance(shape, machine, config), from_l2)
-    need = registers_needed(vectors, config.wob)
+    need = registers_needed(vectors, config.wob, spare_registers(view))
     if need > machine.n_reg:
         seconds *= SPILL_PENALTY * need / machine.n_reg
     return view.flops() / seconds / 1e9
