@@ -210,7 +210,7 @@ def conv2d_blocked(
     kernel = runtime.load(config, shape)
     expected = kernel.output_shape(x.batch)
     if out is None:
-        out = BlockedTensor(np.empty(expected, dtype=np.float32), shape.co)
+        out = BlockedTensor(layout.empty_aligned(expected), shape.co)
     elif not isinstance(out, BlockedTensor) or out.data.shape != expected or out.channels != shape.co:
         got = out.data.shape if isinstance(out, BlockedTensor) else type(out).__name__
         raise ValueError(f"out must be a BlockedTensor of shape {expected} with {shape.co} channels, got {got}")

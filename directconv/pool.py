@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from directconv import api
+from directconv.kernels import layout
 
 __all__ = ["MaxPool2d", "check_pool", "pool_output_size"]
 
@@ -88,7 +89,7 @@ class MaxPool2d:
             )
         expected = self.output_shape(x)
         if out is None:
-            out = api.BlockedTensor(np.empty(expected, dtype=np.float32), x.channels)
+            out = api.BlockedTensor(layout.empty_aligned(expected), x.channels)
         elif not isinstance(out, api.BlockedTensor) or out.data.shape != expected or out.channels != x.channels:
             got = (out.data.shape, out.channels) if isinstance(out, api.BlockedTensor) else type(out).__name__
             raise ValueError(

@@ -215,7 +215,7 @@ class Sequential:
 
     def _buffers(self, plan: Plan, batch: int, *, nchw: bool) -> tuple[np.ndarray, np.ndarray]:
         first, second = plan.buffer_floats(batch, nchw=nchw)
-        return np.empty(first, dtype=np.float32), np.empty(second, dtype=np.float32)
+        return layout.empty_aligned((first,)), layout.empty_aligned((second,))
 
     def _run(
         self,

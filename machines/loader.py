@@ -22,7 +22,7 @@ import math
 import os
 import re
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -505,9 +505,25 @@ def machine_to_data(machine: Machine) -> dict[str, Any]:
     return data
 
 
+def _strings(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from _strings(k)
+            yield from _strings(v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _strings(v)
+
+
 def dump_machine(machine: Machine) -> str:
     """YAML text of the description; `parse_machine(yaml.safe_load(text), ...)` gives back an equal Machine."""
-    return yaml.dump(machine_to_data(machine), Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=110)
+    data = machine_to_data(machine)
+    # YAML reads U+0085, U+2028 and U+2029 as line breaks: written raw, they would not read back as written.
+    # Escape non-ASCII then; otherwise keep names and notes readable.
+    raw_ok = not any(ch in text for text in _strings(data) for ch in "\u0085\u2028\u2029")
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=raw_ok, width=110)
 
 
 def save_machine(machine: Machine, path: str | os.PathLike[str]) -> Path:

@@ -67,3 +67,12 @@ def test_unpack_weights_inverts_pack_weights(co, ci, lanes, cob):
     w = np.random.default_rng(co * ci).standard_normal((co, ci, 3, 2)).astype(np.float32)
     back = layout.unpack_weights(layout.pack_weights(w, lanes, cob), co, ci)
     assert back.flags.c_contiguous and np.array_equal(back, w)
+
+
+def test_kernel_buffers_start_on_a_cache_line():
+    """Packed weights, bias and blocked activations are 64-byte aligned, so no vector load straddles two lines."""
+    x = np.ones((1, 19, 7, 9), np.float32)
+    w = np.ones((37, 19, 3, 3), np.float32)
+    for a in (layout.nchw_to_blocked(x, 8), layout.pack_weights(w, 8, 16), layout.pack_bias(None, 37, 8, 16),
+              layout.empty_aligned((3, 5, 7))):
+        assert a.ctypes.data % layout.ALIGN == 0 and a.flags.c_contiguous and a.dtype == np.float32

@@ -36,7 +36,9 @@ def measured_keys(url: str) -> list[str]:
         study = optuna.load_study(study_name=summary.study_name, storage=url)
         for t in study.get_trials(deepcopy=False):
             if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL) and "config_key" in t.user_attrs and not t.user_attrs.get("duplicate_of"):
-                if t.user_attrs.get("status"):  # measured (not a trial failed for its dead process)
+                # Measured and told. A trial whose process died between recording its measurement and telling
+                # Optuna is failed by the next worker and its configuration handed back: not counted here.
+                if t.user_attrs.get("status") and t.user_attrs.get("failure") != "process died while measuring":
                     keys.append(t.user_attrs["config_key"])
     return keys
 
