@@ -10,7 +10,7 @@ from .chain import ChainProblem
 from .harness import Timing
 from .memory import MemoryUsage
 from .peak import Peak
-from .results import OK, finite_or_none
+from .results import OK, finite_or_none, measured_fields
 
 FORMAT = "directconv-bench-network"
 FORMAT_VERSION = 1
@@ -61,11 +61,6 @@ class ChainResult:
         return None if g is None else 100.0 * g / self.peak.gflops
 
     def to_record(self) -> dict[str, Any]:
-        stats = self.timing.stats if self.ok and self.timing is not None else None
-
-        def ms(field: str) -> float | None:
-            return getattr(stats, field) * 1e3 if stats else None
-
         memory: dict[str, int | None] = (
             {**self.memory.to_dict()} if self.memory
             else {"peak_rss_bytes": None, "growth_bytes": None, "rss_before_bytes": None}
@@ -74,29 +69,12 @@ class ChainResult:
             "network": self.network,
             "impl": self.impl,
             "threads": self.threads,
-            "status": self.status,
-            "correct": bool(self.check is not None and self.check.correct),
             "checked_against": self.reference,
-            "max_rel_error": finite_or_none(self.check.max_rel_error) if self.check else None,
-            "tolerance": self.check.tolerance if self.check else None,
             "flops": self.flops,
-            "gflops": self.gflops,
-            "percent_of_peak": self.percent_of_peak,
-            "peak_gflops": self.peak.gflops,
-            "median_ms": ms("median"),
-            "p10_ms": ms("p10"),
-            "p90_ms": ms("p90"),
-            "min_ms": ms("minimum"),
-            "spread": finite_or_none(stats.spread) if stats else None,
-            "rounds": stats.count if stats else 0,
-            "calls_per_sample": self.timing.calls_per_sample if self.timing else None,
-            "samples_ms": [s * 1e3 for s in self.timing.samples] if self.timing else [],
+            **measured_fields(self),
             **memory,
             "memory_note": self.memory_note,
             "working_memory_bytes": self.working_memory_bytes,
-            "note": self.note,
-            "other_cpus": self.other_cpus,
-            "error": self.error or (self.check.problem if self.check and not self.check.correct else None),
         }
 
 

@@ -62,38 +62,46 @@ class Result:
         return None if g is None else 100.0 * g / self.peak.gflops
 
     def to_record(self) -> dict[str, Any]:
-        stats = self.timing.stats if self.ok and self.timing is not None else None
-
-        def ms(field: str) -> float | None:
-            return getattr(stats, field) * 1e3 if stats else None
-
         return {
             "layer": self.layer.name,
             "shape": self.layer.shape.to_dict(),
             "flops": self.layer.shape.flops(),
             "impl": self.impl,
             "threads": self.threads,
-            "status": self.status,
-            "correct": bool(self.check is not None and self.check.correct),
-            "max_rel_error": finite_or_none(self.check.max_rel_error) if self.check else None,
-            "tolerance": self.check.tolerance if self.check else None,
-            "gflops": self.gflops,
-            "percent_of_peak": self.percent_of_peak,
-            "peak_gflops": self.peak.gflops,
-            "median_ms": ms("median"),
-            "p10_ms": ms("p10"),
-            "p90_ms": ms("p90"),
-            "min_ms": ms("minimum"),
-            "spread": finite_or_none(stats.spread) if stats else None,
-            "rounds": stats.count if stats else 0,
-            "calls_per_sample": self.timing.calls_per_sample if self.timing else None,
-            "samples_ms": [s * 1e3 for s in self.timing.samples] if self.timing else [],
+            **measured_fields(self),
             "extra_memory_bytes": self.extra_memory_bytes,
             "config": self.config,
-            "note": self.note,
-            "other_cpus": self.other_cpus,
-            "error": self.error or (self.check.problem if self.check and not self.check.correct else None),
         }
+
+
+def measured_fields(r: Any) -> dict[str, Any]:
+    """The record fields every bench result shares (a layer's Result, a network's ChainResult): status, check,
+    speed, the timing's statistics and samples, and what went wrong."""
+    stats = r.timing.stats if r.ok and r.timing is not None else None
+
+    def ms(field: str) -> float | None:
+        return getattr(stats, field) * 1e3 if stats else None
+
+    return {
+        "status": r.status,
+        "correct": bool(r.check is not None and r.check.correct),
+        "max_rel_error": finite_or_none(r.check.max_rel_error) if r.check else None,
+        "tolerance": r.check.tolerance if r.check else None,
+        "gflops": r.gflops,
+        "percent_of_peak": r.percent_of_peak,
+        "peak_gflops": r.peak.gflops,
+        "median_ms": ms("median"),
+        "p10_ms": ms("p10"),
+        "p90_ms": ms("p90"),
+        "min_ms": ms("minimum"),
+        "spread": finite_or_none(stats.spread) if stats else None,
+        "rounds": stats.count if stats else 0,
+        "calls_per_sample": r.timing.calls_per_sample if r.timing else None,
+        "samples_ms": [s * 1e3 for s in r.timing.samples] if r.timing else [],
+        "note": r.note,
+        "other_cpus": r.other_cpus,
+        "error": r.error or (r.check.problem if r.check and not r.check.correct else None),
+    }
 
 
 def finite_or_none(value: float) -> float | None:
