@@ -10,14 +10,14 @@ from .chain import ChainProblem
 from .harness import Timing
 from .memory import MemoryUsage
 from .peak import Peak
-from .results import OK, finite_or_none, measured_fields
+from .results import Timed, finite_or_none, measured_fields
 
 FORMAT = "directconv-bench-network"
 FORMAT_VERSION = 1
 
 
 @dataclass(frozen=True)
-class ChainResult:
+class ChainResult(Timed):
     """One row of an end-to-end table.
 
     status: "ok" (checked, then timed), "wrong" (not timed) or "failed" (raised: `error` says what).
@@ -43,22 +43,8 @@ class ChainResult:
     error: str | None = None
     other_cpus: float | None = None
 
-    @property
-    def ok(self) -> bool:
-        return self.status == OK and self.timing is not None
-
-    @property
-    def gflops(self) -> float | None:
-        """GFLOP/s of the convolutions (Network.flops) at the median time of a whole inference."""
-        if not self.ok:
-            return None
-        assert self.timing is not None
-        return self.flops / self.timing.stats.median * 1e-9
-
-    @property
-    def percent_of_peak(self) -> float | None:
-        g = self.gflops
-        return None if g is None else 100.0 * g / self.peak.gflops
+    def work_flops(self) -> int:
+        return self.flops  # the convolutions of a whole inference (Network.flops)
 
     def to_record(self) -> dict[str, Any]:
         memory: dict[str, int | None] = (

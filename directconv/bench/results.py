@@ -23,8 +23,36 @@ FORMAT_VERSION = 1
 OK, WRONG, FAILED = "ok", "wrong", "failed"
 
 
+class Timed:
+    """Speed of a checked-and-timed result; subclasses have status, timing, peak and say their work in work_flops()."""
+
+    status: str
+    timing: Timing | None
+    peak: Peak
+
+    def work_flops(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def ok(self) -> bool:
+        return self.status == OK and self.timing is not None
+
+    @property
+    def gflops(self) -> float | None:
+        """GFLOP/s at the median time of one call."""
+        if not self.ok:
+            return None
+        assert self.timing is not None
+        return self.work_flops() / self.timing.stats.median * 1e-9
+
+    @property
+    def percent_of_peak(self) -> float | None:
+        g = self.gflops
+        return None if g is None else 100.0 * g / self.peak.gflops
+
+
 @dataclass(frozen=True)
-class Result:
+class Result(Timed):
     """One cell of the report.
 
     status: "ok" (checked correct, then timed), "wrong" (checked and found wrong: not timed) or "failed"
@@ -44,22 +72,8 @@ class Result:
     error: str | None = None
     other_cpus: float | None = None  # CPUs other processes kept busy while this layer was timed (see load.py)
 
-    @property
-    def ok(self) -> bool:
-        return self.status == OK and self.timing is not None
-
-    @property
-    def gflops(self) -> float | None:
-        """GFLOP/s of the median per-call time (FLOPs: ConvShape.flops(), batch 1)."""
-        if not self.ok:
-            return None
-        assert self.timing is not None
-        return self.layer.shape.flops() / self.timing.stats.median * 1e-9
-
-    @property
-    def percent_of_peak(self) -> float | None:
-        g = self.gflops
-        return None if g is None else 100.0 * g / self.peak.gflops
+    def work_flops(self) -> int:
+        return self.layer.shape.flops()  # batch 1
 
     def to_record(self) -> dict[str, Any]:
         return {
