@@ -164,7 +164,7 @@ def load(config: KernelConfig, shape: ConvShape) -> CompiledKernel:
 
 
 def loaded_libraries() -> list[Path]:
-    """The kernel libraries this process has loaded (for `directconv show --cache` and tests)."""
+    """The kernel libraries this process has loaded (diagnostics and tests)."""
     with _load_lock:
         return list(_by_library)
 
