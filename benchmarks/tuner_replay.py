@@ -9,7 +9,8 @@ place of compiling and timing), many seeds per mode:
   - model: the model's pruned space with its top configurations enqueued first (directconv's default);
   - plain: TPE alone on the unpruned space, nothing enqueued.
 Reported per layer and mode: trials until a configuration within 3% of the sweep's exhaustive best is found
-(median and worst over seeds; "never" when the budget runs out first).
+(median and worst over seeds; "never" when the budget runs out first). The table and the target both come from
+the sweep's first pass (see table_of).
 
 Usage: python benchmarks/tuner_replay.py --sweep benchmarks/results/model-sweep-zen3-calibrated.json \\
            --seeds 20 --out benchmarks/results/tuner-replay-zen3.json
@@ -41,12 +42,13 @@ WITHIN = 0.97
 
 
 def table_of(layer: dict) -> dict[str, float]:
-    """config key -> GFLOP/s: the first pass, with the re-measured figures of the sweep's finalists over it."""
-    table = {config_key(KernelConfig.from_dict(r["config"])): r["gflops"] for r in layer["first_pass"]
-             if r["gflops"] is not None}
-    for name in ("exhaustive_best", "predicted", "pruned_best"):
-        table[config_key(KernelConfig.from_dict(layer[name]["config"]))] = layer[name]["gflops"]
-    return table
+    """config key -> GFLOP/s of the sweep's first pass: every configuration measured once, within minutes.
+
+    The sweep's final rounds re-measure a few leaders later, when this shared machine may run 20% faster or
+    slower; mixing the two puts configurations on different scales, so the replay keeps to the first pass and
+    takes its target from it too."""
+    return {config_key(KernelConfig.from_dict(r["config"])): r["gflops"] for r in layer["first_pass"]
+            if r["gflops"] is not None}
 
 
 def replay(shape: ConvShape, machine, table: dict[str, float], mode: str, trials: int, seed: int, tmp: Path) -> list:
@@ -85,9 +87,9 @@ def main() -> int:
     for layer in sweep["layers"]:
         shape = ConvShape(**layer["shape"])
         table = table_of(layer)
-        target = WITHIN * layer["exhaustive_best"]["gflops"]
+        target = WITHIN * max(table.values())
         pruned = search_space(shape, machine, 1).configs
-        row = {"layer": layer["layer"], "exhaustive_best_gflops": layer["exhaustive_best"]["gflops"],
+        row = {"layer": layer["layer"], "exhaustive_best_gflops": max(table.values()),
                "target_gflops": round(target, 2), "pruned_size": len(pruned),
                "pruned_in_table": sum(config_key(c) in table for c in pruned),
                "pruned_reaching_target": sum(table.get(config_key(c), 0) >= target for c in pruned),
