@@ -86,10 +86,8 @@ def shape_distance(a: ConvShape, b: ConvShape) -> float:
     )
 
 
-def nearest_tuned(
-    shape: ConvShape, threads: int, machine: Machine, found: list[store.Found]
-) -> tuple[store.Found, KernelConfig] | None:
-    """The entry of the nearest other shape whose configuration is valid for `shape`, and that configuration."""
+def nearest_tuned(shape: ConvShape, threads: int, machine: Machine, found: list[store.Found]) -> store.Found | None:
+    """The entry of the nearest other shape whose configuration is valid for `shape`."""
     candidates = []
     for f in found:
         if f.entry.threads != threads or f.entry.shape == shape or f.entry.config.lanes != machine.n_vec:
@@ -101,8 +99,7 @@ def nearest_tuned(
         candidates.append((shape_distance(shape, f.entry.shape), f.entry.layer or f.entry.shape.describe(), f))
     if not candidates:
         return None
-    f = min(candidates, key=lambda c: c[:2])[2]
-    return f, f.entry.config
+    return min(candidates, key=lambda c: c[:2])[2]
 
 
 def choose_config(shape: ConvShape, threads: int = 1, *, warn: bool = True) -> Choice:
@@ -121,15 +118,13 @@ def choose_config(shape: ConvShape, threads: int = 1, *, warn: bool = True) -> C
                       f"tuned on {e.date} ({e.gflops:.1f} GFLOP/s, {e.trials} trials), {exact.file.path}")
     plan = predict(shape, h.machine, threads)
     near = nearest_tuned(shape, threads, h.machine, found)
-    if near is not None:
-        f, config = near
-        theirs = estimate_config(shape, h.machine, config)
-        if theirs >= plan.predicted_gflops * (1 - 1e-9):
-            return Choice(config, "nearest", (
-                f"tuned for {f.entry.layer or f.entry.shape.describe()} ({f.entry.shape.describe()}) on {f.entry.date}, "
-                f"{f.file.path}; the model predicts {theirs:.1f} GFLOP/s for it here, its own plan "
-                f"{plan.predicted_gflops:.1f}"
-            ))
+    theirs = estimate_config(shape, h.machine, near.entry.config) if near is not None else 0.0
+    if near is not None and theirs >= plan.predicted_gflops * (1 - 1e-9):
+        e = near.entry
+        return Choice(e.config, "nearest", (
+            f"tuned for {e.layer or e.shape.describe()} ({e.shape.describe()}) on {e.date}, {near.file.path}; the "
+            f"model predicts {theirs:.1f} GFLOP/s for it here, its own plan {plan.predicted_gflops:.1f}"
+        ))
     if warn:
         foreign = store.foreign_entries(shape, threads, h.fingerprint_id)
         if foreign:
@@ -146,8 +141,8 @@ def choose_config(shape: ConvShape, threads: int = 1, *, warn: bool = True) -> C
         ), UntunedWarning)
     why = plan.explain()
     if near is not None:
-        why += (f"\n  (nearest tuned shape {near[0].entry.shape.describe()}: the model predicts "
-                f"{estimate_config(shape, h.machine, near[1]):.1f} GFLOP/s for its config here, slower)")
+        why += (f"\n  (nearest tuned shape {near.entry.shape.describe()}: the model predicts {theirs:.1f} GFLOP/s for "
+                "its config here, slower)")
     return Choice(plan.config, "model", why)
 
 
