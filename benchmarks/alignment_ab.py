@@ -3,7 +3,7 @@
 directconv allocates every buffer a kernel reads or writes on a cache line (kernels.layout.empty_aligned).
 numpy's own allocations start 16 bytes past a 64-byte boundary, so every other 32-byte weight load straddles two
 lines. For each layer, the configuration production picks runs on both kinds of buffers (same kernel, same data),
-timed in C in alternating rounds (the order swapping every round); reports the median GFLOP/s of each, the ratio
+timed in C in alternating rounds (harness.interleaved_medians); reports the median GFLOP/s of each, the ratio
 aligned / numpy default, and the geomean ratio.
 
 Usage: python benchmarks/alignment_ab.py [--layer NAME ...] [--rounds 11] [--json results.json]
@@ -13,15 +13,15 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import math
-import statistics
 import sys
 import warnings
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 import directconv as dc
+from directconv.bench.harness import geomean, interleaved_medians
 from directconv.bench.results import write_json
 from directconv.kernels import layout, runtime
 from directconv.layers import get_layer
@@ -57,21 +57,19 @@ def main() -> int:
                    layout.pack_bias(None, s.co, cfg.lanes, cfg.cob), layout.empty_aligned(k.output_shape(1)))
         variants = {"aligned": aligned, "numpy": tuple(numpy_default(a) for a in aligned)}
         offsets = {label: [a.ctypes.data % 64 for a in bufs] for label, bufs in variants.items()}
-        times: dict[str, list[float]] = {label: [] for label in variants}
-        for r in range(args.rounds):
-            for label in sorted(variants, reverse=r % 2 == 1):
-                xb, wp, bias, out = variants[label]
-                samples = k.bench(xb, wp, bias, out, cib=cfg.cib, rows=cfg.rows, parallel=cfg.parallel, threads=1,
-                                  min_seconds=args.min_time)
-                times[label].append(float(np.median(samples)))
-        g = {label: s.flops() / statistics.median(t) / 1e9 for label, t in times.items()}
+        def run(xb, wp, bias, out) -> float:
+            return float(np.median(k.bench(xb, wp, bias, out, cib=cfg.cib, rows=cfg.rows, parallel=cfg.parallel,
+                                           threads=1, min_seconds=args.min_time)))
+
+        seconds = interleaved_medians({label: partial(run, *bufs) for label, bufs in variants.items()}, args.rounds)
+        g = {label: s.flops() / t / 1e9 for label, t in seconds.items()}
         row = {"layer": name, "config": cfg.to_dict(), "offsets_mod_64": offsets,
                "aligned_gflops": round(g["aligned"], 2), "numpy_gflops": round(g["numpy"], 2),
                "ratio": round(g["aligned"] / g["numpy"], 3)}
         rows.append(row)
         print(f"{name:30} {cfg.cob}x{cfg.wob}  aligned {g['aligned']:6.1f}  numpy default {g['numpy']:6.1f} "
               f"(offsets {offsets['numpy']})  ratio {row['ratio']:.3f}", flush=True)
-    geo = math.exp(statistics.fmean(math.log(r["ratio"]) for r in rows))
+    geo = geomean([r["ratio"] for r in rows])
     print(f"geomean ratio aligned / numpy default: {geo:.3f} over {len(rows)} layers")
     if args.json:
         write_json(args.json, {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),

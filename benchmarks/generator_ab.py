@@ -13,17 +13,17 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import importlib.util
-import math
-import statistics
 import subprocess
 import sys
 import warnings
+from functools import partial
 from pathlib import Path
 from types import ModuleType
 
 import numpy as np
 
 import directconv as dc
+from directconv.bench.harness import geomean, interleaved_medians
 from directconv.bench.results import write_json
 from directconv.kernels import codegen, compiler, layout, runtime
 from directconv.kernels.isa import get_isa
@@ -82,20 +82,19 @@ def main() -> int:
             err = float(np.abs(y - ref).max() / np.abs(ref).max())
             if err > tolerance(s.ci, s.kh, s.kw):
                 raise SystemExit(f"{layer.name}: the {label} kernel is wrong (relative error {err:.2e})")
-        times: dict[str, list[float]] = {"old": [], "new": []}
-        for r in range(args.rounds):
-            # ABBA order: whichever runs second in a round must not always be the same one.
-            for label, k in sorted(kernels.items(), reverse=r % 2 == 1):
-                samples = k.bench(xb, wp, bias, out, cib=cfg.cib, rows=cfg.rows, parallel=cfg.parallel,
-                                  threads=args.threads, min_seconds=args.min_time)
-                times[label].append(float(np.median(samples)))
-        g = {label: s.flops() / statistics.median(t) / 1e9 for label, t in times.items()}
+        def run(k: runtime.CompiledKernel) -> float:
+            return float(np.median(k.bench(xb, wp, bias, out, cib=cfg.cib, rows=cfg.rows, parallel=cfg.parallel,
+                                           threads=args.threads, min_seconds=args.min_time)))
+
+        # Rotated order (A B, B A, ...): whichever runs second in a round is not always the same one.
+        seconds = interleaved_medians({label: partial(run, k) for label, k in kernels.items()}, args.rounds)
+        g = {label: s.flops() / t / 1e9 for label, t in seconds.items()}
         row = {"layer": layer.name, "config": cfg.to_dict(), "source": choice.source,
                "old_gflops": round(g["old"], 2), "new_gflops": round(g["new"], 2), "ratio": round(g["new"] / g["old"], 3)}
         rows.append(row)
         print(f"{layer.name:30} {cfg.cob}x{cfg.wob} wo={s.kernel_view().wo:4}  old {g['old']:6.1f}  new {g['new']:6.1f}"
               f"  ratio {row['ratio']:.3f}", flush=True)
-    geo = math.exp(statistics.fmean(math.log(r["ratio"]) for r in rows))
+    geo = geomean([r["ratio"] for r in rows])
     print(f"geomean ratio new/old: {geo:.3f} over {len(rows)} layers")
     if args.json:
         write_json(args.json, {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),

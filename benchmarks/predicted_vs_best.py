@@ -14,13 +14,14 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import statistics
 import sys
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import yaml
 
+from directconv.bench.harness import interleaved_medians
 from directconv.bench.results import write_json
 from directconv.kernels import layout, runtime
 from directconv.kernels.config import KernelConfig
@@ -64,15 +65,12 @@ def main() -> int:
             if np.abs(y - ref).max() > tolerance(s.ci, s.kh, s.kw) * np.abs(ref).max():
                 raise SystemExit(f"{layer['layer']}: {label} config {cfg} computes a wrong answer")
             prepared[label] = (k, cfg, xb, wp, bias, out)
-        times: dict[str, list[float]] = {label: [] for label in prepared}
-        labels = list(prepared)
-        for r in range(args.rounds):
-            for label in labels[r % len(labels):] + labels[: r % len(labels)]:  # rotate who goes first
-                k, cfg, xb, wp, bias, out = prepared[label]
-                samples = k.bench(xb, wp, bias, out, cib=cfg.cib, rows=cfg.rows, parallel=cfg.parallel, threads=1,
-                                  min_seconds=args.min_time)
-                times[label].append(float(np.median(samples)))
-        g = {label: s.flops() / statistics.median(t) / 1e9 for label, t in times.items()}
+        def run(k, cfg, xb, wp, bias, out) -> float:
+            return float(np.median(k.bench(xb, wp, bias, out, cib=cfg.cib, rows=cfg.rows, parallel=cfg.parallel,
+                                           threads=1, min_seconds=args.min_time)))
+
+        seconds = interleaved_medians({label: partial(run, *p) for label, p in prepared.items()}, args.rounds)
+        g = {label: s.flops() / t / 1e9 for label, t in seconds.items()}
         row = {"layer": layer["layer"], **{f"{k}_config": c.to_dict() for k, c in candidates.items()},
                **{f"{k}_gflops": round(v, 2) for k, v in g.items()},
                "now_fraction_of_best": round(g["now"] / g["best"], 3),

@@ -27,6 +27,20 @@ from directconv.layers import Layer
 # --- harness: statistics and interleaving ---------------------------------------------------------------------
 
 
+def test_interleaved_medians_rotates_the_order_and_takes_medians():
+    calls: list[str] = []
+
+    def run(name: str, values: list[float]):
+        def call() -> float:
+            calls.append(name)
+            return values.pop(0)
+        return call
+
+    medians = harness.interleaved_medians({"a": run("a", [3.0, 1.0, 2.0]), "b": run("b", [9.0, 7.0, 8.0])}, 3)
+    assert medians == {"a": 2.0, "b": 8.0}
+    assert calls == ["a", "b", "b", "a", "a", "b"]
+
+
 def test_summarize_order_statistics() -> None:
     stats = harness.summarize([5.0, 1.0, 3.0, 2.0, 4.0])
     assert stats.median == 3.0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import math
+import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -74,6 +75,16 @@ def rotation(names: Sequence[str], round_index: int) -> list[str]:
 def schedule(names: Sequence[str], rounds: int) -> list[list[str]]:
     """The order of every round (see rotation)."""
     return [rotation(names, r) for r in range(rounds)]
+
+
+def interleaved_medians(runs: Mapping[str, Callable[[], float]], rounds: int) -> dict[str, float]:
+    """The median over `rounds` of what each run returns (seconds), the runs called in rotated order every round
+    (see rotation), so that the machine's drift hits every run alike."""
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for order in schedule(list(runs), rounds):
+        for name in order:
+            times[name].append(runs[name]())
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def settle(
