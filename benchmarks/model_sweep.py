@@ -1,8 +1,9 @@
 """Exhaustive sweep of the unpruned configuration space on this machine, to judge the model against the truth.
 
 For each layer: compile every variant of the unpruned space (model.unpruned_space), measure every configuration
-once (1 thread), re-measure the top candidates, the model's prediction and the best of the pruned space in
-interleaved rounds, and report:
+once (1 thread) against an anchor timed every few configurations (drift correction, see sweep_layer),
+re-measure the top candidates, the model's prediction and the leaders of the pruned space in interleaved rounds,
+and report:
   - the exhaustive best, the prediction's GFLOP/s as a fraction of it, the pruned space's best as a fraction of it,
   - pruned and unpruned sizes,
   - Spearman's rank correlation between predicted and measured GFLOP/s over all swept configurations.
@@ -34,6 +35,9 @@ from directconv.model import estimate_config, predict, search_space, unpruned_sp
 from directconv.tuner.compile import compile_all
 from directconv.tuner.measure import Measurer
 
+ANCHOR_EVERY = 8  # configurations between two timings of the anchor
+TOP_PRUNED = 3  # the pruned space's first-pass leaders re-measured in the final rounds
+
 
 def rank_correlation(shape, machine, measured: list) -> float:
     """Spearman's rho between the model's estimate of each configuration (model.estimate_config: edge tiles,
@@ -55,30 +59,58 @@ def rescore(path: Path) -> int:
     return 0
 
 
-def sweep_layer(name: str, machine, min_time: float, final_rounds: int, top: int) -> dict:
+def sweep_layer(name: str, machine, min_time: float, final_min_time: float, final_rounds: int, top: int) -> dict:
     shape = get_layer(name).shape
     configs = list(unpruned_space(shape, machine, 1))
     plan = predict(shape, machine, 1)
     space = search_space(shape, machine, 1)
     t0 = time.monotonic()
-    built = compile_all(configs, shape)
+    built = compile_all(list(dict.fromkeys([*configs, plan.config])), shape)  # the anchor even if not swept
     compile_s = time.monotonic() - t0
     first: dict = {}
+    raw: dict = {}
     with Measurer(min_time=min_time, timeout=120) as measurer:
+        # The machine drifts: on a shared host the same kernel runs up to 30% faster or slower for minutes at a
+        # time, and the sweep visits the space tile by tile, so drift would pass for a property of the tile. An
+        # anchor (the model's prediction) is timed before and after every group of ANCHOR_EVERY configurations;
+        # each configuration's first-pass figure is its speed relative to the anchor's at that moment, scaled by
+        # the anchor's median over the sweep.
+        anchor_lib = built[plan.config.compile_key()].library
+
+        def anchor() -> float:
+            m = measurer.measure(plan.config, shape, anchor_lib)
+            if not m.ok:
+                raise SystemExit(f"{name}: the model's own configuration failed ({m.status}): {m.detail}")
+            return m.gflops
+
+        local: list[float] = []
+        group: list = []
+        before = anchor()
         for i, config in enumerate(configs):
             b = built[config.compile_key()]
             if b.library is None:
-                first[config] = None
-                continue
-            m = measurer.measure(config, shape, b.library)
-            first[config] = m.gflops if m.ok else None
+                raw[config] = None
+            else:
+                m = measurer.measure(config, shape, b.library)
+                raw[config] = m.gflops if m.ok else None
+            group.append(config)
+            if len(group) == ANCHOR_EVERY or i == len(configs) - 1:
+                after = anchor()
+                speed = (before + after) / 2
+                local.append(speed)
+                for c in group:
+                    first[c] = None if raw[c] is None else raw[c] / speed
+                group, before = [], after
             if i % 200 == 0:
                 print(f"  {name}: {i}/{len(configs)} measured", file=sys.stderr, flush=True)
+        scale = float(np.median(local))
+        first = {c: None if r is None else r * scale for c, r in first.items()}
         ranked = sorted((c for c, g in first.items() if g is not None), key=lambda c: first[c], reverse=True)
         pruned = set(space.configs)
-        best_pruned_first = max((c for c in space.configs if first.get(c)), key=lambda c: first[c])
-        finalists = set(ranked[:top]) | {plan.config, best_pruned_first}
+        ranked_pruned = [c for c in ranked if c in pruned]
+        finalists = set(ranked[:top]) | {plan.config} | set(ranked_pruned[:TOP_PRUNED])
         rounds: dict = {c: [] for c in finalists}
+        measurer.min_time = final_min_time
         for _ in range(final_rounds):  # interleaved: drift hits every finalist alike
             for c in sorted(finalists, key=lambda c: str(c)):
                 m = measurer.measure(c, shape, built[c.compile_key()].library)
@@ -108,7 +140,9 @@ def sweep_layer(name: str, machine, min_time: float, final_rounds: int, top: int
                         "gflops": round(pruned_final.get(best_pruned, 0.0), 2),
                         "fraction_of_best": round(pruned_final.get(best_pruned, 0.0) / best, 3)},
         "spearman_predicted_vs_measured": round(float(rho), 3),
-        "first_pass": [{"config": c.to_dict(), "gflops": round(g, 2)} for c, g in measured],
+        "anchor_gflops": {"median": round(scale, 2), "min": round(min(local), 2), "max": round(max(local), 2)},
+        "first_pass": [{"config": c.to_dict(), "gflops": round(g, 2), "raw_gflops": round(raw[c], 2)}
+                       for c, g in measured],
     }
 
 
@@ -119,7 +153,8 @@ def main() -> int:
     ap.add_argument("--layer", action="append")
     ap.add_argument("--rescore", type=Path, help="recompute the rank correlation of a committed result, no measuring")
     ap.add_argument("--min-time", type=float, default=0.03, help="seconds of timing per configuration, first pass")
-    ap.add_argument("--final-rounds", type=int, default=5)
+    ap.add_argument("--final-rounds", type=int, default=11)
+    ap.add_argument("--final-min-time", type=float, default=0.1, help="seconds of timing per finalist per round")
     ap.add_argument("--top", type=int, default=8, help="first-pass leaders re-measured in the final rounds")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
@@ -135,7 +170,7 @@ def main() -> int:
         machine = load_machine(args.machine)
     results = []
     for name in args.layer:
-        r = sweep_layer(name, machine, args.min_time, args.final_rounds, args.top)
+        r = sweep_layer(name, machine, args.min_time, args.final_min_time, args.final_rounds, args.top)
         results.append(r)
         print(
             f"{name}: best {r['exhaustive_best']['gflops']} GFLOP/s; predicted {r['predicted']['gflops']} "

@@ -4,10 +4,8 @@ Register blocking follows the paper (Zhang et al. 2018, eqs. 1-2) with the regis
   C_o,b = vectors * N_vec                                   (output channels, innermost, one vector each)
   E = vectors * W_o,b accumulator vectors >= N_fma * L_fma   (enough independent FMAs in flight)
   E + vectors (weights) + 1 (broadcast input) <= N_reg        (everything in registers, no spills)
-Cache blocking is ours (the paper leaves it as future work), BLIS-style: the weights of one output-channel block
-and one input-channel block are reused by every tile of every row, so they are the operand kept close (L1 when
-they fit, else L2); the input streams past them. C_i,b is also bounded by the number of input streams a tile
-reads at once (C_i,b / N_vec channel planes x kh rows): past what hardware prefetchers track, every plane misses.
+Cache blocking is ours (the paper leaves it as future work), BLIS-style from cache sizes, ways and line size:
+see model/cache.py.
 """
 
 from __future__ import annotations
@@ -21,16 +19,10 @@ from directconv.kernels.isa import ISAS
 from directconv.kernels.shape import ConvShape
 from directconv.machines.machine import Machine
 
+from .cache import choose_cib, weights_level
 from .estimate import layer_seconds, registers_needed, row_cycles, spare_registers, tile_efficiency
 from .plan import Plan, Reason, SearchSpace
 
-# Concurrent sequential streams a core's hardware prefetchers follow. Intel documents 32 streams for the L2
-# streamer (Optimization Reference Manual, "Data Prefetching"); we budget half for the input planes, leaving the
-# rest to weights, output and the other hyperthread.
-PREFETCH_STREAMS = 16
-# Share of L1 the weight block may take: the input columns and the output tile need the remaining ways.
-L1_WEIGHT_SHARE = 0.5
-L2_WEIGHT_SHARE = 0.5
 MAX_UNPRUNED_VECTORS = 8
 MAX_UNPRUNED_WIDTH = 32
 UNROLLS_UNPRUNED = (1, 2, 4, 8)
@@ -92,7 +84,7 @@ def register_tiles(machine: Machine, shape: ConvShape) -> list[Tile]:
         for width in range(1, shape.wo + 1):
             if not fits_registers(machine, vectors, width, spare):
                 break
-            from_l2 = weights_level(machine, shape, vectors * machine.n_vec) > 1
+            from_l2 = weights_level(machine, shape, vectors * machine.n_vec, width) > 1
             tiles.append(Tile(vectors, width, row_cycles(machine, shape, vectors, width, from_l2), from_l2))
 
     def rank(t: Tile) -> tuple:
@@ -101,53 +93,6 @@ def register_tiles(machine: Machine, shape: ConvShape) -> list[Tile]:
         return (round(t.cycles, 6), -t.accumulators, -t.vectors)
 
     return sorted(tiles, key=rank)
-
-
-def weights_level(machine: Machine, shape: ConvShape, cob: int) -> int:
-    """The cache level that holds the weight block of a C_o,b-wide tile: 1 when a C_i,b of at least two vectors of
-    channels (or all of them) fits the L1 budget, else 2."""
-    lanes = machine.n_vec
-    l1 = machine.cache(1)
-    if l1 is None:
-        return 1
-    per_channel = cob * shape.kh * shape.kw * 4
-    fits = int(l1.size_bytes * L1_WEIGHT_SHARE // per_channel)
-    return 1 if fits >= min(2 * lanes, -(-shape.ci // lanes) * lanes) else 2
-
-
-def choose_cib(machine: Machine, shape: ConvShape, cob: int) -> tuple[int | None, str]:
-    """C_i,b: the input-channel block, with the reason."""
-    lanes = machine.n_vec
-    ci_padded = -(-shape.ci // lanes) * lanes
-    taps = shape.kh * shape.kw
-    slab_per_channel = cob * taps * 4  # bytes of weights per input channel of the block
-    l1, l2 = machine.cache(1), machine.cache(2)
-    by_streams = max(lanes, (PREFETCH_STREAMS * lanes // shape.kh) // lanes * lanes)
-    budget = l1.size_bytes * L1_WEIGHT_SHARE if l1 else float("inf")
-    by_l1 = max(lanes, int(budget // slab_per_channel) // lanes * lanes)
-    by_l2 = (
-        max(lanes, int(l2.size_bytes * L2_WEIGHT_SHARE // slab_per_channel) // lanes * lanes) if l2 else ci_padded
-    )
-    # Prefer the weights in L1; if that leaves too few channels per block to amortize reloading the output tile
-    # (fewer than ~2 blocks of channels), settle for L2.
-    level = f"L{weights_level(machine, shape, cob)}"
-    cib = by_l1 if level == "L1" else by_l2
-    cib = min(cib, by_streams)
-    # Round down to the ladder N_vec * 2^k that the search space uses, so the prediction is one of its points.
-    cib = lanes * 2 ** int(math.log2(cib // lanes))
-    if cib >= ci_padded:
-        return None, (
-            f"all {shape.ci} input channels in one block: weights {cob}x{shape.ci}x{shape.kh}x{shape.kw}x4 B = "
-            f"{cob * shape.ci * taps * 4 / 1024:.1f} KiB fit the {level} budget and {-(-shape.ci // lanes)} planes "
-            f"x {shape.kh} rows <= {PREFETCH_STREAMS} prefetch streams"
-        )
-    bound = "prefetch streams" if cib == by_streams else f"{level} budget"
-    return cib, (
-        f"bound by {bound}: weights per block {cob}x{cib}x{shape.kh}x{shape.kw}x4 B = "
-        f"{cob * cib * taps * 4 / 1024:.1f} KiB, kept in {level} (L1 budget {L1_WEIGHT_SHARE:.0%} of "
-        f"{l1.size_kib if l1 else '?'} KiB, L2 budget {L2_WEIGHT_SHARE:.0%} of {l2.size_kib if l2 else '?'} KiB); "
-        f"input streams {cib // lanes} planes x {shape.kh} rows <= {PREFETCH_STREAMS}"
-    )
 
 
 def choose_parallel(shape: ConvShape, machine: Machine, cob: int, threads: int) -> tuple[str, int | None, float, str]:
@@ -205,7 +150,7 @@ def predict(shape: ConvShape, machine: Machine, threads: int = 1) -> Plan:
         reasons.append(
             Reason("E", best.accumulators, f"below the latency bound {need:g}: the layer is too narrow for more")
         )
-    cib, why_cib = choose_cib(machine, shape, cob)
+    cib, why_cib = choose_cib(machine, shape, cob, best.width)
     reasons.append(Reason("cib", cib if cib is not None else "all", why_cib))
     parallel, rows, balance, why_par = choose_parallel(shape, machine, cob, threads)
     reasons.append(Reason("parallel", parallel, why_par))
@@ -274,7 +219,7 @@ def search_space(shape: ConvShape, machine: Machine, threads: int = 1) -> Search
     seen: set[KernelConfig] = set()
     for tile in kept:
         cob = tile.vectors * lanes
-        cib, _ = choose_cib(machine, shape, cob)
+        cib, _ = choose_cib(machine, shape, cob, tile.width)
         base = cib or ci_padded
         cib_options = {c if c < ci_padded else None for c in (base // 2, base, base * 2) if c >= lanes}
         cib_options.add(cib)
@@ -332,7 +277,7 @@ def estimate_config(shape: ConvShape, machine: Machine, config: KernelConfig) ->
         raise ValueError(f"config for {config.isa} ({config.lanes} lanes) cannot run on {machine.id} (n_vec={machine.n_vec})")
     view = shape.kernel_view()
     vectors = config.cob // machine.n_vec
-    from_l2 = weights_level(machine, view, config.cob) > 1
+    from_l2 = weights_level(machine, view, config.cob, config.wob) > 1
     seconds = layer_seconds(machine, view, vectors, config.wob, config.threads,
                             split_balance(shape, machine, config), from_l2)
     need = registers_needed(vectors, config.wob, spare_registers(view))

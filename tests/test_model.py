@@ -8,6 +8,7 @@ from directconv.kernels.shape import ConvShape
 from directconv.layers import get_layer, suite
 from directconv.machines.machine import Cache, Machine
 from directconv.model import predict, register_tiles, search_space, unpruned_space
+from directconv.model.cache import choose_cib, l1_fit, l2_fit, tile_input_bytes_per_block, weights_level
 
 
 def machine(isa: str, n_vec: int, n_reg: int, n_fma: float, l_fma: float, l1=32, l2=1024, cores=4) -> Machine:
@@ -88,12 +89,38 @@ def test_cache_block_keeps_weights_in_l1_and_respects_streams():
     plan = predict(shape, HASWELL)
     c = plan.config
     why = next(r.why for r in plan.reasons if r.parameter == "cib")
-    level_kib = 32 if "kept in L1" in why else 256
-    assert "kept in L" in why
-    assert c.cib is not None and c.cib * c.cob * 9 * 4 <= level_kib * 1024 * 0.5
+    assert "kept in L1" in why and "ways" in why
+    l1 = HASWELL.cache(1)
+    way = l1.size_bytes // l1.ways
+    weight_ways = -(-c.cib * c.cob * 9 * 4 // way)
+    assert weight_ways + 1 <= l1.ways - 1, "the weight block and one way of streaming input leave a way free"
     assert (c.cib // 8) * 3 <= 16  # input planes x filter rows within the prefetch streams
     small = predict(get_layer("googlenet:3a_5x5").shape, HASWELL)  # 16 input channels: no reason to block
     assert small.config.cib is None
+
+
+def test_cache_block_by_ways_hand_computed():
+    # vgg16:conv4_2 on Haswell's L1 (32 KiB, 8 ways of 4 KiB, 64 B lines), a 24x4 tile. Per 8 input channels the
+    # weights take 24*3*3*8*4 = 6912 B; the tile reads 3 rows of (4-1)*1+3 = 6 columns x 32 B = 192 B, i.e.
+    # ceil(192/64)+1 = 4 lines per row, 768 B. 16 channels: 13824 B = 4 ways + 1 way of input <= 7. 24 channels:
+    # 20736 B = 6 ways + 1 <= 7. 32 channels: 27648 B = 7 ways + 1 > 7. So 24 channels fit.
+    shape = get_layer("vgg16:conv4_2").shape
+    fit = l1_fit(HASWELL, shape, 24, 4)
+    assert (fit.channels, fit.weight_ways, fit.other_ways) == (24, 6, 1)
+    cib, why = choose_cib(HASWELL, shape, 24, 4)
+    assert cib == 16 and "6 + input 1 <= 8 - 1 ways" in why  # 24 rounded down to the N_vec * 2^k ladder
+    # Same size, half the ways (8 KiB each): 16 channels take 2 + 1 <= 3 ways, 24 channels 3 + 1 > 3.
+    four_way = Machine(**{**HASWELL.__dict__, "caches": (Cache(1, 32, 4, 64, 1), Cache(2, 256, 8, 64, 1))})
+    assert l1_fit(four_way, shape, 24, 4).channels == 16
+    # A 2-way L1 leaves one way after the reserve: the weights of 16 channels do not fit beside the input, so
+    # they live in L2 (256 KiB, 8 ways of 32 KiB), beside the 3-row input window (28 columns x 32 B = 896 B:
+    # ceil(896/64)+1 = 15 lines per row, 2880 B per 8 channels). 176 channels: 152064 B = 5 ways + 63360 B = 2 ways
+    # <= 7; 184 channels: 5 + 3 > 7.
+    two_way = Machine(**{**HASWELL.__dict__, "caches": (Cache(1, 32, 2, 64, 1), Cache(2, 256, 8, 64, 1))})
+    assert weights_level(two_way, shape, 24, 4) == 2
+    assert l2_fit(two_way, shape, 24).channels == 176
+    # Lines are whole: a 128 B line (Apple M1) makes the same 192 B run touch 3 lines of 128 B.
+    assert tile_input_bytes_per_block(shape, 8, 4, Cache(1, 128, 8, 128, 1)) == 3 * 3 * 128
 
 
 def test_threads_split_output_channel_blocks_when_they_divide():
