@@ -38,16 +38,22 @@ def spare_registers(shape: ConvShape) -> int:
     return 1 if shape.kh * shape.kw == 1 else 0
 
 
-# The latency bound, stretched: an accumulator's next FMA rarely issues the very cycle its last one retires (loads
-# and broadcasts compete for the same scheduler), so tiles with exactly N_fma * L_fma accumulators run at about 80%.
-# Measured on Zen 3 (benchmarks/results/model-sweep-zen3.json): 2x5 and 2x6 tiles beat 4x2 and 2x4 ones.
+# The latency bound, stretched where loops are short: a layer with a filter runs one channel loop per tap, N_vec
+# iterations long, and the first multiply-adds of each loop wait on the last ones of the loop before, so tiles with
+# exactly N_fma * L_fma accumulators run at about 80%. Measured on Zen 3 (benchmarks/results/model-sweep-zen3.json):
+# 2x5 and 2x6 tiles beat 4x2 and 2x4 ones on 3x3 layers. A 1x1 layer runs one loop over all its input channels,
+# and out-of-order issue hides the latency: there a 2x4 tile matched or beat 2x6 (res2_1x1_64to256, final rounds of
+# benchmarks/results/model-sweep-zen3-2026-11-30c.json).
 LATENCY_SLACK = 1.25
+LATENCY_SLACK_LONG_LOOP = 1.0
 
 
-def step_cycles(machine: Machine, vectors: int, width: int, weights_from_l2: bool = False) -> float:
+def step_cycles(machine: Machine, vectors: int, width: int, weights_from_l2: bool = False,
+                long_loop: bool = False) -> float:
     loads = machine.n_load or DEFAULT_LOADS_PER_CYCLE
+    slack = LATENCY_SLACK_LONG_LOOP if long_loop else LATENCY_SLACK
     # The generated code pins each weight vector in a register (one load per step, reused across the tile's width).
-    bounds = [vectors * width / machine.n_fma, machine.l_fma * LATENCY_SLACK, (vectors + width) / loads]
+    bounds = [vectors * width / machine.n_fma, machine.l_fma * slack, (vectors + width) / loads]
     if weights_from_l2:
         # Weight blocks too large for L1 stream from L2 at every step: bandwidth, not FMAs, sets the pace.
         bounds.append(vectors * machine.n_vec * 4 / DEFAULT_L2_BYTES_PER_CYCLE)
@@ -60,9 +66,11 @@ def row_cycles(machine: Machine, shape: ConvShape, vectors: int, width: int, wei
     full_j, tail_v = divmod(blocks_out, vectors)
     full_t, tail_w = divmod(shape.wo, width)
 
+    long_loop = shape.kh * shape.kw == 1
+
     def one_block(v: int) -> float:
-        full = step_cycles(machine, v, width, weights_from_l2)
-        return full_t * full + (step_cycles(machine, v, tail_w, weights_from_l2) if tail_w else 0.0)
+        full = step_cycles(machine, v, width, weights_from_l2, long_loop)
+        return full_t * full + (step_cycles(machine, v, tail_w, weights_from_l2, long_loop) if tail_w else 0.0)
 
     return full_j * one_block(vectors) + (one_block(tail_v) if tail_v else 0.0)
 
@@ -76,9 +84,9 @@ def taps_executed(shape: ConvShape) -> int:
     return max(1, total) * shape.kw  # at least one: an all-padding layer still costs its loop overhead
 
 
-def tile_efficiency(machine: Machine, vectors: int, width: int) -> float:
-    """Fraction of FMA peak a full tile reaches by this estimate."""
-    return (vectors * width / machine.n_fma) / step_cycles(machine, vectors, width)
+def tile_efficiency(machine: Machine, vectors: int, width: int, long_loop: bool = False) -> float:
+    """Fraction of FMA peak a full tile reaches by this estimate (long_loop: in a 1x1 layer, see LATENCY_SLACK)."""
+    return (vectors * width / machine.n_fma) / step_cycles(machine, vectors, width, long_loop=long_loop)
 
 
 def layer_seconds(machine: Machine, shape: ConvShape, vectors: int, width: int, threads: int, parallel_balance: float,

@@ -7,7 +7,7 @@ import pytest
 from directconv.kernels.shape import ConvShape
 from directconv.layers import get_layer, suite
 from directconv.machines.machine import Cache, Machine
-from directconv.model import predict, register_tiles, search_space, unpruned_space
+from directconv.model import predict, register_tiles, search_space, tile_efficiency, unpruned_space
 from directconv.model.cache import choose_cib, l1_fit, l2_fit, tile_input_bytes_per_block, weights_level
 
 
@@ -82,6 +82,27 @@ def test_edge_tiles_steer_the_width():
     assert tiles.index((2, 5)) < tiles.index((2, 6)) and tiles.index((1, 14)) < tiles.index((2, 6))
     first = tiles[0]
     assert 14 % first[1] == 0 or first[0] * (14 % first[1]) >= 6, f"{first} leaves a narrow edge tile"
+
+
+def test_latency_slack_applies_to_short_per_tap_loops_only():
+    # A tile with exactly N_fma * L_fma = 8 accumulators (2x4 on a Zen 3-like core): in a 3x3 layer's per-tap loops
+    # the latency bound is stretched by LATENCY_SLACK (80% of peak); in a 1x1 layer's single long loop it is not.
+    zen3 = machine("avx2", 8, 16, 2, 4)
+    assert tile_efficiency(zen3, 2, 4) == pytest.approx(0.8)
+    assert tile_efficiency(zen3, 2, 4, long_loop=True) == pytest.approx(1.0)
+    one_by_one = [(t.vectors, t.width) for t in register_tiles(zen3, get_layer("resnet50:res2_1x1_64to256").shape.kernel_view())]
+    assert one_by_one.index((2, 4)) < 6, "an 8-accumulator tile is a front runner in a 1x1 layer"
+
+
+def test_one_vector_tiles_lose_ties():
+    # resnet50:res4_3x3 on a Zen 3-like core: 1x14 and 2x5 tie on estimated cycles; one vector tall means a
+    # broadcast per multiply-add, so 2x5 goes first.
+    zen3 = machine("avx2", 8, 16, 2, 4)
+    tiles = register_tiles(zen3, get_layer("resnet50:res4_3x3").shape)
+    by_shape = {(t.vectors, t.width): t for t in tiles}
+    assert by_shape[(1, 14)].cycles == pytest.approx(by_shape[(2, 5)].cycles)
+    assert tiles.index(by_shape[(2, 5)]) < tiles.index(by_shape[(1, 14)])
+    assert predict(get_layer("resnet50:res4_3x3").shape, zen3).config.cob > 8
 
 
 def test_cache_block_keeps_weights_in_l1_and_respects_streams():
