@@ -61,7 +61,8 @@ def rescore(path: Path) -> int:
     return 0
 
 
-def sweep_layer(name: str, machine, min_time: float, final_min_time: float, final_rounds: int, top: int) -> dict:
+def sweep_layer(name: str, machine, min_time: float, final_min_time: float, final_rounds: int, top: int,
+                first_passes: int = 2) -> dict:
     shape = get_layer(name).shape
     configs = list(unpruned_space(shape, machine, 1))
     plan = predict(shape, machine, 1)
@@ -86,25 +87,36 @@ def sweep_layer(name: str, machine, min_time: float, final_min_time: float, fina
             return m.gflops
 
         local: list[float] = []
-        group: list = []
-        before = anchor()
-        for i, config in enumerate(configs):
-            b = built[config.compile_key()]
-            if b.library is None:
-                raw[config] = None
-            else:
-                m = measurer.measure(config, shape, b.library)
-                raw[config] = m.gflops if m.ok else None
-            group.append(config)
-            if len(group) == ANCHOR_EVERY or i == len(configs) - 1:
-                after = anchor()
-                speed = (before + after) / 2
-                local.append(speed)
-                for c in group:
-                    first[c] = None if raw[c] is None else raw[c] / speed
-                group, before = [], after
-            if i % 200 == 0:
-                print(f"  {name}: {i}/{len(configs)} measured", file=sys.stderr, flush=True)
+
+        def one_pass(order: list) -> dict:
+            """Each configuration's speed relative to the anchor timed around its group."""
+            relative: dict = {}
+            group: list = []
+            before = anchor()
+            for i, config in enumerate(order):
+                b = built[config.compile_key()]
+                if b.library is None:
+                    raw[config] = None
+                else:
+                    m = measurer.measure(config, shape, b.library)
+                    raw[config] = m.gflops if m.ok else None
+                group.append(config)
+                if len(group) == ANCHOR_EVERY or i == len(order) - 1:
+                    after = anchor()
+                    speed = (before + after) / 2
+                    local.append(speed)
+                    for c in group:
+                        relative[c] = None if raw[c] is None else raw[c] / speed
+                    group, before = [], after
+                if i % 200 == 0:
+                    print(f"  {name}: {i}/{len(order)} measured", file=sys.stderr, flush=True)
+            return relative
+
+        # Passes in alternating orders: drift that the anchor misses lands early in one pass and late in the next.
+        passes = [one_pass(configs if k % 2 == 0 else configs[::-1]) for k in range(first_passes)]
+        for c in configs:
+            values = [p[c] for p in passes if p.get(c) is not None]
+            first[c] = float(np.mean(values)) if len(values) == len(passes) else None
         scale = float(np.median(local))
         first = {c: None if r is None else r * scale for c, r in first.items()}
     result = finals(name, shape, machine, first, final_min_time, final_rounds, top, built)
@@ -121,6 +133,7 @@ def sweep_layer(name: str, machine, min_time: float, final_min_time: float, fina
         "compile_seconds": round(compile_s, 1),
         **result,
         "spearman_predicted_vs_measured": round(float(rho), 3),
+        "first_passes": first_passes,
         "anchor_gflops": {"median": round(scale, 2), "min": round(min(local), 2), "max": round(max(local), 2)},
         "first_pass": [{"config": c.to_dict(), "gflops": round(g, 2), "raw_gflops": round(raw[c], 2)}
                        for c, g in measured],
@@ -151,7 +164,8 @@ def finals(name: str, shape: ConvShape, machine, first: dict, min_time: float, r
                 if m.ok:
                     times[c] = m.gflops
             per_round.append(times)
-            print(f"  {name}: final round {r + 1}/{rounds}", file=sys.stderr, flush=True)
+            if (r + 1) % 10 == 0 or r + 1 == rounds:
+                print(f"  {name}: final round {r + 1}/{rounds}", file=sys.stderr, flush=True)
     pick, judge = per_round[0::2], per_round[1::2]
 
     def median_over(half: list[dict], c) -> float:
@@ -220,6 +234,8 @@ def main() -> int:
     ap.add_argument("--layer", action="append")
     ap.add_argument("--rescore", type=Path, help="recompute the rank correlation of a committed result, no measuring")
     ap.add_argument("--min-time", type=float, default=0.03, help="seconds of timing per configuration, first pass")
+    ap.add_argument("--first-passes", type=int, default=2,
+                    help="passes over the whole space, in alternating orders, averaged (default 2)")
     ap.add_argument("--refinal", type=Path, help="only the final rounds again, under the current model, from this "
                     "committed sweep's first pass (with --out)")
     ap.add_argument("--final-rounds", type=int, default=30)
@@ -243,7 +259,8 @@ def main() -> int:
         machine = load_machine(args.machine)
     results = []
     for name in args.layer:
-        r = sweep_layer(name, machine, args.min_time, args.final_min_time, args.final_rounds, args.top)
+        r = sweep_layer(name, machine, args.min_time, args.final_min_time, args.final_rounds, args.top,
+                        args.first_passes)
         results.append(r)
         report(r)
     doc = {

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from directconv.kernels import layout, runtime
+from directconv.kernels import convert, layout, runtime
 from directconv.kernels.config import KernelConfig
 from directconv.kernels.isa import get_isa, host_isa, host_isas
 from directconv.kernels.shape import ConvShape, normalize_padding, normalize_stride
@@ -93,18 +93,29 @@ class BlockedTensor:
         return int(self.data.shape[3])
 
 
-def to_blocked(x: np.ndarray, *, isa: str | None = None) -> BlockedTensor:
-    """NCHW float32 -> BlockedTensor with the vector width of `isa` (default: the best ISA of this host)."""
+def _conversion_threads(threads: int | None) -> int:
+    if threads is None:
+        return available_threads()
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be a positive int or None, got {threads!r}")
+    return threads
+
+
+def to_blocked(x: np.ndarray, *, isa: str | None = None, threads: int | None = None) -> BlockedTensor:
+    """NCHW float32 -> BlockedTensor with the vector width of `isa` (default: the best ISA of this host).
+
+    threads: threads of the copy (default: every available CPU); the copy runs in C (kernels/convert.py).
+    """
     x = _require_float32("x", x, 4, "NCHW")
     lanes = get_isa(isa or host_isa()).lanes
-    return BlockedTensor(layout.nchw_to_blocked(x, lanes), int(x.shape[1]))
+    return BlockedTensor(convert.to_blocked(x, lanes, threads=_conversion_threads(threads)), int(x.shape[1]))
 
 
-def from_blocked(xb: BlockedTensor) -> np.ndarray:
-    """BlockedTensor -> NCHW float32 (a new C-contiguous array)."""
+def from_blocked(xb: BlockedTensor, *, threads: int | None = None) -> np.ndarray:
+    """BlockedTensor -> NCHW float32 (a new C-contiguous array); threads as for to_blocked."""
     if not isinstance(xb, BlockedTensor):
         raise TypeError(f"from_blocked expects a BlockedTensor, got {type(xb).__name__}")
-    return layout.blocked_to_nchw(xb.data, xb.channels)
+    return convert.to_nchw(xb.data, xb.channels, threads=_conversion_threads(threads))
 
 
 @dataclass(frozen=True)
@@ -259,5 +270,6 @@ def conv2d(
         w, bias, input_size=(int(x.shape[2]), int(x.shape[3])), stride=stride, padding=padding, config=config,
         threads=threads,
     )
-    xb = BlockedTensor(layout.nchw_to_blocked(x, packed.config.lanes), int(x.shape[1]))
-    return from_blocked(conv2d_blocked(xb, packed))
+    t = packed.config.threads
+    xb = BlockedTensor(convert.to_blocked(x, packed.config.lanes, threads=t), int(x.shape[1]))
+    return from_blocked(conv2d_blocked(xb, packed), threads=t)

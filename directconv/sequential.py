@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from directconv import api
-from directconv.kernels import layout
+from directconv.kernels import convert, layout
 from directconv.kernels.isa import get_isa, host_isa
 from directconv.layer import Conv2d
 from directconv.pool import MaxPool2d
@@ -51,6 +51,7 @@ class Plan:
     lanes: int
     input: Stage
     outputs: tuple[Stage, ...]
+    threads: int = 1  # of the NCHW conversions around a call: the most any convolution of the chain runs with
 
     def buffer_floats(self, batch: int, *, nchw: bool) -> tuple[int, int]:
         """Floats in each of the two buffers of one call.
@@ -152,6 +153,7 @@ class Sequential:
         current = Stage("input", channels, height, width)
         outputs: list[Stage] = []
         isa: str | None = None
+        threads = 1
         first_conv = ""
         for i, (name, step) in enumerate(zip(self._names, self._steps)):
             where = f"step {i} ({name!r})"
@@ -170,6 +172,7 @@ class Sequential:
                             f"runs {isa} ({get_isa(isa).lanes} lanes): one chain needs one blocked layout; give "
                             f"every Conv2d the same ISA"
                         )
+                    threads = max(threads, binding.config.threads)
                     ho, wo = binding.shape.ho, binding.shape.wo
                     current = Stage(name, step.out_channels, ho, wo)
                 else:
@@ -180,7 +183,7 @@ class Sequential:
                                  f"{exc}") from None
             outputs.append(current)
         isa = isa or host_isa()
-        return Plan(isa, get_isa(isa).lanes, Stage("input", channels, height, width), tuple(outputs))
+        return Plan(isa, get_isa(isa).lanes, Stage("input", channels, height, width), tuple(outputs), threads)
 
     # ------------------------------------------------------------------------------------------ running
 
@@ -195,8 +198,9 @@ class Sequential:
         plan = self.plan(int(x.shape[1]), int(x.shape[2]), int(x.shape[3]))
         buffers = self._buffers(plan, batch, nchw=True)
         blocked_in = _view(buffers[1], plan.input, batch, plan.lanes)
-        layout.nchw_to_blocked(x, plan.lanes, out=blocked_in.data)
-        return api.from_blocked(self._run(plan, blocked_in, buffers, out=None, last_in_buffer=True))
+        convert.to_blocked(x, plan.lanes, threads=plan.threads, out=blocked_in.data)
+        return api.from_blocked(self._run(plan, blocked_in, buffers, out=None, last_in_buffer=True),
+                                threads=plan.threads)
 
     def forward_blocked(self, x: api.BlockedTensor, *, out: api.BlockedTensor | None = None) -> api.BlockedTensor:
         """Blocked in, blocked out. Allocates the two buffers and the result; with `out=` only the buffers."""

@@ -49,6 +49,7 @@ def tune_layers(layers: list[tuple[str, dict]], trials: int, options: dict, prog
             "gain": t.gain,
             "percent_of_peak": t.percent_of_peak,
             "trials": r.trials_total,
+            "confirmation_rounds": max((m.samples for m in r.confirmed), default=0),
             "measured_now": r.measured_now,
             "failed_now": r.failed_now,
             "seconds": r.seconds,
@@ -120,6 +121,10 @@ def run_tune(args: argparse.Namespace) -> int:
         print(f"{row['layer']:32} {short(row['predicted_config']):>22} {num(row['predicted_gflops'], '8.1f')} "
               f"{short(row['best_config']):>22} {num(row['best_gflops'], '8.1f')} {num(row['gain'], '6.2f')} "
               f"{num(row['percent_of_peak'], '6.1f')} {row['trials']:>6} {row['seconds']:>6.0f}s")
+    rounds = max((r.get("confirmation_rounds", 0) for r in rows), default=0)
+    if rounds:
+        print(f"GFLOP/s: the study's fastest and the model's configuration timed again side by side, median of "
+              f"{rounds} interleaved rounds")
     if args.json:
         from directconv.bench.results import write_json
 

@@ -31,6 +31,8 @@ PREDICTED_UNROLL = 2
 # Register tiles kept in the pruned space: those whose estimated layer time is within this factor of the best.
 TILE_KEEP_FACTOR = 1.15
 MAX_PRUNED_TILES = 6
+# The pruned space is never more than this fraction of the unpruned one (the best-estimated configurations stay).
+MIN_REDUCTION = 20
 # What one spilled accumulator costs at least (a load and a store per step): the low end of the 20-50% measured.
 SPILL_PENALTY = 1.25
 
@@ -223,7 +225,7 @@ def search_space(shape: ConvShape, machine: Machine, threads: int = 1) -> Search
         cob = tile.vectors * lanes
         cib, _ = choose_cib(machine, shape, cob, tile.width)
         base = cib or ci_padded
-        cib_options = {c if c < ci_padded else None for c in (base // 2, base, base * 2) if c >= lanes}
+        cib_options = {c if c < ci_padded else None for c in (base // 2, base, base * 2, base * 4) if c >= lanes}
         cib_options.add(cib)
         parallel, rows, balance, _ = choose_parallel(shape, machine, cob, threads)
         splits = {(parallel, rows)} | ({("rows", 1), ("co", None)} if threads > 1 else set())
@@ -245,17 +247,22 @@ def search_space(shape: ConvShape, machine: Machine, threads: int = 1) -> Search
     # The prediction itself always comes first.
     configs = [plan.config] + [c for _, c in scored if c != plan.config]
     gflops = [plan.predicted_gflops] + [flops / s / 1e9 for s, c in scored if c != plan.config]
+    unpruned = sum(1 for _ in unpruned_space(shape, machine, threads))
+    cap = max(1, unpruned // MIN_REDUCTION)
+    configs, gflops = configs[:cap], gflops[:cap]
     cuts = (
         f"register tiles: {len(tiles)} fit N_reg={machine.n_reg} without spilling (accumulators + weights + "
         f"broadcast); tiles that spill lose 20-50% (measured) and are cut",
         f"kept {len(kept)} tiles within {TILE_KEEP_FACTOR:.2f}x of the best estimated cycles (edge tiles counted); "
         f"the estimate's error between tiles of similar FMA count is well below 15%",
-        "C_i,b: the model's block, half and double it (and all channels) instead of the whole ladder: "
-        "the cost is flat near the cache fit and steep far from it",
+        "C_i,b: the model's block, half, twice and four times it (all channels where that reaches them) instead "
+        "of the whole ladder: the cost is flat from half the cache fit to four times it (within 5% on Zen 3: "
+        "res5, res4, alexnet conv2, vgg16 conv3_2) and steep below it",
         f"unroll: {UNROLLS_PRUNED} (8 makes GCC hoist loads and spill accumulators)",
         "threads: the model's split plus the other axis, rows one at a time (balance)" if threads > 1 else "one thread",
+        f"at most 1/{MIN_REDUCTION} of the unpruned space ({cap} of {unpruned}), the best estimated first",
     )
-    return SearchSpace(tuple(configs), tuple(gflops), sum(1 for _ in unpruned_space(shape, machine, threads)), cuts)
+    return SearchSpace(tuple(configs), tuple(gflops), unpruned, cuts)
 
 
 def split_balance(shape: ConvShape, machine: Machine, config: KernelConfig) -> float:

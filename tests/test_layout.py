@@ -76,3 +76,65 @@ def test_kernel_buffers_start_on_a_cache_line():
     for a in (layout.nchw_to_blocked(x, 8), layout.pack_weights(w, 8, 16), layout.pack_bias(None, 37, 8, 16),
               layout.empty_aligned((3, 5, 7))):
         assert a.ctypes.data % layout.ALIGN == 0 and a.flags.c_contiguous and a.dtype == np.float32
+
+
+# The C conversions (kernels/convert.py) against the numpy reference above: bit for bit, since they only move floats.
+@pytest.mark.compiler
+@pytest.mark.parametrize("n, channels, h, w, lanes", [
+    (1, 3, 227, 227, 8),  # a network's input: one partial channel block, many pixel runs
+    (2, 13, 5, 7, 8),  # batch, a full block and a tail
+    (1, 64, 56, 56, 8),  # 3136 pixels: a full run of 2048 and a partial one
+    (1, 35, 9, 9, 16),
+    (1, 6, 4, 3, 4),
+    (1, 1, 1, 1, 8),
+])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_c_conversions_match_the_numpy_reference(rng, n, channels, h, w, lanes, threads):
+    from directconv.kernels import convert
+
+    x = rng.standard_normal((n, channels, h, w)).astype(np.float32)
+    xb = convert.to_blocked(x, lanes, threads=threads)
+    np.testing.assert_array_equal(xb, layout.nchw_to_blocked(x, lanes))
+    assert xb.ctypes.data % layout.ALIGN == 0
+    y = convert.to_nchw(xb, channels, threads=threads)
+    np.testing.assert_array_equal(y, x)
+    assert y.flags.c_contiguous
+
+
+@pytest.mark.compiler
+def test_c_conversions_take_views_and_fill_given_buffers(rng):
+    from directconv.kernels import convert
+
+    view = rng.standard_normal((1, 7, 6, 10)).astype(np.float32)[..., ::2]  # every other column: not contiguous
+    x = view.copy()
+    assert not view.flags.c_contiguous
+    out = np.full((1, 1, 6, 5, 8), np.nan, np.float32)  # padding lanes must come back zero, not left as they were
+    assert convert.to_blocked(view, 8, out=out) is out
+    np.testing.assert_array_equal(out, layout.nchw_to_blocked(x, 8))
+    with pytest.raises(ValueError, match=r"out must be .* shape \(1, 1, 6, 5, 8\)"):
+        convert.to_blocked(x, 8, out=np.empty((1, 1, 6, 5, 4), np.float32))
+    with pytest.raises(ValueError, match=r"channels must be in 9\.\.16 .* got 7"):
+        convert.to_nchw(np.zeros((1, 2, 6, 5, 8), np.float32), 7)
+
+
+def test_conversions_fall_back_to_numpy_without_a_compiler(rng, monkeypatch):
+    from directconv.kernels import compiler, convert
+
+    def no_compiler(*args, **kwargs):
+        raise compiler.CompilerNotFoundError("no C compiler found (test)")
+
+    monkeypatch.setattr(compiler, "build", no_compiler)
+    monkeypatch.setattr(convert, "_libraries", {})
+    x = rng.standard_normal((1, 11, 4, 4)).astype(np.float32)
+    xb = convert.to_blocked(x, 8, threads=2)
+    np.testing.assert_array_equal(xb, layout.nchw_to_blocked(x, 8))
+    np.testing.assert_array_equal(convert.to_nchw(xb, 11), x)
+
+
+def test_conversion_threads_are_checked(rng):
+    import directconv
+
+    x = rng.standard_normal((1, 3, 4, 4)).astype(np.float32)
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match=rf"threads must be a positive int or None, got {bad!r}"):
+            directconv.to_blocked(x, threads=bad)

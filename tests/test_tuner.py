@@ -28,6 +28,8 @@ MACHINE = Machine(
     caches=(Cache(1, 32, 8, 64, 1), Cache(2, 512, 8, 64, 1)), compiler_flags=(), sources={},
 )
 SHAPE = ConvShape.from_args(8, 2 * ISA.lanes, 10, 12, 3, 3, 1, 1)
+# Twice the input channels: a pruned space (capped at 1/20 of the unpruned one) with six compiled variants.
+FAULT_SHAPE = ConvShape.from_args(16, 2 * ISA.lanes, 10, 12, 3, 3, 1, 1)
 
 
 def measured_keys(url: str) -> list[str]:
@@ -45,7 +47,7 @@ def measured_keys(url: str) -> list[str]:
 
 def test_crash_hang_compile_error_and_wrong_answer_are_failed_trials(tmp_path, monkeypatch):
     monkeypatch.setenv("DIRECTCONV_CACHE_DIR", str(tmp_path / "cache"))
-    configs = search_space(SHAPE, MACHINE).configs
+    configs = search_space(FAULT_SHAPE, MACHINE).configs
     variants = []
     for c in configs:
         if c.compile_key() not in [v.compile_key() for v in variants]:
@@ -68,7 +70,7 @@ def test_crash_hang_compile_error_and_wrong_answer_are_failed_trials(tmp_path, m
         return source
 
     url = f"sqlite:///{tmp_path / 'study.db'}"
-    result = tune(SHAPE, machine=MACHINE, fingerprint_id="test", trials=len(configs), storage=url, min_time=0.01,
+    result = tune(FAULT_SHAPE, machine=MACHINE, fingerprint_id="test", trials=len(configs), storage=url, min_time=0.01,
                   candidate_timeout=5, progress=False, source_hook=inject)
     statuses = {status for _, status, _ in result.failures}
     assert {"crashed", "timeout", "compile_error", "wrong"} <= statuses
@@ -207,3 +209,36 @@ def test_simulation_mode_replays_a_table_without_compiling(tmp_path, monkeypatch
 def test_the_unpruned_baseline_is_not_seeded_by_the_model(tmp_path):
     trials = _replayed("unpruned", tmp_path)
     assert not any("fixed_params" in t.system_attrs for t in trials), "the model-free baseline enqueues nothing"
+
+
+def test_finalists_are_timed_again_side_by_side_before_one_is_called_best(tmp_path, monkeypatch):
+    """After the study, its fastest configurations and the model's are re-timed in interleaved rounds; best and
+    predicted come from those rounds, so their ratio is measured under the same machine state."""
+    from directconv.model import predict
+    from directconv.tuner import tune as tune_module
+
+    monkeypatch.setenv("DIRECTCONV_CACHE_DIR", str(tmp_path / "cache"))
+    calls: list[str] = []
+    real_measure = tune_module.Measurer.measure
+
+    def recording(self, config, shape, library):
+        calls.append(config_key(config))
+        return real_measure(self, config, shape, library)
+
+    monkeypatch.setattr(tune_module.Measurer, "measure", recording)
+    url = f"sqlite:///{tmp_path / 'confirm.db'}"
+    result = tune(SHAPE, machine=MACHINE, fingerprint_id="confirm", trials=6, storage=url, progress=False,
+                  min_time=0.005, confirm_top=3, confirm_rounds=3)
+    study = optuna.load_study(study_name=result.study_name, storage=url)
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
+    top3 = {t.user_attrs["config_key"] for t in sorted(complete, key=lambda t: t.value, reverse=True)[:3]}
+    plan_key = config_key(predict(SHAPE, MACHINE).config)
+    finalists = {config_key(m.config) for m in result.confirmed}
+    assert finalists == top3 | {plan_key}
+    assert all(m.samples == 3 and "interleaved" in m.detail for m in result.confirmed)
+    rounds = calls[-3 * len(finalists):]
+    assert calls[:-3 * len(finalists)] and len(calls) == result.measured_now + 3 * len(finalists)
+    for r in range(3):  # every round times every finalist once
+        assert set(rounds[r * len(finalists):(r + 1) * len(finalists)]) == finalists
+    assert result.best.gflops == max(m.gflops for m in result.confirmed)
+    assert config_key(result.predicted.config) == plan_key and result.predicted in result.confirmed

@@ -40,6 +40,13 @@ class Progress:
             self.stream.write(line + "\n")
         self.stream.flush()
 
+    def note(self, text: str) -> None:
+        """A line of its own (after the bar, which it ends on a terminal)."""
+        if not self.enabled:
+            return
+        self.stream.write(("\n" if self.tty else "") + f"{self.label}: {text}" + ("" if self.tty else "\n"))
+        self.stream.flush()
+
     def close(self) -> None:
         if self.enabled and self.tty:
             self.stream.write("\n")

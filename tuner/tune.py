@@ -17,8 +17,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import optuna
 
+from directconv.bench.harness import schedule
 from directconv.kernels.config import KernelConfig
 from directconv.kernels.shape import ConvShape
 from directconv.machines.machine import Machine
@@ -39,6 +41,11 @@ warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to b
 
 SEEDS = 8  # model configurations enqueued before the sampler takes over
 MAX_DUPLICATES_IN_A_ROW = 5
+# The finalists (the study's fastest configurations and the model's own) are timed again, side by side, before one
+# is called best: a study times its candidates minutes apart, and on a shared host the same kernel runs up to 30%
+# faster or slower from one minute to the next, enough to crown whichever candidate ran in a quiet moment.
+CONFIRM_TOP = 4
+CONFIRM_ROUNDS = 5
 
 
 @dataclass(frozen=True)
@@ -55,6 +62,9 @@ class TuneResult:
     seconds: float
     space_size: int
     failures: tuple[tuple[str, str, str], ...] = field(default_factory=tuple)  # (config key, status, detail)
+    # The finalists as timed in the interleaved confirmation rounds (empty when nothing was confirmed); best and
+    # predicted above come from these rounds when they took part.
+    confirmed: tuple[Measurement, ...] = field(default_factory=tuple)
 
 
 def make_sampler(name: str, params: ParamSpace, seed: int | None) -> optuna.samplers.BaseSampler:
@@ -186,6 +196,8 @@ def tune(
     study_attrs: dict[str, Any] | None = None,
     trial_attrs: dict[str, Any] | None = None,
     simulate: Callable[[KernelConfig], Measurement] | None = None,
+    confirm_top: int = CONFIRM_TOP,
+    confirm_rounds: int = CONFIRM_ROUNDS,
 ) -> TuneResult:
     """Tune `shape` on this machine; resumable, shareable through `storage`, never measuring a config twice.
 
@@ -198,6 +210,9 @@ def tune(
     simulate: replay recorded measurements instead of compiling and timing (as Kernel Tuner's simulation mode
     does): the search itself, sampler, seeding and deduplication included, runs for real against a table, so
     benchmarks of the search are repeatable and free of the machine's noise.
+    confirm_top, confirm_rounds: the study's `confirm_top` fastest configurations and the model's are timed again
+    in `confirm_rounds` interleaved rounds (order rotating), and the best is the fastest median of those rounds
+    (0: take the study's fastest trial as measured). Not with `simulate`: a table does not drift.
     """
     if trials < 1:
         raise ValueError(f"trials must be >= 1, got {trials}")
@@ -309,18 +324,62 @@ def tune(
                 hb.trial_ids.discard(trial._trial_id)
                 measured_now += 1
                 bar.update(measured_now, best, m.status if not m.ok else "")
+        done = _measured(study)
+        complete = [t for t in done.values() if t.state == optuna.trial.TrialState.COMPLETE]
+        confirmed: tuple[Measurement, ...] = ()
+        if simulate is None and confirm_top > 0 and confirm_rounds > 0 and complete:
+            leaders = sorted(complete, key=lambda t: t.value, reverse=True)[:confirm_top]
+            finalists = [KernelConfig.from_dict(t.user_attrs["config"]) for t in leaders]
+            if config_key(plan.config) in done and plan.config not in finalists:
+                finalists.append(plan.config)
+            bar.note(f"confirming {len(finalists)} finalists in {confirm_rounds} interleaved rounds")
+            confirmed = confirm(measurer, shape, finalists, confirm_rounds, source_hook)
     bar.close()
-    done = _measured(study)
-    complete = [t for t in done.values() if t.state == optuna.trial.TrialState.COMPLETE]
     best_trial = max(complete, key=lambda t: t.value, default=None)
     predicted_trial = done.get(config_key(plan.config))
+    best_m = _measurement_from(best_trial) if best_trial else None
+    predicted_m = _measurement_from(predicted_trial) if predicted_trial else None
+    if confirmed:
+        best_m = max(confirmed, key=lambda m: m.gflops or 0.0)
+        predicted_m = next((m for m in confirmed if m.config == plan.config), predicted_m)
     return TuneResult(
-        shape=shape, threads=threads, study_name=name, storage_url=url,
-        best=_measurement_from(best_trial) if best_trial else None,
-        predicted=_measurement_from(predicted_trial) if predicted_trial else None,
+        shape=shape, threads=threads, study_name=name, storage_url=url, best=best_m, predicted=predicted_m,
         measured_now=measured_now, failed_now=failed_now, trials_total=len(done),
-        seconds=time.monotonic() - started, space_size=len(configs), failures=tuple(failures),
+        seconds=time.monotonic() - started, space_size=len(configs), failures=tuple(failures), confirmed=confirmed,
     )
+
+
+def confirm(measurer: Measurer, shape: ConvShape, finalists: list[KernelConfig], rounds: int,
+            source_hook: SourceHook | None = None) -> tuple[Measurement, ...]:
+    """Time `finalists` again in `rounds` interleaved rounds, the order rotating every round (see
+    bench.harness.schedule); each one's result is the median over rounds of its per-call median. A finalist that
+    fails now (its library gone, a crash) drops out."""
+    with compiling():  # normally all cached: the study compiled them
+        built = compile_all(finalists, shape, source_hook=source_hook)
+    by_key = {config_key(c): c for c in finalists if built[c.compile_key()].library is not None}
+    seconds: dict[str, list[float]] = {key: [] for key in by_key}
+    detail: dict[str, Measurement] = {}
+    for order in schedule(list(by_key), rounds):
+        for key in order:
+            if key not in seconds:
+                continue
+            config = by_key[key]
+            with measuring():
+                m = measurer.measure(config, shape, built[config.compile_key()].library)
+            if not m.ok or m.seconds is None:
+                del seconds[key]  # failed now: not a finalist any more
+                continue
+            seconds[key].append(m.seconds)
+            detail[key] = m
+    out = []
+    for key, values in seconds.items():
+        values = sorted(values)
+        median = float(np.median(values))
+        spread = (float(np.percentile(values, 90)) - float(np.percentile(values, 10))) / median
+        out.append(Measurement(by_key[key], "ok", seconds=median, spread=spread, samples=len(values),
+                               gflops=shape.flops() / median / 1e9, max_rel_error=detail[key].max_rel_error,
+                               detail=f"median of {len(values)} interleaved confirmation rounds"))
+    return tuple(out)
 
 
 def _params_of(config: KernelConfig) -> dict[str, Any]:

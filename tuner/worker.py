@@ -47,7 +47,7 @@ def handle(request: dict[str, Any]) -> dict[str, Any]:
     xb = layout.nchw_to_blocked(x, config.lanes)
     wp = layout.pack_weights(w, config.lanes, config.cob)
     bp = layout.pack_bias(b, shape.co, config.lanes, config.cob)
-    out = np.empty(kernel.output_shape(1), dtype=np.float32)
+    out = layout.empty_aligned(kernel.output_shape(1))  # as production allocates it
     args = dict(cib=config.cib, rows=config.rows, parallel=config.parallel, threads=config.threads)
     kernel.run(xb, wp, bp, out, **args)
     y = layout.blocked_to_nchw(out, shape.co)

@@ -17,6 +17,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 import directconv
+from directconv.kernels import layout
 from directconv.kernels.reference import conv2d_reference, tolerance
 from directconv.networks import ConvStep, Network, get_network, he_weights, sequential
 from directconv.sequential import Sequential
@@ -147,9 +148,9 @@ def prepare_blocked(problem: ChainProblem, threads: int) -> Prepared:
     model = build_model(problem)
     n = problem.network
     plan = model.plan(n.channels, n.size, n.size)
-    xb = directconv.to_blocked(problem.x, isa=plan.isa)
+    xb = directconv.to_blocked(problem.x, isa=plan.isa, threads=threads)
     last = plan.outputs[-1]
-    out = directconv.BlockedTensor(np.zeros(last.blocked_shape(1, plan.lanes), dtype=np.float32), last.channels)
+    out = directconv.BlockedTensor(layout.empty_aligned(last.blocked_shape(1, plan.lanes), zero=True), last.channels)
 
     def call() -> directconv.BlockedTensor:
         return model.forward_blocked(xb, out=out)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 import directconv
+from directconv.kernels import layout
 from directconv.kernels.layout import blocks
 
 from .base import Impl, Prepared, Problem
@@ -27,9 +28,9 @@ def prepare_blocked(problem: Problem, threads: int) -> Prepared:
     packed = _pack(problem, threads)
     config = packed.config
     s = problem.shape
-    xb = directconv.to_blocked(problem.x, isa=config.isa)
+    xb = directconv.to_blocked(problem.x, isa=config.isa, threads=threads)
     out = directconv.BlockedTensor(
-        np.zeros((1, blocks(s.co, config.lanes), s.ho, s.wo, config.lanes), dtype=np.float32), s.co
+        layout.empty_aligned((1, blocks(s.co, config.lanes), s.ho, s.wo, config.lanes), zero=True), s.co
     )
 
     def call() -> directconv.BlockedTensor:
@@ -49,8 +50,8 @@ def prepare_nchw(problem: Problem, threads: int) -> Prepared:
     x = problem.x
 
     def call() -> np.ndarray:
-        xb = directconv.to_blocked(x, isa=config.isa)
-        return directconv.from_blocked(directconv.conv2d_blocked(xb, packed))
+        xb = directconv.to_blocked(x, isa=config.isa, threads=threads)
+        return directconv.from_blocked(directconv.conv2d_blocked(xb, packed), threads=threads)
 
     s = problem.shape
     lanes = config.lanes

@@ -1,0 +1,77 @@
+"""The NCHW <-> blocked conversions: numpy (kernels/layout.py) against C (kernels/convert.py) on 1 and 2 threads.
+
+For the input and the output of each chosen suite layer, every implementation converts the same array in rounds
+(order rotating every round, bench.harness.interleaved_medians); reported: median ms per conversion and GB/s
+(bytes read + bytes written), and C's speedup over numpy.
+
+Usage: python benchmarks/conversion_ab.py [--layer vgg16:conv1_2 ...] [--rounds 15] [--json results.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+import time
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+
+from directconv.bench.harness import interleaved_medians
+from directconv.bench.results import write_json
+from directconv.kernels import convert, layout
+from directconv.layers import get_layer
+
+DEFAULT_LAYERS = ("vgg16:conv1_2", "resnet50:res2_1x1_64to256", "resnet50:res4_3x3", "alexnet:conv1")
+
+
+def per_call(fn, calls: int) -> float:
+    t0 = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    return (time.perf_counter() - t0) / calls
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--layer", action="append")
+    ap.add_argument("--rounds", type=int, default=15)
+    ap.add_argument("--lanes", type=int, default=8)
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    rng = np.random.default_rng(0)
+    rows = []
+    for name in args.layer or DEFAULT_LAYERS:
+        s = get_layer(name).shape
+        for side, (c, h, w) in (("input", (s.ci, s.h, s.w)), ("output", (s.co, s.ho, s.wo))):
+            x = rng.standard_normal((1, c, h, w)).astype(np.float32)
+            xb = layout.nchw_to_blocked(x, args.lanes)
+            nbytes = x.nbytes + xb.nbytes
+            calls = max(1, int(2e8 // nbytes))  # about 0.05 s per batch
+            runs = {
+                "to_blocked numpy": partial(layout.nchw_to_blocked, x, args.lanes),
+                "to_blocked C 1T": partial(convert.to_blocked, x, args.lanes, threads=1),
+                "to_blocked C 2T": partial(convert.to_blocked, x, args.lanes, threads=2),
+                "to_nchw numpy": partial(layout.blocked_to_nchw, xb, c),
+                "to_nchw C 1T": partial(convert.to_nchw, xb, c, threads=1),
+                "to_nchw C 2T": partial(convert.to_nchw, xb, c, threads=2),
+            }
+            for fn in runs.values():
+                fn()  # build and load the library, touch the pages
+            seconds = interleaved_medians({k: partial(per_call, fn, calls) for k, fn in runs.items()}, args.rounds)
+            for impl, t in seconds.items():
+                direction = impl.split()[0]
+                base = seconds[f"{direction} numpy"]
+                rows.append({"layer": name, "tensor": side, "shape": [1, c, h, w], "impl": impl, "ms": round(t * 1e3, 4),
+                             "gb_per_s": round(nbytes / t / 1e9, 2), "speedup_over_numpy": round(base / t, 2)})
+                print(f"{name:30} {side:6} {impl:18} {t * 1e3:8.3f} ms {nbytes / t / 1e9:6.1f} GB/s  x{base / t:.2f}",
+                      flush=True)
+    if args.json:
+        write_json(args.json, {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                               "lanes": args.lanes, "rounds": args.rounds, "rows": rows})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""NCHW <-> blocked conversions in C (kernels/c/dc_layout.c), multi-threaded, into caller-provided or aligned buffers.
+
+The numpy versions in layout.py stay the reference: these compute the same arrays bit for bit (they only move
+floats). Without a C compiler and without a cached build, the numpy versions run instead, with a log line.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from importlib import resources
+from typing import Any
+
+import cffi
+import numpy as np
+
+from . import compiler, layout
+
+log = logging.getLogger("directconv.cache")
+
+_ffi = cffi.FFI()
+_ffi.cdef(
+    "int dc_to_blocked(const float *x, float *xb, long n, long c, long hw, int threads);"
+    "int dc_from_blocked(const float *xb, float *y, long n, long c, long hw, int threads);"
+)
+_libraries: dict[int, Any] = {}
+_lock = threading.Lock()
+
+
+def _source(lanes: int) -> str:
+    text = (resources.files(__package__) / "c" / "dc_layout.c").read_text()
+    return f"#define DC_LANES {lanes}\n" + text
+
+
+def _library(lanes: int) -> Any | None:
+    """The conversion library for `lanes` (built once per lanes and compiler, then from the disk cache), or None
+    when neither a compiler nor a cached build is there."""
+    lib = _libraries.get(lanes)
+    if lib is None:
+        with _lock:
+            lib = _libraries.get(lanes)
+            if lib is None:
+                try:
+                    # No ISA flags: the loops are copies, and the library must run wherever its kernels run.
+                    path = compiler.build(_source(lanes), (), name="layout")
+                except compiler.CompilerNotFoundError as exc:
+                    log.info("layout conversions in numpy: %s", exc)
+                    return None
+                lib = _libraries[lanes] = _ffi.dlopen(str(path))
+    return lib
+
+
+def _pointer(a: np.ndarray) -> Any:
+    return _ffi.cast("float *", a.ctypes.data)
+
+
+def _check_out(out: np.ndarray, shape: tuple[int, ...]) -> None:
+    if out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous or not out.flags.writeable:
+        raise ValueError(f"out must be a writeable C-contiguous float32 array of shape {shape}, got "
+                         f"{out.dtype} {out.shape} (contiguous={out.flags.c_contiguous})")
+
+
+def to_blocked(x: np.ndarray, lanes: int, *, threads: int = 1, out: np.ndarray | None = None) -> np.ndarray:
+    """(N, C, H, W) float32 C-contiguous -> (N, ceil(C/lanes), H, W, lanes), channels past C zero."""
+    n, c, h, w = x.shape
+    shape = (n, layout.blocks(c, lanes), h, w, lanes)
+    if out is None:
+        out = layout.empty_aligned(shape)
+    else:
+        _check_out(out, shape)
+    lib = _library(lanes)
+    if lib is None or x.size == 0:
+        return layout.nchw_to_blocked(x, lanes, out=out)
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if lib.dc_to_blocked(_pointer(x), _pointer(out), n, c, h * w, max(1, threads)) != 0:
+        raise ValueError(f"dc_to_blocked refused shape {x.shape} with threads={threads}")
+    return out
+
+
+def to_nchw(xb: np.ndarray, channels: int, *, threads: int = 1, out: np.ndarray | None = None) -> np.ndarray:
+    """(N, CB, H, W, lanes) -> (N, channels, H, W) float32, C-contiguous (the padding channels dropped)."""
+    n, nb, h, w, lanes = xb.shape
+    if channels < 1 or layout.blocks(channels, lanes) != nb:
+        raise ValueError(f"channels must be in {(nb - 1) * lanes + 1}..{nb * lanes} for a blocked array of shape "
+                         f"{xb.shape}, got {channels}")
+    shape = (n, channels, h, w)
+    if out is None:
+        out = layout.empty_aligned(shape)
+    else:
+        _check_out(out, shape)
+    lib = _library(lanes)
+    if lib is None or xb.size == 0:
+        out[...] = layout.blocked_to_nchw(xb, channels)
+        return out
+    xb = np.ascontiguousarray(xb, dtype=np.float32)
+    if lib.dc_from_blocked(_pointer(xb), _pointer(out), n, channels, h * w, max(1, threads)) != 0:
+        raise ValueError(f"dc_from_blocked refused shape {xb.shape} with threads={threads}")
+    return out
