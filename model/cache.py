@@ -35,6 +35,7 @@ what the hardware prefetchers track, every plane misses.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from directconv.kernels.shape import ConvShape
@@ -89,13 +90,20 @@ def window_bytes_per_block(shape: ConvShape, lanes: int, cache: Cache) -> int:
     return shape.kh * _lines(shape.w * lanes * 4, cache) * cache.line_bytes
 
 
-def _largest_fit(level: int, cache: Cache, lanes: int, ci_padded: int, weight_per_block: int,
-                 other_per_block: int) -> CacheFit:
-    """Walk C_i,b up in blocks of N_vec channels while both operands fit the cache's ways."""
-    best = CacheFit(level, lanes, _ways(weight_per_block, cache), _ways(other_per_block, cache), cache.ways)
+def _largest_fit(machine: Machine, shape: ConvShape, cob: int, level: int,
+                 other_per_block: Callable[[Cache], int]) -> CacheFit | None:
+    """Walk C_i,b up in blocks of N_vec channels while the weight block and the other operand (bytes per block of
+    N_vec channels, given the cache) fit the ways of cache `level`; None when the description has no such cache."""
+    cache = machine.cache(level)
+    if cache is None:
+        return None
+    lanes = machine.n_vec
+    ci_padded = -(-shape.ci // lanes) * lanes
+    weight, other = weight_bytes_per_channel(shape, cob) * lanes, other_per_block(cache)
+    best = CacheFit(level, lanes, _ways(weight, cache), _ways(other, cache), cache.ways)
     blocks = 2
     while blocks * lanes <= ci_padded:
-        w, o = _ways(blocks * weight_per_block, cache), _ways(blocks * other_per_block, cache)
+        w, o = _ways(blocks * weight, cache), _ways(blocks * other, cache)
         if w + o > cache.ways - RESERVED_WAYS:
             break
         best = CacheFit(level, blocks * lanes, w, o, cache.ways)
@@ -104,25 +112,13 @@ def _largest_fit(level: int, cache: Cache, lanes: int, ci_padded: int, weight_pe
 
 
 def l1_fit(machine: Machine, shape: ConvShape, cob: int, wob: int) -> CacheFit | None:
-    """The weight block kept in L1 beside one tile's streaming input; None when the description has no L1."""
-    l1 = machine.cache(1)
-    if l1 is None:
-        return None
-    lanes = machine.n_vec
-    ci_padded = -(-shape.ci // lanes) * lanes
-    return _largest_fit(1, l1, lanes, ci_padded, weight_bytes_per_channel(shape, cob) * lanes,
-                        tile_input_bytes_per_block(shape, lanes, wob, l1))
+    """The weight block kept in L1 beside one tile's streaming input."""
+    return _largest_fit(machine, shape, cob, 1, lambda c: tile_input_bytes_per_block(shape, machine.n_vec, wob, c))
 
 
 def l2_fit(machine: Machine, shape: ConvShape, cob: int) -> CacheFit | None:
-    """The weight block kept in L2 beside the input rows the next output rows reuse; None without an L2."""
-    l2 = machine.cache(2)
-    if l2 is None:
-        return None
-    lanes = machine.n_vec
-    ci_padded = -(-shape.ci // lanes) * lanes
-    return _largest_fit(2, l2, lanes, ci_padded, weight_bytes_per_channel(shape, cob) * lanes,
-                        window_bytes_per_block(shape, lanes, l2))
+    """The weight block kept in L2 beside the input rows the next output rows reuse."""
+    return _largest_fit(machine, shape, cob, 2, lambda c: window_bytes_per_block(shape, machine.n_vec, c))
 
 
 def weights_level(machine: Machine, shape: ConvShape, cob: int, wob: int) -> int:
