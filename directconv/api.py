@@ -111,11 +111,11 @@ def to_blocked(x: np.ndarray, *, isa: str | None = None, threads: int | None = N
     return BlockedTensor(convert.to_blocked(x, lanes, threads=_conversion_threads(threads)), int(x.shape[1]))
 
 
-def from_blocked(xb: BlockedTensor, *, threads: int | None = None) -> np.ndarray:
-    """BlockedTensor -> NCHW float32 (a new C-contiguous array); threads as for to_blocked."""
+def from_blocked(xb: BlockedTensor) -> np.ndarray:
+    """BlockedTensor -> NCHW float32 (a new C-contiguous array)."""
     if not isinstance(xb, BlockedTensor):
         raise TypeError(f"from_blocked expects a BlockedTensor, got {type(xb).__name__}")
-    return convert.to_nchw(xb.data, xb.channels, threads=_conversion_threads(threads))
+    return layout.blocked_to_nchw(xb.data, xb.channels)
 
 
 @dataclass(frozen=True)
@@ -270,6 +270,5 @@ def conv2d(
         w, bias, input_size=(int(x.shape[2]), int(x.shape[3])), stride=stride, padding=padding, config=config,
         threads=threads,
     )
-    t = packed.config.threads
-    xb = BlockedTensor(convert.to_blocked(x, packed.config.lanes, threads=t), int(x.shape[1]))
-    return from_blocked(conv2d_blocked(xb, packed), threads=t)
+    xb = BlockedTensor(convert.to_blocked(x, packed.config.lanes, threads=packed.config.threads), int(x.shape[1]))
+    return from_blocked(conv2d_blocked(xb, packed))

@@ -186,6 +186,5 @@ class Conv2d:
             raise ValueError(f"channel mismatch: x has C_i={x.shape[1]} channels (NCHW shape {x.shape}), this layer "
                              f"expects {self.in_channels}")
         b = self.bind(int(x.shape[2]), int(x.shape[3]))
-        t = b.config.threads
-        xb = api.to_blocked(x, isa=b.config.isa, threads=t)
-        return api.from_blocked(api.conv2d_blocked(xb, b.weights, relu=self.activation == "relu"), threads=t)
+        xb = api.to_blocked(x, isa=b.config.isa, threads=b.config.threads)
+        return api.from_blocked(api.conv2d_blocked(xb, b.weights, relu=self.activation == "relu"))

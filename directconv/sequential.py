@@ -51,7 +51,7 @@ class Plan:
     lanes: int
     input: Stage
     outputs: tuple[Stage, ...]
-    threads: int = 1  # of the NCHW conversions around a call: the most any convolution of the chain runs with
+    threads: int = 1  # of the conversion into the blocked layout: the most any convolution of the chain runs with
 
     def buffer_floats(self, batch: int, *, nchw: bool) -> tuple[int, int]:
         """Floats in each of the two buffers of one call.
@@ -199,8 +199,7 @@ class Sequential:
         buffers = self._buffers(plan, batch, nchw=True)
         blocked_in = _view(buffers[1], plan.input, batch, plan.lanes)
         convert.to_blocked(x, plan.lanes, threads=plan.threads, out=blocked_in.data)
-        return api.from_blocked(self._run(plan, blocked_in, buffers, out=None, last_in_buffer=True),
-                                threads=plan.threads)
+        return api.from_blocked(self._run(plan, blocked_in, buffers, out=None, last_in_buffer=True))
 
     def forward_blocked(self, x: api.BlockedTensor, *, out: api.BlockedTensor | None = None) -> api.BlockedTensor:
         """Blocked in, blocked out. Allocates the two buffers and the result; with `out=` only the buffers."""

@@ -1,9 +1,8 @@
-"""NCHW <-> blocked conversions into caller-provided or aligned buffers, the way in in C (kernels/c/dc_layout.c).
+"""NCHW -> blocked conversion in C (kernels/c/dc_layout.c), on the caller's threads, into a given or aligned buffer.
 
-NCHW -> blocked runs in C on the caller's threads, 2-4x faster than numpy's strided copy on one thread. Blocked ->
-NCHW stays numpy's copy (layout.blocked_to_nchw): C loops measured no faster. The numpy versions in layout.py
-are the reference: the C copy computes the same array bit for bit, and runs instead of it (with a log line) when
-there is neither a C compiler nor a cached build.
+2-4x faster than numpy's strided copy on one thread (benchmarks/conversion_ab.py). The way back stays numpy's copy
+(layout.blocked_to_nchw): C loops measured no faster. layout.nchw_to_blocked is the reference: this computes the
+same array bit for bit, and it runs instead (with a log line) when there is neither a C compiler nor a cached build.
 """
 
 from __future__ import annotations
@@ -75,21 +74,4 @@ def to_blocked(x: np.ndarray, lanes: int, *, threads: int = 1, out: np.ndarray |
     x = np.ascontiguousarray(x, dtype=np.float32)
     if lib.dc_to_blocked(_pointer(x), _pointer(out), n, c, h * w, max(1, threads)) != 0:
         raise ValueError(f"dc_to_blocked refused shape {x.shape} with threads={threads}")
-    return out
-
-
-def to_nchw(xb: np.ndarray, channels: int, *, threads: int = 1, out: np.ndarray | None = None) -> np.ndarray:
-    """(N, CB, H, W, lanes) -> (N, channels, H, W) float32, C-contiguous (the padding channels dropped).
-
-    threads is accepted for symmetry with to_blocked; the copy is numpy's, on one thread (see the module note).
-    """
-    n, nb, h, w, lanes = xb.shape
-    if channels < 1 or layout.blocks(channels, lanes) != nb:
-        raise ValueError(f"channels must be in {(nb - 1) * lanes + 1}..{nb * lanes} for a blocked array of shape "
-                         f"{xb.shape}, got {channels}")
-    y = layout.blocked_to_nchw(xb, channels)
-    if out is None:
-        return y
-    _check_out(out, (n, channels, h, w))
-    out[...] = y
     return out

@@ -96,9 +96,6 @@ def test_c_conversions_match_the_numpy_reference(rng, n, channels, h, w, lanes, 
     xb = convert.to_blocked(x, lanes, threads=threads)
     np.testing.assert_array_equal(xb, layout.nchw_to_blocked(x, lanes))
     assert xb.ctypes.data % layout.ALIGN == 0
-    y = convert.to_nchw(xb, channels, threads=threads)
-    np.testing.assert_array_equal(y, x)
-    assert y.flags.c_contiguous
 
 
 @pytest.mark.compiler
@@ -113,11 +110,9 @@ def test_c_conversions_take_views_and_fill_given_buffers(rng):
     np.testing.assert_array_equal(out, layout.nchw_to_blocked(x, 8))
     with pytest.raises(ValueError, match=r"out must be .* shape \(1, 1, 6, 5, 8\)"):
         convert.to_blocked(x, 8, out=np.empty((1, 1, 6, 5, 4), np.float32))
-    with pytest.raises(ValueError, match=r"channels must be in 9\.\.16 .* got 7"):
-        convert.to_nchw(np.zeros((1, 2, 6, 5, 8), np.float32), 7)
 
 
-def test_conversions_fall_back_to_numpy_without_a_compiler(rng, monkeypatch):
+def test_conversion_falls_back_to_numpy_without_a_compiler(rng, monkeypatch):
     from directconv.kernels import compiler, convert
 
     def no_compiler(*args, **kwargs):
@@ -128,7 +123,6 @@ def test_conversions_fall_back_to_numpy_without_a_compiler(rng, monkeypatch):
     x = rng.standard_normal((1, 11, 4, 4)).astype(np.float32)
     xb = convert.to_blocked(x, 8, threads=2)
     np.testing.assert_array_equal(xb, layout.nchw_to_blocked(x, 8))
-    np.testing.assert_array_equal(convert.to_nchw(xb, 11), x)
 
 
 def test_conversion_threads_are_checked(rng):

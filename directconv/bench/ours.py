@@ -51,7 +51,7 @@ def prepare_nchw(problem: Problem, threads: int) -> Prepared:
 
     def call() -> np.ndarray:
         xb = directconv.to_blocked(x, isa=config.isa, threads=threads)
-        return directconv.from_blocked(directconv.conv2d_blocked(xb, packed), threads=threads)
+        return directconv.from_blocked(directconv.conv2d_blocked(xb, packed))
 
     s = problem.shape
     lanes = config.lanes
