@@ -27,6 +27,7 @@ import numpy as np
 import yaml
 from scipy.stats import spearmanr
 
+from directconv.bench.harness import schedule
 from directconv.bench.results import write_json
 from directconv.kernels.compiler import find_compiler
 from directconv.layers import get_layer
@@ -66,7 +67,6 @@ def sweep_layer(name: str, machine, min_time: float, final_min_time: float, fina
     shape = get_layer(name).shape
     configs = list(unpruned_space(shape, machine, 1))
     plan = predict(shape, machine, 1)
-    space = search_space(shape, machine, 1)
     t0 = time.monotonic()
     built = compile_all(list(dict.fromkeys([*configs, plan.config])), shape)  # the anchor even if not swept
     compile_s = time.monotonic() - t0
@@ -126,8 +126,7 @@ def sweep_layer(name: str, machine, min_time: float, final_min_time: float, fina
         "layer": name,
         "shape": shape.to_dict(),
         "unpruned_size": len(configs),
-        "pruned_size": len(space),
-        "reduction": len(configs) / len(space),
+        "reduction": len(configs) / result["pruned_size"],
         "measured": len(measured),
         "failed": len(configs) - len(measured),
         "compile_seconds": round(compile_s, 1),
@@ -157,9 +156,9 @@ def finals(name: str, shape: ConvShape, machine, first: dict, min_time: float, r
         built = compile_all(finalists, shape)
     per_round: list[dict] = []
     with Measurer(min_time=min_time, timeout=120) as measurer:
-        for r in range(rounds):
+        for r, order in enumerate(schedule(finalists, rounds)):  # rotated order, as the bench's rounds
             times = {}
-            for c in finalists[r % len(finalists):] + finalists[: r % len(finalists)]:  # rotated order
+            for c in order:
                 m = measurer.measure(c, shape, built[c.compile_key()].library)
                 if m.ok:
                     times[c] = m.gflops
