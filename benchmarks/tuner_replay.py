@@ -78,7 +78,11 @@ def main() -> int:
     ap.add_argument("--plain-trials", type=int, default=100)
     ap.add_argument("--seeds", type=int, default=20)
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--modes", default="model,plain",
+                    help="comma-separated: model, plain (a replay is deterministic: same table, seed and code, "
+                    "same trials; a mode whose code did not change need not run again)")
     args = ap.parse_args()
+    args.modes = set(args.modes.split(","))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sweep = json.loads(args.sweep.read_text())
     described = sweep["machine"] if isinstance(sweep["machine"], dict) else yaml.safe_load(sweep["machine"])
@@ -97,6 +101,8 @@ def main() -> int:
                "unpruned_reaching_target": sum(v >= target for v in table.values())}
         with tempfile.TemporaryDirectory() as tmp:
             for mode, trials in (("model", args.model_trials), ("plain", args.plain_trials)):
+                if mode not in args.modes:
+                    continue
                 reached = []
                 for seed in range(args.seeds):
                     history = replay(shape, machine, table, mode, trials, seed, Path(tmp))
@@ -107,9 +113,9 @@ def main() -> int:
                              "median": statistics.median(r if r is not None else trials + 1 for r in reached),
                              "worst": max(reached, key=lambda r: trials + 1 if r is None else r)}
         rows.append(row)
-        print(f"{row['layer']:28} target {target:6.1f}  model: reached {row['model']['reached']}/{args.seeds}, "
-              f"median {row['model']['median']}, worst {row['model']['worst']}  |  plain: reached "
-              f"{row['plain']['reached']}/{args.seeds}, median {row['plain']['median']}, worst {row['plain']['worst']}",
+        print(f"{row['layer']:28} target {target:6.1f}  " + "  |  ".join(
+              f"{mode}: reached {row[mode]['reached']}/{args.seeds}, median {row[mode]['median']}, worst "
+              f"{row[mode]['worst']}" for mode in ("model", "plain") if mode in row),
               flush=True)
     doc = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "within": WITHIN,
            "sweep": args.sweep.name, "sweep_date": sweep["date"], "machine": machine.id, "layers": rows,
