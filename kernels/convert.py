@@ -1,6 +1,6 @@
 """NCHW -> blocked conversion in C (kernels/c/dc_layout.c), on the caller's threads, into a given or aligned buffer.
 
-2-4x faster than numpy's strided copy on one thread (benchmarks/conversion_ab.py). The way back stays numpy's copy
+1.7-4.3x faster than numpy's strided copy on one thread (benchmarks/conversion_ab.py). The way back stays numpy's copy
 (layout.blocked_to_nchw): C loops measured no faster. layout.nchw_to_blocked is the reference: this computes the
 same array bit for bit, and it runs instead (with a log line) when there is neither a C compiler nor a cached build.
 """
