@@ -12,6 +12,8 @@ Usage: python benchmarks/model_sweep.py --machine zen3 --layer vgg16:conv3_2 [--
        python benchmarks/model_sweep.py --rescore results.json   (the rank correlation under the current model)
        python benchmarks/model_sweep.py --refinal results.json --out new.json   (final rounds under the current
            model, from a committed sweep's first pass)
+       python benchmarks/model_sweep.py --refine results.json --out refined.json   (the pruned space and the first
+           pass's leaders re-measured in anchored rounds: the tuner replay's table)
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from directconv.kernels.shape import ConvShape
 from directconv.model import estimate_config, predict, search_space, unpruned_space
 from directconv.tuner.compile import compile_all
 from directconv.tuner.measure import Measurer
+from directconv.tuner.params import config_key
 
 ANCHOR_EVERY = 8  # configurations between two timings of the anchor
 TOP_PRUNED = 3  # the pruned space's first-pass leaders re-measured in the final rounds
@@ -62,6 +65,48 @@ def rescore(path: Path) -> int:
     return 0
 
 
+def anchored_pass(name: str, measurer: Measurer, shape: ConvShape, anchor_config: KernelConfig, built: dict,
+                  order: list, raw: dict, local: list) -> dict:
+    """Each configuration's speed relative to the anchor timed around its group: one pass over `order`.
+
+    The machine drifts: on a shared host the same kernel runs up to 30% faster or slower for minutes at a time,
+    and a sweep visits the space tile by tile, so drift would pass for a property of the tile. The anchor (the
+    model's prediction) is timed before and after every group of ANCHOR_EVERY configurations; a configuration's
+    figure is its GFLOP/s over the mean of those two anchor timings. `raw` receives every configuration's GFLOP/s
+    as measured and `local` every anchor speed used, so the caller can scale ratios back to GFLOP/s by the
+    anchor's median.
+    """
+    anchor_lib = built[anchor_config.compile_key()].library
+
+    def anchor() -> float:
+        m = measurer.measure(anchor_config, shape, anchor_lib)
+        if not m.ok:
+            raise SystemExit(f"{name}: the model's own configuration failed ({m.status}): {m.detail}")
+        return m.gflops
+
+    relative: dict = {}
+    group: list = []
+    before = anchor()
+    for i, config in enumerate(order):
+        b = built[config.compile_key()]
+        if b.library is None:
+            raw[config] = None
+        else:
+            m = measurer.measure(config, shape, b.library)
+            raw[config] = m.gflops if m.ok else None
+        group.append(config)
+        if len(group) == ANCHOR_EVERY or i == len(order) - 1:
+            after = anchor()
+            speed = (before + after) / 2
+            local.append(speed)
+            for c in group:
+                relative[c] = None if raw[c] is None else raw[c] / speed
+            group, before = [], after
+        if i % 200 == 0:
+            print(f"  {name}: {i}/{len(order)} measured", file=sys.stderr, flush=True)
+    return relative
+
+
 def sweep_layer(name: str, machine, min_time: float, final_min_time: float, final_rounds: int, top: int,
                 first_passes: int = 2) -> dict:
     shape = get_layer(name).shape
@@ -70,55 +115,17 @@ def sweep_layer(name: str, machine, min_time: float, final_min_time: float, fina
     t0 = time.monotonic()
     built = compile_all(list(dict.fromkeys([*configs, plan.config])), shape)  # the anchor even if not swept
     compile_s = time.monotonic() - t0
-    first: dict = {}
     raw: dict = {}
+    local: list[float] = []
     with Measurer(min_time=min_time, timeout=120) as measurer:
-        # The machine drifts: on a shared host the same kernel runs up to 30% faster or slower for minutes at a
-        # time, and the sweep visits the space tile by tile, so drift would pass for a property of the tile. An
-        # anchor (the model's prediction) is timed before and after every group of ANCHOR_EVERY configurations;
-        # each configuration's first-pass figure is its speed relative to the anchor's at that moment, scaled by
-        # the anchor's median over the sweep.
-        anchor_lib = built[plan.config.compile_key()].library
-
-        def anchor() -> float:
-            m = measurer.measure(plan.config, shape, anchor_lib)
-            if not m.ok:
-                raise SystemExit(f"{name}: the model's own configuration failed ({m.status}): {m.detail}")
-            return m.gflops
-
-        local: list[float] = []
-
-        def one_pass(order: list) -> dict:
-            """Each configuration's speed relative to the anchor timed around its group."""
-            relative: dict = {}
-            group: list = []
-            before = anchor()
-            for i, config in enumerate(order):
-                b = built[config.compile_key()]
-                if b.library is None:
-                    raw[config] = None
-                else:
-                    m = measurer.measure(config, shape, b.library)
-                    raw[config] = m.gflops if m.ok else None
-                group.append(config)
-                if len(group) == ANCHOR_EVERY or i == len(order) - 1:
-                    after = anchor()
-                    speed = (before + after) / 2
-                    local.append(speed)
-                    for c in group:
-                        relative[c] = None if raw[c] is None else raw[c] / speed
-                    group, before = [], after
-                if i % 200 == 0:
-                    print(f"  {name}: {i}/{len(order)} measured", file=sys.stderr, flush=True)
-            return relative
-
         # Passes in alternating orders: drift that the anchor misses lands early in one pass and late in the next.
-        passes = [one_pass(configs if k % 2 == 0 else configs[::-1]) for k in range(first_passes)]
-        for c in configs:
-            values = [p[c] for p in passes if p.get(c) is not None]
-            first[c] = float(np.mean(values)) if len(values) == len(passes) else None
-        scale = float(np.median(local))
-        first = {c: None if r is None else r * scale for c, r in first.items()}
+        passes = [anchored_pass(name, measurer, shape, plan.config, built, configs if k % 2 == 0 else configs[::-1],
+                                raw, local) for k in range(first_passes)]
+    scale = float(np.median(local))
+    first: dict = {}
+    for c in configs:
+        values = [p[c] for p in passes if p.get(c) is not None]
+        first[c] = float(np.mean(values)) * scale if len(values) == len(passes) else None
     result = finals(name, shape, machine, first, final_min_time, final_rounds, top, built)
     measured = [(c, g) for c, g in first.items() if g is not None]
     rho = rank_correlation(shape, machine, measured)
@@ -216,6 +223,54 @@ def refinal(path: Path, out: Path, min_time: float, rounds: int, top: int) -> in
     return 0
 
 
+def refine(path: Path, out: Path, min_time: float, rounds: int, within: float) -> int:
+    """Re-measure, in `rounds` anchored passes in rotating order, every configuration of the current pruned space
+    and every first-pass configuration within `within` of the first pass's best, and add them to each layer as
+    "refined" (a table for benchmarks/tuner_replay.py).
+
+    Two samples per configuration leave the first pass about 5% noisy, and its best is, by construction, a
+    configuration whose noise came out high: a target taken from it can name configurations that the final rounds
+    then find slower than the prediction. A figure here is the median over rounds of the ratio to the anchor,
+    scaled by the anchor's median, so it is on the scale of this run, not the sweep's.
+    """
+    doc = json.loads(path.read_text())
+    described = yaml.safe_load(doc["machine"]) if isinstance(doc["machine"], str) else doc["machine"]
+    machine = load_machine(described["id"])
+    layers = []
+    for layer in doc["layers"]:
+        name = layer["layer"]
+        shape = ConvShape(**layer["shape"])
+        first = {KernelConfig.from_dict(r["config"]): r["gflops"] for r in layer["first_pass"]}
+        top = max(first.values())
+        plan = predict(shape, machine, 1)
+        chosen = list(dict.fromkeys([*search_space(shape, machine, 1).configs,
+                                     *(c for c, g in first.items() if g >= within * top)]))
+        built = compile_all(list(dict.fromkeys([*chosen, plan.config])), shape)
+        raw: dict = {}
+        local: list[float] = []
+        ratios: dict = {c: [] for c in chosen}
+        with Measurer(min_time=min_time, timeout=120) as measurer:
+            for r in range(rounds):
+                order = chosen[r % len(chosen):] + chosen[:r % len(chosen)]  # rotate: drift hits all alike
+                for c, ratio in anchored_pass(name, measurer, shape, plan.config, built,
+                                              order if r % 2 == 0 else order[::-1], raw, local).items():
+                    if ratio is not None:
+                        ratios[c].append(ratio)
+        scale = float(np.median(local))
+        refined = [{"config": c.to_dict(), "gflops": round(float(np.median(v)) * scale, 2), "samples": len(v)}
+                   for c, v in ratios.items() if len(v) == rounds]
+        layers.append({**layer, "refined": refined, "refine": {
+            "rounds": rounds, "min_time": min_time, "within_first_pass_best": within, "configs": len(chosen),
+            "anchor": plan.config.to_dict(),
+            "anchor_gflops": {"median": round(scale, 2), "min": round(min(local), 2), "max": round(max(local), 2)}}})
+        best = max(refined, key=lambda e: e["gflops"])
+        print(f"{name}: {len(refined)} configurations re-measured {rounds}x; best {best['gflops']} "
+              f"{config_key(KernelConfig.from_dict(best['config']))} (first pass best {top})", flush=True)
+    write_json(out, {**doc, "refined_date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                     "layers": layers})
+    return 0
+
+
 def report(r: dict) -> None:
     print(
         f"{r['layer']}: best {r['exhaustive_best']['gflops']} GFLOP/s; predicted {r['predicted']['gflops']} "
@@ -237,6 +292,11 @@ def main() -> int:
                     help="passes over the whole space, in alternating orders, averaged (default 2)")
     ap.add_argument("--refinal", type=Path, help="only the final rounds again, under the current model, from this "
                     "committed sweep's first pass (with --out)")
+    ap.add_argument("--refine", type=Path, help="re-measure the pruned space and the first pass's leaders of this "
+                    "committed sweep in anchored rounds, for the tuner replay (with --out)")
+    ap.add_argument("--refine-rounds", type=int, default=6)
+    ap.add_argument("--refine-within", type=float, default=0.85,
+                    help="first-pass configurations at least this fraction of the first pass's best are re-measured")
     ap.add_argument("--final-rounds", type=int, default=30)
     ap.add_argument("--final-min-time", type=float, default=0.1, help="seconds of timing per finalist per round")
     ap.add_argument("--top", type=int, default=8, help="first-pass leaders re-measured in the final rounds")
@@ -244,6 +304,10 @@ def main() -> int:
     args = ap.parse_args()
     if args.rescore:
         return rescore(args.rescore)
+    if args.refine:
+        if not args.out:
+            ap.error("--refine needs --out")
+        return refine(args.refine, args.out, args.min_time, args.refine_rounds, args.refine_within)
     if args.refinal:
         if not args.out:
             ap.error("--refinal needs --out")

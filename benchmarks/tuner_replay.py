@@ -10,10 +10,10 @@ place of compiling and timing), many seeds per mode:
   - plain: TPE alone on the unpruned space, nothing enqueued.
 Reported per layer and mode: trials until a configuration within 3% of the sweep's exhaustive best is found
 (median and worst over seeds; "never" when the budget runs out first). The table and the target both come from
-the sweep's first pass (see table_of).
+the sweep: from its refinement when it has one, else from its first pass (see table_of).
 
-Usage: python benchmarks/tuner_replay.py --sweep benchmarks/results/model-sweep-zen3-calibrated.json \\
-           --seeds 20 --out benchmarks/results/tuner-replay-zen3.json
+Usage: python benchmarks/model_sweep.py --refine sweep.json --out refined.json   (optional, recommended)
+       python benchmarks/tuner_replay.py --sweep refined.json --seeds 10 --out replay.json
 """
 
 from __future__ import annotations
@@ -41,14 +41,27 @@ from directconv.tuner.tune import tune
 WITHIN = 0.97
 
 
-def table_of(layer: dict) -> dict[str, float]:
-    """config key -> GFLOP/s of the sweep's first pass: every configuration measured once, within minutes.
+def table_of(layer: dict) -> tuple[dict[str, float], set[str]]:
+    """config key -> GFLOP/s, and the keys whose figure was refined (empty without a refinement).
+
+    A sweep refined by `model_sweep.py --refine` has its contenders (the pruned space, and every first-pass
+    configuration within 15% of the first pass's best) re-measured in anchored rounds; those figures are the
+    table, and the rest keep their first-pass figure, brought to the refined scale by the median ratio of refined
+    to first-pass figures over the configurations that have both. Without a refinement the table is the first
+    pass (two samples per configuration: its best is a configuration whose noise came out high, so its target
+    can name configurations that the sweep's final rounds find slower than the prediction).
 
     The sweep's final rounds re-measure a few leaders later, when this shared machine may run 20% faster or
-    slower; mixing the two puts configurations on different scales, so the replay keeps to the first pass and
-    takes its target from it too."""
-    return {config_key(KernelConfig.from_dict(r["config"])): r["gflops"] for r in layer["first_pass"]
-            if r["gflops"] is not None}
+    slower; mixing their figures in would put configurations on different scales, so they are not used here.
+    """
+    first = {config_key(KernelConfig.from_dict(r["config"])): r["gflops"] for r in layer["first_pass"]
+             if r["gflops"] is not None}
+    if "refined" not in layer:
+        return first, set()
+    refined = {config_key(KernelConfig.from_dict(r["config"])): r["gflops"] for r in layer["refined"]}
+    scale = statistics.median(refined[k] / first[k] for k in refined if k in first)
+    rest = {k: v * scale for k, v in first.items() if k not in refined}
+    return {**rest, **refined}, set(refined)
 
 
 def replay(shape: ConvShape, machine, table: dict[str, float], mode: str, trials: int, seed: int, tmp: Path) -> list:
@@ -90,7 +103,7 @@ def main() -> int:
     rows = []
     for layer in sweep["layers"]:
         shape = ConvShape(**layer["shape"])
-        table = table_of(layer)
+        table, refined = table_of(layer)
         target = WITHIN * max(table.values())
         pruned = search_space(shape, machine, 1).configs
         row = {"layer": layer["layer"], "exhaustive_best_gflops": max(table.values()),
@@ -98,7 +111,11 @@ def main() -> int:
                "pruned_in_table": sum(config_key(c) in table for c in pruned),
                "pruned_reaching_target": sum(table.get(config_key(c), 0) >= target for c in pruned),
                "unpruned_size": len(layer["first_pass"]),
-               "unpruned_reaching_target": sum(v >= target for v in table.values())}
+               "unpruned_reaching_target": sum(v >= target for v in table.values()),
+               # A refined table is only sound if no configuration left at its first-pass figure reaches the
+               # target: that one would be the next to need re-measuring.
+               "refined": len(refined),
+               "unrefined_reaching_target": sum(v >= target for k, v in table.items() if refined and k not in refined)}
         with tempfile.TemporaryDirectory() as tmp:
             for mode, trials in (("model", args.model_trials), ("plain", args.plain_trials)):
                 if mode not in args.modes:
