@@ -22,6 +22,7 @@ from directconv.machines.machine import Machine
 from .cache import choose_cib, weights_level
 from .estimate import layer_seconds, registers_needed, row_cycles, spare_registers, tile_efficiency
 from .plan import Plan, Reason, SearchSpace
+from .split import ROWS_PER_TASK, choose_parallel, split_balance
 
 MAX_UNPRUNED_VECTORS = 8
 MAX_UNPRUNED_WIDTH = 32
@@ -97,25 +98,6 @@ def register_tiles(machine: Machine, shape: ConvShape) -> list[Tile]:
         return (round(t.cycles, 6), t.vectors == 1, -t.accumulators, -t.vectors)
 
     return sorted(tiles, key=rank)
-
-
-def choose_parallel(shape: ConvShape, machine: Machine, cob: int, threads: int) -> tuple[str, int | None, float, str]:
-    """(parallel axis, rows per task, balance in (0, 1], reason)."""
-    nj = -(-(-(-shape.co // machine.n_vec)) // (cob // machine.n_vec))
-    if threads == 1:
-        return "co", None, 1.0, "one thread: a task is a whole output-channel block, all rows"
-    if nj % threads == 0:
-        return "co", None, 1.0, (
-            f"the paper's split: {nj} output-channel blocks divide evenly over {threads} threads; each thread reads "
-            f"only its own weights"
-        )
-    units = nj * shape.ho
-    per = math.ceil(units / threads)
-    balance = units / (per * threads)
-    return "rows", 1, balance, (
-        f"{nj} output-channel blocks do not divide over {threads} threads: split {nj} x {shape.ho} (block, row) "
-        f"tasks instead, balance {balance:.0%}"
-    )
 
 
 def predict(shape: ConvShape, machine: Machine, threads: int = 1) -> Plan:
@@ -228,7 +210,7 @@ def search_space(shape: ConvShape, machine: Machine, threads: int = 1) -> Search
         cib_options = {c if c < ci_padded else None for c in (base // 2, base, base * 2, base * 4) if c >= lanes}
         cib_options.add(cib)
         parallel, rows, balance, _ = choose_parallel(shape, machine, cob, threads)
-        splits = {(parallel, rows)} | ({("rows", 1), ("co", None)} if threads > 1 else set())
+        splits = {(parallel, rows)} | ({("rows", 1), ("rows", ROWS_PER_TASK), ("co", None)} if threads > 1 else set())
         for c in sorted(cib_options, key=lambda v: -1 if v is None else v):
             for unroll in UNROLLS_PRUNED:
                 for par, r in sorted(splits, key=str):
@@ -237,6 +219,8 @@ def search_space(shape: ConvShape, machine: Machine, threads: int = 1) -> Search
                     if config in seen:
                         continue
                     seen.add(config)
+                    # The other splits rank below the model's own: its choice rests on where the weights live,
+                    # which balance alone does not see.
                     bal = balance if (par, r) == (parallel, rows) else (1.0 if threads == 1 else 0.9)
                     # The model does not rank unroll or cache blocks finer than "the predicted one first".
                     penalty = 1.0 + 0.01 * (unroll != plan.config.unroll) + 0.01 * (c != cib)
@@ -259,20 +243,10 @@ def search_space(shape: ConvShape, machine: Machine, threads: int = 1) -> Search
         "of the whole ladder: the cost is flat from half the cache fit to four times it (within 5% on Zen 3: "
         "res5, res4, alexnet conv2, vgg16 conv3_2) and steep below it",
         f"unroll: {UNROLLS_PRUNED} (8 makes GCC hoist loads and spill accumulators)",
-        "threads: the model's split plus the other axis, rows one at a time (balance)" if threads > 1 else "one thread",
+        f"threads: the model's split plus co, rows of 1 and rows of {ROWS_PER_TASK}" if threads > 1 else "one thread",
         f"at most 1/{MIN_REDUCTION} of the unpruned space ({cap} of {unpruned}), the best estimated first",
     )
     return SearchSpace(tuple(configs), tuple(gflops), unpruned, cuts)
-
-
-def split_balance(shape: ConvShape, machine: Machine, config: KernelConfig) -> float:
-    """Share of the threads' time spent working under `config`'s split: tasks / (tasks per thread * threads)."""
-    view = shape.kernel_view()
-    nj = -(-(-(-view.co // machine.n_vec)) // (config.cob // machine.n_vec))
-    rows = view.ho if config.rows is None else config.rows
-    tasks = nj if config.parallel == "co" and config.rows is None else nj * -(-view.ho // rows)
-    per = -(-tasks // config.threads)
-    return tasks / (per * config.threads)
 
 
 def estimate_config(shape: ConvShape, machine: Machine, config: KernelConfig) -> float:
@@ -288,7 +262,8 @@ def estimate_config(shape: ConvShape, machine: Machine, config: KernelConfig) ->
     vectors = config.cob // machine.n_vec
     from_l2 = weights_level(machine, view, config.cob, config.wob) > 1
     seconds = layer_seconds(machine, view, vectors, config.wob, config.threads,
-                            split_balance(shape, machine, config), from_l2)
+                            split_balance(view, machine, config.parallel, config.rows, config.cob, config.threads),
+                            from_l2)
     need = registers_needed(vectors, config.wob, spare_registers(view))
     if need > machine.n_reg:
         seconds *= SPILL_PENALTY * need / machine.n_reg

@@ -9,6 +9,7 @@ from directconv.layers import get_layer, suite
 from directconv.machines.machine import Cache, Machine
 from directconv.model import predict, register_tiles, search_space, tile_efficiency, unpruned_space
 from directconv.model.cache import choose_cib, l1_fit, l2_fit, tile_input_bytes_per_block, weights_level
+from directconv.model.split import CO_BALANCE_MIN, ROWS_PER_TASK, choose_parallel, operand_bytes
 
 
 def machine(isa: str, n_vec: int, n_reg: int, n_fma: float, l_fma: float, l1=32, l2=1024, cores=4) -> Machine:
@@ -144,14 +145,34 @@ def test_cache_block_by_ways_hand_computed():
     assert tile_input_bytes_per_block(shape, 8, 4, Cache(1, 128, 8, 128, 1)) == 3 * 3 * 128
 
 
-def test_threads_split_output_channel_blocks_when_they_divide():
+def test_threads_share_the_larger_operand():
+    # VGG-16 conv3_2, 256 -> 256 at 56x56, 3x3: input 256*56*56*4 B = 3136 KiB, weights 256*256*9*4 B = 2304 KiB.
+    # The input is larger: the threads split rows, 4 per task, and share the input.
     shape = get_layer("vgg16:conv3_2").shape
-    two = predict(shape, SKYLAKE_SP, threads=2).config
-    nj = -(-256 // two.cob)
-    assert (two.parallel == "co") == (nj % 2 == 0)
-    three = predict(shape, SKYLAKE_SP, threads=3)
-    assert three.config.parallel in ("co", "rows")
-    assert any(r.parameter == "parallel" for r in three.reasons)
+    assert operand_bytes(shape, SKYLAKE_SP) == (3136 * 1024, 2304 * 1024)
+    two = predict(shape, SKYLAKE_SP, threads=2)
+    assert (two.config.parallel, two.config.rows) == ("rows", ROWS_PER_TASK)
+    assert "input is the larger operand" in next(r.why for r in two.reasons if r.parameter == "parallel")
+    # ResNet-50 res5_3x3, 512 -> 512 at 7x7: weights 9216 KiB, input 98 KiB. The weights are larger: each thread
+    # takes whole output-channel blocks; 512 / 16 = 32 blocks divide evenly over 2 threads.
+    deep = get_layer("resnet50:res5_3x3").shape
+    parallel, rows, bal, why = choose_parallel(deep, SKYLAKE_SP, 16, 2)
+    assert (parallel, rows, bal) == ("co", None, 1.0) and "larger operand" in why
+    # AVX-512, 16 lanes: 32 blocks of 16 channels over 3 threads, 11 + 11 + 10, balance 32/33: still co. 5 blocks
+    # of 112 channels over 3 threads, 2 + 2 + 1, balance 5/6: rows of 4 over 7 rows (2 row tasks x 5 blocks = 10
+    # tasks on 3 threads: 4 + 3 + 3, balance 10/12).
+    assert 5 / 6 < CO_BALANCE_MIN <= 32 / 33
+    assert choose_parallel(deep, SKYLAKE_SP, 16, 3)[:3] == ("co", None, pytest.approx(32 / 33))
+    assert choose_parallel(deep, SKYLAKE_SP, 112, 3)[:3] == ("rows", ROWS_PER_TASK, pytest.approx(10 / 12))
+    # One thread never splits.
+    assert choose_parallel(shape, SKYLAKE_SP, 16, 1)[:2] == ("co", None)
+
+
+def test_pruned_space_offers_every_split_at_several_threads():
+    shape = get_layer("resnet50:res4_3x3").shape
+    splits = {(c.parallel, c.rows) for c in search_space(shape, SKYLAKE_SP, 2).configs}
+    assert {("co", None), ("rows", 1), ("rows", ROWS_PER_TASK)} <= splits
+    assert search_space(shape, SKYLAKE_SP, 2).configs[0] == predict(shape, SKYLAKE_SP, 2).config
 
 
 @pytest.mark.parametrize("name", ["vgg16:conv3_2", "resnet50:res4_1x1_1024to256", "alexnet:conv2", "googlenet:3a_3x3", "resnet50:res5_3x3"])

@@ -1,0 +1,84 @@
+"""How several threads share one layer: by output-channel blocks, or by (block, rows) tasks.
+
+The kernel hands out tasks one at a time (a dynamic schedule). A task is either one output-channel block over every
+row ("co", the paper's split) or one block over a few rows ("rows"). In a rows split the block index varies
+fastest, so the threads work on the same input rows at the same time, each for another output-channel block.
+
+Which split to take follows from what each thread reads. In a co split every thread reads the whole input and its
+share of the weights; in a rows split its share of the input and all the weights (kept in cache from one task to
+the next). Per thread that is I + W/T against I/T + W: rows when the input is the larger operand, co when the
+weights are. Measured at 2 threads on Zen 3 (12 interleaved rounds, medians of per-round ratios):
+  - input larger (AlexNet and ResNet-50 conv1, VGG-16 conv1_2 and conv2_2, ResNet-50 res2 and res3_1x1s2): rows of
+    ROWS_PER_TASK against co, 1% slower to 13% faster (res3_1x1s2 +13% in two runs, AlexNet conv1 +10% and +1%).
+  - weights larger: co. On VGG-16 conv5_2 (9 MiB of weights, 13 blocks of 40 channels on 2 threads) co ran 27%
+    faster than rows of 1 and 11% faster than rows of 4; elsewhere co and rows of 4 were within 3%.
+  - too few output-channel blocks to divide well (balance below CO_BALANCE_MIN): rows, ROWS_PER_TASK at a time.
+"""
+
+from __future__ import annotations
+
+import math
+
+from directconv.kernels.shape import ConvShape
+from directconv.machines.machine import Machine
+
+# Rows per task in a rows split: where the weights are the larger operand, 4 rows ran up to 11% faster than 1 (a
+# task reads every block's weights once for 4 rows, not for 1; Zen 3, 2 threads); elsewhere within 5% of 1.
+ROWS_PER_TASK = 4
+# The co split's least balance (tasks / (tasks per thread * threads)). 13 blocks on 2 threads (0.93) still beat
+# rows on VGG-16 conv5_2; 2 blocks on 3 threads (0.67) leave a third of the machine idle.
+CO_BALANCE_MIN = 0.9
+
+
+def output_blocks(shape: ConvShape, machine: Machine, cob: int) -> int:
+    """NJ: output-channel blocks of `cob` channels."""
+    return -(-(-(-shape.co // machine.n_vec)) // (cob // machine.n_vec))
+
+
+def balance(tasks: int, threads: int) -> float:
+    """Share of the threads' time spent working when `tasks` equal tasks go to `threads` threads."""
+    return tasks / (math.ceil(tasks / threads) * threads)
+
+
+def operand_bytes(shape: ConvShape, machine: Machine) -> tuple[int, int]:
+    """(input, weights) bytes in the blocked layouts (channels padded to whole vectors)."""
+    lanes = machine.n_vec
+    ci = -(-shape.ci // lanes) * lanes
+    co = -(-shape.co // lanes) * lanes
+    return ci * shape.h * shape.w * 4, co * ci * shape.kh * shape.kw * 4
+
+
+def choose_parallel(shape: ConvShape, machine: Machine, cob: int, threads: int) -> tuple[str, int | None, float, str]:
+    """(parallel axis, rows per task, balance in (0, 1], reason)."""
+    nj = output_blocks(shape, machine, cob)
+    if threads == 1:
+        return "co", None, 1.0, "one thread: a task is a whole output-channel block, all rows"
+    rows = min(ROWS_PER_TASK, shape.ho)
+    row_tasks = nj * -(-shape.ho // rows)
+    rows_balance = balance(row_tasks, threads)
+    co_balance = balance(nj, threads)
+    inputs, weights = operand_bytes(shape, machine)
+    sizes = f"input {inputs / 1024:.0f} KiB, weights {weights / 1024:.0f} KiB"
+    if inputs > weights:
+        return "rows", rows, rows_balance, (
+            f"{sizes}: the input is the larger operand, so the threads share it: {row_tasks} tasks of one "
+            f"output-channel block x {rows} rows, the blocks varying fastest (balance {rows_balance:.0%})"
+        )
+    if co_balance >= CO_BALANCE_MIN:
+        return "co", None, co_balance, (
+            f"the paper's split: {sizes}: the weights are the larger operand, so each thread reads only its own "
+            f"output-channel blocks' weights; {nj} blocks over {threads} threads, balance {co_balance:.0%}"
+        )
+    return "rows", rows, rows_balance, (
+        f"{sizes}, but {nj} output-channel blocks divide poorly over {threads} threads (balance {co_balance:.0%}): "
+        f"{row_tasks} tasks of one block x {rows} rows instead, balance {rows_balance:.0%}"
+    )
+
+
+def split_balance(shape: ConvShape, machine: Machine, parallel: str, rows: int | None, cob: int, threads: int) -> float:
+    """Balance of an arbitrary split: a co split without rows is one task per block."""
+    nj = output_blocks(shape, machine, cob)
+    if parallel == "co" and rows is None:
+        return balance(nj, threads)
+    r = shape.ho if rows is None else rows
+    return balance(nj * -(-shape.ho // r), threads)
