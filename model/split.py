@@ -10,7 +10,7 @@ the next). Per thread that is I + W/T against I/T + W: rows when the input is th
 weights are. Measured at 2 threads on Zen 3, 12 interleaved rounds, medians of per-round ratios
 (benchmarks/split_ab.py; benchmarks/results/split-ab-zen3-t2.json and two earlier runs):
   - input larger (AlexNet and ResNet-50 conv1, VGG-16 conv1_2 to conv3_2, ResNet-50 res2_3x3 and res3_1x1s2): rows
-    of ROWS_PER_TASK beat co on 6 of 7 layers in the committed run, by 4-8%, and ran 1% slower to 13% faster in
+    of ROWS_PER_TASK beat co on 6 of 7 layers in the committed run, by 4-9%, and ran 1% slower to 13% faster in
     the earlier runs; VGG-16 conv3_2 went either way (co +9% in one run, rows +3% in another).
   - weights larger: co. On the two 9 MiB VGG-16 layers co ran 5-11% faster than rows of 4 and 9-27% faster than
     rows of 1 (the old rule sent both to rows of 1: 13 blocks do not divide by 2). On the other such layers rows of
