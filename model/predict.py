@@ -10,7 +10,6 @@ see model/cache.py.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
