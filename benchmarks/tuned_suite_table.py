@@ -16,7 +16,8 @@ from pathlib import Path
 def short(config: dict | None) -> str:
     if config is None:
         return "-"
-    return f"{config['cob']}x{config['wob']} cib={config['cib'] or 'all'} u{config['unroll']} {config['parallel']}"
+    split = config["parallel"] if config["parallel"] == "co" or config["rows"] is None else f"rows/{config['rows']}"
+    return f"{config['cob']}x{config['wob']} cib={config['cib'] or 'all'} u{config['unroll']} {split}"
 
 
 def num(value: float | None, fmt: str) -> str:
@@ -30,19 +31,21 @@ def main() -> int:
     args = ap.parse_args()
     one = {r["layer"]: r for r in json.loads(args.one.read_text())["layers"]}
     two = {r["layer"]: r for r in json.loads(args.two.read_text())["layers"]}
-    print("| layer | 1T model config | 1T model GFLOP/s | 1T tuned | 1T GFLOP/s | 1T gain | 1T % peak | 2T tuned | "
-          "2T GFLOP/s | 2T % peak |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| layer | 1T model config | 1T model GFLOP/s | 1T tuned | 1T GFLOP/s | 1T gain | 1T % peak | 2T model config | "
+          "2T tuned | 2T GFLOP/s | 2T gain | 2T % peak |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name, r in one.items():
         t = two.get(name, {})
         print(f"| {name} | {short(r['predicted_config'])} | {num(r['predicted_gflops'], '.1f')} | "
               f"{short(r['best_config'])} | {num(r['best_gflops'], '.1f')} | {num(r['gain'], '.2f')} | "
-              f"{num(r['percent_of_peak'], '.0f')}% | {short(t.get('best_config'))} | "
-              f"{num(t.get('best_gflops'), '.1f')} | {num(t.get('percent_of_peak'), '.0f')}% |")
-    gains = [r["gain"] for r in one.values() if r["gain"]]
+              f"{num(r['percent_of_peak'], '.0f')}% | {short(t.get('predicted_config'))} | {short(t.get('best_config'))} | "
+              f"{num(t.get('best_gflops'), '.1f')} | {num(t.get('gain'), '.2f')} | {num(t.get('percent_of_peak'), '.0f')}% |")
     print()
-    print(f"1 thread: tuned over predicted, geomean {statistics.geometric_mean(gains):.3f} over {len(gains)} layers; "
-          f"predicted within 10% of tuned on {sum(g <= 1.1 for g in gains)} of {len(gains)}.")
+    for label, summary in (("1 thread", one), ("2 threads", two)):
+        gains = [r["gain"] for r in summary.values() if r.get("gain")]
+        if gains:
+            print(f"{label}: tuned over predicted, geomean {statistics.geometric_mean(gains):.3f} over {len(gains)} "
+                  f"layers; predicted within 10% of tuned on {sum(g <= 1.1 for g in gains)} of {len(gains)}.")
     return 0
 
 

@@ -1,0 +1,74 @@
+"""A/B of two tuned stores: each layer's configuration from one against the other's, interleaved.
+
+A re-tune measures its candidates in another hour than the store it would replace, and on a shared host the same
+kernel runs up to 30% faster or slower from one hour to the next, so the two stores' GFLOP/s figures do not
+compare. Here both configurations of every layer both stores hold (at --threads) run side by side in C, in
+rotating order over the rounds (harness.schedule); reported per layer: the median GFLOP/s of each and the median
+over rounds of the ratio new / old, then the geomean of those ratios.
+
+Usage: python benchmarks/store_ab.py --old OLD.yaml --new NEW.yaml [--threads 2] [--rounds 12] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import math
+import statistics
+import sys
+from pathlib import Path
+
+from directconv.bench.harness import schedule
+from directconv.bench.results import write_json
+from directconv.kernels.config import KernelConfig
+from directconv.tuner.compile import compile_all
+from directconv.tuner.measure import Measurer
+from directconv.tuner.store import read_store
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--old", type=Path, required=True, help="store file (YAML)")
+    ap.add_argument("--new", type=Path, required=True, help="store file (YAML) of the same machine")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--rounds", type=int, default=12)
+    ap.add_argument("--min-time", type=float, default=0.1, help="seconds of timing per configuration per round")
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    old, new = read_store(args.old), read_store(args.new)
+    if old.fingerprint_id != new.fingerprint_id:
+        ap.error(f"the stores describe different machines: {old.fingerprint_id} and {new.fingerprint_id}")
+    before = {(e.shape, e.threads): e for e in old.entries if e.threads == args.threads}
+    rows = []
+    with Measurer(min_time=args.min_time, timeout=120) as measurer:
+        for entry in (e for e in new.entries if (e.shape, e.threads) in before):
+            shape = entry.shape
+            configs = {"old": before[(shape, entry.threads)].config, "new": entry.config}
+            row = {"layer": entry.layer, "old": configs["old"].to_dict(), "new": configs["new"].to_dict()}
+            if configs["old"] == configs["new"]:
+                rows.append({**row, "new_over_old": 1.0, "note": "same configuration"})
+                print(f"{entry.layer:30} same configuration", flush=True)
+                continue
+            built = compile_all(list(configs.values()), shape)
+            gflops: dict[str, list[float]] = {k: [] for k in configs}
+            for order in schedule(list(configs), args.rounds):
+                for k in order:
+                    config: KernelConfig = configs[k]
+                    m = measurer.measure(config, shape, built[config.compile_key()].library)
+                    gflops[k].append(m.gflops if m.ok else float("nan"))
+            ratio = statistics.median(a / b for a, b in zip(gflops["new"], gflops["old"]))
+            rows.append({**row, "old_gflops": round(statistics.median(gflops["old"]), 2),
+                         "new_gflops": round(statistics.median(gflops["new"]), 2), "new_over_old": round(ratio, 3)})
+            print(f"{entry.layer:30} old {rows[-1]['old_gflops']:6.1f}  new {rows[-1]['new_gflops']:6.1f}  "
+                  f"new/old {ratio:.3f}", flush=True)
+    geomean = math.exp(statistics.fmean(math.log(r["new_over_old"]) for r in rows)) if rows else float("nan")
+    print(f"geomean new/old over {len(rows)} layers: {geomean:.3f}")
+    if args.json:
+        write_json(args.json, {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                               "old": args.old.name, "new": args.new.name, "threads": args.threads,
+                               "rounds": args.rounds, "geomean_new_over_old": round(geomean, 3), "layers": rows})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
