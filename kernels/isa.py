@@ -23,16 +23,19 @@ class Isa:
     cpu_features: tuple[str, ...]  # /proc/cpuinfo flags the host must show to run the code
     # GCC inline-asm constraint naming a vector register of this ISA (x86: "x", AArch64: "w"); None for scalar.
     register_constraint: str | None = None
+    # A multiply-add can take its scalar operand straight from memory or a lane (AVX-512 {1toN} embedded
+    # broadcast, NEON fmla by element); without it every broadcast input is an instruction of its own.
+    fma_broadcast: bool = False
 
 
 ISAS: dict[str, Isa] = {
     isa.name: isa
     for isa in (
         Isa("avx512", 16, 32, True, ("-mavx512f", "-mavx512vl", "-mfma", "-mprefer-vector-width=512"), ("avx512f", "fma"),
-            "v"),
+            "v", fma_broadcast=True),
         Isa("avx2", 8, 16, True, ("-mavx2", "-mfma"), ("avx2", "fma"), "x"),
         Isa("avx", 8, 16, False, ("-mavx",), ("avx",), "x"),
-        Isa("neon", 4, 32, True, (), ("asimd",), "w"),
+        Isa("neon", 4, 32, True, (), ("asimd",), "w", fma_broadcast=True),
         Isa("scalar", 1, 16, False, (), ()),
     )
 }

@@ -33,6 +33,12 @@ TILE_KEEP_FACTOR = 1.15
 MAX_PRUNED_TILES = 6
 # The pruned space is never more than this fraction of the unpruned one (the best-estimated configurations stay).
 MIN_REDUCTION = 20
+# How much slower a tile one vector tall ranks where every multiply-add needs a broadcast instruction of its own
+# (an ISA without a multiply-add that broadcasts, see kernels.isa). Measured on Zen 3 (AVX2), 1 thread, tuned over
+# the model's 8x13 on AlexNet conv3-5: 1.16-1.40x in two tunings (conv4 once 1.00x); 16x6 over the tuned 8x14 on
+# GoogLeNet 3a_5x5, interleaved: 1.29x. One-vector tiles also swing most with the host's phases (8x14 ran 61 or 98
+# GFLOP/s from one minute to the next where 16x6 ran 82-108). The load-port bound of the estimate does not see it.
+ONE_VECTOR_PENALTY = 1.15
 # What one spilled accumulator costs at least (a load and a store per step): the low end of the 20-50% measured.
 SPILL_PENALTY = 1.25
 
@@ -89,12 +95,16 @@ def register_tiles(machine: Machine, shape: ConvShape) -> list[Tile]:
             from_l2 = weights_level(machine, shape, vectors * machine.n_vec, width) > 1
             tiles.append(Tile(vectors, width, row_cycles(machine, shape, vectors, width, from_l2), from_l2))
 
+    isa = ISAS.get(machine.isa)
+    penalty = 1.0 if isa is None or isa.fma_broadcast else ONE_VECTOR_PENALTY
+
     def rank(t: Tile) -> tuple:
-        # Estimated cycles first; among equals, tiles one vector tall last (every multiply-add needs a broadcast
-        # of its own: on resnet50:res4_3x3, Zen 3, 8x14 and 16x5 tie at 240 cycles per row and 16x5 ran 10-20%
-        # faster in three interleaved runs), then more accumulators (more slack against latency), then more
-        # vectors (each broadcast feeds more FMAs).
-        return (round(t.cycles, 6), t.vectors == 1, -t.accumulators, -t.vectors)
+        # Estimated cycles first, tiles one vector tall charged ONE_VECTOR_PENALTY where each of their
+        # multiply-adds needs its own broadcast; among equals, tiles one vector tall last (on resnet50:res4_3x3,
+        # Zen 3, 8x14 and 16x5 tie at 240 cycles per row and 16x5 ran 10-20% faster in three interleaved runs),
+        # then more accumulators (more slack against latency), then more vectors (each broadcast feeds more FMAs).
+        cycles = t.cycles * (penalty if t.vectors == 1 else 1.0)
+        return (round(cycles, 6), t.vectors == 1, -t.accumulators, -t.vectors)
 
     return sorted(tiles, key=rank)
 

@@ -8,6 +8,7 @@ from directconv.kernels.shape import ConvShape
 from directconv.layers import get_layer, suite
 from directconv.machines.machine import Cache, Machine
 from directconv.model import predict, register_tiles, search_space, tile_efficiency, unpruned_space
+from directconv.model.predict import ONE_VECTOR_PENALTY
 from directconv.model.cache import choose_cib, l1_fit, l2_fit, tile_input_bytes_per_block, weights_level
 from directconv.model.split import CO_BALANCE_MIN, ROWS_PER_TASK, choose_parallel, operand_bytes
 
@@ -76,11 +77,12 @@ def test_narrow_layer_says_it_cannot_hide_latency():
 
 def test_edge_tiles_steer_the_width():
     # W_o = 14 on a Zen 3-like core: 2x6 tiles leave a 2-column tile that pays the whole latency for 4 FMAs, so
-    # the model ranks tiles that cover 14 columns without such a narrow edge first (2x5: 5+5+4, 1x14, 3x4: 4+4+4+2
-    # with 6 accumulators in the edge) and 2x6 below them.
+    # the model ranks tiles that cover 14 columns without such a narrow edge first (2x5: 5+5+4, 3x4: 4+4+4+2 with
+    # 6 accumulators in the edge) and 2x6 below them. (1x14 has no edge either, but is one vector tall: see
+    # test_one_vector_tiles_pay_for_their_broadcasts_where_fmas_cannot_broadcast.)
     zen3 = machine("avx2", 8, 16, 2, 4)
     tiles = [(t.vectors, t.width) for t in register_tiles(zen3, get_layer("resnet50:res4_3x3").shape)]
-    assert tiles.index((2, 5)) < tiles.index((2, 6)) and tiles.index((1, 14)) < tiles.index((2, 6))
+    assert tiles.index((2, 5)) < tiles.index((2, 6)) and tiles.index((3, 4)) < tiles.index((2, 6))
     first = tiles[0]
     assert 14 % first[1] == 0 or first[0] * (14 % first[1]) >= 6, f"{first} leaves a narrow edge tile"
 
@@ -104,6 +106,24 @@ def test_one_vector_tiles_lose_ties():
     assert by_shape[(1, 14)].cycles == pytest.approx(by_shape[(2, 5)].cycles)
     assert tiles.index(by_shape[(2, 5)]) < tiles.index(by_shape[(1, 14)])
     assert predict(get_layer("resnet50:res4_3x3").shape, zen3).config.cob > 8
+
+
+def test_one_vector_tiles_pay_for_their_broadcasts_where_fmas_cannot_broadcast():
+    # alexnet:conv4 (13x13 output) on a Zen 3-like AVX2 core: the 1x13 tile has the fewest estimated cycles (no
+    # edge tile), but each of its multiply-adds needs a broadcast instruction of its own; charged
+    # ONE_VECTOR_PENALTY it ranks behind a taller tile, and the prediction is not one vector tall.
+    shape = get_layer("alexnet:conv4").shape
+    zen3 = machine("avx2", 8, 16, 2, 4)
+    tiles = register_tiles(zen3, shape)
+    fewest = min(tiles, key=lambda t: t.cycles)
+    assert (fewest.vectors, fewest.width) == (1, 13)
+    runner_up = tiles[0]
+    assert runner_up.vectors > 1 and fewest.cycles < runner_up.cycles < fewest.cycles * ONE_VECTOR_PENALTY
+    assert predict(shape, zen3).config.cob > 8
+    # Where a multiply-add takes its operand from a lane (NEON fmla by element), the order is the estimate's.
+    neon = machine("neon", 4, 32, 2, 4)
+    tiles = register_tiles(neon, shape)
+    assert tiles[0].cycles == min(t.cycles for t in tiles)
 
 
 def test_cache_block_keeps_weights_in_l1_and_respects_streams():
