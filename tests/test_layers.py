@@ -15,3 +15,23 @@ def test_suite_lookup():
         get_layer("vgg16:conv9")
     with pytest.raises(ValueError, match=r"unknown network 'lenet'"):
         network_layers("lenet")
+
+
+def test_network_option_names_every_convolution_of_the_chain():
+    # --network (tune, predict, export, show) means every convolution the network runs end to end: its suite layers
+    # under their suite names, then each further shape of its chain, named network:step; no shape twice.
+    import argparse
+
+    from directconv.layer_args import selected_layers
+    from directconv.networks import get_network
+
+    layers = selected_layers(argparse.Namespace(layer=["vgg16:conv3_2"], network=["resnet50"]))
+    shapes = [layer.shape for layer in layers]
+    assert len(set(shapes)) == len(shapes)
+    chain = {shape for _, shape in get_network("resnet50").conv_shapes()}
+    suite_layers = network_layers("resnet50")
+    assert set(shapes) == chain | {layer.shape for layer in suite_layers} | {get_layer("vgg16:conv3_2").shape}
+    assert len(chain - {layer.shape for layer in suite_layers}) == 8  # res3a_branch2a, res4a_branch2a, ...
+    names = [layer.name for layer in layers]
+    assert names[0] == "vgg16:conv3_2" and {layer.name for layer in suite_layers} <= set(names)
+    assert "resnet50:res4a_branch2a" in names

@@ -41,7 +41,7 @@ class StoreError(ValueError):
 
 @dataclass(frozen=True)
 class Entry:
-    layer: str  # suite name, or "" for a shape outside the suite
+    layer: str  # suite name, network:step for a network's other convolutions, or "" for any other shape
     shape: ConvShape
     threads: int
     config: KernelConfig
