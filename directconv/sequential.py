@@ -4,7 +4,8 @@ An NCHW call converts once on the way in and once on the way out; between steps 
 since one step's blocked output is the next step's input as is. Intermediate activations live in two flat
 float32 buffers allocated once per call: step i writes a reshaped prefix view of buffer i % 2 while reading the
 other. A call therefore allocates two buffers (plus the result), however many steps the chain has, and shares no
-mutable state with any other call. (Max-pool steps add numpy's fixed-size iterator scratch: see MaxPool2d.)
+mutable state with any other call. (Without a C compiler, max-pool steps add numpy's fixed-size iterator scratch:
+see MaxPool2d.) Max-pool steps run on the chain's threads (Plan.threads).
 """
 
 from __future__ import annotations
@@ -237,5 +238,8 @@ class Sequential:
                 target = _view(buffers[i % 2], stage, x.batch, plan.lanes)
             else:
                 target = out  # None: the step allocates the result, which outlives the buffers
-            current = step(current, out=target)
+            if isinstance(step, MaxPool2d):
+                current = step(current, out=target, threads=plan.threads)
+            else:
+                current = step(current, out=target)
         return current

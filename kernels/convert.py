@@ -1,4 +1,4 @@
-"""NCHW -> blocked conversion in C (kernels/c/dc_layout.c), on the caller's threads, into a given or aligned buffer.
+"""NCHW -> blocked conversion and max-pooling in C (kernels/c/dc_layout.c), on the caller's threads.
 
 1.7-4.3x faster than numpy's strided copy on one thread (benchmarks/conversion_ab.py). The way back stays numpy's copy
 (layout.blocked_to_nchw): C loops measured no faster. layout.nchw_to_blocked is the reference: this computes the
@@ -22,6 +22,8 @@ log = logging.getLogger("directconv.cache")
 _ffi = cffi.FFI()
 _ffi.cdef(
     "int dc_to_blocked(const float *x, float *xb, long n, long c, long hw, int threads);"
+    "int dc_max_pool(const float *x, float *y, long planes, long h, long w, long ho, long wo, int k, int s, int p,"
+    "                int threads);"
 )
 _libraries: dict[int, Any] = {}
 _lock = threading.Lock()
@@ -75,3 +77,18 @@ def to_blocked(x: np.ndarray, lanes: int, *, threads: int = 1, out: np.ndarray |
     if lib.dc_to_blocked(_pointer(x), _pointer(out), n, c, h * w, max(1, threads)) != 0:
         raise ValueError(f"dc_to_blocked refused shape {x.shape} with threads={threads}")
     return out
+
+
+def max_pool(x: np.ndarray, y: np.ndarray, kernel: int, stride: int, padding: int, *, threads: int = 1) -> bool:
+    """y = max-pool of x, both blocked (N, C/lanes, H, W, lanes) float32 C-contiguous; padding acts as -infinity
+    (every window must hold an element: pool.check_pool). False, y untouched, when there is no library: the
+    caller then pools in numpy (directconv.pool), the reference this matches bit for bit."""
+    lib = _library(x.shape[-1])
+    if lib is None:
+        return False
+    n, nb, h, w, _ = x.shape
+    if lib.dc_max_pool(_pointer(x), _pointer(y), n * nb, h, w, y.shape[2], y.shape[3], kernel, stride, padding,
+                       max(1, threads)) != 0:
+        raise ValueError(f"dc_max_pool refused {x.shape} -> {y.shape}, kernel {kernel}, stride {stride}, "
+                         f"padding {padding}, threads {threads}")
+    return True

@@ -203,7 +203,7 @@ def test_he_weights_have_the_he_scale_and_zero_biases() -> None:
     np.testing.assert_array_equal(networks.he_weights(n, seed=3)[5][0], weights[5][0])
 
 
-# --- blocked max-pool (pure numpy) --------------------------------------------------------------------------------
+# --- blocked max-pool (in C, numpy without a compiler) ------------------------------------------------------------
 
 
 @pytest.mark.parametrize("kernel, stride, padding", [(3, 2, 1), (3, 2, 0), (2, 2, 0), (2, 1, 1), (3, 1, 1), (5, 3, 2),
@@ -255,7 +255,33 @@ def test_maxpool_rejects_bad_parameters() -> None:
         dc.MaxPool2d(5, 1, 1).output_size(2, 9)
 
 
-def test_sequential_of_pools_runs_without_a_compiler(rng) -> None:
+@pytest.mark.compiler
+@pytest.mark.parametrize("lanes", [4, 8, 16])
+def test_maxpool_in_c_matches_the_numpy_reference_bit_for_bit(rng, lanes: int) -> None:
+    # The C pool (kernels/c/dc_layout.c) against MaxPool2d's numpy reference on the same blocked data, NaN and
+    # -infinity included (numpy's maximum propagates NaN), on 1 and 2 threads.
+    x = rng.standard_normal((2, 19, 15, 14)).astype(np.float32)
+    x[0, 3, 4, 5], x[1, 17, 0, 0], x[0, 0, 7, 7] = np.nan, -np.inf, np.inf
+    xb = dc.BlockedTensor(layout.nchw_to_blocked(x, lanes), 19)
+    for kernel, stride, padding in [(3, 2, 1), (2, 2, 0), (3, 1, 1), (5, 3, 2)]:
+        pool = dc.MaxPool2d(kernel, stride, padding)
+        reference = np.empty(pool.output_shape(xb), dtype=np.float32)
+        pool._pool(xb.data, reference)
+        for threads in (1, 2):
+            got = pool(xb, threads=threads).data
+            assert np.array_equal(got.view(np.uint32), reference.view(np.uint32)), (kernel, stride, padding, threads)
+    with pytest.raises(ValueError, match="threads must be a positive int, got 0"):
+        dc.MaxPool2d(3, 2, 1)(xb, threads=0)
+
+
+def test_sequential_of_pools_runs_without_a_compiler(rng, monkeypatch) -> None:
+    from directconv.kernels import compiler, convert
+
+    def no_compiler(*args, **kwargs):
+        raise compiler.CompilerNotFoundError("no C compiler found (test)")
+
+    monkeypatch.setattr(compiler, "build", no_compiler)
+    monkeypatch.setattr(convert, "_libraries", {})
     x = rng.standard_normal((1, 5, 17, 12)).astype(np.float32)
     model = dc.Sequential([dc.MaxPool2d(3, 2, 1), dc.MaxPool2d(2)])
     expected = maxpool64(maxpool64(x, 3, 2, 1), 2, 2, 0)

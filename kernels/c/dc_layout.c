@@ -46,3 +46,50 @@ int dc_to_blocked(const float *restrict x, float *restrict xb, long n, long c, l
     }
     return 0;
 }
+
+/* Max-pooling on blocked data, y[planes][ho][wo][DC_LANES] = max over each window of x[planes][h][w][DC_LANES]
+ * (a plane is one channel block of one image). Padding acts as -infinity: a window is clipped to the input (the
+ * caller checks that every window holds an element). NaN propagates as in numpy's maximum. One task per output row
+ * of one plane. A pixel's channels go 4 at a time as 16-byte vectors (GCC vector extensions): SSE2 and NEON, the
+ * baseline this library is built for (no ISA flags), have them; wider vectors would be split lane by lane. */
+typedef float dc_v4 __attribute__((vector_size(16), aligned(4)));
+typedef int dc_m4 __attribute__((vector_size(16), aligned(4)));
+#define DC_CHUNK (DC_LANES % 4 == 0 ? 4 : 1)
+
+int dc_max_pool(const float *restrict x, float *restrict y, long planes, long h, long w, long ho, long wo, int k,
+                int s, int p, int threads)
+{
+    if (planes < 1 || h < 1 || w < 1 || ho < 1 || wo < 1 || k < 1 || s < 1 || p < 0 || threads < 1) return -1;
+    const long tasks = planes * ho;
+    #pragma omp parallel for schedule(static) num_threads(threads) if(threads > 1 && tasks > 1)
+    for (long t = 0; t < tasks; ++t) {
+        const long oh = t % ho, plane = t / ho;
+        const float *restrict xp = x + plane * h * w * DC_LANES;
+        float *restrict yr = y + t * wo * DC_LANES;
+        const long r0 = oh * s - p, ra = r0 < 0 ? 0 : r0, rb = r0 + k < h ? r0 + k : h;
+        for (long ow = 0; ow < wo; ++ow) {
+            const long c0 = ow * s - p, ca = c0 < 0 ? 0 : c0, cb = c0 + k < w ? c0 + k : w;
+            for (int l = 0; l < DC_LANES; l += DC_CHUNK) {
+                if (DC_CHUNK == 4) {
+                    dc_v4 m = *(const dc_v4 *)(xp + (ra * w + ca) * DC_LANES + l);
+                    for (long r = ra; r < rb; ++r)
+                        for (long c = ca; c < cb; ++c) {
+                            const dc_v4 a = *(const dc_v4 *)(xp + (r * w + c) * DC_LANES + l);
+                            const dc_m4 take = (a > m) | (a != a); /* numpy's maximum: the larger, or a NaN */
+                            m = (dc_v4)(((dc_m4)a & take) | ((dc_m4)m & ~take));
+                        }
+                    *(dc_v4 *)(yr + ow * DC_LANES + l) = m;
+                } else {
+                    float m = xp[(ra * w + ca) * DC_LANES + l];
+                    for (long r = ra; r < rb; ++r)
+                        for (long c = ca; c < cb; ++c) {
+                            const float a = xp[(r * w + c) * DC_LANES + l];
+                            m = (a > m || a != a) ? a : m;
+                        }
+                    yr[ow * DC_LANES + l] = m;
+                }
+            }
+        }
+    }
+    return 0;
+}
