@@ -83,6 +83,10 @@ def max_pool(x: np.ndarray, y: np.ndarray, kernel: int, stride: int, padding: in
     """y = max-pool of x, both blocked (N, C/lanes, H, W, lanes) float32 C-contiguous; padding acts as -infinity
     (every window must hold an element: pool.check_pool). False, y untouched, when there is no library: the
     caller then pools in numpy (directconv.pool), the reference this matches bit for bit."""
+    if not y.flags.writeable:
+        raise ValueError("the max-pool's output buffer is read-only")
+    if not (x.flags.c_contiguous and y.flags.c_contiguous and x.dtype == y.dtype == np.float32):
+        return False  # the C loops index contiguous float32 blocks; numpy takes any strides
     lib = _library(x.shape[-1])
     if lib is None:
         return False

@@ -272,6 +272,10 @@ def test_maxpool_in_c_matches_the_numpy_reference_bit_for_bit(rng, lanes: int) -
             assert np.array_equal(got.view(np.uint32), reference.view(np.uint32)), (kernel, stride, padding, threads)
     with pytest.raises(ValueError, match="threads must be a positive int, got 0"):
         dc.MaxPool2d(3, 2, 1)(xb, threads=0)
+    frozen = dc.MaxPool2d(3, 2, 1)(xb)
+    frozen.data.flags.writeable = False
+    with pytest.raises(ValueError, match="output buffer is read-only"):
+        dc.MaxPool2d(3, 2, 1)(xb, out=frozen)
 
 
 def test_sequential_of_pools_runs_without_a_compiler(rng, monkeypatch) -> None:
