@@ -161,17 +161,13 @@ def finals(name: str, shape: ConvShape, machine, first: dict, min_time: float, r
     finalists = list(dict.fromkeys([*ranked[:top], *[c for c in ranked if c in pruned][:TOP_PRUNED], plan.config]))
     if built is None:
         built = compile_all(finalists, shape)
-    per_round: list[dict] = []
+
+    def progress(r: int) -> None:
+        if (r + 1) % 10 == 0 or r + 1 == rounds:
+            print(f"  {name}: final round {r + 1}/{rounds}", file=sys.stderr, flush=True)
+
     with Measurer(min_time=min_time, timeout=120) as measurer:
-        for r, order in enumerate(schedule(finalists, rounds)):  # rotated order, as the bench's rounds
-            times = {}
-            for c in order:
-                m = measurer.measure(c, shape, built[c.compile_key()].library)
-                if m.ok:
-                    times[c] = m.gflops
-            per_round.append(times)
-            if (r + 1) % 10 == 0 or r + 1 == rounds:
-                print(f"  {name}: final round {r + 1}/{rounds}", file=sys.stderr, flush=True)
+        per_round = measurer.rounds(finalists, shape, built, rounds, on_round=progress)  # rotated, as the bench's
     pick, judge = per_round[0::2], per_round[1::2]
 
     def median_over(half: list[dict], c) -> float:
@@ -250,8 +246,7 @@ def refine(path: Path, out: Path, min_time: float, rounds: int, within: float) -
         local: list[float] = []
         ratios: dict = {c: [] for c in chosen}
         with Measurer(min_time=min_time, timeout=120) as measurer:
-            for r in range(rounds):
-                order = chosen[r % len(chosen):] + chosen[:r % len(chosen)]  # rotate: drift hits all alike
+            for r, order in enumerate(schedule(chosen, rounds)):  # rotate: drift hits all alike
                 for c, ratio in anchored_pass(name, measurer, shape, plan.config, built,
                                               order if r % 2 == 0 else order[::-1], raw, local).items():
                     if ratio is not None:

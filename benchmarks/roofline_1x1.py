@@ -27,9 +27,9 @@ import numpy as np
 import directconv
 from directconv.bench.peak import peak_once
 from directconv.bench.results import write_json
-from directconv.kernels import layout
 from directconv.kernels.layout import blocks
 from directconv.layers import suite
+from directconv.model.split import operand_bytes
 from directconv.tuner.compile import compile_all
 from directconv.tuner.measure import Measurer
 
@@ -52,8 +52,8 @@ def copy_bandwidth(nbytes: int, seconds: float = 0.2) -> float:
 
 def traffic(shape, lanes: int) -> int:
     """Compulsory bytes of one call: the blocked input and output and the packed weights, each once."""
-    ci, co = blocks(shape.ci, lanes) * lanes, blocks(shape.co, lanes) * lanes
-    return 4 * (ci * shape.h * shape.w + co * ci * shape.kh * shape.kw + co * shape.ho * shape.wo)
+    inputs, weights = operand_bytes(shape, lanes)
+    return inputs + weights + 4 * blocks(shape.co, lanes) * lanes * shape.ho * shape.wo
 
 
 def main() -> int:

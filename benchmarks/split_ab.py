@@ -17,7 +17,6 @@ import statistics
 import sys
 from pathlib import Path
 
-from directconv.bench.harness import schedule
 from directconv.bench.results import write_json
 from directconv.host import host
 from directconv.layers import get_layer, suite
@@ -45,12 +44,9 @@ def main() -> int:
                   f"rows{ROWS_PER_TASK}": model.replace(parallel="rows", rows=ROWS_PER_TASK)}
         configs = {k: c for k, c in splits.items() if k == "model" or c != model}  # the model's own runs once
         built = compile_all(list(configs.values()), shape)
-        gflops: dict[str, list[float]] = {k: [] for k in configs}
         with Measurer(min_time=args.min_time, timeout=120) as measurer:
-            for order in schedule(list(configs), args.rounds):
-                for k in order:
-                    m = measurer.measure(configs[k], shape, built[configs[k].compile_key()].library)
-                    gflops[k].append(m.gflops if m.ok else float("nan"))
+            per_round = measurer.rounds(list(configs.values()), shape, built, args.rounds)
+        gflops = {k: [r.get(c, float("nan")) for r in per_round] for k, c in configs.items()}
         row = {"layer": name, "model": {"parallel": model.parallel, "rows": model.rows, "cob": model.cob,
                                         "wob": model.wob},
                "splits": {k: {"gflops": round(statistics.median(v), 2),

@@ -18,9 +18,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from directconv.bench.harness import schedule
 from directconv.bench.results import write_json
-from directconv.kernels.config import KernelConfig
 from directconv.tuner.compile import compile_all
 from directconv.tuner.measure import Measurer
 from directconv.tuner.store import read_store
@@ -50,12 +48,8 @@ def main() -> int:
                 print(f"{entry.layer:30} same configuration", flush=True)
                 continue
             built = compile_all(list(configs.values()), shape)
-            gflops: dict[str, list[float]] = {k: [] for k in configs}
-            for order in schedule(list(configs), args.rounds):
-                for k in order:
-                    config: KernelConfig = configs[k]
-                    m = measurer.measure(config, shape, built[config.compile_key()].library)
-                    gflops[k].append(m.gflops if m.ok else float("nan"))
+            per_round = measurer.rounds(list(configs.values()), shape, built, args.rounds)
+            gflops = {k: [r.get(c, float("nan")) for r in per_round] for k, c in configs.items()}
             ratio = statistics.median(a / b for a, b in zip(gflops["new"], gflops["old"]))
             rows.append({**row, "old_gflops": round(statistics.median(gflops["old"]), 2),
                          "new_gflops": round(statistics.median(gflops["new"]), 2), "new_over_old": round(ratio, 3)})

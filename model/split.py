@@ -45,9 +45,8 @@ def balance(tasks: int, threads: int) -> float:
     return tasks / (math.ceil(tasks / threads) * threads)
 
 
-def operand_bytes(shape: ConvShape, machine: Machine) -> tuple[int, int]:
-    """(input, weights) bytes in the blocked layouts (channels padded to whole vectors)."""
-    lanes = machine.n_vec
+def operand_bytes(shape: ConvShape, lanes: int) -> tuple[int, int]:
+    """(input, weights) bytes in the blocked layouts (channels padded to whole vectors of `lanes`)."""
     ci = -(-shape.ci // lanes) * lanes
     co = -(-shape.co // lanes) * lanes
     return ci * shape.h * shape.w * 4, co * ci * shape.kh * shape.kw * 4
@@ -62,7 +61,7 @@ def choose_parallel(shape: ConvShape, machine: Machine, cob: int, threads: int) 
     row_tasks = nj * -(-shape.ho // rows)
     rows_balance = balance(row_tasks, threads)
     co_balance = balance(nj, threads)
-    inputs, weights = operand_bytes(shape, machine)
+    inputs, weights = operand_bytes(shape, machine.n_vec)
     sizes = f"input {inputs / 1024:.0f} KiB, weights {weights / 1024:.0f} KiB"
     if inputs > weights:
         return "rows", rows, rows_balance, (

@@ -169,7 +169,7 @@ def test_threads_share_the_larger_operand():
     # VGG-16 conv3_2, 256 -> 256 at 56x56, 3x3: input 256*56*56*4 B = 3136 KiB, weights 256*256*9*4 B = 2304 KiB.
     # The input is larger: the threads split rows, 4 per task, and share the input.
     shape = get_layer("vgg16:conv3_2").shape
-    assert operand_bytes(shape, SKYLAKE_SP) == (3136 * 1024, 2304 * 1024)
+    assert operand_bytes(shape, SKYLAKE_SP.n_vec) == (3136 * 1024, 2304 * 1024)
     two = predict(shape, SKYLAKE_SP, threads=2)
     assert (two.config.parallel, two.config.rows) == ("rows", ROWS_PER_TASK)
     assert "input is the larger operand" in next(r.why for r in two.reasons if r.parameter == "parallel")

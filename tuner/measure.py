@@ -9,13 +9,17 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from directconv.bench.harness import schedule
 from directconv.kernels.config import KernelConfig
 from directconv.kernels.shape import ConvShape
+
+from .compile import Built
 
 STATUSES = ("ok", "wrong", "crashed", "timeout", "compile_error", "error")
 
@@ -151,3 +155,21 @@ class Measurer:
             gflops=shape.flops() / seconds / 1e9, max_rel_error=reply["max_rel_error"],
             detail=f"{samples.size} runs in {time.monotonic() - started:.1f} s",
         )
+
+    def rounds(self, configs: Sequence[KernelConfig], shape: ConvShape, built: Mapping[tuple, Built], rounds: int,
+               on_round: Callable[[int], None] | None = None) -> list[dict[KernelConfig, float]]:
+        """GFLOP/s of every configuration in each of `rounds` rounds, the order rotating from round to round
+        (bench.harness.schedule). Within a round every configuration meets the same machine, so ratios taken inside
+        one round carry across the host's phases where absolute figures do not. A configuration that fails in a
+        round is missing from that round. built: compile_all's result for `configs`; on_round(r) after round r."""
+        per_round = []
+        for r, order in enumerate(schedule(configs, rounds)):
+            got = {}
+            for config in order:
+                m = self.measure(config, shape, built[config.compile_key()].library)
+                if m.ok:
+                    got[config] = m.gflops
+            per_round.append(got)
+            if on_round is not None:
+                on_round(r)
+        return per_round
