@@ -15,25 +15,17 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import sys
-import time
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 
-from directconv.bench.harness import interleaved_medians
+from directconv.bench.harness import interleaved_medians, time_batch
 from directconv.bench.results import write_json
 from directconv.kernels import convert, layout
 from directconv.layers import get_layer
 
 DEFAULT_LAYERS = ("vgg16:conv1_2", "resnet50:res2_1x1_64to256", "resnet50:res4_3x3", "alexnet:conv1")
-
-
-def per_call(fn, calls: int) -> float:
-    t0 = time.perf_counter()
-    for _ in range(calls):
-        fn()
-    return (time.perf_counter() - t0) / calls
 
 
 def main() -> int:
@@ -59,7 +51,7 @@ def main() -> int:
             }
             for fn in runs.values():
                 fn()  # build and load the library, touch the pages
-            seconds = interleaved_medians({k: partial(per_call, fn, calls) for k, fn in runs.items()}, args.rounds)
+            seconds = interleaved_medians({k: partial(time_batch, fn, calls) for k, fn in runs.items()}, args.rounds)
             for impl, t in seconds.items():
                 base = seconds["to_blocked numpy"]
                 rows.append({"layer": name, "tensor": side, "shape": [1, c, h, w], "impl": impl, "ms": round(t * 1e3, 4),

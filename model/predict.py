@@ -34,10 +34,12 @@ MAX_PRUNED_TILES = 6
 # The pruned space is never more than this fraction of the unpruned one (the best-estimated configurations stay).
 MIN_REDUCTION = 20
 # How much slower a tile one vector tall ranks where every multiply-add needs a broadcast instruction of its own
-# (an ISA without a multiply-add that broadcasts, see kernels.isa). Measured on Zen 3 (AVX2), 1 thread, tuned over
-# the model's 8x13 on AlexNet conv3-5: 1.16-1.40x in two tunings (conv4 once 1.00x); 16x6 over the tuned 8x14 on
-# GoogLeNet 3a_5x5, interleaved: 1.29x. One-vector tiles also swing most with the host's phases (8x14 ran 61 or 98
-# GFLOP/s from one minute to the next where 16x6 ran 82-108). The load-port bound of the estimate does not see it.
+# (an ISA without a multiply-add that broadcasts, see kernels.isa). Measured on Zen 3 (AVX2), 1 thread: tuned over
+# the model's 8x13 on AlexNet conv3-5, 1.16-1.40x in two tunings, conv4 once 1.00x (benchmarks/results/
+# tune-suite-zen3-t1.json, -t1b.json); 16x6 over the tuned 8x14 on GoogLeNet 3a_5x5, side by side, 1.33x and 1.24x
+# (store-ab-zen3-t1-3a_5x5-run1.json, -run2.json); the best one-vector configuration of AlexNet conv4's exhaustive
+# sweep at 0.86 of 40x2 (model-sweep-zen3-2026-11-30e-alexnet-conv4.json). The estimate's load-port bound does not
+# see it.
 ONE_VECTOR_PENALTY = 1.15
 # What one spilled accumulator costs at least (a load and a store per step): the low end of the 20-50% measured.
 SPILL_PENALTY = 1.25

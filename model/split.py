@@ -8,11 +8,10 @@ Which split to take follows from what each thread reads. In a co split every thr
 share of the weights; in a rows split its share of the input and all the weights (kept in cache from one task to
 the next). Per thread that is I + W/T against I/T + W: rows when the input is the larger operand, co when the
 weights are. Measured at 2 threads on Zen 3, 12 interleaved rounds, medians of per-round ratios
-(benchmarks/split_ab.py; benchmarks/results/split-ab-zen3-t2.json and two earlier runs):
+(benchmarks/split_ab.py, benchmarks/results/split-ab-zen3-t2.json):
   - input larger (AlexNet and ResNet-50 conv1, VGG-16 conv1_2 to conv3_2, ResNet-50 res2_3x3 and res3_1x1s2): rows
-    of ROWS_PER_TASK beat co on 6 of 7 layers in the committed run, by 4-9%, and ran 1% slower to 13% faster in
-    the earlier runs; VGG-16 conv3_2 went either way (co +9% in one run, rows +3% in another).
-  - weights larger: co. On the two 9 MiB VGG-16 layers co ran 5-11% faster than rows of 4 and 9-27% faster than
+    of ROWS_PER_TASK beat co on 6 of 7 layers, by 4-9%; on VGG-16 conv3_2 co ran 9% faster.
+  - weights larger: co. On the two 9 MiB VGG-16 layers co ran 5-12% faster than rows of 4 and 10-18% faster than
     rows of 1 (the old rule sent both to rows of 1: 13 blocks do not divide by 2). On the other such layers rows of
     4 ran from 2% slower to 12% faster than co (AlexNet conv3): a finer rule for weights that do not dwarf the
     input is still to be found.
@@ -26,9 +25,10 @@ import math
 from directconv.kernels.shape import ConvShape
 from directconv.machines.machine import Machine
 
-# Rows per task in a rows split: where the weights are the larger operand, 4 rows ran up to 11% faster than 1 (a
-# task reads every block's weights once for 4 rows, not for 1; Zen 3, 2 threads); elsewhere 1 and 4 rows traded
-# places by up to 10% from run to run.
+# Rows per task in a rows split: 4, so that a task reads every block's weights once for 4 rows, not for every row.
+# Measured, the two are close (split-ab-zen3-t2.json, 2 threads): where the weights are larger 4 rows ran 4% slower
+# to 7% faster than 1 (VGG-16's 9 MiB layers +4-5%); where the input is larger 1 row ran 1% slower to 10% faster
+# than 4 (res3_1x1s2). Not settled.
 ROWS_PER_TASK = 4
 # The co split's least balance (tasks / (tasks per thread * threads)). 13 blocks on 2 threads (0.93) still beat
 # rows on VGG-16 conv5_2; 2 blocks on 3 threads (0.67) leave a third of the machine idle.
