@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 
 import directconv as dc
-from directconv.bench.harness import geomean, interleaved_medians
-from directconv.bench.results import write_json
+from directconv.tuner.harness import geomean, interleaved_medians
+from directconv.core.files import write_json
 from directconv.kernels import layout, runtime
-from directconv.layers import get_layer
+from directconv.core.suite import get_layer
 
 DEFAULT_LAYERS = ("vgg16:conv1_2", "vgg16:conv3_2", "vgg16:conv5_2", "resnet50:res2_3x3", "resnet50:res4_3x3",
                   "resnet50:res5_3x3", "resnet50:res4_1x1_1024to256", "resnet50:res5_1x1_512to2048",

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from directconv.bench.harness import interleaved_medians, time_batch
-from directconv.bench.results import write_json
+from directconv.tuner.harness import interleaved_medians, time_batch
+from directconv.core.files import write_json
 from directconv.kernels import convert, layout
-from directconv.layers import get_layer
+from directconv.core.suite import get_layer
 
 DEFAULT_LAYERS = ("vgg16:conv1_2", "resnet50:res2_1x1_64to256", "resnet50:res4_3x3", "alexnet:conv1")
 

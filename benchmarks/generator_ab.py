@@ -23,12 +23,12 @@ from types import ModuleType
 import numpy as np
 
 import directconv as dc
-from directconv.bench.harness import geomean, interleaved_medians
-from directconv.bench.results import write_json
+from directconv.tuner.harness import geomean, interleaved_medians
+from directconv.core.files import write_json
 from directconv.kernels import codegen, compiler, layout, runtime
-from directconv.kernels.isa import get_isa
+from directconv.core.isa import get_isa
 from directconv.kernels.reference import conv2d_reference, tolerance
-from directconv.layers import get_layer, suite
+from directconv.core.suite import get_layer, suite
 
 ROOT = Path(__file__).resolve().parent.parent
 

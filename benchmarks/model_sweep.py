@@ -29,13 +29,13 @@ import numpy as np
 import yaml
 from scipy.stats import spearmanr
 
-from directconv.bench.harness import schedule
-from directconv.bench.results import write_json
+from directconv.tuner.harness import schedule
+from directconv.core.files import write_json
 from directconv.kernels.compiler import find_compiler
-from directconv.layers import get_layer
+from directconv.core.suite import get_layer
 from directconv.machines.loader import dump_machine, load_machine, parse_machine
-from directconv.kernels.config import KernelConfig
-from directconv.kernels.shape import ConvShape
+from directconv.core.config import KernelConfig
+from directconv.core.shape import ConvShape
 from directconv.model import estimate_config, predict, search_space, unpruned_space
 from directconv.tuner.compile import compile_all
 from directconv.tuner.measure import Measurer
@@ -310,7 +310,7 @@ def main() -> int:
     if not args.layer or not args.out:
         ap.error("--layer and --out are required (or --rescore FILE)")
     if args.machine == "host":
-        from directconv.host import host
+        from directconv.machines.host import host
 
         machine = host().machine
     else:

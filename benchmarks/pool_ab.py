@@ -1,6 +1,6 @@
 """Max-pooling on blocked data: numpy (MaxPool2d's reference) against C (kernels/convert.max_pool) on 1 and 2 threads.
 
-Every distinct max-pool of the networks' chains (directconv/data/networks.yaml), on the activation it pools, runs
+Every distinct max-pool of the networks' chains (directconv/nn/networks.yaml), on the activation it pools, runs
 in rounds, the order rotating every round (bench.harness.interleaved_medians); reported: median ms per pool and
 C's speedup over numpy.
 
@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 
 import directconv as dc
-from directconv.bench.harness import interleaved_medians, time_batch
-from directconv.bench.results import write_json
+from directconv.tuner.harness import interleaved_medians, time_batch
+from directconv.core.files import write_json
 from directconv.kernels import layout
-from directconv.networks import PoolStep, get_network
+from directconv.nn.networks import PoolStep, get_network
 
 LANES = 8
 

@@ -21,12 +21,12 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from directconv.bench.harness import interleaved_medians
-from directconv.bench.results import write_json
+from directconv.tuner.harness import interleaved_medians
+from directconv.core.files import write_json
 from directconv.kernels import layout, runtime
-from directconv.kernels.config import KernelConfig
+from directconv.core.config import KernelConfig
 from directconv.kernels.reference import conv2d_reference, tolerance
-from directconv.kernels.shape import ConvShape
+from directconv.core.shape import ConvShape
 from directconv.machines.loader import load_machine
 from directconv.model import predict
 

@@ -25,10 +25,10 @@ from pathlib import Path
 import numpy as np
 
 import directconv
-from directconv.bench.peak import peak_once
-from directconv.bench.results import write_json
+from directconv.tuner.peak import peak_once
+from directconv.core.files import write_json
 from directconv.kernels.layout import blocks
-from directconv.layers import suite
+from directconv.core.suite import suite
 from directconv.model.split import operand_bytes
 from directconv.tuner.compile import compile_all
 from directconv.tuner.measure import Measurer

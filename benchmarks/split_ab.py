@@ -17,9 +17,9 @@ import statistics
 import sys
 from pathlib import Path
 
-from directconv.bench.results import write_json
-from directconv.host import host
-from directconv.layers import get_layer, suite
+from directconv.core.files import write_json
+from directconv.machines.host import host
+from directconv.core.suite import get_layer, suite
 from directconv.model import predict
 from directconv.model.split import ROWS_PER_TASK
 from directconv.tuner.compile import compile_all

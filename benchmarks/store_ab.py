@@ -18,7 +18,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from directconv.bench.results import write_json
+from directconv.core.files import write_json
 from directconv.tuner.compile import compile_all
 from directconv.tuner.measure import Measurer
 from directconv.tuner.store import read_store

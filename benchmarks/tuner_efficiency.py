@@ -21,10 +21,10 @@ from pathlib import Path
 
 import optuna
 
-from directconv.bench.results import write_json
-from directconv.host import host
-from directconv.kernels.config import KernelConfig
-from directconv.kernels.shape import ConvShape
+from directconv.core.files import write_json
+from directconv.machines.host import host
+from directconv.core.config import KernelConfig
+from directconv.core.shape import ConvShape
 from directconv.tuner.compile import compile_all
 from directconv.tuner.measure import Measurer
 from directconv.tuner.tune import tune

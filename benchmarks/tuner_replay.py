@@ -29,9 +29,9 @@ from pathlib import Path
 import optuna
 import yaml
 
-from directconv.bench.results import write_json
-from directconv.kernels.config import KernelConfig
-from directconv.kernels.shape import ConvShape
+from directconv.core.files import write_json
+from directconv.core.config import KernelConfig
+from directconv.core.shape import ConvShape
 from directconv.machines.loader import load_machine
 from directconv.model import search_space
 from directconv.tuner.measure import Measurement

@@ -6,15 +6,7 @@ register-blocked C kernel on channel-blocked (NCHWc) activations, generated and 
 
 from __future__ import annotations
 
-from pathlib import Path as _Path
-
-# In a source checkout the subpackages sit beside this folder (kernels/, model/, tuner/, machines/); pyproject.toml
-# maps them under `directconv` when installed. Let the same names resolve when running from the checkout.
-_checkout = _Path(__file__).resolve().parent.parent
-if (_checkout / "pyproject.toml").is_file() and (_checkout / "kernels" / "__init__.py").is_file():
-    __path__.append(str(_checkout))
-
-from directconv.api import (  # noqa: E402
+from directconv.nn.api import (
     BlockedTensor,
     PackedWeights,
     available_threads,
@@ -24,14 +16,14 @@ from directconv.api import (  # noqa: E402
     pack_weights,
     to_blocked,
 )
-from directconv.kernels.config import KernelConfig  # noqa: E402
-from directconv.layer import Conv2d  # noqa: E402
-from directconv.pool import MaxPool2d  # noqa: E402
-from directconv.sequential import Sequential  # noqa: E402
-from directconv.kernels.reference import conv2d_reference  # noqa: E402
-from directconv.kernels.shape import ConvShape  # noqa: E402
+from directconv.core.config import KernelConfig
+from directconv.nn.layer import Conv2d
+from directconv.nn.pool import MaxPool2d
+from directconv.nn.sequential import Sequential
+from directconv.kernels.reference import conv2d_reference
+from directconv.core.shape import ConvShape
 
-__version__ = "0.1.0"
+from directconv.core.version import __version__
 
 
 _LAZY = {"tune": "tuning", "Tuned": "tuning", "choose_config": "select", "default_config": "select", "Choice": "select",
@@ -43,9 +35,9 @@ def __getattr__(name: str):
     import importlib
 
     if name in _LAZY:
-        return getattr(importlib.import_module(f"directconv.{_LAZY[name]}"), name)
+        return getattr(importlib.import_module(f"directconv.tuner.{_LAZY[name]}"), name)
     if name == "networks":  # the bundled network definitions (dc.networks.build("resnet50"))
-        return importlib.import_module("directconv.networks")
+        return importlib.import_module("directconv.nn.networks")
     raise AttributeError(f"module 'directconv' has no attribute {name!r}")
 
 __all__ = [

@@ -1,5 +1,5 @@
 import sys
 
-from directconv.cli import main
+from directconv.cli.main import main
 
 sys.exit(main())

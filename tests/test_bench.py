@@ -14,15 +14,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from directconv.bench import harness, impls, peers, report
+from directconv.bench import impls, peers, report
+from directconv.tuner import harness
 from directconv.bench.base import Impl, Prepared, Problem, check_output
-from directconv.bench.peak import peak_once
-from directconv.bench.results import FAILED, OK, WRONG, Result, write_json
+from directconv.tuner.peak import peak_once
+from directconv.bench.results import FAILED, OK, WRONG, Result
+from directconv.core.files import write_json
 from directconv.bench.runner import Settings, run_layer
-from directconv.cli import main
-from directconv.kernels.isa import get_isa
-from directconv.kernels.shape import ConvShape
-from directconv.layers import Layer
+from directconv.cli.main import main
+from directconv.core.isa import get_isa
+from directconv.core.shape import ConvShape
+from directconv.core.suite import Layer
 
 # --- harness: statistics and interleaving ---------------------------------------------------------------------
 
@@ -201,7 +203,7 @@ def test_select_rejects_unknown_implementation() -> None:
 
 
 def _fake_peak():
-    from directconv.bench.peak import Peak
+    from directconv.tuner.peak import Peak
 
     return Peak("avx2", 1, 100.0, (100.0,), 12)
 
@@ -273,7 +275,7 @@ def test_runner_drops_an_implementation_that_raises_while_timed() -> None:
 
 
 def test_load_parser_counts_busy_columns() -> None:
-    from directconv.bench.load import LoadMeter, parse_busy_seconds
+    from directconv.tuner.load import LoadMeter, parse_busy_seconds
 
     stat = "cpu  100 5 50 1000 30 2 3 10 0 0\ncpu0 50 2 25 500 15 1 1 5 0 0\n"
     assert parse_busy_seconds(stat, 100.0) == pytest.approx((100 + 5 + 50 + 2 + 3 + 10) / 100.0)
@@ -327,7 +329,7 @@ def test_write_json_is_atomic_and_leaves_no_temporary(tmp_path: Path) -> None:
 @pytest.mark.compiler
 @pytest.mark.parametrize("isa", ["host", "scalar"])
 def test_peak_is_positive_and_plausible(isa: str) -> None:
-    from directconv.kernels.isa import host_isa
+    from directconv.core.isa import host_isa
 
     name = host_isa() if isa == "host" else isa
     lanes = get_isa(name).lanes

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import directconv as dc
-from directconv.kernels.isa import get_isa, host_isa, host_isas
+from directconv.core.isa import get_isa, host_isa, host_isas
 from directconv.kernels.reference import tolerance
 
 pytestmark = pytest.mark.compiler

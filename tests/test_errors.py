@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import directconv as dc
-from directconv.kernels.isa import ISAS, host_isa, host_isas
+from directconv.core.isa import ISAS, host_isa, host_isas
 
 pytestmark = pytest.mark.compiler
 

@@ -12,12 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from directconv.cli import main
+from directconv.cli.main import main
 from directconv.kernels import cross
 from directconv.kernels.compiler import CompilerNotFoundError
 from directconv.kernels.reference import conv2d_reference, tolerance
-from directconv.kernels.shape import ConvShape
-from directconv.layers import get_layer
+from directconv.core.shape import ConvShape
+from directconv.core.suite import get_layer
 
 # A suite layer (5x5, padding), a 1x1 layer (run as one long row), and an explicit shape with channel tails,
 # stride 2 and padding.
@@ -212,7 +212,7 @@ def test_unknown_machine_is_refused(tmp_path, capsys):
 
 
 def test_makefile_and_manifest_carry_the_machine_flags():
-    from directconv.export import ExportLayer, export_files
+    from directconv.kernels.export import ExportLayer, export_files
     from directconv.machines.loader import load_machine
     from directconv.model import predict
 

@@ -23,12 +23,12 @@ import optuna
 import pytest
 import sqlalchemy
 
-from directconv.cli import main
+from directconv.cli.main import main
 from directconv.kernels.codegen import GENERATOR_VERSION
-from directconv.kernels.config import KernelConfig
-from directconv.kernels.isa import ISAS, host_isa
-from directconv.kernels.shape import ConvShape
-from directconv.probe.fingerprint import fingerprint_id
+from directconv.core.config import KernelConfig
+from directconv.core.isa import ISAS, host_isa
+from directconv.core.shape import ConvShape
+from directconv.machines.probe.fingerprint import fingerprint_id
 from directconv.tuner import fleet, locks, store
 from directconv.tuner.storage import _with_driver, fail_dead_trials, open_storage, study_name
 from directconv.tuner.tune import claim
@@ -252,8 +252,8 @@ def test_store_export_command(tmp_path, capsys):
 WORKER = textwrap.dedent(
     """
     import sys
-    from directconv.kernels.shape import ConvShape
-    from directconv.tuning import tune
+    from directconv.core.shape import ConvShape
+    from directconv.tuner.tuning import tune
     url, trials, ci, co, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
     t = tune(ConvShape.from_args(ci, co, n, n, 3, 3, 1, 1), trials=trials, storage=url, progress=False, min_time=0.03,
              layer="test:fleet")

@@ -25,11 +25,11 @@ import pytest
 
 from directconv.kernels import codegen, cross, layout
 from directconv.kernels.compiler import BASE_FLAGS, CompileError, CompilerNotFoundError
-from directconv.kernels.config import KernelConfig
-from directconv.kernels.isa import host_isas
+from directconv.core.config import KernelConfig
+from directconv.core.isa import host_isas
 from directconv.kernels.reference import conv2d_reference, tolerance
-from directconv.kernels.shape import ConvShape
-from directconv.layers import get_layer
+from directconv.core.shape import ConvShape
+from directconv.core.suite import get_layer
 from directconv.machines.loader import bundled_machines, load_machine, machine_to_data, parse_machine
 from directconv.machines.machine import Machine
 from directconv.model.predict import predict

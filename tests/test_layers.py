@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from directconv.layers import get_layer, network_layers, suite
+from directconv.core.suite import get_layer, network_layers, suite
 
 
 def test_suite_lookup():
@@ -22,8 +22,8 @@ def test_network_option_names_every_convolution_of_the_chain():
     # under their suite names, then each further shape of its chain, named network:step; no shape twice.
     import argparse
 
-    from directconv.layer_args import selected_layers
-    from directconv.networks import get_network
+    from directconv.cli.layers import selected_layers
+    from directconv.nn.networks import get_network
 
     layers = selected_layers(argparse.Namespace(layer=["vgg16:conv3_2"], network=["resnet50"]))
     shapes = [layer.shape for layer in layers]

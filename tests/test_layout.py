@@ -7,7 +7,7 @@ import pytest
 
 from directconv.kernels import layout
 from directconv.kernels.codegen import plan_tiles
-from directconv.kernels.shape import ConvShape
+from directconv.core.shape import ConvShape
 
 
 @pytest.mark.parametrize("channels, lanes", [(1, 8), (8, 8), (13, 8), (35, 16), (6, 4), (3, 1)])

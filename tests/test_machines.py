@@ -6,6 +6,8 @@ $DIRECTCONV_MACHINES_DIR so that the developer's own machine files never leak in
 
 from __future__ import annotations
 
+from directconv.core.paths import machines_dir
+
 import dataclasses
 import json
 import os
@@ -19,7 +21,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from directconv.cli import main
+from directconv.cli.main import main
 from directconv.machines import (
     Machine,
     MachineError,
@@ -31,7 +33,6 @@ from directconv.machines import (
     parse_machine,
     save_machine,
     user_machines,
-    user_store_dir,
 )
 
 FIXTURES = Path(__file__).parent / "fixtures" / "machines"
@@ -456,17 +457,15 @@ def test_save_machine_refuses_a_name_that_would_not_load(tmp_path):
 # ---- The user store ------------------------------------------------------------------------------------------------
 
 
-def test_user_store_dir_resolution(monkeypatch, tmp_path):
+def test_machines_dir_resolution(monkeypatch, tmp_path):
     monkeypatch.setenv("DIRECTCONV_MACHINES_DIR", str(tmp_path / "explicit"))
-    assert user_store_dir() == tmp_path / "explicit"
+    assert machines_dir() == tmp_path / "explicit"
     monkeypatch.delenv("DIRECTCONV_MACHINES_DIR")
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
-    assert user_store_dir() == tmp_path / "xdg" / "directconv" / "machines"
-    monkeypatch.setenv("XDG_DATA_HOME", "relative/ignored")
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert user_store_dir() == tmp_path / "home" / ".local" / "share" / "directconv" / "machines"
+    assert machines_dir() == tmp_path / "xdg" / "directconv" / "machines"
     monkeypatch.delenv("XDG_DATA_HOME")
-    assert user_store_dir() == tmp_path / "home" / ".local" / "share" / "directconv" / "machines"
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert machines_dir() == tmp_path / "home" / ".local" / "share" / "directconv" / "machines"
 
 
 @pytest.fixture

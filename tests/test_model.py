@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from directconv.kernels.shape import ConvShape
-from directconv.layers import get_layer, suite
+from directconv.core.shape import ConvShape
+from directconv.core.suite import get_layer, suite
 from directconv.machines.machine import Cache, Machine
 from directconv.model import predict, register_tiles, search_space, tile_efficiency, unpruned_space
 from directconv.model.predict import ONE_VECTOR_PENALTY

@@ -13,14 +13,14 @@ import pytest
 from numpy.lib.stride_tricks import sliding_window_view
 
 import directconv as dc
-from directconv import networks
+from directconv.nn import networks
 from directconv.bench import chain, chain_impls, memory
 from directconv.bench.base import compare
-from directconv.cli import main
+from directconv.cli.main import main
 from directconv.kernels import convert, layout
 from directconv.kernels.reference import tolerance
-from directconv.layers import NETWORKS, suite
-from directconv.networks import ConvStep, NetworkError, PoolStep
+from directconv.core.suite import NETWORKS, suite
+from directconv.nn.networks import ConvStep, NetworkError, PoolStep
 
 # Python-level bookkeeping of one call (BlockedTensor wrappers, views, cffi buffer objects): a few KiB.
 BOOKKEEPING_BYTES = 32 * 1024

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import directconv
-from directconv.layers import network_layers
+from directconv.core.suite import network_layers
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 CELL_TIMEOUT = 600  # seconds per cell: compiling a notebook's kernels on a slow machine, with margin

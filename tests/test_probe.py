@@ -18,12 +18,11 @@ from pathlib import Path
 import archspec.cpu
 import pytest
 import yaml
-from directconv.kernels.isa import get_isa, host_isa
+from directconv.core.isa import get_isa, host_isa
 from directconv.machines.loader import bundled_machines, load_machine, parse_machine, save_machine
 from directconv.machines.machine import Machine
 
-from directconv.probe import (
-    QUICK,
+from directconv.machines.probe import (
     Performance,
     RawHost,
     best_match,
@@ -33,16 +32,15 @@ from directconv.probe import (
     facts_from_raw,
     fingerprint,
     fingerprint_id,
-    fma,
     host_facts,
-    measure,
     sysfs,
     usable_cpus,
     why_not,
 )
-from directconv.probe.cpuinfo import archspec_for, parse_cpuinfo
-from directconv.probe.describe import round_latency, round_throughput
-from directconv.probe.measure import Stat, thread_counts
+from directconv.machines.probe.cpuinfo import archspec_for, parse_cpuinfo
+from directconv.machines.probe.describe import round_latency, round_throughput
+from directconv.kernels import fma
+from directconv.tuner.fma import QUICK, Stat, measure, thread_counts
 
 FIXTURES = Path(__file__).parent / "fixtures" / "probe"
 ZEN3 = "zen3-epyc-kvm"
@@ -362,7 +360,7 @@ def test_quick_microbenchmarks_give_plausible_numbers():
     assert 0.2 <= probe.freq_ghz <= 8
     assert set(probe.peak_gflops) == set(thread_counts(len(usable_cpus(f))))
     assert all(s.median > 0 for s in probe.peak_gflops.values())
-    assert describe(f, Performance.from_probe(probe)).isa == f.isa
+    assert describe(f, probe.performance()).isa == f.isa
 
 
 def _run_probe(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:

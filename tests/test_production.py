@@ -17,8 +17,9 @@ import pytest
 import yaml
 
 import directconv as dc
-from directconv import select
-from directconv.host import host
+from directconv.tuner import select
+from directconv.machines.host import host
+from directconv.core.paths import UnsafeDirectoryError
 from directconv.kernels import compiler, runtime
 from directconv.kernels.reference import conv2d_reference, tolerance
 from directconv.model import estimate_config, predict
@@ -216,7 +217,7 @@ COLD = textwrap.dedent(
     """
     import json, sys, numpy as np, directconv as dc
     from directconv.kernels import compiler
-    from directconv.layers import get_layer
+    from directconv.core.suite import get_layer
     out = {}
     for name in sys.argv[1:]:
         s = get_layer(name).shape
@@ -238,7 +239,7 @@ def _cold_env(tmp_path: Path, **extra: str) -> dict[str, str]:
 
 def _tune_suite_layers(tmp_path: Path) -> None:
     """Put tuned entries for COLD_LAYERS into the isolated store, as `directconv tune` would."""
-    from directconv.layers import get_layer
+    from directconv.core.suite import get_layer
 
     for name in COLD_LAYERS:
         shape = get_layer(name).shape
@@ -331,7 +332,7 @@ def test_a_loose_cache_folder_is_tightened_and_a_foreign_one_refused(isolated):
     if os.getuid() != 0:
         pytest.skip("making a folder owned by another user needs root")
     os.chown(cache, 4321, 4321)
-    with pytest.raises(compiler.CacheError, match=r"belongs to uid 4321, not to this user"):
+    with pytest.raises(UnsafeDirectoryError, match=r"belongs to uid 4321, not to this user"):
         compiler.build("int dc_b(void) { return 2; }\n", (), name="probe")
 
 

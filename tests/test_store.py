@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from directconv.kernels.config import KernelConfig
-from directconv.kernels.shape import ConvShape
+from directconv.core.config import KernelConfig
+from directconv.core.shape import ConvShape
 from directconv.tuner import store
 
 FP = {"vendor": "test", "model_name": "Test CPU"}
@@ -53,8 +53,8 @@ def test_faster_replaces_slower_does_not(tmp_path):
 
 WRITER = """
 import sys
-from directconv.kernels.config import KernelConfig
-from directconv.kernels.shape import ConvShape
+from directconv.core.config import KernelConfig
+from directconv.core.shape import ConvShape
 from directconv.tuner import store
 directory, worker = sys.argv[1], int(sys.argv[2])
 for i in range(20):

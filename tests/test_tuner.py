@@ -12,8 +12,8 @@ import time
 import optuna
 import pytest
 
-from directconv.kernels.isa import ISAS, host_isa
-from directconv.kernels.shape import ConvShape
+from directconv.core.isa import ISAS, host_isa
+from directconv.core.shape import ConvShape
 from directconv.machines.machine import Cache, Machine
 from directconv.model import search_space
 from directconv.tuner.params import config_key

@@ -15,8 +15,8 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 
 from directconv.kernels.reference import conv2d_reference, tolerance
-from directconv.kernels.shape import ConvShape
-from directconv.layers import Layer
+from directconv.core.shape import ConvShape
+from directconv.core.suite import Layer
 
 INSTALL_HINT = "pip install 'directconv[bench]'"
 

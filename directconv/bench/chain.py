@@ -1,4 +1,4 @@
-"""End-to-end problems: a whole network (directconv.networks) with its weights and input, the float64 answer it
+"""End-to-end problems: a whole network (directconv.nn.networks) with its weights and input, the float64 answer it
 is judged by, and directconv run on it two ways.
 
 A ChainSpec is what it takes to rebuild the same problem in another process (the memory measurement runs each
@@ -19,10 +19,10 @@ from numpy.lib.stride_tricks import sliding_window_view
 import directconv
 from directconv.kernels import layout
 from directconv.kernels.reference import conv2d_reference, tolerance
-from directconv.networks import ConvStep, Network, get_network, he_weights, sequential
-from directconv.sequential import Sequential
+from directconv.nn.networks import ConvStep, Network, get_network, he_weights, sequential
+from directconv.nn.sequential import Sequential
 
-from .base import Impl, Prepared
+from directconv.bench.base import Impl, Prepared
 
 Weights = tuple[tuple[np.ndarray, np.ndarray], ...]
 
@@ -110,7 +110,7 @@ def chain_tolerance(network: Network) -> float:
 
 
 def config_sources(model: Sequential) -> str:
-    """Where the convolutions' configurations came from (directconv.select), counted."""
+    """Where the convolutions' configurations came from (directconv.tuner.select), counted."""
     counts = Counter(step.source for step in model.steps if isinstance(step, directconv.Conv2d))
     return "configurations: " + ", ".join(f"{n} {source}" for source, n in counts.most_common())
 

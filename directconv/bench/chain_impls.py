@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from . import chain, chain_peers
-from .base import Impl
-from .chain import ChainProblem
+from directconv.bench import chain, chain_peers
+from directconv.bench.base import Impl
+from directconv.bench.chain import ChainProblem
 
 IMPLS: tuple[Impl[ChainProblem], ...] = (*chain.IMPLS, *chain_peers.IMPLS)
 

@@ -12,11 +12,11 @@ from typing import Any
 
 import numpy as np
 
-from directconv.networks import ConvStep
+from directconv.nn.networks import ConvStep
 
-from .base import Impl, Prepared
-from .chain import ChainProblem
-from .peers import onnx_model_bytes, onnx_session, set_torch_threads
+from directconv.bench.base import Impl, Prepared
+from directconv.bench.chain import ChainProblem
+from directconv.bench.peers import onnx_model_bytes, onnx_session, set_torch_threads
 
 
 def torch_model(problem: ChainProblem) -> Any:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .base import INSTALL_HINT, Check, Impl
-from .chain import ChainProblem
-from .chain_results import ChainResult
-from .peak import Peak
-from .results import FAILED, WRONG
+from directconv.bench.base import INSTALL_HINT, Check, Impl
+from directconv.bench.chain import ChainProblem
+from directconv.bench.chain_results import ChainResult
+from directconv.tuner.peak import Peak
+from directconv.bench.results import FAILED, WRONG
 
 NAME_WIDTH = 20
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .base import Check
-from .chain import ChainProblem
-from .harness import Timing
-from .memory import MemoryUsage
-from .peak import Peak
-from .results import Timed, finite_or_none, measured_fields
+from directconv.bench.base import Check
+from directconv.bench.chain import ChainProblem
+from directconv.tuner.harness import Timing
+from directconv.bench.memory import MemoryUsage
+from directconv.tuner.peak import Peak
+from directconv.bench.results import Timed, finite_or_none, measured_fields
 
 FORMAT = "directconv-bench-network"
 FORMAT_VERSION = 1

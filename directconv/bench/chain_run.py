@@ -17,17 +17,18 @@ from dataclasses import replace
 from typing import Any
 
 import directconv
-from directconv.kernels.isa import host_isa
-from directconv.networks import get_network, networks
+from directconv.core.isa import host_isa
+from directconv.nn.networks import get_network, networks
 
-from . import chain_impls, chain_report, environment, impls
-from .base import Check, Impl, compare
-from .chain import ChainProblem, ChainSpec, build_model, chain_tolerance, float64_reference
-from .chain_results import ChainResult, document, network_record
-from .memory import measure_memory
-from .peak import Peak, measure_peaks
-from .results import FAILED, OK, write_json
-from .runner import Settings, measure
+from directconv.bench import chain_impls, chain_report, environment, impls
+from directconv.bench.base import Check, Impl, compare
+from directconv.bench.chain import ChainProblem, ChainSpec, build_model, chain_tolerance, float64_reference
+from directconv.bench.chain_results import ChainResult, document, network_record
+from directconv.bench.memory import measure_memory
+from directconv.tuner.peak import Peak, measure_peaks
+from directconv.bench.results import FAILED, OK
+from directconv.core.files import write_json
+from directconv.bench.runner import Settings, measure
 
 REFERENCE = "directconv-nchw output"
 FLOAT64 = "float64 step-by-step reference"

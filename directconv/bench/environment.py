@@ -11,7 +11,7 @@ from typing import Any
 
 import directconv
 from directconv.kernels import compiler
-from directconv.kernels.isa import host_isa
+from directconv.core.isa import host_isa
 
 PACKAGES = ("numpy", "scipy", "threadpoolctl", "torch", "onnxruntime", "onnx", "cffi")
 THREAD_ENV = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "GOMP_SPINCOUNT")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from . import ours, peers
-from .base import Impl
+from directconv.bench import ours, peers
+from directconv.bench.base import Impl
 
 IMPLS: tuple[Impl, ...] = (*ours.IMPLS, *peers.IMPLS)
 

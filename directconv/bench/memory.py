@@ -22,8 +22,8 @@ from typing import Any
 
 import directconv
 
-from . import chain_impls
-from .chain import ChainProblem, ChainSpec
+from directconv.bench import chain_impls
+from directconv.bench.chain import ChainProblem, ChainSpec
 
 STATUS = Path("/proc/self/status")
 CLEAR_REFS = Path("/proc/self/clear_refs")

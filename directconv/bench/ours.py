@@ -11,7 +11,7 @@ import directconv
 from directconv.kernels import layout
 from directconv.kernels.layout import blocks
 
-from .base import Impl, Prepared, Problem
+from directconv.bench.base import Impl, Prepared, Problem
 
 
 def _pack(problem: Problem, threads: int) -> directconv.PackedWeights:

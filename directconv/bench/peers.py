@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from directconv.kernels.shape import ConvShape
+from directconv.core.shape import ConvShape
 
-from .base import Impl, Prepared, Problem
+from directconv.bench.base import Impl, Prepared, Problem
 
 ONNX_OPSET = 17
 # IR version 8 is the one that introduced opset 17; a newer onnx package would stamp its own newest IR version,

@@ -8,12 +8,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from directconv.layers import Layer
+from directconv.core.suite import Layer
 
-from .base import INSTALL_HINT, Impl
-from .harness import geomean
-from .peak import Peak
-from .results import FAILED, WRONG, Result
+from directconv.bench.base import INSTALL_HINT, Impl
+from directconv.tuner.harness import geomean
+from directconv.tuner.peak import Peak
+from directconv.bench.results import FAILED, WRONG, Result
 
 OURS = "directconv-blocked"
 IM2COL = "numpy-im2col"

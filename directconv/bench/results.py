@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from directconv.layers import Layer
+from directconv.core.suite import Layer
 
-from .base import Check
-from .harness import Timing
-from .peak import Peak
+from directconv.bench.base import Check
+from directconv.tuner.harness import Timing
+from directconv.tuner.peak import Peak
 
 FORMAT = "directconv-bench"
 FORMAT_VERSION = 1
@@ -142,19 +142,3 @@ def document(
         "records": [r.to_record() for r in results],
         "summary": summary,
     }
-
-
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write `data` to `path` atomically: a reader sees the previous complete file or the new one, never half."""
-    path = Path(path)
-    directory = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1, allow_nan=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise

@@ -13,11 +13,11 @@ from typing import Any
 
 import numpy as np
 
-from .base import Check, Impl, Prepared, Problem, check_output
-from .harness import TimedCallError, Timing, interleave
-from .load import LoadMeter
-from .peak import Peak
-from .results import FAILED, OK, WRONG, Result
+from directconv.bench.base import Check, Impl, Prepared, Problem, check_output
+from directconv.tuner.harness import TimedCallError, Timing, interleave
+from directconv.tuner.load import LoadMeter
+from directconv.tuner.peak import Peak
+from directconv.bench.results import FAILED, OK, WRONG, Result
 
 
 @dataclass(frozen=True)

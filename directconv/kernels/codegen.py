@@ -1,0 +1,298 @@
+"""Generate the C source of one direct-convolution kernel, specialized to a KernelConfig and a ConvShape.
+
+Contract of the generated code (the "micro-kernel" in BLIS terms):
+
+- Layouts. Activations are NCHWc with c = the ISA's vector width ("lanes"): [N][ceil(C/c)][H][W][c], channels past
+  C zero. Weights are packed for one C_o,b: [ceil(C_o/C_o,b)][ceil(C_i/c)][kh][kw][c][C_o,b], zero past C_o and
+  C_i; bias is [ceil(C_o/C_o,b) * C_o,b], zero past C_o. An output block of C_o,b channels is C_o,b/c consecutive
+  activation blocks, so a layer's output is the next layer's input whatever C_o,b either layer uses.
+- Register block. A tile is W_o,b output columns x C_o,b output channels held in cob/lanes * wob accumulator
+  variables (named scalars-like locals, never an array: GCC keeps an array of vectors on the stack).
+  The accumulators are loaded (or set to the bias) once, run through every tap and input channel of a cache block,
+  and stored once.
+- Edge tiles are compiled, not looped: the layer's width, stride and padding are constants, so the generator knows
+  which (column, tap) pairs fall into the zero padding of each tile and leaves those multiply-adds out. The last
+  partial tile of a row and the last partial channel block (C_o not a multiple of C_o,b) have their own code.
+  Input-channel tails (C_i not a multiple of c) run only over the real channels.
+- Padding along the height is a run-time range of taps per output row: no padded copy of the input exists.
+- The kernel allocates nothing. Each output element is produced by exactly one task, in a fixed order, so the
+  result does not depend on the thread count.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from directconv.core.config import KernelConfig
+from directconv.core.isa import get_isa
+from directconv.core.shape import ConvShape
+
+GENERATOR_VERSION = 2
+
+C_SIGNATURE = (
+    "int dc_conv(const float *in, const float *wt, const float *bias, float *out, "
+    "int batch, int cib_blocks, int rows, int parallel_rows, int threads, int relu);"
+)
+# Timing lives in C so that no interpreter overhead lands between runs: `warmup` untimed calls, then timed calls
+# until `min_seconds` have passed and at least `min_samples` were taken (at most `max_samples`). Per-call seconds
+# go to `samples`; returns how many were taken, or a negative kernel error code.
+C_BENCH_SIGNATURE = (
+    "int dc_bench(const float *in, const float *wt, const float *bias, float *out, "
+    "int batch, int cib_blocks, int rows, int parallel_rows, int threads, "
+    "int warmup, double min_seconds, int min_samples, int max_samples, double *samples);"
+)
+
+
+@dataclass(frozen=True)
+class Tile:
+    """A run of output-column tiles that share one piece of code."""
+
+    first: int  # index of the first tile (its first column is first * wob)
+    count: int  # consecutive tiles of this kind (more than one only for interior tiles)
+    width: int  # output columns
+    mask: tuple[tuple[bool, ...], ...] | None  # mask[kk][m]: column kk reads real input at tap m; None = all real
+
+
+def plan_tiles(shape: ConvShape, wob: int) -> list[Tile]:
+    """Split one output row into tiles; group the interior ones (no padding touched) into a loop.
+
+    The remainder of W_o / W_o,b is one narrow last tile. Joining it to the last full tile (when that still fits
+    the registers) or sharing the two tiles' columns evenly was tried and measured no faster on Zen 3 (AVX2):
+    geomean 0.96-1.00 over the suite with benchmarks/generator_ab.py, 0.83 on the 7-wide res5 layer (3+3+1 ->
+    3+2+2). Narrow tiles cost less than the latency bound suggests.
+    """
+    tiles: list[Tile] = []
+    n_full, rem = divmod(shape.wo, wob)
+    starts = [(i, wob) for i in range(n_full)] + ([(n_full, rem)] if rem else [])
+    for index, width in starts:
+        k0 = index * wob
+        mask = tuple(
+            tuple(0 <= (k0 + kk) * shape.sw + m - shape.pl < shape.w for m in range(shape.kw)) for kk in range(width)
+        )
+        interior = width == wob and all(all(row) for row in mask)
+        if interior and tiles and tiles[-1].mask is None and tiles[-1].first + tiles[-1].count == index:
+            prev = tiles[-1]
+            tiles[-1] = Tile(prev.first, prev.count + 1, wob, None)
+        else:
+            tiles.append(Tile(index, 1, width, None if interior else mask))
+    return tiles
+
+
+# GCC's scheduler before register allocation (on by default for AArch64, off for x86) hoists the input loads of a
+# whole tile ahead of its multiply-adds and spills accumulators of tiles that fit the 32 registers (NEON 8x14 on a
+# 3x3 layer: 31 stack accesses per hot loop with it, none without). A pragma rather than a flag, so that the C
+# keeps it wherever it is compiled (exported kernels too); guarded, because clang does not know the pragma.
+_AARCH64_NO_PRESCHEDULE = """#if defined(__aarch64__) && defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("no-schedule-insns")
+#endif"""
+
+
+def _vector_prelude(lanes: int, pin_constraint: str | None, aarch64: bool = False) -> str:
+    # PIN keeps a loaded weight vector in a register: otherwise GCC folds the load into every multiply-add that
+    # uses it (x86 memory operands), reading each weight vector W_o,b times per step instead of once.
+    pin = f'#define PIN(v) __asm__("" : "+{pin_constraint}"(v))' if pin_constraint else "#define PIN(v) ((void)0)"
+    return (_AARCH64_NO_PRESCHEDULE if aarch64 else "") + f"""
+typedef float vf __attribute__((vector_size({4 * lanes})));
+typedef float vfu __attribute__((vector_size({4 * lanes}), aligned(4)));  /* unaligned access */
+typedef int vi __attribute__((vector_size({4 * lanes})));
+#define VLOAD(p) (*(const vfu *)(p))
+#define VSTORE(p, v) (*(vfu *)(p) = (v))
+#define VRELU(v) ((vf)((vi)(v) & (vi)((v) > (vf){{0}})))
+{pin}
+"""
+
+
+def _emit_tile(name: str, shape: ConvShape, cfg: KernelConfig, vecs: int, tile: Tile, ci_tail: int, nbi: int) -> str:
+    lanes = cfg.lanes
+    cob = cfg.cob
+    w = tile.width
+    acc = [[f"a{kk}_{v}" for v in range(vecs)] for kk in range(w)]
+    lines: list[str] = []
+    emit = lines.append
+    emit(
+        f"static void {name}(const float *restrict in_b, const float *restrict wt_j, float *restrict out_r, "
+        f"const float *restrict bias_j, int k0, int ih0, int n_lo, int n_hi, int ib0, int ib1, int init, int fin)"
+    )
+    emit("{")
+    emit("    vf " + ", ".join(a for row in acc for a in row) + ";")
+    emit("    if (init) {")
+    for v in range(vecs):
+        emit(f"        vf b{v} = VLOAD(bias_j + {v * lanes});")
+    for kk in range(w):
+        emit("        " + " ".join(f"{acc[kk][v]} = b{v};" for v in range(vecs)))
+    emit("    } else {")
+    for kk in range(w):
+        emit(
+            "        "
+            + " ".join(f"{acc[kk][v]} = VLOAD(out_r + PLANE * {v} + (ptrdiff_t)(k0 + {kk}) * CB);" for v in range(vecs))
+        )
+    emit("    }")
+
+    def channel_loop(bound: str) -> None:
+        # One channel loop per tap m, not one tap loop inside a channel loop: with stride 1, column kk at tap m+1
+        # reads the input that column kk+1 read at tap m, and GCC keeps such broadcasts live across taps, which
+        # spills accumulators. Separate loops give each tap a fresh, short live range.
+        for m in range(shape.kw):
+            live = [kk for kk in range(w) if tile.mask is None or tile.mask[kk][m]]
+            if not live:
+                continue
+            emit(f'            _Pragma("GCC unroll {cfg.unroll}") for (int ii = 0; ii < {bound}; ++ii) {{')
+            for v in range(vecs):
+                emit(f"                vf w{v} = VLOAD(wr + ({m} * CB + ii) * COB + {v * lanes}); PIN(w{v});")
+            for kk in live:
+                off = (kk * shape.sw + m) * lanes
+                emit(f"                {{ float x = in_b[ro + {off} + ii];")
+                emit("                  " + " ".join(f"{acc[kk][v]} += w{v} * x;" for v in range(vecs)) + " }")
+            emit("            }")
+
+    def block_body(bound: str) -> None:
+        emit("        for (int n = n_lo; n < n_hi; ++n) {")
+        emit("            const ptrdiff_t ro = (((ptrdiff_t)ib * H + ih0 + n) * W + (ptrdiff_t)k0 * SW - PL) * CB;")
+        emit("            const float *restrict wr = wt_j + ((size_t)ib * KH + n) * KW * CB * COB;")
+        channel_loop(bound)
+        emit("        }")
+
+    full_blocks = nbi if ci_tail == lanes else nbi - 1
+    emit(f"    const int ibf = ib1 < {full_blocks} ? ib1 : {full_blocks};")
+    emit("    for (int ib = ib0; ib < ibf; ++ib) {")
+    block_body("CB")
+    emit("    }")
+    if full_blocks != nbi:
+        emit(f"    if (ib1 == {nbi}) {{")
+        emit(f"        const int ib = {nbi - 1};")
+        block_body(str(ci_tail))
+        emit("    }")
+    emit("    if (fin == FIN_RELU) {")
+    for kk in range(w):
+        emit("        " + " ".join(f"{acc[kk][v]} = VRELU({acc[kk][v]});" for v in range(vecs)))
+    emit("    }")
+    for kk in range(w):
+        emit(
+            "    "
+            + " ".join(f"VSTORE(out_r + PLANE * {v} + (ptrdiff_t)(k0 + {kk}) * CB, {acc[kk][v]});" for v in range(vecs))
+        )
+    emit("}")
+    return "\n".join(lines)
+
+
+def generate(cfg: KernelConfig, shape: ConvShape) -> str:
+    """The complete C source of the kernel for `cfg` on `shape` (see the module docstring for its contract)."""
+    shape = shape.kernel_view()
+    isa = get_isa(cfg.isa)
+    lanes = isa.lanes
+    nbi = -(-shape.ci // lanes)
+    ci_tail = shape.ci - (nbi - 1) * lanes
+    nbo = -(-shape.co // lanes)
+    vecs = cfg.vectors
+    nj = -(-nbo // vecs)
+    v_tail = nbo - (nj - 1) * vecs
+    tiles = plan_tiles(shape, cfg.wob)
+
+    out: list[str] = []
+    out.append(
+        f"/* directconv generated kernel, generator v{GENERATOR_VERSION}\n"
+        f" * register block: isa={cfg.isa} cob={cfg.cob} wob={cfg.wob} unroll={cfg.unroll}\n"
+        f" * layer: {shape.describe()}\n */"
+    )
+    out.append("#include <stddef.h>\n#include <time.h>")
+    out.append(_vector_prelude(lanes, isa.register_constraint, aarch64=isa.name == "neon"))
+    consts = dict(
+        CB=lanes, COB=cfg.cob, H=shape.h, W=shape.w, KH=shape.kh, KW=shape.kw, SH=shape.sh, SW=shape.sw,
+        PT=shape.pt, PL=shape.pl, HO=shape.ho, WO=shape.wo, NBI=nbi, NBO=nbo, NJ=nj, VEC=vecs,
+    )
+    out.extend(f"#define {k} {v}" for k, v in consts.items())
+    out.append("#define PLANE ((ptrdiff_t)HO * WO * CB)  /* distance between two output channel blocks */")
+    out.append("enum { FIN_NO = 0, FIN_PLAIN = 1, FIN_RELU = 2 };  /* is this the last cache block, and fuse a ReLU? */")
+
+    variants = [vecs] + ([v_tail] if v_tail != vecs else [])
+    for nv in variants:
+        names = []
+        for t_index, tile in enumerate(tiles):
+            name = f"tile_v{nv}_{t_index}"
+            names.append(name)
+            out.append(_emit_tile(name, shape, cfg, nv, tile, ci_tail, nbi))
+        body = [
+            f"static void row_v{nv}(const float *restrict in_b, const float *restrict wt_j, float *restrict out_r, "
+            "const float *restrict bias_j, int oh, int ib0, int ib1, int fin)",
+            "{",
+            "    const int ih0 = oh * SH - PT;",
+            "    const int n_lo = ih0 < 0 ? -ih0 : 0;",
+            "    const int n_hi = H - ih0 < KH ? H - ih0 : KH;",
+            "    const int init = ib0 == 0;",
+        ]
+        for name, tile in zip(names, tiles):
+            if tile.count == 1:
+                body.append(
+                    f"    {name}(in_b, wt_j, out_r, bias_j, {tile.first * cfg.wob}, ih0, n_lo, n_hi, ib0, ib1, init, fin);"
+                )
+            else:
+                body.append(f"    for (int t = {tile.first}; t < {tile.first + tile.count}; ++t)")
+                body.append(
+                    f"        {name}(in_b, wt_j, out_r, bias_j, t * {cfg.wob}, ih0, n_lo, n_hi, ib0, ib1, init, fin);"
+                )
+        body.append("}")
+        out.append("\n".join(body))
+
+    out.append(
+        f"""
+/* Returns 0, or a negative code for an argument out of range (the Python wrapper checks first).
+ * Tasks are handed out one at a time (dynamic schedule): on a shared machine a thread whose core is taken by
+ * another process then does fewer tasks instead of holding the others back. Each output element is still
+ * computed by exactly one task in a fixed order, so results do not depend on the schedule. */
+{C_SIGNATURE[:-1]}
+{{
+    if (batch < 1 || cib_blocks < 1 || rows < 1 || threads < 1) return -1;
+    if (cib_blocks > NBI) cib_blocks = NBI;
+    if (rows > HO) rows = HO;
+    const long row_tasks = (HO + rows - 1) / rows;
+    const long tasks = (long)batch * NJ * row_tasks;
+    #pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if(threads > 1)
+    for (long t = 0; t < tasks; ++t) {{
+        long b, j, rt;
+        if (parallel_rows) {{ j = t % NJ; rt = (t / NJ) % row_tasks; b = t / (NJ * row_tasks); }}
+        else {{ rt = t % row_tasks; j = (t / row_tasks) % NJ; b = t / (NJ * row_tasks); }}
+        const float *in_b = in + (size_t)b * NBI * H * W * CB;
+        const float *wt_j = wt + (size_t)j * NBI * KH * KW * CB * COB;
+        const float *bias_j = bias + (size_t)j * COB;
+        float *out_j = out + ((size_t)b * NBO + (size_t)j * VEC) * HO * WO * CB;
+        const int r0 = (int)(rt * rows), r1 = r0 + rows < HO ? r0 + rows : HO;
+        for (int ib0 = 0; ib0 < NBI; ib0 += cib_blocks) {{
+            const int ib1 = ib0 + cib_blocks < NBI ? ib0 + cib_blocks : NBI;
+            const int fin = ib1 < NBI ? FIN_NO : relu ? FIN_RELU : FIN_PLAIN;
+            for (int oh = r0; oh < r1; ++oh) {{
+                float *out_r = out_j + (size_t)oh * WO * CB;
+                {"if (j == NJ - 1) row_v%d(in_b, wt_j, out_r, bias_j, oh, ib0, ib1, fin); else " % v_tail if v_tail != vecs else ""}row_v{vecs}(in_b, wt_j, out_r, bias_j, oh, ib0, ib1, fin);
+            }}
+        }}
+    }}
+    return 0;
+}}
+
+static double dc_now(void)
+{{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}}
+
+{C_BENCH_SIGNATURE[:-1]}
+{{
+    for (int i = 0; i < warmup; ++i) {{
+        int code = dc_conv(in, wt, bias, out, batch, cib_blocks, rows, parallel_rows, threads, 0);
+        if (code) return code;
+    }}
+    int n = 0;
+    double total = 0.0;
+    while (n < max_samples && (n < min_samples || total < min_seconds)) {{
+        double t0 = dc_now();
+        int code = dc_conv(in, wt, bias, out, batch, cib_blocks, rows, parallel_rows, threads, 0);
+        double dt = dc_now() - t0;
+        if (code) return code;
+        samples[n++] = dt;
+        total += dt;
+    }}
+    return n;
+}}
+"""
+    )
+    return "\n\n".join(out) + "\n"

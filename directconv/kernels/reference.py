@@ -1,0 +1,46 @@
+"""The numpy reference convolution: the answer every kernel is checked against.
+
+It accumulates in float64 so that its own rounding error is negligible next to the float32 kernels it judges.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from directconv.core.shape import normalize_padding, normalize_stride
+
+
+def conv2d_reference(
+    x: np.ndarray,
+    w: np.ndarray,
+    bias: np.ndarray | None = None,
+    *,
+    stride: int | tuple[int, int] = 1,
+    padding: int | tuple[int, int] | tuple[int, int, int, int] = 0,
+) -> np.ndarray:
+    """NCHW input, OIHW weights, float64 result of shape (N, C_o, H_o, W_o)."""
+    sh, sw = normalize_stride(stride)
+    pt, pb, pl, pr = normalize_padding(padding)
+    x64 = np.pad(np.asarray(x, dtype=np.float64), ((0, 0), (0, 0), (pt, pb), (pl, pr)))
+    w64 = np.asarray(w, dtype=np.float64)
+    kh, kw = w64.shape[2], w64.shape[3]
+    # windows: (N, C_i, H_o', W_o', kh, kw) before striding
+    windows = sliding_window_view(x64, (kh, kw), axis=(2, 3))[:, :, ::sh, ::sw]
+    out = np.einsum("nchwij,ocij->nohw", windows, w64, optimize=True)
+    if bias is not None:
+        out += np.asarray(bias, dtype=np.float64)[None, :, None, None]
+    return out
+
+
+def tolerance(ci: int, kh: int, kw: int) -> float:
+    """Relative error bound (to the largest |output|) for an fp32 kernel against the float64 reference.
+
+    A float32 sum of K = C_i*kh*kw products has a worst-case relative error of about K * 2^-24 of the sum of
+    magnitudes; for random data of mean zero it grows like sqrt(K) * 2^-24 of the output scale. We allow
+    32 * sqrt(K) * 2^-24 relative to the largest |output| (about 1.3e-4 for a 512-channel 3x3 layer), with a floor
+    of 1e-6. A dropped or duplicated tap moves an output by about one product, i.e. by roughly 1/sqrt(K) of the
+    output scale: 10 to 100 times more than this bound on every layer we test, so such bugs cannot hide in it.
+    """
+    k = ci * kh * kw
+    return max(1e-6, 32.0 * (k**0.5) * 2.0**-24)

@@ -1,0 +1,186 @@
+"""Load compiled kernels through cffi and call them: the only module that touches `ffi`.
+
+Above this layer everything is numpy arrays and typed values; this layer checks every buffer's shape, dtype and
+contiguity against the compiled geometry before C sees a pointer, because C would not notice.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cffi
+import numpy as np
+
+from directconv.kernels import codegen, compiler
+from directconv.core.config import KernelConfig
+from directconv.core.isa import get_isa
+from directconv.kernels.layout import blocks
+from directconv.core.shape import ConvShape
+
+_ffi = cffi.FFI()
+_ffi.cdef(codegen.C_SIGNATURE)
+_ffi.cdef(codegen.C_BENCH_SIGNATURE)
+
+
+@dataclass(frozen=True)
+class CompiledKernel:
+    """The direct convolution for one (register-level config, layer shape), loaded and ready to run."""
+
+    isa: str
+    cob: int
+    wob: int
+    unroll: int
+    shape: ConvShape
+    path: Path
+    _lib: Any
+
+    @property
+    def lanes(self) -> int:
+        return get_isa(self.isa).lanes
+
+    def input_shape(self, batch: int) -> tuple[int, ...]:
+        s = self.shape
+        return (batch, blocks(s.ci, self.lanes), s.h, s.w, self.lanes)
+
+    def output_shape(self, batch: int) -> tuple[int, ...]:
+        s = self.shape
+        return (batch, blocks(s.co, self.lanes), s.ho, s.wo, self.lanes)
+
+    def weight_shape(self) -> tuple[int, ...]:
+        s, lanes = self.shape, self.lanes
+        return (blocks(blocks(s.co, lanes) * lanes, self.cob), blocks(s.ci, lanes), s.kh, s.kw, lanes, self.cob)
+
+    def _args(self, x, weights, bias, out, cib, rows, parallel) -> tuple:
+        """Checked cffi arguments shared by run() and bench()."""
+        batch = x.shape[0] if x.ndim == 5 else -1
+        _check_buffer("input", x, self.input_shape(batch))
+        _check_buffer("packed weights", weights, self.weight_shape())
+        _check_buffer("packed bias", bias, (self.weight_shape()[0] * self.cob,))
+        _check_buffer("output", out, self.output_shape(batch))
+        if not out.flags.writeable:
+            raise ValueError("output buffer is read-only")
+        nbi = blocks(self.shape.ci, self.lanes)
+        cib_blocks = nbi if cib is None else max(1, min(nbi, cib // self.lanes))
+        rows_total = self.shape.kernel_view().ho  # the kernel's rows (one for a flattened 1x1 layer)
+        rows_per_task = rows_total if rows is None else max(1, min(rows_total, rows))
+        return (
+            _ffi.from_buffer("float[]", x, require_writable=False),
+            _ffi.from_buffer("float[]", weights, require_writable=False),
+            _ffi.from_buffer("float[]", bias, require_writable=False),
+            _ffi.from_buffer("float[]", out),
+            batch,
+            cib_blocks,
+            rows_per_task,
+            1 if parallel == "rows" else 0,
+        )
+
+    def bench(
+        self,
+        x: np.ndarray,
+        weights: np.ndarray,
+        bias: np.ndarray,
+        out: np.ndarray,
+        *,
+        cib: int | None,
+        rows: int | None,
+        parallel: str,
+        threads: int,
+        warmup: int = 2,
+        min_seconds: float = 0.2,
+        min_samples: int = 5,
+        max_samples: int = 10000,
+    ) -> np.ndarray:
+        """Time the kernel in C (see codegen.C_BENCH_SIGNATURE); returns per-call seconds."""
+        samples = np.empty(max_samples, dtype=np.float64)
+        n = self._lib.dc_bench(
+            *self._args(x, weights, bias, out, cib, rows, parallel),
+            threads, warmup, min_seconds, min_samples, max_samples, _ffi.from_buffer("double[]", samples),
+        )
+        if n < 0:
+            raise RuntimeError(f"kernel {self.path.name} rejected its arguments (code {n})")
+        return samples[:n].copy()
+
+    def run(
+        self,
+        x: np.ndarray,
+        weights: np.ndarray,
+        bias: np.ndarray,
+        out: np.ndarray,
+        *,
+        cib: int | None,
+        rows: int | None,
+        parallel: str,
+        threads: int,
+        relu: bool = False,
+    ) -> None:
+        """out = conv(x, weights) + bias (optionally ReLU), all in blocked layouts. Allocates nothing."""
+        code = self._lib.dc_conv(*self._args(x, weights, bias, out, cib, rows, parallel), threads, 1 if relu else 0)
+        if code != 0:
+            raise RuntimeError(f"kernel {self.path.name} rejected its arguments (code {code})")
+
+
+def _check_buffer(what: str, a: np.ndarray, expected: tuple[int, ...]) -> None:
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{what} must be a numpy array, got {type(a).__name__}")
+    if a.dtype != np.float32:
+        raise TypeError(f"{what} must be float32, got {a.dtype}")
+    if a.shape != expected:
+        raise ValueError(f"{what} must have shape {expected} for this kernel, got {a.shape}")
+    if not a.flags.c_contiguous:
+        raise ValueError(f"{what} must be C-contiguous (use np.ascontiguousarray)")
+
+
+# In-process kernel cache, keyed like the disk cache: by the library's file, whose name is the hash of source,
+# flags and compiler, so any two requests that would compile the same C share one loaded library. The first dict
+# only spares a known (config, shape) from generating its source again.
+_by_library: dict[Path, CompiledKernel] = {}
+_by_request: dict[tuple[Any, ...], CompiledKernel] = {}
+_load_lock = threading.Lock()
+
+
+def load(config: KernelConfig, shape: ConvShape) -> CompiledKernel:
+    """Generate, build (or find in the disk cache) and load the kernel for `config` on `shape`.
+
+    Run-time fields of the config (cib, rows, parallel, threads) do not make a new kernel. Thread-safe: concurrent
+    first calls build and load the library once.
+    """
+    request = (config.compile_key(), shape)
+    kernel = _by_request.get(request)
+    if kernel is not None:
+        return kernel
+    with _load_lock:
+        kernel = _by_request.get(request)
+        if kernel is None:
+            path = build(config, shape)
+            kernel = _by_library.get(path)
+            if kernel is None:
+                kernel = open_library(path, config, shape)
+                _by_library[path] = kernel
+            _by_request[request] = kernel
+    return kernel
+
+
+def loaded_libraries() -> list[Path]:
+    """The kernel libraries this process has loaded (diagnostics and tests)."""
+    with _load_lock:
+        return list(_by_library)
+
+
+def build(config: KernelConfig, shape: ConvShape, source: str | None = None) -> Path:
+    """Compile (or find in the disk cache) the kernel library; `source` overrides the generated C."""
+    if source is None:
+        source = codegen.generate(config, shape)
+    return compiler.build(source, get_isa(config.isa).flags, name="conv")
+
+
+def cached_library(config: KernelConfig, shape: ConvShape) -> Path | None:
+    """The verified disk-cache library load() would use without compiling, or None if it would compile."""
+    return compiler.cached(codegen.generate(config, shape), get_isa(config.isa).flags, name="conv")
+
+
+def open_library(path: Path, config: KernelConfig, shape: ConvShape) -> CompiledKernel:
+    """Load a built kernel library for `config` on `shape` (not shared through the in-process cache)."""
+    return CompiledKernel(*config.compile_key(), shape, path, _ffi.dlopen(str(path)))

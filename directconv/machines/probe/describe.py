@@ -1,0 +1,156 @@
+"""Assemble a machine description (a validated `Machine`) from host facts and measured FMA performance.
+
+The description rounds the measured latency and throughput to what a core can have (whole cycles; halves of an FMA
+pipe) because the model sizes register blocks from them; the measured values themselves, with their spread, go into
+`notes`, so nothing measured is lost.
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from directconv.machines.toolchain import find_compiler
+from directconv.core.isa import get_isa
+from directconv.machines.loader import FLAG_PATTERNS, parse_machine
+from directconv.machines.machine import Machine
+from directconv.machines.probe.facts import HostFacts
+
+SYSFS_SOURCE = "/sys/devices/system/cpu"
+CPUINFO_SOURCE = "/proc/cpuinfo"
+
+
+@dataclass(frozen=True)
+class Performance:
+    """Per-core FMA facts of one host: measured by `measure.measure`, or given (tests, recorded hosts)."""
+
+    l_fma: float  # cycles
+    n_fma: float  # FMAs per cycle
+    freq_ghz: float  # sustained, under FMA load
+    peak_gflops: dict[int, float] = field(default_factory=dict)  # threads -> GFLOP/s
+    note: str = ""  # the measurement in words, for the description's notes
+
+
+def round_latency(cycles: float) -> int:
+    """FMA latency as a whole number of cycles (at least 1): pipelines have integer depths."""
+    return max(1, round(cycles))
+
+
+def round_throughput(per_cycle: float) -> float:
+    """FMAs per cycle to the nearest half (at least 0.5): a core has whole FMA pipes, or a pipe shared by two
+    (double-pumped halves, or a unit shared between cores)."""
+    return max(0.5, round(per_cycle * 2) / 2)
+
+
+def default_id(facts: HostFacts) -> str:
+    """`host-<archspec name>`, lowercased to the characters a machine id allows."""
+    name = re.sub(r"[^a-z0-9_-]+", "-", facts.archspec.name.lower()).strip("-") or "unknown"
+    return f"host-{name}"[:64]
+
+
+def _compiler_flags(facts: HostFacts) -> tuple[tuple[str, ...], str]:
+    """(flags, where they came from): archspec's flags for the detected target and the installed compiler where it
+    knows them, else the ISA's own flags."""
+    isa = get_isa(facts.isa)
+    try:
+        compiler = find_compiler()
+    except RuntimeError:
+        compiler = None
+    if compiler is not None:
+        banner = compiler.version
+        kind = "clang" if "clang" in banner.lower() else "gcc"
+        versions = re.findall(r"\d+\.\d+(?:\.\d+)?", banner)
+        if versions:
+            flags = facts.archspec.compiler_flags(kind, versions[-1] if kind == "gcc" else versions[0])
+            # The loader admits only machine flags; archspec's come from its own data, so check rather than trust.
+            if flags and all(any(re.fullmatch(p, f) for p in FLAG_PATTERNS) for f in flags):
+                return flags, f"archspec {facts.archspec.version} ({facts.archspec.name}, {kind} {versions[-1]})"
+    return tuple(isa.flags), f"kernels.isa ({isa.name})"
+
+
+def describe(facts: HostFacts, perf: Performance, *, machine_id: str | None = None, date: str | None = None) -> Machine:
+    """A validated Machine for the host of `facts` with performance `perf`.
+
+    `machine_id` defaults to `default_id(facts)`; `date` (ISO, default today) goes into the notes. Raises
+    `MachineError` (from the loader) if the result breaks a rule of the machine schema.
+    """
+    isa = get_isa(facts.isa)
+    cpu = facts.cpu
+    topo = facts.topology
+    flags, flags_source = _compiler_flags(facts)
+    identity = (
+        f"{cpu.vendor_id} family {cpu.family} model {cpu.model} stepping {cpu.stepping}"
+        if cpu.arch != "aarch64"
+        else f"implementer {cpu.family} part {cpu.model} {cpu.stepping}"
+    )
+    name = cpu.model_name or f"{cpu.vendor} {facts.archspec.name}"
+    l_fma = round_latency(perf.l_fma)
+    n_fma = round_throughput(perf.n_fma)
+    notes = [
+        (
+            f"Probed on {date or datetime.date.today().isoformat()}: {name} ({identity}); archspec names it "
+            f"{facts.archspec.name!r}."
+        ),
+        f"L_fma {perf.l_fma:.2f} rounded to {l_fma}, N_fma {perf.n_fma:.2f} rounded to {n_fma:g}.",
+    ]
+    if perf.note:
+        notes.append(perf.note)
+    if perf.peak_gflops:
+        # freq_ghz is the one-core clock under FMA load; the all-core peak shows the clock with every core busy.
+        threads = max(perf.peak_gflops)
+        implied = perf.peak_gflops[threads] / (threads * 2 * isa.lanes * n_fma)
+        notes.append(
+            f"The {threads}-thread peak implies {implied:.2f} GHz per core at {n_fma:g} FMA/cycle "
+            f"(freq_ghz {perf.freq_ghz:.2f} is one core's clock under FMA load)."
+        )
+    if topo.packages > 1:
+        notes.append(f"The host has {topo.packages} packages of {topo.cores_per_package} cores: this describes one.")
+    if "hypervisor" in cpu.flags:
+        notes.append("Runs in a virtual machine: the clock and peak are the guest's, shared with other tenants.")
+    notes.extend(facts.notes)
+    sources = {
+        "name": CPUINFO_SOURCE,
+        "vendor": CPUINFO_SOURCE,
+        "isa": f"{CPUINFO_SOURCE} flags (kernels.isa)",
+        "n_vec": f"kernels.isa ({isa.name})",
+        "n_reg": f"kernels.isa ({isa.name})",
+        "n_fma": "probed",
+        "l_fma": "probed",
+        "freq_ghz": "probed",
+        "cores": SYSFS_SOURCE,
+        "threads_per_core": SYSFS_SOURCE,
+        "caches": SYSFS_SOURCE,
+        "compiler_flags": flags_source,
+    }
+    data: dict[str, Any] = {
+        "id": machine_id or default_id(facts),
+        "name": name,
+        "vendor": cpu.vendor,
+        "isa": isa.name,
+        "n_vec": isa.lanes,
+        "n_reg": isa.registers,
+        "n_fma": n_fma,
+        "l_fma": l_fma,
+        "freq_ghz": round(perf.freq_ghz, 2),
+        "cores": topo.cores_per_package,
+        "threads_per_core": topo.threads_per_core,
+        "caches": [
+            {
+                "level": c.level,
+                "size_kib": c.size_kib,
+                "ways": c.ways,
+                "line_bytes": c.line_bytes,
+                "shared_by_cores": min(c.shared_by_cores, topo.cores_per_package),
+            }
+            for c in facts.caches
+        ],
+        "compiler_flags": list(flags),
+        "sources": sources,
+        "notes": "\n".join(notes),
+    }
+    if perf.peak_gflops:
+        data["peak_gflops"] = {t: round(g, 1) for t, g in perf.peak_gflops.items()}
+        sources["peak_gflops"] = "probed"
+    return parse_machine(data, origin=f"probe of {name}")

@@ -1,0 +1,274 @@
+"""The user-facing convolution API: plain NCHW calls, and the blocked-layout path with zero memory overhead.
+
+Plain path:   y = conv2d(x, w, bias, stride=1, padding=1)            # converts in and out on every call
+Blocked path: xb = to_blocked(x); pw = pack_weights(w, bias, shape=...) # once
+              yb = conv2d_blocked(xb, pw)                            # allocates only yb (or nothing, with out=)
+              y = from_blocked(yb)
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from directconv.kernels import convert, layout, runtime
+from directconv.core.config import KernelConfig
+from directconv.core.isa import get_isa, host_isa, host_isas
+from directconv.core.shape import ConvShape, normalize_padding, normalize_stride
+
+__all__ = [
+    "BlockedTensor",
+    "PackedWeights",
+    "conv2d",
+    "conv2d_blocked",
+    "from_blocked",
+    "pack_weights",
+    "to_blocked",
+    "available_threads",
+]
+
+
+def available_threads() -> int:
+    """CPUs this process may run on (respects affinity masks and container limits where the OS exposes them)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _require_float32(name: str, a: Any, ndim: int, layout_name: str) -> np.ndarray:
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray ({layout_name}), got {type(a).__name__}")
+    if a.dtype != np.float32:
+        # Refuse rather than convert: a silent float64 -> float32 copy would hide a full pass over the data.
+        raise TypeError(
+            f"{name} must be float32, got {a.dtype}; directconv does not convert implicitly: "
+            f"pass {name}.astype(np.float32)"
+        )
+    if a.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D ({layout_name}), got {a.ndim}-D with shape {a.shape}")
+    if 0 in a.shape:
+        raise ValueError(f"{name} has an empty dimension: shape {a.shape} ({layout_name})")
+    return a
+
+
+@dataclass(frozen=True)
+class BlockedTensor:
+    """Activations in the blocked layout: data is (N, ceil(C/lanes), H, W, lanes) float32, channels past C zero.
+
+    `lanes` is the vector width of the ISA the kernels run on; one layer's output is the next layer's input as is.
+    """
+
+    data: np.ndarray
+    channels: int
+
+    def __post_init__(self) -> None:
+        a = _require_float32("BlockedTensor.data", self.data, 5, "N, C/lanes, H, W, lanes")
+        if not a.flags.c_contiguous:
+            raise ValueError("BlockedTensor.data must be C-contiguous")
+        lanes = a.shape[4]
+        if not isinstance(self.channels, int) or not (a.shape[1] - 1) * lanes < self.channels <= a.shape[1] * lanes:
+            raise ValueError(
+                f"BlockedTensor with {a.shape[1]} blocks of {lanes} lanes holds {(a.shape[1] - 1) * lanes + 1}.."
+                f"{a.shape[1] * lanes} channels, got channels={self.channels!r}"
+            )
+
+    @property
+    def lanes(self) -> int:
+        return int(self.data.shape[4])
+
+    @property
+    def batch(self) -> int:
+        return int(self.data.shape[0])
+
+    @property
+    def height(self) -> int:
+        return int(self.data.shape[2])
+
+    @property
+    def width(self) -> int:
+        return int(self.data.shape[3])
+
+
+def _conversion_threads(threads: int | None) -> int:
+    if threads is None:
+        return available_threads()
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be a positive int or None, got {threads!r}")
+    return threads
+
+
+def to_blocked(x: np.ndarray, *, isa: str | None = None, threads: int | None = None) -> BlockedTensor:
+    """NCHW float32 -> BlockedTensor with the vector width of `isa` (default: the best ISA of this host).
+
+    threads: threads of the copy (default: every available CPU); the copy runs in C (kernels/convert.py).
+    """
+    x = _require_float32("x", x, 4, "NCHW")
+    lanes = get_isa(isa or host_isa()).lanes
+    return BlockedTensor(convert.to_blocked(x, lanes, threads=_conversion_threads(threads)), int(x.shape[1]))
+
+
+def from_blocked(xb: BlockedTensor) -> np.ndarray:
+    """BlockedTensor -> NCHW float32 (a new C-contiguous array)."""
+    if not isinstance(xb, BlockedTensor):
+        raise TypeError(f"from_blocked expects a BlockedTensor, got {type(xb).__name__}")
+    return layout.blocked_to_nchw(xb.data, xb.channels)
+
+
+@dataclass(frozen=True)
+class PackedWeights:
+    """Weights (and bias) packed once for one configuration and one layer shape; reused on every call."""
+
+    data: np.ndarray
+    bias: np.ndarray
+    shape: ConvShape
+    config: KernelConfig
+    has_bias: bool
+
+
+def _check_weights(w: Any, bias: Any) -> tuple[np.ndarray, np.ndarray | None]:
+    w = _require_float32("w", w, 4, "OIHW: C_o, C_i, kh, kw")
+    if bias is not None:
+        bias = _require_float32("bias", bias, 1, "C_o")
+        if bias.shape[0] != w.shape[0]:
+            raise ValueError(f"bias must have C_o={w.shape[0]} elements (one per filter), got {bias.shape[0]}")
+    return w, bias
+
+
+def _resolve_config(config: KernelConfig | None, shape: ConvShape, threads: int | None) -> KernelConfig:
+    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
+        raise ValueError(f"threads must be a positive int or None, got {threads!r}")
+    if config is None:
+        from directconv.tuner.select import default_config  # the host and store layers load only when needed
+
+        config = default_config(shape, threads=threads or available_threads())
+    elif not isinstance(config, KernelConfig):
+        raise TypeError(f"config must be a KernelConfig or None, got {type(config).__name__}")
+    elif threads is not None and threads != config.threads:
+        config = config.replace(threads=threads)
+    if config.isa not in host_isas():
+        raise ValueError(
+            f"config targets {config.isa}, which this CPU cannot run; this host runs {', '.join(host_isas())}"
+        )
+    config.check_fits(shape)
+    return config
+
+
+def pack_weights(
+    w: np.ndarray,
+    bias: np.ndarray | None = None,
+    *,
+    input_size: tuple[int, int],
+    stride: int | tuple[int, int] = 1,
+    padding: int | tuple[int, int] | tuple[int, int, int, int] = 0,
+    config: KernelConfig | None = None,
+    threads: int | None = None,
+) -> PackedWeights:
+    """Pack OIHW weights (and bias) for a layer with input height x width `input_size`.
+
+    The layer geometry is fixed here because kernels are compiled for it; `config=None` picks the default
+    configuration for this host. The kernel is compiled (or found in the disk cache) now, not at the first call.
+    """
+    w, bias = _check_weights(w, bias)
+    if not (isinstance(input_size, (tuple, list)) and len(input_size) == 2):
+        raise TypeError(f"input_size must be a pair (height, width), got {input_size!r}")
+    co, ci, kh, kw = (int(v) for v in w.shape)
+    shape = ConvShape.from_args(ci, co, int(input_size[0]), int(input_size[1]), kh, kw, stride, padding)
+    config = _resolve_config(config, shape, threads)
+    runtime.load(config, shape)
+    return PackedWeights(
+        data=layout.pack_weights(w, config.lanes, config.cob),
+        bias=layout.pack_bias(bias, co, config.lanes, config.cob),
+        shape=shape,
+        config=config,
+        has_bias=bias is not None,
+    )
+
+
+def conv2d_blocked(
+    x: BlockedTensor,
+    weights: PackedWeights,
+    *,
+    relu: bool = False,
+    threads: int | None = None,
+    out: BlockedTensor | None = None,
+) -> BlockedTensor:
+    """The zero-overhead convolution: blocked input, packed weights, blocked output (+ bias, optional ReLU).
+
+    Allocates the output and nothing else; with `out=` it allocates nothing at all. Thread-safe: the kernel
+    only reads `x` and `weights`.
+    """
+    if not isinstance(x, BlockedTensor):
+        raise TypeError(f"x must be a BlockedTensor (see to_blocked), got {type(x).__name__}")
+    if not isinstance(weights, PackedWeights):
+        raise TypeError(f"weights must be PackedWeights (see pack_weights), got {type(weights).__name__}")
+    shape, config = weights.shape, weights.config
+    if x.lanes != config.lanes:
+        raise ValueError(
+            f"x is blocked by {x.lanes} lanes but the weights were packed for {config.isa} ({config.lanes} lanes)"
+        )
+    if x.channels != shape.ci:
+        raise ValueError(f"channel mismatch: x has {x.channels} channels, the weights expect C_i={shape.ci}")
+    if (x.height, x.width) != (shape.h, shape.w):
+        raise ValueError(
+            f"x is {x.height}x{x.width} but the weights were packed for {shape.h}x{shape.w} inputs (input_size)"
+        )
+    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
+        raise ValueError(f"threads must be a positive int or None, got {threads!r}")
+    kernel = runtime.load(config, shape)
+    expected = kernel.output_shape(x.batch)
+    if out is None:
+        out = BlockedTensor(layout.empty_aligned(expected), shape.co)
+    elif not isinstance(out, BlockedTensor) or out.data.shape != expected or out.channels != shape.co:
+        got = out.data.shape if isinstance(out, BlockedTensor) else type(out).__name__
+        raise ValueError(f"out must be a BlockedTensor of shape {expected} with {shape.co} channels, got {got}")
+    elif np.shares_memory(out.data, x.data):
+        raise ValueError("out must not overlap the input x")
+    kernel.run(
+        x.data,
+        weights.data,
+        weights.bias,
+        out.data,
+        cib=config.cib,
+        rows=config.rows,
+        parallel=config.parallel,
+        threads=threads or config.threads,
+        relu=relu,
+    )
+    return out
+
+
+def conv2d(
+    x: np.ndarray,
+    w: np.ndarray,
+    bias: np.ndarray | None = None,
+    *,
+    stride: int | tuple[int, int] = 1,
+    padding: int | tuple[int, int] | tuple[int, int, int, int] = 0,
+    config: KernelConfig | None = None,
+    threads: int | None = None,
+) -> np.ndarray:
+    """2-D convolution (cross-correlation, as in every CNN framework) of NCHW float32 x with OIHW float32 w.
+
+    stride: int or (h, w). padding: int, (h, w), or (top, bottom, left, right); zeros, applied inside the kernel.
+    config=None picks the default configuration for this host; threads=None uses the config's thread count
+    (or every available CPU with the default config). Returns NCHW float32.
+    """
+    x = _require_float32("x", x, 4, "NCHW")
+    w, bias = _check_weights(w, bias)
+    if x.shape[1] != w.shape[1]:
+        raise ValueError(
+            f"channel mismatch: x has C_i={x.shape[1]} channels (NCHW shape {x.shape}) but w expects "
+            f"C_i={w.shape[1]} (OIHW shape {w.shape})"
+        )
+    normalize_stride(stride)
+    normalize_padding(padding)
+    packed = pack_weights(
+        w, bias, input_size=(int(x.shape[2]), int(x.shape[3])), stride=stride, padding=padding, config=config,
+        threads=threads,
+    )
+    xb = BlockedTensor(convert.to_blocked(x, packed.config.lanes, threads=packed.config.threads), int(x.shape[1]))
+    return from_blocked(conv2d_blocked(xb, packed))
