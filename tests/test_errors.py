@@ -110,7 +110,7 @@ def test_config_wrong_type(layer):
 
 def test_threads_must_be_positive(layer):
     x, w, _ = layer
-    with pytest.raises(ValueError, match=r"threads must be a positive int or None, got 0"):
+    with pytest.raises(ValueError, match=r"threads must be >= 1, got 0"):
         dc.conv2d(x, w, threads=0)
 
 

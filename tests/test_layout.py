@@ -129,6 +129,9 @@ def test_conversion_threads_are_checked(rng):
     import directconv
 
     x = rng.standard_normal((1, 3, 4, 4)).astype(np.float32)
-    for bad in (0, -1, 1.5, True):
-        with pytest.raises(ValueError, match=rf"threads must be a positive int or None, got {bad!r}"):
+    for bad in (0, -1):
+        with pytest.raises(ValueError, match=rf"threads must be >= 1, got {bad!r}"):
+            directconv.to_blocked(x, threads=bad)
+    for bad in (1.5, True):
+        with pytest.raises(TypeError, match=rf"threads must be an int, got {bad!r} \({type(bad).__name__}\)"):
             directconv.to_blocked(x, threads=bad)

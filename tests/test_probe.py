@@ -40,7 +40,8 @@ from directconv.machines.probe import (
 from directconv.machines.probe.cpuinfo import archspec_for, parse_cpuinfo
 from directconv.machines.probe.describe import round_latency, round_throughput
 from directconv.kernels import fma
-from directconv.tuner.fma import QUICK, Stat, measure, thread_counts
+from directconv.tuner.fma import QUICK, measure, thread_counts
+from directconv.tuner.harness import summarize
 
 FIXTURES = Path(__file__).parent / "fixtures" / "probe"
 ZEN3 = "zen3-epyc-kvm"
@@ -329,10 +330,11 @@ def test_sweep_leaves_registers_for_multiplier_and_addend():
 
 
 def test_stats_report_median_and_spread():
-    s = Stat.of([5.0, 1.0, 3.0, 2.0, 4.0])
-    assert (s.median, s.p10, s.p90, s.n) == (3.0, 1.0, 5.0, 5)
+    s = summarize([5.0, 1.0, 3.0, 2.0, 4.0])
+    assert (s.median, s.p10, s.p90, s.count) == (3.0, pytest.approx(1.4), pytest.approx(4.6), 5)
+    assert str(s) == "3.00 [p10-p90 1.40-4.60]"
     with pytest.raises(ValueError):
-        Stat.of([])
+        summarize([])
 
 
 @pytest.mark.compiler

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from directconv.core import checks
 from directconv.core.isa import ISAS, get_isa
 from directconv.core.shape import ConvShape
 
@@ -19,11 +20,7 @@ CONFIG_VERSION = 1
 
 
 def _check_int(name: str, value: Any, low: int, high: int | None = None) -> None:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"KernelConfig.{name} must be an int, got {value!r} ({type(value).__name__})")
-    if value < low or (high is not None and value > high):
-        bound = f">= {low}" if high is None else f"in [{low}, {high}]"
-        raise ValueError(f"KernelConfig.{name} must be {bound}, got {value}")
+    checks.integer(f"KernelConfig.{name}", value, low, high)
 
 
 @dataclass(frozen=True)

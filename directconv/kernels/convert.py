@@ -12,15 +12,13 @@ import threading
 from importlib import resources
 from typing import Any
 
-import cffi
 import numpy as np
 
-from directconv.kernels import compiler, layout
+from directconv.kernels import compiler, ffi, layout
 
 log = logging.getLogger("directconv.cache")
 
-_ffi = cffi.FFI()
-_ffi.cdef(
+_DECLARATIONS = (
     "int dc_to_blocked(const float *x, float *xb, long n, long c, long hw, int threads);"
     "int dc_max_pool(const float *x, float *y, long planes, long h, long w, long ho, long wo, int k, int s, int p,"
     "                int threads);"
@@ -48,12 +46,12 @@ def _library(lanes: int) -> Any | None:
                 except compiler.CompilerNotFoundError as exc:
                     log.info("layout conversions in numpy: %s", exc)
                     return None
-                lib = _libraries[lanes] = _ffi.dlopen(str(path))
+                lib = _libraries[lanes] = ffi.load(path, _DECLARATIONS)
     return lib
 
 
 def _pointer(a: np.ndarray) -> Any:
-    return _ffi.cast("float *", a.ctypes.data)
+    return ffi.float_pointer(a)
 
 
 def _check_out(out: np.ndarray, shape: tuple[int, ...]) -> None:

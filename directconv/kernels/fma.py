@@ -13,7 +13,7 @@ AVX-512, AVX2, NEON and scalar code):
 - the FMA loop run on T OpenMP threads at once, each pinned to its own core, for the multi-core peak.
 
 Every timed function returns the seconds it took (or a negative value when its arguments are refused), and the
-Python side divides. Nothing above `Kernels` touches cffi.
+Python side divides. Nothing above `Kernels` sees a C pointer.
 
 Traps the generated loops avoid, each of which would let GCC report a fake speed:
 - accumulators that start from the same value compute the same numbers and GCC merges them (one FMA doing the work
@@ -30,9 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cffi
 
-from directconv.kernels import compiler
+from directconv.kernels import compiler, ffi
 from directconv.core.isa import Isa, get_isa
 
 SIGNATURES = """
@@ -242,10 +241,6 @@ double dc_probe_peak(int k, long iters, int threads, const int *cpus, int ncpus,
 """
 
 
-_ffi = cffi.FFI()
-_ffi.cdef(SIGNATURES)
-
-
 @dataclass(frozen=True)
 class Kernels:
     """The probe's loops for one ISA, compiled and loaded. Every method returns seconds (> 0) or raises."""
@@ -266,8 +261,8 @@ class Kernels:
     def peak(self, k: int, iters: int, threads: int, cpus: tuple[int, ...]) -> tuple[float, bool]:
         """(seconds for `threads` threads to each run `iters` iterations of the K loop at once, whether every thread
         ran pinned). Threads are pinned to `cpus` (one each) when enough are given and the OS allows it."""
-        arr = _ffi.new("int[]", list(cpus) or [0])
-        pinned = _ffi.new("int *")
+        arr = ffi.ints(list(cpus) or [0])
+        pinned = ffi.int_out()
         seconds = self._lib.dc_probe_peak(k, iters, threads, arr, len(cpus), pinned)
         return self._check(seconds, f"dc_probe_peak(k={k}, threads={threads})", iters), pinned[0] == threads
 
@@ -286,4 +281,4 @@ def load(isa_name: str) -> Kernels:
     """The probe's loops for `isa_name`, compiled on first use (cached on disk by kernels.compiler)."""
     isa = get_isa(isa_name)
     path = compiler.build(probe_source(isa), isa.flags, name=f"probe-{isa.name}")
-    return Kernels(isa, path, _ffi.dlopen(str(path)))
+    return Kernels(isa, path, ffi.load(path, SIGNATURES))

@@ -1,4 +1,4 @@
-"""Load compiled kernels through cffi and call them: the only module that touches `ffi`.
+"""Load compiled convolution kernels and call them (through kernels.ffi, the one module that talks to cffi).
 
 Above this layer everything is numpy arrays and typed values; this layer checks every buffer's shape, dtype and
 contiguity against the compiled geometry before C sees a pointer, because C would not notice.
@@ -11,18 +11,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cffi
 import numpy as np
 
-from directconv.kernels import codegen, compiler
+from directconv.kernels import codegen, compiler, ffi
 from directconv.core.config import KernelConfig
 from directconv.core.isa import get_isa
 from directconv.kernels.layout import blocks
 from directconv.core.shape import ConvShape
 
-_ffi = cffi.FFI()
-_ffi.cdef(codegen.C_SIGNATURE)
-_ffi.cdef(codegen.C_BENCH_SIGNATURE)
+_DECLARATIONS = codegen.C_SIGNATURE + codegen.C_BENCH_SIGNATURE
 
 
 @dataclass(frozen=True)
@@ -67,10 +64,10 @@ class CompiledKernel:
         rows_total = self.shape.kernel_view().ho  # the kernel's rows (one for a flattened 1x1 layer)
         rows_per_task = rows_total if rows is None else max(1, min(rows_total, rows))
         return (
-            _ffi.from_buffer("float[]", x, require_writable=False),
-            _ffi.from_buffer("float[]", weights, require_writable=False),
-            _ffi.from_buffer("float[]", bias, require_writable=False),
-            _ffi.from_buffer("float[]", out),
+            ffi.floats(x, writable=False),
+            ffi.floats(weights, writable=False),
+            ffi.floats(bias, writable=False),
+            ffi.floats(out, writable=True),
             batch,
             cib_blocks,
             rows_per_task,
@@ -97,7 +94,7 @@ class CompiledKernel:
         samples = np.empty(max_samples, dtype=np.float64)
         n = self._lib.dc_bench(
             *self._args(x, weights, bias, out, cib, rows, parallel),
-            threads, warmup, min_seconds, min_samples, max_samples, _ffi.from_buffer("double[]", samples),
+            threads, warmup, min_seconds, min_samples, max_samples, ffi.doubles(samples),
         )
         if n < 0:
             raise RuntimeError(f"kernel {self.path.name} rejected its arguments (code {n})")
@@ -183,4 +180,4 @@ def cached_library(config: KernelConfig, shape: ConvShape) -> Path | None:
 
 def open_library(path: Path, config: KernelConfig, shape: ConvShape) -> CompiledKernel:
     """Load a built kernel library for `config` on `shape` (not shared through the in-process cache)."""
-    return CompiledKernel(*config.compile_key(), shape, path, _ffi.dlopen(str(path)))
+    return CompiledKernel(*config.compile_key(), shape, path, ffi.load(path, _DECLARATIONS))

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from directconv.kernels import convert, layout, runtime
+from directconv.core import checks
 from directconv.core.config import KernelConfig
 from directconv.core.isa import get_isa, host_isa, host_isas
 from directconv.core.shape import ConvShape, normalize_padding, normalize_stride
@@ -96,8 +97,7 @@ class BlockedTensor:
 def _conversion_threads(threads: int | None) -> int:
     if threads is None:
         return available_threads()
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise ValueError(f"threads must be a positive int or None, got {threads!r}")
+    checks.threads(threads)
     return threads
 
 
@@ -139,8 +139,7 @@ def _check_weights(w: Any, bias: Any) -> tuple[np.ndarray, np.ndarray | None]:
 
 
 def _resolve_config(config: KernelConfig | None, shape: ConvShape, threads: int | None) -> KernelConfig:
-    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
-        raise ValueError(f"threads must be a positive int or None, got {threads!r}")
+    checks.optional_threads(threads)
     if config is None:
         from directconv.tuner.select import default_config  # the host and store layers load only when needed
 
@@ -216,8 +215,7 @@ def conv2d_blocked(
         raise ValueError(
             f"x is {x.height}x{x.width} but the weights were packed for {shape.h}x{shape.w} inputs (input_size)"
         )
-    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
-        raise ValueError(f"threads must be a positive int or None, got {threads!r}")
+    checks.optional_threads(threads)
     kernel = runtime.load(config, shape)
     expected = kernel.output_shape(x.batch)
     if out is None:

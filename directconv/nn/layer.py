@@ -16,6 +16,7 @@ import numpy as np
 
 from directconv.nn import api
 from directconv.kernels import layout
+from directconv.core import checks
 from directconv.core.config import KernelConfig
 from directconv.core.shape import ConvShape, normalize_padding, normalize_stride
 
@@ -56,8 +57,7 @@ class Conv2d:
         w, b = api._check_weights(weight, bias)
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be None or 'relu', got {activation!r}")
-        if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
-            raise ValueError(f"threads must be a positive int or None, got {threads!r}")
+        checks.optional_threads(threads)
         if config is not None and not isinstance(config, KernelConfig):
             raise TypeError(f"config must be a KernelConfig or None, got {type(config).__name__}")
         self.stride = normalize_stride(stride)

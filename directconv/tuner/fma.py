@@ -16,13 +16,14 @@ so the fastest repeat is the one it did not hit.
 from __future__ import annotations
 
 import functools
-import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from directconv.kernels import fma
 from directconv.machines.probe.describe import Performance
+from directconv.tuner.harness import Stats, summarize
+from directconv.tuner.peak import calibrate, chains, gflops
 
 
 @dataclass(frozen=True)
@@ -42,49 +43,20 @@ QUICK = Budget(burst_s=0.003, rounds=11, repeats=3)  # under a second once compi
 
 
 @dataclass(frozen=True)
-class Stat:
-    """Median and 10th-90th percentile spread of one quantity over rounds."""
-
-    median: float
-    p10: float
-    p90: float
-    n: int
-
-    @classmethod
-    def of(cls, values: Sequence[float]) -> Stat:
-        if not values:
-            raise ValueError("Stat.of needs at least one value, got none")
-        ordered = sorted(values)
-        last = len(ordered) - 1
-        return cls(
-            median=statistics.median(ordered),
-            p10=ordered[round(0.1 * last)],
-            p90=ordered[round(0.9 * last)],
-            n=len(ordered),
-        )
-
-    def __str__(self) -> str:
-        def show(x: float) -> str:
-            return f"{x:.3g}" if abs(x) >= 100 else f"{x:.2f}"
-
-        return f"{show(self.median)} [p10-p90 {show(self.p10)}-{show(self.p90)}]"
-
-
-@dataclass(frozen=True)
 class FmaProbe:
     """What the microbenchmarks measured on this host, for one ISA (all fp32, per core unless stated)."""
 
     isa: str
     lanes: int
-    clock_ghz: Stat  # integer add chain alone
-    clock_fma_ghz: Stat  # the add chain beside 24 FMAs per 32 adds: the clock with the FMA units busy
-    l_fma: Stat  # cycles, dependent FMA chain
-    n_fma: Stat  # FMAs per cycle at best_k independent chains
-    ln: Stat  # clock-free L_fma * N_fma
+    clock_ghz: Stats  # integer add chain alone
+    clock_fma_ghz: Stats  # the add chain beside 24 FMAs per 32 adds: the clock with the FMA units busy
+    l_fma: Stats  # cycles, dependent FMA chain
+    n_fma: Stats  # FMAs per cycle at best_k independent chains
+    ln: Stats  # clock-free L_fma * N_fma
     best_k: int
-    sweep: dict[int, Stat]  # K independent chains -> FMAs per cycle
+    sweep: dict[int, Stats]  # K independent chains -> FMAs per cycle
     peak_k: int  # chains per thread in the peak loop: the most the registers allow, past saturation on any core
-    peak_gflops: dict[int, Stat]  # threads running at once -> GFLOP/s of all of them together
+    peak_gflops: dict[int, Stats]  # threads running at once -> GFLOP/s of all of them together
     pinned: bool  # whether the peak threads ran pinned, one per physical core
     seconds: float  # wall time of the measurement, compilation excluded
     warnings: tuple[str, ...] = field(default=())
@@ -106,7 +78,7 @@ class FmaProbe:
             for t, s in self.peak_gflops.items()
         )
         note = (
-            f"Measured by `directconv probe` ({self.isa}, medians over {self.clock_ghz.n} interleaved rounds): "
+            f"Measured by `directconv probe` ({self.isa}, medians over {self.clock_ghz.count} interleaved rounds): "
             f"L_fma {self.l_fma} cycles; N_fma {self.n_fma} FMA/cycle at K={self.best_k} chains; "
             f"L*N {self.ln} (clock-free); clock {self.clock_ghz} GHz from an add chain, {self.clock_fma_ghz} GHz "
             f"beside FMAs; peak GFLOP/s {peaks}"
@@ -135,16 +107,6 @@ def thread_counts(cores: int) -> tuple[int, ...]:
     return (*counts, cores)
 
 
-def _calibrate(run: Callable[[int], float], burst_s: float) -> int:
-    """Iterations that make `run(iters)` take about `burst_s` seconds."""
-    n = 16
-    while True:
-        t = run(n)
-        if t >= burst_s / 8 or n > 1 << 40:
-            return max(1, int(n * burst_s / t))
-        n *= 4
-
-
 def measure(isa: str, cpus: Sequence[int], budget: Budget = DEFAULT) -> FmaProbe:
     """Run the microbenchmarks for `isa` on this host and return their medians.
 
@@ -168,10 +130,10 @@ def measure(isa: str, cpus: Sequence[int], budget: Budget = DEFAULT) -> FmaProbe
         kernels.fma(ks[-1], 1000)
 
     run_s = budget.burst_s / budget.repeats
-    n_add = _calibrate(kernels.add, run_s)
-    n_mix = _calibrate(kernels.add_fma, run_s)
-    n_k = {k: _calibrate(functools.partial(kernels.fma, k), run_s) for k in ks}
-    peak_k = ks[-1]
+    n_add = calibrate(kernels.add, run_s)
+    n_mix = calibrate(kernels.add_fma, run_s)
+    n_k = {k: calibrate(functools.partial(kernels.fma, k), run_s) for k in ks}
+    peak_k = chains(kernels)
     peak_cpus = tuple(cpus)
     counts = thread_counts(len(peak_cpus))
 
@@ -183,7 +145,6 @@ def measure(isa: str, cpus: Sequence[int], budget: Budget = DEFAULT) -> FmaProbe
     per_cycle: dict[int, list[float]] = {k: [] for k in ks}
     ns_per_fma: dict[int, list[float]] = {k: [] for k in ks}
     peak_samples: dict[int, list[float]] = {t: [] for t in counts}
-    flops_per_iter = 2 * kernels.isa.lanes * fma.fmas_per_iteration(peak_k)
     pinned = True
     for _ in range(budget.rounds):
         before = fastest(kernels.add, n_add)
@@ -193,7 +154,7 @@ def measure(isa: str, cpus: Sequence[int], budget: Budget = DEFAULT) -> FmaProbe
             runs = [kernels.peak(peak_k, n_k[peak_k], threads, peak_cpus) for _ in range(budget.repeats)]
             pinned = pinned and all(all_pinned for _, all_pinned in runs)
             seconds = min(seconds for seconds, _ in runs)
-            peak_samples[threads].append(flops_per_iter * n_k[peak_k] * threads / seconds * 1e-9)
+            peak_samples[threads].append(gflops(kernels, peak_k, n_k[peak_k], threads, seconds))
         after = fastest(kernels.add, n_add)
         ghz = fma.ADDS_PER_ITER * n_add / ((before + after) / 2) * 1e-9
         clock.append(ghz)
@@ -203,15 +164,15 @@ def measure(isa: str, cpus: Sequence[int], budget: Budget = DEFAULT) -> FmaProbe
             ns_per_fma[k].append(t / fmas * 1e9)
             per_cycle[k].append(fmas / t * 1e-9 / ghz)
 
-    sweep = {k: Stat.of(v) for k, v in per_cycle.items()}
+    sweep = {k: summarize(v) for k, v in per_cycle.items()}
     best_k = max(ks, key=lambda k: sweep[k].median)
-    l_fma = Stat.of([ns * ghz for ns, ghz in zip(ns_per_fma[1], clock)])
-    ln = Stat.of([dep / sat for dep, sat in zip(ns_per_fma[1], ns_per_fma[best_k])])
+    l_fma = summarize([ns * ghz for ns, ghz in zip(ns_per_fma[1], clock)])
+    ln = summarize([dep / sat for dep, sat in zip(ns_per_fma[1], ns_per_fma[best_k])])
 
     warnings: list[str] = []
     if best_k == ks[-1] and len(ks) > 1 and sweep[ks[-2]].median < 0.95 * sweep[best_k].median:
         warnings.append(f"FMA throughput still rising at K={best_k}, the most accumulators the registers allow")
-    peaks = {t: Stat.of(v) for t, v in peak_samples.items()}
+    peaks = {t: summarize(v) for t, v in peak_samples.items()}
     for threads, stat in peaks.items():
         if stat.median < 0.75 * threads * peaks[1].median:
             warnings.append(
@@ -222,8 +183,8 @@ def measure(isa: str, cpus: Sequence[int], budget: Budget = DEFAULT) -> FmaProbe
     return FmaProbe(
         isa=isa,
         lanes=kernels.isa.lanes,
-        clock_ghz=Stat.of(clock),
-        clock_fma_ghz=Stat.of(clock_fma),
+        clock_ghz=summarize(clock),
+        clock_fma_ghz=summarize(clock_fma),
         l_fma=l_fma,
         n_fma=sweep[best_k],
         ln=ln,

@@ -29,7 +29,7 @@ SETTLE_MAX_WAIT = 0.25  # a pool that never sleeps (OMP_WAIT_POLICY=active) must
 
 @dataclass(frozen=True)
 class Stats:
-    """Per-call seconds of one implementation: order statistics over the samples (one sample per round)."""
+    """Order statistics of one measured quantity over rounds (per-call seconds, GHz, GFLOP/s...)."""
 
     median: float
     p10: float
@@ -42,6 +42,12 @@ class Stats:
     def spread(self) -> float:
         """(p90 - p10) / median: how much to trust the median; 0.05 means the middle 80% lie within 5%."""
         return (self.p90 - self.p10) / self.median if self.median > 0 else math.inf
+
+    def __str__(self) -> str:
+        def show(x: float) -> str:
+            return f"{x:.3g}" if abs(x) >= 100 else f"{x:.2f}"
+
+        return f"{show(self.median)} [p10-p90 {show(self.p10)}-{show(self.p90)}]"
 
 
 def summarize(samples: Sequence[float]) -> Stats:

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from directconv.core import checks
 from directconv.core.isa import host_isa
 from directconv.kernels import fma
 
@@ -19,30 +21,45 @@ DEFAULT_REPEATS = 7
 DEFAULT_SECONDS = 0.1
 
 
+def chains(kernels: fma.Kernels) -> int:
+    """Independent chains per thread in the peak loop: the most the registers allow, past saturation on any core."""
+    return fma.accumulator_counts(kernels.isa)[-1]
+
+
 def accumulators(isa_name: str) -> int:
-    """Chains the peak loop runs: the largest K the probe's sweep uses for this ISA."""
-    return fma.accumulator_counts(fma.load(isa_name).isa)[-1]
+    """Chains the peak loop runs for `isa_name` (see chains)."""
+    return chains(fma.load(isa_name))
+
+
+def gflops(kernels: fma.Kernels, k: int, iters: int, threads: int, seconds: float) -> float:
+    """GFLOP/s of `threads` threads that each ran `iters` iterations of the K-chain loop in `seconds`."""
+    return 2 * kernels.isa.lanes * fma.fmas_per_iteration(k) * iters * threads / seconds * 1e-9
+
+
+def calibrate(run: Callable[[int], float], seconds: float) -> int:
+    """Iterations that make `run(iters)` (which returns its seconds) take about `seconds`."""
+    n = 16
+    while True:
+        t = run(n)
+        if t >= seconds / 8 or n > 1 << 40:
+            return max(1, int(n * seconds / t))
+        n *= 4
 
 
 def peak_once(threads: int, seconds: float = DEFAULT_SECONDS, *, isa: str | None = None) -> float:
     """One measurement of the total FMA GFLOP/s of `threads` threads running at once (compiles on first use)."""
-    if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
-        raise ValueError(f"threads must be a positive int, got {threads!r}")
-    if not seconds > 0:
-        raise ValueError(f"seconds must be > 0, got {seconds!r}")
+    checks.threads(threads)
+    checks.positive("seconds", seconds)
     kernels = fma.load(isa or host_isa())
-    k = fma.accumulator_counts(kernels.isa)[-1]
-    # Calibrate on one thread, then run long enough for `seconds` (short runs: under load from other processes
-    # the fastest of several short runs is the machine's, a long run is the neighbours').
-    iters = 1024
-    while (t := kernels.peak(k, iters, 1, ())[0]) < seconds / 20:
-        iters *= 4
-    iters = max(1, int(iters * (seconds / 5) / t))
+    k = chains(kernels)
+    # Short runs, the fastest of several: under load from other processes the fastest short run is the machine's,
+    # a long run is the neighbours'.
+    iters = calibrate(lambda n: kernels.peak(k, n, 1, ())[0], seconds / 5)
     started = time.perf_counter()
     best = float("inf")
     while time.perf_counter() - started < seconds or best == float("inf"):
         best = min(best, kernels.peak(k, iters, threads, ())[0])
-    result = 2 * kernels.isa.lanes * fma.fmas_per_iteration(k) * iters * threads / best * 1e-9
+    result = gflops(kernels, k, iters, threads, best)
     if not result > 0:
         raise RuntimeError(f"FMA peak microbenchmark returned {result} for threads={threads}, seconds={seconds}")
     return result
@@ -80,8 +97,7 @@ def measure_peaks(
     Thread counts alternate within each repeat, so a change of clock during the measurement shifts all of them
     alike. Nothing else runs in between: the peak is measured before any benchmark, never during one.
     """
-    if repeats < 1:
-        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    checks.integer("repeats", repeats, 1)
     isa_name = isa or host_isa()
     samples: dict[int, list[float]] = {t: [] for t in thread_counts}
     for _ in range(repeats):

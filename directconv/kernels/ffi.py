@@ -1,0 +1,56 @@
+"""The one module that talks to cffi (PyNaCl's rule): declaring and loading the C libraries directconv builds, and
+turning numpy arrays into the pointers C takes.
+
+Modules above pass numpy arrays and Python numbers and check them before calling here; nothing here checks a
+buffer's shape, because only the caller knows the geometry the C code was compiled for.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import cffi
+import numpy as np
+
+_ffi = cffi.FFI()
+_declared: set[str] = set()
+_lock = threading.Lock()
+
+
+def load(path: Path, declarations: str) -> Any:
+    """The library at `path`, with the C functions of `declarations` (C prototypes) callable on it.
+
+    One FFI serves every library, so each distinct declaration text is given to cffi once per process.
+    """
+    with _lock:
+        if declarations not in _declared:
+            _ffi.cdef(declarations)
+            _declared.add(declarations)
+    return _ffi.dlopen(str(path))
+
+
+def floats(a: np.ndarray, *, writable: bool) -> Any:
+    """A `float *` over `a`'s memory (no copy); `writable=True` refuses a read-only array."""
+    return _ffi.from_buffer("float[]", a, require_writable=writable)
+
+
+def doubles(a: np.ndarray) -> Any:
+    """A writable `double *` over `a`'s memory (no copy)."""
+    return _ffi.from_buffer("double[]", a, require_writable=True)
+
+
+def float_pointer(a: np.ndarray) -> Any:
+    """A `float *` to `a`'s first element, for arrays whose writability the caller has checked."""
+    return _ffi.cast("float *", a.ctypes.data)
+
+
+def ints(values: list[int]) -> Any:
+    """A new C `int[]` holding `values` (kept alive by the returned object)."""
+    return _ffi.new("int[]", values)
+
+
+def int_out() -> Any:
+    """A new C `int *` for a function to write one result into (read it back with `[0]`)."""
+    return _ffi.new("int *")
