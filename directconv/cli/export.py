@@ -109,8 +109,8 @@ def run_export(args: argparse.Namespace) -> int:
     write_atomically(files, out, args.force)
     print(f"wrote {out}/ for machine {target.machine} ({target.isa}): {len(chosen)} layer(s), "
           f"{len(files)} files; build with `make -C {out}`")
-    for layer in chosen:
-        cfg = layer.config
-        label = layer.shape.describe() if layer.name == layer.shape.describe() else f"{layer.name}: {layer.shape.describe()}"
-        print(f"  {label}  cob={cfg.cob} wob={cfg.wob} ({layer.source})")
+    for exported in chosen:
+        cfg, described = exported.config, exported.shape.describe()
+        label = described if exported.name == described else f"{exported.name}: {described}"
+        print(f"  {label}  cob={cfg.cob} wob={cfg.wob} ({exported.source})")
     return 0

@@ -41,11 +41,13 @@ def selected_layers(args: argparse.Namespace, *, required: bool = True) -> list[
     for network in args.network:
         seen = {layer.shape for layer in layers}
         layers += [layer for layer in network_conv_layers(network) if layer.shape not in seen]
-    dims = [getattr(args, n, None) for n in ("ci", "co", "h", "w", "kh", "kw")]
+    dims: list[int | None] = [getattr(args, n, None) for n in ("ci", "co", "h", "w", "kh", "kw")]
     if any(d is not None for d in dims):
-        if any(d is None for d in dims):
+        given = [d for d in dims if d is not None]
+        if len(given) != len(dims):
             raise ValueError("an explicit shape needs all of --ci --co --h --w --kh --kw")
-        shape = ConvShape.from_args(*dims, stride=args.stride, padding=args.pad)  # type: ignore[arg-type]
+        ci, co, h, w, kh, kw = given
+        shape = ConvShape.from_args(ci, co, h, w, kh, kw, stride=args.stride, padding=args.pad)
         layers.append(Layer(shape.describe(), shape))
     if required and not layers:
         raise ValueError("name at least one layer: --layer NAME, --network NAME (or an explicit shape)")

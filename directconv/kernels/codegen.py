@@ -56,10 +56,8 @@ class Tile:
 def plan_tiles(shape: ConvShape, wob: int) -> list[Tile]:
     """Split one output row into tiles; group the interior ones (no padding touched) into a loop.
 
-    The remainder of W_o / W_o,b is one narrow last tile. Joining it to the last full tile (when that still fits
-    the registers) or sharing the two tiles' columns evenly was tried and measured no faster on Zen 3 (AVX2):
-    geomean 0.96-1.00 over the suite with benchmarks/generator_ab.py, 0.83 on the 7-wide res5 layer (3+3+1 ->
-    3+2+2). Narrow tiles cost less than the latency bound suggests.
+    The remainder of W_o / W_o,b is one narrow last tile: joining it to the last full tile or sharing the columns
+    evenly measured no faster (docs/design.md).
     """
     tiles: list[Tile] = []
     n_full, rem = divmod(shape.wo, wob)

@@ -1,7 +1,7 @@
 """NCHW -> blocked conversion and max-pooling in C (kernels/c/dc_layout.c), on the caller's threads.
 
-1.7-4.3x faster than numpy's strided copy on one thread (benchmarks/conversion_ab.py). The way back stays numpy's copy
-(layout.blocked_to_nchw): C loops measured no faster. layout.nchw_to_blocked is the reference: this computes the
+Faster than numpy's strided copy; the way back stays numpy's copy (layout.blocked_to_nchw), which C loops did not
+beat (docs/design.md). layout.nchw_to_blocked is the reference: this computes the
 same array bit for bit, and it runs instead (with a log line) when there is neither a C compiler nor a cached build.
 """
 

@@ -170,7 +170,7 @@ def find_target_compiler(arch: str | None, cc: str | None = None) -> Compiler:
     name = cc if cc is not None else f"{TRIPLES.get(arch or '', f'{arch}-linux-gnu')}-gcc"
     path = shutil.which(name)
     info = _probe(os.path.realpath(path)) if path else None
-    if info is None:
+    if path is None or info is None:
         hint = INSTALL_HINTS.get(arch or "", "install one")
         raise CompilerNotFoundError(
             f"no working C compiler {name!r} for {arch or 'this target'}: {hint}, or pass the compiler to use"

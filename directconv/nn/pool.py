@@ -1,8 +1,8 @@
 """directconv.MaxPool2d: 2-D max-pooling on blocked activations, so a network never leaves the blocked layout.
 
 Pooling treats every channel alike, so it runs on (N, C/lanes, H, W, lanes) data as it is, in C on the caller's
-threads (kernels/c/dc_layout.c, one output row of one channel block per task): on the networks' pools 2.0-4.0x
-faster than numpy on one thread, 3.6-6.9x on two (benchmarks/pool_ab.py, results/pool-ab-zen3.json). The numpy reference, used without a C compiler and matched bit for bit: for each of
+threads (kernels/c/dc_layout.c, one output row of one channel block per task; why C: docs/design.md). The numpy
+reference, used without a C compiler and matched bit for bit: for each of
 the kernel's taps, one strided view of the input is folded into the output with np.maximum. Padding acts as
 -infinity: a tap only touches the outputs whose window sees it inside the input, so nothing is padded or copied.
 The zero channels past C stay zero (each window holds at least one real element, see `check_pool`).

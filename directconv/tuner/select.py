@@ -17,6 +17,7 @@ import sys
 import threading
 import warnings
 from dataclasses import dataclass
+from types import FrameType
 from typing import Literal
 
 from directconv.machines.host import host
@@ -49,7 +50,8 @@ _PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the ch
 def _user_stacklevel() -> int:
     """The stacklevel of the first frame outside directconv, so the warning names the user's line (Conv2d,
     conv2d and pack_weights reach here through different depths)."""
-    level, frame = 1, sys._getframe(1)
+    level = 1
+    frame: FrameType | None = sys._getframe(1)
     while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE + os.sep) \
             and "directconv" in frame.f_globals.get("__name__", ""):
         level, frame = level + 1, frame.f_back

@@ -1,9 +1,8 @@
 /* NCHW -> blocked (NCHWc) conversion, multi-threaded.
  *
- * A user with plain NCHW tensors pays one conversion in and one out around every blocked convolution. numpy's
- * copy into the blocked order runs at 3-9 GB/s here; this one at 10-38 GB/s on one thread (benchmarks/
- * conversion_ab.py). The way back stays in numpy, whose copy out of the blocked order is as fast as the
- * straightforward C loops (measured: 0.4-1.3x of numpy). Each task is one (image, channel block, run of pixels):
+ * A user with plain NCHW tensors pays one conversion in and one out around every blocked convolution, so the way
+ * in runs here, faster than numpy's strided copy; the way back stays numpy's (docs/design.md says why).
+ * Each task is one (image, channel block, run of pixels):
  * the blocked side is written contiguously, the NCHW side read as DC_LANES streams, one per channel of the block.
  * Runs of pixels keep both cores busy on a layer with a single channel block (the C_i = 3 input of a network).
  *
