@@ -22,20 +22,32 @@ from directconv.nn.pool import MaxPool2d
 from directconv.nn.sequential import Sequential
 from directconv.kernels.reference import conv2d_reference
 from directconv.core.shape import ConvShape
+from directconv.core.suite import get_layer, network_layers
+from directconv.machines.loader import MachineError, bundled_machines, load_machine, machine_to_data, parse_machine
+from directconv.model import estimate_config, predict, search_space, tile_efficiency
 
 from directconv.core.version import __version__
 
 
-_LAZY = {"tune": "tuning", "Tuned": "tuning", "choose_config": "select", "default_config": "select", "Choice": "select",
-         "UntunedWarning": "select"}
+# Loaded on first use, not on import: the tuner and the config store (Optuna, SQLAlchemy), this machine's description
+# (reads the OS, loads archspec) and its measured FMA peak (compiles a loop).
+_LAZY = {
+    "tune": "directconv.tuner.tuning",
+    "Tuned": "directconv.tuner.tuning",
+    "choose_config": "directconv.tuner.select",
+    "default_config": "directconv.tuner.select",
+    "Choice": "directconv.tuner.select",
+    "UntunedWarning": "directconv.tuner.select",
+    "host": "directconv.machines.host",
+    "measure_peaks": "directconv.tuner.peak",
+}
 
 
 def __getattr__(name: str):
-    # Host detection, the config store and the tuner (Optuna, SQLAlchemy) load on first use, not on import.
     import importlib
 
     if name in _LAZY:
-        return getattr(importlib.import_module(f"directconv.tuner.{_LAZY[name]}"), name)
+        return getattr(importlib.import_module(_LAZY[name]), name)
     if name == "networks":  # the bundled network definitions (dc.networks.build("resnet50"))
         return importlib.import_module("directconv.nn.networks")
     raise AttributeError(f"module 'directconv' has no attribute {name!r}")
@@ -62,4 +74,18 @@ __all__ = [
     "Tuned",
     "UntunedWarning",
     "__version__",
+    # the layer suite, machine descriptions, this machine and the model
+    "MachineError",
+    "bundled_machines",
+    "estimate_config",
+    "get_layer",
+    "host",
+    "load_machine",
+    "machine_to_data",
+    "measure_peaks",
+    "network_layers",
+    "parse_machine",
+    "predict",
+    "search_space",
+    "tile_efficiency",
 ]
