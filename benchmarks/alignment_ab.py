@@ -12,7 +12,6 @@ Usage: python benchmarks/alignment_ab.py [--layer NAME ...] [--rounds 11] [--jso
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import sys
 import warnings
 from functools import partial
@@ -22,9 +21,10 @@ import numpy as np
 
 import directconv as dc
 from directconv.tuner.harness import geomean, interleaved_medians
-from directconv.core.files import write_json
 from directconv.kernels import layout, runtime
 from directconv.core.suite import get_layer
+
+from provenance import provenance, write_json
 
 DEFAULT_LAYERS = ("vgg16:conv1_2", "vgg16:conv3_2", "vgg16:conv5_2", "resnet50:res2_3x3", "resnet50:res4_3x3",
                   "resnet50:res5_3x3", "resnet50:res4_1x1_1024to256", "resnet50:res5_1x1_512to2048",
@@ -72,7 +72,7 @@ def main() -> int:
     geo = geomean([r["ratio"] for r in rows])
     print(f"geomean ratio aligned / numpy default: {geo:.3f} over {len(rows)} layers")
     if args.json:
-        write_json(args.json, {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        write_json(args.json, {"provenance": provenance(),
                                "rounds": args.rounds, "layers": rows, "geomean_ratio": round(geo, 4)})
     return 0
 

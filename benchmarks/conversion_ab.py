@@ -1,8 +1,5 @@
 """NCHW -> blocked conversion: numpy (kernels/layout.py) against C (kernels/convert.py) on 1 and 2 threads.
 
-(The way back, blocked -> NCHW, stays numpy's: straightforward C loops, channel-outer or pixel-outer, measured
-0.3-1.3x of numpy's copy on the same shapes, and were dropped.)
-
 For the input and the output of each chosen suite layer, every implementation converts the same array in rounds
 (order rotating every round, bench.harness.interleaved_medians); reported: median ms per conversion and GB/s
 (bytes read + bytes written), and C's speedup over numpy.
@@ -13,7 +10,6 @@ Usage: python benchmarks/conversion_ab.py [--layer vgg16:conv1_2 ...] [--rounds 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import sys
 from functools import partial
 from pathlib import Path
@@ -21,9 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from directconv.tuner.harness import interleaved_medians, time_batch
-from directconv.core.files import write_json
 from directconv.kernels import convert, layout
 from directconv.core.suite import get_layer
+
+from provenance import provenance, write_json
 
 DEFAULT_LAYERS = ("vgg16:conv1_2", "resnet50:res2_1x1_64to256", "resnet50:res4_3x3", "alexnet:conv1")
 
@@ -59,7 +56,7 @@ def main() -> int:
                 print(f"{name:30} {side:6} {impl:18} {t * 1e3:8.3f} ms {nbytes / t / 1e9:6.1f} GB/s  x{base / t:.2f}",
                       flush=True)
     if args.json:
-        write_json(args.json, {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        write_json(args.json, {"provenance": provenance(),
                                "lanes": args.lanes, "rounds": args.rounds, "rows": rows})
     return 0
 

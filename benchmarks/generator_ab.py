@@ -11,7 +11,6 @@ Usage: python benchmarks/generator_ab.py --baseline REV [--layer NAME ...] [--th
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import importlib.util
 import subprocess
 import sys
@@ -24,30 +23,35 @@ import numpy as np
 
 import directconv as dc
 from directconv.tuner.harness import geomean, interleaved_medians
-from directconv.core.files import write_json
 from directconv.kernels import codegen, compiler, layout, runtime
 from directconv.core.isa import get_isa
 from directconv.kernels.reference import conv2d_reference, tolerance
 from directconv.core.suite import get_layer, suite
 
+from provenance import provenance, write_json
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def baseline_codegen(rev: str) -> ModuleType:
-    """kernels/codegen.py as of `rev`, loaded beside the current one (its relative imports resolve the same)."""
-    text = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:kernels/codegen.py"], check=True,
-                          capture_output=True, text=True).stdout
+    """directconv/kernels/codegen.py as of `rev`, loaded beside the current one (its imports resolve the same)."""
+    path = "directconv/kernels/codegen.py"
+    shown = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:{path}"], capture_output=True, text=True)
+    if shown.returncode != 0:
+        raise SystemExit(f"no {path} at {rev} (a revision from before the package moved into directconv/ cannot be "
+                         f"loaded beside the current one): {shown.stderr.strip()}")
     spec = importlib.util.spec_from_loader("directconv.kernels._codegen_baseline", loader=None)
     module = importlib.util.module_from_spec(spec)
     module.__package__ = "directconv.kernels"
     sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
-    exec(compile(text, f"{rev}:kernels/codegen.py", "exec"), module.__dict__)
+    exec(compile(shown.stdout, f"{rev}:{path}", "exec"), module.__dict__)
     return module
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--baseline", required=True, help="git revision whose kernels/codegen.py is the baseline")
+    ap.add_argument("--baseline", required=True,
+                    help="git revision whose directconv/kernels/codegen.py is the baseline")
     ap.add_argument("--layer", action="append", help="suite layers (default: all 22)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=7)
@@ -97,7 +101,7 @@ def main() -> int:
     geo = geomean([r["ratio"] for r in rows])
     print(f"geomean ratio new/old: {geo:.3f} over {len(rows)} layers")
     if args.json:
-        write_json(args.json, {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        write_json(args.json, {"provenance": provenance(),
                                "baseline": args.baseline, "threads": args.threads, "rounds": args.rounds,
                                "layers": rows, "geomean_ratio": round(geo, 4)})
     return 0

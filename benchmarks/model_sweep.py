@@ -8,19 +8,18 @@ and report:
   - pruned and unpruned sizes,
   - Spearman's rank correlation between predicted and measured GFLOP/s over all swept configurations.
 
-Usage: python benchmarks/model_sweep.py --machine zen3 --layer vgg16:conv3_2 [--layer ...] --out results.json
-       python benchmarks/model_sweep.py --rescore results.json   (the rank correlation under the current model)
-       python benchmarks/model_sweep.py --refinal results.json --out new.json   (final rounds under the current
-           model, from a committed sweep's first pass)
-       python benchmarks/model_sweep.py --refine results.json --out refined.json   (the pruned space and the first
-           pass's leaders re-measured in anchored rounds: the tuner replay's table)
+Usage: python benchmarks/model_sweep.py --machine zen3 --layer vgg16:conv3_2 [--layer ...] --out results.json.gz
+       python benchmarks/model_sweep.py --rescore results.json.gz   (the rank correlation under the current model)
+       python benchmarks/model_sweep.py --refinal results.json.gz --out new.json.gz   (final rounds under the
+           current model, from a committed sweep's first pass)
+       python benchmarks/model_sweep.py --refine results.json.gz --out refined.json.gz   (the pruned space and the
+           first pass's leaders re-measured in anchored rounds: the tuner replay's table)
+A file whose name ends in .gz is read and written gzip-compressed.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
 import sys
 import time
 from pathlib import Path
@@ -30,7 +29,6 @@ import yaml
 from scipy.stats import spearmanr
 
 from directconv.tuner.harness import schedule
-from directconv.core.files import write_json
 from directconv.kernels.compiler import find_compiler
 from directconv.core.suite import get_layer
 from directconv.machines.loader import dump_machine, load_machine, parse_machine
@@ -40,6 +38,8 @@ from directconv.model import estimate_config, predict, search_space, unpruned_sp
 from directconv.tuner.compile import compile_all
 from directconv.tuner.measure import Measurer
 from directconv.tuner.params import config_key
+
+from provenance import provenance, read_json, write_json
 
 ANCHOR_EVERY = 8  # configurations between two timings of the anchor
 TOP_PRUNED = 3  # the pruned space's first-pass leaders re-measured in the final rounds
@@ -54,7 +54,7 @@ def rank_correlation(shape, machine, measured: list) -> float:
 
 def rescore(path: Path) -> int:
     """Recompute the rank correlation of a committed sweep with the current model; no measuring."""
-    doc = json.loads(path.read_text())
+    doc = read_json(path)
     described = yaml.safe_load(doc["machine"]) if isinstance(doc["machine"], str) else doc["machine"]
     machine = parse_machine(described, f"{path}:machine")  # the description the sweep's model read
     for layer in doc["layers"]:
@@ -69,8 +69,8 @@ def anchored_pass(name: str, measurer: Measurer, shape: ConvShape, anchor_config
                   order: list, raw: dict, local: list) -> dict:
     """Each configuration's speed relative to the anchor timed around its group: one pass over `order`.
 
-    The machine drifts: on a shared host the same kernel runs up to 30% faster or slower for minutes at a time,
-    and a sweep visits the space tile by tile, so drift would pass for a property of the tile. The anchor (the
+    The machine drifts: on a shared host the same kernel runs faster or slower for minutes at a time, and a
+    sweep visits the space tile by tile, so drift would pass for a property of the tile. The anchor (the
     model's prediction) is timed before and after every group of ANCHOR_EVERY configurations; a configuration's
     figure is its GFLOP/s over the mean of those two anchor timings. `raw` receives every configuration's GFLOP/s
     as measured and `local` every anchor speed used, so the caller can scale ratios back to GFLOP/s by the
@@ -201,7 +201,7 @@ def finals(name: str, shape: ConvShape, machine, first: dict, min_time: float, r
 
 def refinal(path: Path, out: Path, min_time: float, rounds: int, top: int) -> int:
     """The final rounds again, under the current model, from a committed sweep's first pass (no full sweep)."""
-    doc = json.loads(path.read_text())
+    doc = read_json(path)
     described = yaml.safe_load(doc["machine"]) if isinstance(doc["machine"], str) else doc["machine"]
     machine = load_machine(described["id"])  # the current bundled description, read by the current model
     layers = []
@@ -213,8 +213,9 @@ def refinal(path: Path, out: Path, min_time: float, rounds: int, top: int) -> in
         layers.append({**layer, **result, "spearman_predicted_vs_measured":
                        round(rank_correlation(shape, machine, list(first.items())), 3)})
         report(layers[-1])
-    write_json(out, {**doc, "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                     "machine": dump_machine(machine), "first_pass_from": {"file": path.name, "date": doc["date"]},
+    run = provenance()
+    write_json(out, {**doc, "provenance": run, "date": run["date"], "machine": dump_machine(machine),
+                     "first_pass_from": {"file": path.name, "date": doc["date"], "provenance": doc.get("provenance")},
                      "layers": layers})
     return 0
 
@@ -224,12 +225,12 @@ def refine(path: Path, out: Path, min_time: float, rounds: int, within: float) -
     and every first-pass configuration within `within` of the first pass's best, and add them to each layer as
     "refined" (a table for benchmarks/tuner_replay.py).
 
-    Two samples per configuration leave the first pass about 5% noisy, and its best is, by construction, a
+    Two samples per configuration leave the first pass noisy, and its best is, by construction, a
     configuration whose noise came out high: a target taken from it can name configurations that the final rounds
     then find slower than the prediction. A figure here is the median over rounds of the ratio to the anchor,
     scaled by the anchor's median, so it is on the scale of this run, not the sweep's.
     """
-    doc = json.loads(path.read_text())
+    doc = read_json(path)
     described = yaml.safe_load(doc["machine"]) if isinstance(doc["machine"], str) else doc["machine"]
     machine = load_machine(described["id"])
     layers = []
@@ -261,8 +262,8 @@ def refine(path: Path, out: Path, min_time: float, rounds: int, within: float) -
         best = max(refined, key=lambda e: e["gflops"])
         print(f"{name}: {len(refined)} configurations re-measured {rounds}x; best {best['gflops']} "
               f"{config_key(KernelConfig.from_dict(best['config']))} (first pass best {top})", flush=True)
-    write_json(out, {**doc, "refined_date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                     "layers": layers})
+    run = provenance()
+    write_json(out, {**doc, "refined_date": run["date"], "refine_provenance": run, "layers": layers})
     return 0
 
 
@@ -321,14 +322,15 @@ def main() -> int:
                         args.first_passes)
         results.append(r)
         report(r)
+    run = provenance()
     doc = {
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "provenance": run,
+        "date": run["date"],
         "machine": dump_machine(machine),
         "compiler": find_compiler().version,
-        "cpu": next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?"),
+        "cpu": run["cpu"],
         "layers": results,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     write_json(args.out, doc)
     return 0
 

@@ -10,7 +10,6 @@ Usage: python benchmarks/pool_ab.py [--rounds 15] [--json results.json]
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import sys
 from functools import partial
 from pathlib import Path
@@ -19,9 +18,10 @@ import numpy as np
 
 import directconv as dc
 from directconv.tuner.harness import interleaved_medians, time_batch
-from directconv.core.files import write_json
 from directconv.kernels import layout
 from directconv.nn.networks import PoolStep, get_network
+
+from provenance import provenance, write_json
 
 LANES = 8
 
@@ -62,7 +62,7 @@ def main() -> int:
             print(f"{where:22} {c:4}x{h:3}x{h:<3} k{k} s{s} p{p}  {impl:6} {t * 1e3:8.3f} ms  x{base / t:.2f}",
                   flush=True)
     if args.json:
-        write_json(args.json, {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        write_json(args.json, {"provenance": provenance(),
                                "lanes": LANES, "rounds": args.rounds, "rows": rows})
     return 0
 

@@ -5,15 +5,13 @@ sweep's exhaustive best and the sweep's prediction are compiled, checked against
 interleaved rounds (the order rotating every round), on one thread. Reports each one's median GFLOP/s and the
 current prediction as a fraction of the exhaustive best measured in the same rounds.
 
-Usage: python benchmarks/predicted_vs_best.py --sweep benchmarks/results/model-sweep-zen3-2026-11-30b.json \\
-           [--rounds 11] [--json results.json]
+Usage: python benchmarks/predicted_vs_best.py --sweep SWEEP.json.gz [--rounds 11] [--json results.json]
+(SWEEP: a model_sweep.py result, gzip-compressed or not)
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
 import sys
 from functools import partial
 from pathlib import Path
@@ -22,13 +20,14 @@ import numpy as np
 import yaml
 
 from directconv.tuner.harness import interleaved_medians
-from directconv.core.files import write_json
 from directconv.kernels import layout, runtime
 from directconv.core.config import KernelConfig
 from directconv.kernels.reference import conv2d_reference, tolerance
 from directconv.core.shape import ConvShape
 from directconv.machines.loader import load_machine
 from directconv.model import predict
+
+from provenance import provenance, read_json, write_json
 
 
 def main() -> int:
@@ -38,7 +37,7 @@ def main() -> int:
     ap.add_argument("--min-time", type=float, default=0.2, help="seconds of timing per sample")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
-    sweep = json.loads(args.sweep.read_text())
+    sweep = read_json(args.sweep)
     described = yaml.safe_load(sweep["machine"]) if isinstance(sweep["machine"], str) else sweep["machine"]
     machine = load_machine(described["id"])  # the current bundled description, read by the current model
     rng = np.random.default_rng(0)
@@ -81,7 +80,7 @@ def main() -> int:
               f"swept prediction {short['swept']:20} {g['swept']:6.1f} | now/best {g['now'] / g['best']:.1%}",
               flush=True)
     if args.json:
-        write_json(args.json, {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        write_json(args.json, {"provenance": provenance(),
                                "sweep": args.sweep.name, "machine": machine.id, "rounds": args.rounds, "layers": rows})
     return 0
 

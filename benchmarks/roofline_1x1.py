@@ -16,7 +16,6 @@ Usage: python benchmarks/roofline_1x1.py [--threads 1] [--rounds 7] [--json out.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import statistics
 import sys
 import time
@@ -26,12 +25,13 @@ import numpy as np
 
 import directconv
 from directconv.tuner.peak import peak_once
-from directconv.core.files import write_json
 from directconv.kernels.layout import blocks
 from directconv.core.suite import suite
 from directconv.model.split import operand_bytes
 from directconv.tuner.compile import compile_all
 from directconv.tuner.measure import Measurer
+
+from provenance import provenance, write_json
 
 DRAM_BYTES = 512 * 2**20  # far beyond any last-level cache of a 2-core slice
 
@@ -96,7 +96,7 @@ def main() -> int:
         print(f"{layer.name:30} {nbytes / 1e6:8.2f} {intensity:7.1f} {roof_mem:9.1f} {roofline:9.1f} {got:8.1f} "
               f"{got / roofline:12.0%}")
     if args.json:
-        write_json(args.json, {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        write_json(args.json, {"provenance": provenance(),
                                "threads": 1, "rounds": args.rounds, "fma_peak_gflops": round(peak, 1),
                                "copy_bandwidth_memory_gbs": round(bw_dram / 1e9, 2), "layers": rows})
     return 0

@@ -12,18 +12,18 @@ Usage: python benchmarks/split_ab.py [--layer NAME ...] [--threads 2] [--rounds 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import statistics
 import sys
 from pathlib import Path
 
-from directconv.core.files import write_json
 from directconv.machines.host import host
 from directconv.core.suite import get_layer, suite
 from directconv.model import predict
 from directconv.model.split import ROWS_PER_TASK
 from directconv.tuner.compile import compile_all
 from directconv.tuner.measure import Measurer
+
+from provenance import provenance, write_json
 
 
 def main() -> int:
@@ -56,7 +56,7 @@ def main() -> int:
         print(f"{name:30} model {model.parallel}/{model.rows or 'all'}: " + "  ".join(
             f"{k} {r['gflops']:6.1f} ({r['vs_model']:.3f})" for k, r in row["splits"].items()), flush=True)
     if args.json:
-        write_json(args.json, {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        write_json(args.json, {"provenance": provenance(),
                                "machine": machine.id, "threads": args.threads, "rounds": args.rounds,
                                "layers": rows_out})
     return 0

@@ -32,6 +32,8 @@ from directconv.tuner.fleet import shown_url
 from directconv.tuner.storage import open_storage, owner
 from directconv.tuner.tune import claim
 
+from provenance import provenance_line
+
 
 def _quiet() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -120,6 +122,7 @@ def main() -> int:
     backend = sqlalchemy.engine.make_url(open_storage(args.storage).engine.url).get_backend_name()
     lines = [
         "directconv storage load check (benchmarks/storage_load.py)",
+        provenance_line(),
         f"date {time.strftime('%Y-%m-%d')}; storage {backend} {server_version(args.storage)}; optuna {optuna.__version__}; "
         f"sqlalchemy {sqlalchemy.__version__}; python {platform.python_version()}; {os.cpu_count()} CPUs, "
         f"load average {os.getloadavg()[0]:.1f} at the start (workers and server share these CPUs)",

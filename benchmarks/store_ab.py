@@ -1,9 +1,9 @@
 """A/B of two tuned stores: each layer's configuration from one against the other's, interleaved.
 
 A re-tune measures its candidates in another hour than the store it would replace, and on a shared host the same
-kernel runs up to 30% faster or slower from one hour to the next, so the two stores' GFLOP/s figures do not
-compare. Here both configurations of every layer both stores hold (at --threads) run side by side in C, in
-rotating order over the rounds (harness.schedule); reported per layer: the median GFLOP/s of each and the median
+kernel runs faster or slower from one hour to the next, so the two stores' GFLOP/s figures do not compare. Here
+both configurations of every layer both stores hold (at --threads) run side by side in C, in rotating order over
+the rounds (harness.schedule); reported per layer: the median GFLOP/s of each and the median
 over rounds of the ratio new / old, then the geomean of those ratios.
 
 Usage: python benchmarks/store_ab.py --old OLD.yaml --new NEW.yaml [--threads 2] [--rounds 12] [--json out.json]
@@ -12,16 +12,16 @@ Usage: python benchmarks/store_ab.py --old OLD.yaml --new NEW.yaml [--threads 2]
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import math
 import statistics
 import sys
 from pathlib import Path
 
-from directconv.core.files import write_json
 from directconv.tuner.compile import compile_all
 from directconv.tuner.measure import Measurer
 from directconv.tuner.store import read_store
+
+from provenance import provenance, write_json
 
 
 def main() -> int:
@@ -58,7 +58,7 @@ def main() -> int:
     geomean = math.exp(statistics.fmean(math.log(r["new_over_old"]) for r in rows)) if rows else float("nan")
     print(f"geomean new/old over {len(rows)} layers: {geomean:.3f}")
     if args.json:
-        write_json(args.json, {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        write_json(args.json, {"provenance": provenance(),
                                "old": args.old.name, "new": args.new.name, "threads": args.threads,
                                "rounds": args.rounds, "geomean_new_over_old": round(geomean, 3), "layers": rows})
     return 0

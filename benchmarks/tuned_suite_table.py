@@ -1,16 +1,18 @@
 """The markdown table of a tuned suite: `directconv tune ... --json` summaries for 1 and 2 threads, side by side.
 
 Usage: python benchmarks/tuned_suite_table.py --one t1.json --two t2.json > benchmarks/results/tuned-suite-zen3.md
-(the heading above the table is written by hand: machine, date, command).
+(the heading above the table is written by hand: machine, date, commit, command). The summaries may be
+gzip-compressed (names ending in .gz).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 from pathlib import Path
+
+from provenance import read_json
 
 
 def short(config: dict | None) -> str:
@@ -29,8 +31,8 @@ def main() -> int:
     ap.add_argument("--one", type=Path, required=True, help="tune --json summary, 1 thread")
     ap.add_argument("--two", type=Path, required=True, help="tune --json summary, 2 threads")
     args = ap.parse_args()
-    one = {r["layer"]: r for r in json.loads(args.one.read_text())["layers"]}
-    two = {r["layer"]: r for r in json.loads(args.two.read_text())["layers"]}
+    one = {r["layer"]: r for r in read_json(args.one)["layers"]}
+    two = {r["layer"]: r for r in read_json(args.two)["layers"]}
     print("| layer | 1T model config | 1T model GFLOP/s | 1T tuned | 1T GFLOP/s | 1T gain | 1T % peak | 2T model config | "
           "2T tuned | 2T GFLOP/s | 2T gain | 2T % peak |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")

@@ -6,14 +6,13 @@ that configuration now (the machine drifts; "within 3%" must compare measurement
   - plain: TPE alone on the unpruned space, nothing enqueued,
 each in a fresh study, and reports the first trial whose measurement reaches 97% of the reference.
 
-Usage: python benchmarks/tuner_efficiency.py --sweep benchmarks/results/model-sweep-zen3.json --out results.json
+Usage: python benchmarks/tuner_efficiency.py --sweep SWEEP.json.gz --out results.json
+(SWEEP: a model_sweep.py result, gzip-compressed or not)
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
 import statistics
 import sys
 import tempfile
@@ -21,13 +20,14 @@ from pathlib import Path
 
 import optuna
 
-from directconv.core.files import write_json
 from directconv.machines.host import host
 from directconv.core.config import KernelConfig
 from directconv.core.shape import ConvShape
 from directconv.tuner.compile import compile_all
 from directconv.tuner.measure import Measurer
 from directconv.tuner.tune import tune
+
+from provenance import provenance, read_json, write_json
 
 WITHIN = 0.97
 
@@ -55,8 +55,18 @@ def trials_to_reach(url: str, target: float) -> tuple[int | None, list[float | N
 def run(mode: str, shape: ConvShape, trials: int, seed: int, workdir: Path) -> str:
     # One database per run: trials_to_reach reads the only study in it.
     url = f"sqlite:///{workdir / f'{mode}-{seed}-{abs(hash(shape))}.db'}"
-    tune(shape, machine=host().machine, fingerprint_id=f"efficiency-{mode}", trials=trials, storage=url,
-         sampler="tpe", space="pruned" if mode == "model" else "unpruned", seed=seed, progress=False, min_time=0.2)
+    space = "pruned" if mode == "model" else "unpruned"
+    try:  # the tuner's options and backends
+        from directconv.tuner.backend import RealBackend
+        from directconv.tuner.tune import TuneOptions
+    except ImportError:  # a tuner that takes them as keywords
+        tune(shape, machine=host().machine, fingerprint_id=f"efficiency-{mode}", trials=trials, storage=url,
+             sampler="tpe", space=space, seed=seed, progress=False, min_time=0.2)
+    else:
+        with RealBackend(min_time=0.2) as backend:
+            tune(shape, machine=host().machine, fingerprint_id=f"efficiency-{mode}", storage=url,
+                 options=TuneOptions(trials=trials, sampler="tpe", space=space, seed=seed, progress=False),
+                 backend=backend)
     return url
 
 
@@ -68,7 +78,7 @@ def main() -> int:
     ap.add_argument("--seeds", type=int, default=1, help="independent repetitions per mode")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
-    sweep = json.loads(args.sweep.read_text())
+    sweep = read_json(args.sweep)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for layer in sweep["layers"]:
@@ -96,7 +106,7 @@ def main() -> int:
             print(layer["layer"], "target", row["target_gflops"],
                   {m: [(r["trials_to_within_3pct"], r["trials_run"], r["best_gflops"]) for r in row[m]]
                    for m in ("model", "plain")}, flush=True)
-    doc = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "within": WITHIN,
+    doc = {"provenance": provenance(), "within": WITHIN,
            "machine": host().machine.id, "fingerprint": host().fingerprint_id, "layers": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_json(args.out, doc)

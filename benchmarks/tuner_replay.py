@@ -1,7 +1,7 @@
 """Tuner efficiency without the machine's noise: the real search replayed against the exhaustive sweep's table.
 
 benchmarks/tuner_efficiency.py runs the tuner on the device; on a shared, noisy machine one lucky measurement
-moves its target by 10-20%, and one run per mode says little. Here every configuration's GFLOP/s comes from the
+moves its target, and one run per mode says little. Here every configuration's GFLOP/s comes from the
 sweep (benchmarks/model_sweep.py: every configuration of the unpruned space measured, the leaders, the prediction
 and the pruned space's best re-measured in interleaved rounds), and the tuner runs for real in simulation mode
 (tune(..., simulate=...): the same Optuna study, sampler, model seeding and deduplication, with a table lookup in
@@ -12,15 +12,14 @@ Reported per layer and mode: trials until a configuration within 3% of the sweep
 (median and worst over seeds; "never" when the budget runs out first). The table and the target both come from
 the sweep: from its refinement when it has one, else from its first pass (see table_of).
 
-Usage: python benchmarks/model_sweep.py --refine sweep.json --out refined.json   (optional, recommended)
-       python benchmarks/tuner_replay.py --sweep refined.json --seeds 10 --out replay.json
+Usage: python benchmarks/model_sweep.py --refine sweep.json.gz --out refined.json.gz   (optional, recommended)
+       python benchmarks/tuner_replay.py --sweep refined.json.gz --seeds 10 --out replay.json
+(a sweep is read and written gzip-compressed when its name ends in .gz)
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
 import statistics
 import sys
 import tempfile
@@ -29,7 +28,6 @@ from pathlib import Path
 import optuna
 import yaml
 
-from directconv.core.files import write_json
 from directconv.core.config import KernelConfig
 from directconv.core.shape import ConvShape
 from directconv.machines.loader import load_machine
@@ -37,6 +35,8 @@ from directconv.model import search_space
 from directconv.tuner.measure import Measurement
 from directconv.tuner.params import config_key
 from directconv.tuner.tune import tune
+
+from provenance import provenance, read_json, write_json
 
 WITHIN = 0.97
 
@@ -51,8 +51,8 @@ def table_of(layer: dict) -> tuple[dict[str, float], set[str]]:
     pass (two samples per configuration: its best is a configuration whose noise came out high, so its target
     can name configurations that the sweep's final rounds find slower than the prediction).
 
-    The sweep's final rounds re-measure a few leaders later, when this shared machine may run 20% faster or
-    slower; mixing their figures in would put configurations on different scales, so they are not used here.
+    The sweep's final rounds re-measure a few leaders later, when a shared machine may run faster or slower;
+    mixing their figures in would put configurations on different scales, so they are not used here.
     """
     first = {config_key(KernelConfig.from_dict(r["config"])): r["gflops"] for r in layer["first_pass"]
              if r["gflops"] is not None}
@@ -73,8 +73,17 @@ def replay(shape: ConvShape, machine, table: dict[str, float], mode: str, trials
         return Measurement(config, "ok", seconds=shape.flops() / value / 1e9, gflops=value, samples=1)
 
     url = f"sqlite:///{tmp / f'{mode}-{seed}.db'}"
-    tune(shape, machine=machine, fingerprint_id=f"replay-{mode}", trials=trials, storage=url, sampler="tpe",
-         space="pruned" if mode == "model" else "unpruned", seed=seed, progress=False, simulate=simulate)
+    space = "pruned" if mode == "model" else "unpruned"
+    try:  # the tuner's options and backends
+        from directconv.tuner.backend import SimulatedBackend
+        from directconv.tuner.tune import TuneOptions
+    except ImportError:  # a tuner that takes them as keywords
+        tune(shape, machine=machine, fingerprint_id=f"replay-{mode}", trials=trials, storage=url, sampler="tpe",
+             space=space, seed=seed, progress=False, simulate=simulate)
+    else:
+        tune(shape, machine=machine, fingerprint_id=f"replay-{mode}", storage=url,
+             options=TuneOptions(trials=trials, sampler="tpe", space=space, seed=seed, progress=False),
+             backend=SimulatedBackend(simulate))
     study = optuna.load_study(study_name=optuna.get_all_study_summaries(url)[0].study_name, storage=url)
     return [t.value for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
             if "status" in t.user_attrs and not t.user_attrs.get("duplicate_of")]
@@ -97,7 +106,7 @@ def main() -> int:
     args = ap.parse_args()
     args.modes = set(args.modes.split(","))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    sweep = json.loads(args.sweep.read_text())
+    sweep = read_json(args.sweep)
     described = sweep["machine"] if isinstance(sweep["machine"], dict) else yaml.safe_load(sweep["machine"])
     machine = load_machine(described["id"])  # the bundled description the sweep's model read
     rows = []
@@ -134,8 +143,8 @@ def main() -> int:
               f"{mode}: reached {row[mode]['reached']}/{args.seeds}, median {row[mode]['median']}, worst "
               f"{row[mode]['worst']}" for mode in ("model", "plain") if mode in row),
               flush=True)
-    doc = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "within": WITHIN,
-           "sweep": args.sweep.name, "sweep_date": sweep["date"], "machine": machine.id, "layers": rows,
+    doc = {"provenance": provenance(), "within": WITHIN,
+           "sweep": args.sweep.name, "sweep_date": sweep.get("date"), "machine": machine.id, "layers": rows,
            "note": "median/worst count a run that never reached the target as trials + 1 / None"}
     write_json(args.out, doc)
     return 0
