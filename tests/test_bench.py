@@ -14,17 +14,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from directconv.bench import impls, peers, report
-from directconv.tuner import harness
-from directconv.bench.base import Impl, Prepared, Problem, check_output
-from directconv.tuner.peak import peak_once
+from directconv.bench import kind, peers, per_layer, session, summary
+from directconv.bench.base import Check, Impl, Prepared, Registry
+from directconv.bench.layer import LayerProblem, check_output
+from directconv.bench.report import Report, median_column
 from directconv.bench.results import FAILED, OK, WRONG, Result
-from directconv.core.files import write_json
-from directconv.bench.runner import Settings, run_layer
+from directconv.bench.runner import Case, Settings, run
 from directconv.cli.main import main
+from directconv.core.files import write_json
 from directconv.core.isa import get_isa
 from directconv.core.shape import ConvShape
 from directconv.core.suite import Layer
+from directconv.tuner import harness
+from directconv.tuner.peak import Peak, peak_once
 
 # --- harness: statistics and interleaving ---------------------------------------------------------------------
 
@@ -145,8 +147,8 @@ SMALL_SHAPES = [
 ]
 
 
-def _problem(shape: ConvShape, seed: int = 1) -> Problem:
-    return Problem.make(Layer("test:small", shape), seed)
+def _problem(shape: ConvShape, seed: int = 1) -> LayerProblem:
+    return LayerProblem.make(Layer("test:small", shape), seed)
 
 
 @pytest.mark.parametrize("shape", SMALL_SHAPES, ids=lambda s: s.describe())
@@ -180,7 +182,7 @@ def test_check_output_catches_wrong_answers() -> None:
 
 @pytest.mark.parametrize("name", ["torch-nchw", "torch-channels_last", "onnxruntime"])
 def test_installed_peers_match_reference(name: str) -> None:
-    (impl,) = impls.select([name])
+    (impl,) = per_layer.REGISTRY.select([name])
     if impl.missing():
         pytest.skip(f"{name} not installed")
     for shape in SMALL_SHAPES[:2]:
@@ -196,15 +198,13 @@ def test_installed_peers_match_reference(name: str) -> None:
 
 def test_select_rejects_unknown_implementation() -> None:
     with pytest.raises(ValueError, match="known: directconv-blocked"):
-        impls.select(["directconv-fast"])
+        per_layer.REGISTRY.select(["directconv-fast"])
 
 
 # --- runner: failures are results ------------------------------------------------------------------------------
 
 
-def _fake_peak():
-    from directconv.tuner.peak import Peak
-
+def _fake_peak() -> Peak:
     return Peak("avx2", 1, 100.0, (100.0,), 12)
 
 
@@ -215,34 +215,34 @@ def test_runner_times_correct_implementations_only() -> None:
     good_answer = reference.astype(np.float32)
     calls = {"good": 0, "wrong": 0}
 
-    def prepare_good(p: Problem, threads: int) -> Prepared:
+    def prepare_good(p: LayerProblem, threads: int) -> Prepared:
         def call() -> np.ndarray:
             calls["good"] += 1
             return good_answer
 
         return Prepared(call, np.asarray)
 
-    def prepare_wrong(p: Problem, threads: int) -> Prepared:
+    def prepare_wrong(p: LayerProblem, threads: int) -> Prepared:
         def call() -> np.ndarray:
             calls["wrong"] += 1
             return good_answer * 1.1
 
         return Prepared(call, np.asarray)
 
-    def prepare_broken(p: Problem, threads: int) -> Prepared:
+    def prepare_broken(p: LayerProblem, threads: int) -> Prepared:
         raise RuntimeError("cannot set up")
 
     fakes = [Impl("good", "", prepare_good), Impl("wrong", "", prepare_wrong), Impl("broken", "", prepare_broken)]
-    results = run_layer(problem, reference, fakes, 1, _fake_peak(), Settings(rounds=2, min_time=0.001))
+    results = run(problem.case(), fakes, 1, _fake_peak(), Settings(rounds=2, min_time=0.001))
     by_name = {r.impl: r for r in results}
     assert [r.impl for r in results] == ["good", "wrong", "broken"]
     assert by_name["good"].status == OK and by_name["good"].gflops > 0
     assert by_name["wrong"].status == WRONG and by_name["wrong"].timing is None and by_name["wrong"].gflops is None
     assert calls["wrong"] == 1  # called once for the check, never timed
     assert by_name["broken"].status == FAILED and "cannot set up" in by_name["broken"].error
-    record = by_name["wrong"].to_record()
+    record = per_layer.record(problem.layer, by_name["wrong"])
     assert record["correct"] is False and record["max_rel_error"] > record["tolerance"]
-    json.dumps([r.to_record() for r in results], allow_nan=False)
+    json.dumps([per_layer.record(problem.layer, r) for r in results], allow_nan=False)
 
 
 def test_runner_drops_an_implementation_that_raises_while_timed() -> None:
@@ -253,7 +253,7 @@ def test_runner_drops_an_implementation_that_raises_while_timed() -> None:
     closed: list[str] = []
 
     def prepare(name: str, fail_after: int | None):
-        def prepare_impl(p: Problem, threads: int) -> Prepared:
+        def prepare_impl(p: LayerProblem, threads: int) -> Prepared:
             count = [0]
 
             def call() -> np.ndarray:
@@ -267,7 +267,7 @@ def test_runner_drops_an_implementation_that_raises_while_timed() -> None:
         return prepare_impl
 
     fakes = [Impl("flaky", "", prepare("flaky", 2)), Impl("steady", "", prepare("steady", None))]
-    results = run_layer(problem, reference, fakes, 1, _fake_peak(), Settings(rounds=2, min_time=0.001))
+    results = run(problem.case(), fakes, 1, _fake_peak(), Settings(rounds=2, min_time=0.001))
     flaky, steady = results
     assert flaky.status == FAILED and "out of memory" in flaky.error and flaky.check and flaky.check.correct
     assert steady.status == OK and steady.timing is not None and len(steady.timing.samples) == 2
@@ -291,7 +291,7 @@ def test_summary_geomeans_and_ratios() -> None:
 
     def result(layer: Layer, impl: str, gflops: float) -> Result:
         timing = harness.Timing((flops / (gflops * 1e9),), 1)
-        return Result(layer, impl, 1, OK, peak, timing=timing)
+        return Result(layer.name, impl, 1, OK, flops, peak, timing=timing)
 
     results = [
         result(layers[0], "directconv-blocked", 80.0),
@@ -299,20 +299,83 @@ def test_summary_geomeans_and_ratios() -> None:
         result(layers[0], "onnxruntime", 100.0),
         result(layers[1], "directconv-blocked", 20.0),
         result(layers[1], "numpy-im2col", 40.0),
-        Result(layers[1], "onnxruntime", 1, WRONG, peak),
+        Result(layers[1].name, "onnxruntime", 1, WRONG, flops, peak),
     ]
-    data = report.summary(results, impls.select(["directconv-blocked", "numpy-im2col", "onnxruntime"]), {1: peak})
+    chosen = per_layer.REGISTRY.select(["directconv-blocked", "numpy-im2col", "onnxruntime"])
+    data = summary.summary(results, chosen, {1: peak})
     part = data["1"]
     assert part["geomean"]["directconv-blocked"]["gflops"] == pytest.approx(40.0)
     assert part["geomean"]["directconv-blocked"]["percent_of_peak"] == pytest.approx(40.0)
     assert part["geomean"]["onnxruntime"]["layers"] == 1
     assert part["blocked_over_im2col"] == pytest.approx(1.0)
-    per_layer = {row["layer"]: row for row in part["blocked_over_best_peer"]}
-    assert per_layer["test:l0"]["best_peer"] == "onnxruntime" and per_layer["test:l0"]["ratio"] == pytest.approx(0.8)
-    assert per_layer["test:l1"]["best_peer"] == "numpy-im2col" and per_layer["test:l1"]["ratio"] == pytest.approx(0.5)
-    table = report.layer_table(layers[1], ["directconv-blocked", "onnxruntime"], [1], results)
+    rows = {row["layer"]: row for row in part["blocked_over_best_peer"]}
+    assert rows["test:l0"]["best_peer"] == "onnxruntime" and rows["test:l0"]["ratio"] == pytest.approx(0.8)
+    assert rows["test:l1"]["best_peer"] == "numpy-im2col" and rows["test:l1"]["ratio"] == pytest.approx(0.5)
+    table = per_layer.layer_table(layers[1], ["directconv-blocked", "onnxruntime"], [1], results)
     assert "WRONG" in table
-    assert "Summary, 1 thread" in report.summary_text(data)
+    assert "Summary, 1 thread" in summary.summary_text(data)
+
+
+def test_registry_selects_in_its_order_and_sets_aside_what_does_not_import() -> None:
+    def prepare(p: object, threads: int) -> Prepared:
+        raise AssertionError("not prepared by this test")
+
+    registry = Registry((Impl("a", "", prepare), Impl("b", "", prepare, requires=("no_such_module_xyz",))), "thing")
+    assert [impl.name for impl in registry.select(["b", "a"])] == ["a", "b"]
+    available, missing = registry.available()
+    assert [impl.name for impl in available] == ["a"] and "no_such_module_xyz (ModuleNotFoundError" in missing["b"]
+    with pytest.raises(ValueError, match="unknown thing\\(s\\) c; known: a, b"):
+        registry.available(["c"])
+
+
+def _fake_kind(answers: dict[str, float], peer: set[str]) -> kind.Kind:
+    """A bench of two one-number problems; each implementation answers its number times the problem's."""
+    impls = tuple(Impl(name, f"answers {factor}x", lambda p, t, f=factor: Prepared(lambda: p * f, np.asarray),
+                       peer=name in peer) for name, factor in answers.items())
+    report = Report("Fakes:", "Missing", "Cells: median ms.", (median_column(3),), (), lambda r: "WRONG",
+                    lambda r: [], by_threads=True)
+
+    def groups(request: kind.Request, impls: tuple[Impl[float], ...], peaks: dict[int, Peak]):
+        for value in (1.0, 2.0):
+            case = Case(f"p{value:g}", 10**6, np.float64(value),
+                        lambda y, v=value: Check(bool(np.isclose(y, v)), float(abs(y - v)), 1e-9), "the value")
+            results = [r for t in request.threads for r in run(case, impls, t, peaks[t], request.settings)]
+            yield kind.Group(results, [{"problem": r.problem, "impl": r.impl, "status": r.status} for r in results],
+                                f"table of {case.name}", sections={"seen": case.name})
+
+    def finish(results, impls, peaks):
+        return f"summary of {len(results)} results", {"summary": len(results)}
+
+    return kind.Kind("fake-bench", Registry(impls), report, lambda r: {"fake": True}, groups,
+                        sections=("seen", "summary"), finish=finish, show_peaks=True)
+
+
+def test_session_prints_each_table_rewrites_the_json_and_fails_only_for_directconv(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(session, "measure_peaks", lambda threads, **kw: {t: _fake_peak() for t in threads})
+    out = tmp_path / "fake.json"
+    request = kind.Request(threads=(1,), settings=Settings(rounds=1, min_time=0.001), json=out)
+    assert session.run(_fake_kind({"ours": 1.0, "peer": 2.0}, peer={"peer"}), request) == 0  # a wrong peer: 0
+    text, err = capsys.readouterr()
+    assert text.index("Fakes:") < text.index("FMA peak") < text.index("table of p1") < text.index("table of p2")
+    assert text.index("table of p2") < text.index("summary of 4 results") < text.index(f"wrote 4 records to {out}")
+    assert err == ""
+    data = json.loads(out.read_text())
+    assert data["format"] == "fake-bench" and data["settings"]["fake"] is True and data["settings"]["threads"] == [1]
+    assert (data["seen"], data["summary"]) == ("p2", 4) and "duration_seconds" in data["metadata"]
+    assert [(r["problem"], r["impl"], r["status"]) for r in data["records"]] == [
+        ("p1", "ours", OK), ("p1", "peer", WRONG), ("p2", "ours", OK), ("p2", "peer", WRONG)]
+    assert session.run(_fake_kind({"ours": 3.0}, peer=set()), request) == 1  # directconv wrong: 1
+    assert "directconv bench: ours on p1 at 1 thread(s): wrong" in capsys.readouterr().err
+
+
+def test_session_refuses_bad_requests_before_measuring(tmp_path: Path) -> None:
+    fake = _fake_kind({"ours": 1.0}, peer=set())
+    with pytest.raises(ValueError, match="--threads needs at least one thread count"):
+        session.run(fake, kind.Request(threads=()))
+    with pytest.raises(ValueError, match="directory .*nowhere does not exist"):
+        session.run(fake, kind.Request(json=tmp_path / "nowhere" / "x.json"))
 
 
 def test_write_json_is_atomic_and_leaves_no_temporary(tmp_path: Path) -> None:
@@ -360,6 +423,7 @@ REQUIRED_KEYS = {
 }  # fmt: skip
 
 
+@pytest.mark.slow
 @pytest.mark.compiler
 def test_bench_command_writes_checked_records(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"

@@ -1,11 +1,12 @@
 """`directconv bench`: directconv beside numpy im2col + BLAS, torch and onnxruntime on the layer suite, and on
 whole networks with --end-to-end.
 
-Modules, one job each: peak (the machine's measured FMA peak), harness (interleaved timing and its statistics),
-base (the implementation interface and the correctness check), ours and peers (the implementations), impls (their
-registry), runner (checking and timing a set of implementations; one layer at one thread count), results (records
-and the JSON file), report (the terminal tables), environment (provenance), command (the command line).
-End to end: chain (a network's problem, its float64 reference, directconv's implementations), chain_peers (torch
-and onnxruntime on the same stack), chain_impls (their registry), memory (high-water marks in child processes),
-chain_results, chain_report and chain_run (records, tables and the flow of `bench --end-to-end`).
+One harness serves both: base (an implementation: prepare, call, check; their registry), runner (checking and
+timing implementations on a problem in interleaved rounds), results (the result record and the JSON document),
+report (legend and tables, shaped by a Report of columns), kind (what a bench is: Request, Group, Kind), session
+(the command's flow: legend, FMA peaks, tables, JSON file, exit status), environment (provenance).
+Per layer: layer (the problem: a suite layer's data and float64 answer), ours and peers (its implementations),
+per_layer (the bench: layers chosen, table, records) and summary (geomeans over the layers).
+End to end: network (the problem: a whole network, its float64 and directconv references), network_ours and
+network_peers (its implementations), memory (high-water marks in child processes) and end_to_end (the bench).
 """

@@ -1,71 +1,33 @@
-"""What every benchmarked implementation provides, and how its answer is judged.
+"""What every benchmarked implementation provides, and how its answer is judged, for any problem (one layer, a
+whole network).
 
-An implementation turns a Problem (one layer's input and weights) and a thread count into a Prepared: a
-callable that does one convolution, plus whatever it costs in memory. All set-up that a user does once (packing
-weights, building a session, allocating output buffers) happens in `prepare`, never in the timed call.
+An implementation turns a problem and a thread count into a Prepared: a callable that runs the problem once, plus
+whatever it costs in memory. All set-up that a user does once (packing weights, building a model or a session,
+allocating output buffers) happens in `prepare`, never in the timed call.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 import numpy as np
 
-from directconv.kernels.reference import conv2d_reference, tolerance
-from directconv.core.shape import ConvShape
-from directconv.core.suite import Layer
-
 INSTALL_HINT = "pip install 'directconv[bench]'"
 
 
 @dataclass(frozen=True)
-class Problem:
-    """One layer's data: NCHW input of batch 1 and OIHW weights, float32, uniform in [-1, 1) from `seed`."""
-
-    layer: Layer
-    x: np.ndarray
-    w: np.ndarray
-
-    @property
-    def shape(self) -> ConvShape:
-        return self.layer.shape
-
-    @property
-    def stride(self) -> tuple[int, int]:
-        return self.shape.sh, self.shape.sw
-
-    @property
-    def padding(self) -> tuple[int, int, int, int]:
-        """(top, bottom, left, right)."""
-        s = self.shape
-        return s.pt, s.pb, s.pl, s.pr
-
-    @classmethod
-    def make(cls, layer: Layer, seed: int = 0) -> Problem:
-        s = layer.shape
-        rng = np.random.default_rng(seed)
-        x = rng.uniform(-1.0, 1.0, size=(1, s.ci, s.h, s.w)).astype(np.float32)
-        w = rng.uniform(-1.0, 1.0, size=(s.co, s.ci, s.kh, s.kw)).astype(np.float32)
-        return cls(layer, x, w)
-
-    def reference(self) -> np.ndarray:
-        """The float64 answer (computed on every call: the caller keeps it as long as it needs it)."""
-        return conv2d_reference(self.x, self.w, stride=self.stride, padding=self.padding)
-
-
-@dataclass
 class Prepared:
-    """One implementation set up for one layer and thread count.
+    """One implementation set up for one problem and thread count.
 
-    call:    does one convolution of the problem's input; this is what is timed. Its return value is whatever
-             the implementation naturally produces (an array, a tensor, a BlockedTensor).
+    call:    runs the problem once on its input; this is what is timed. Its return value is whatever the
+             implementation naturally produces (an array, a tensor, a BlockedTensor).
     to_nchw: turns a return value of `call` into an NCHW numpy array, for the correctness check only (not timed).
     extra_memory_bytes: working memory the implementation allocates beyond input, weights and output
-             (e.g. the im2col matrix), or None where it is not known (a library's internal buffers).
-    config:  the kernel configuration, for directconv implementations.
+             (e.g. the im2col matrix, a Sequential's two buffers), or None where it is not known (a library's).
+    config:  the kernel configuration, for directconv on one layer.
     note:    a short remark for the JSON record (e.g. which BLAS thread limit applied).
     close:   undoes process-wide settings made by prepare (a BLAS thread limit); called once when done.
     """
@@ -78,7 +40,7 @@ class Prepared:
     close: Callable[[], None] | None = field(default=None, repr=False)
 
 
-P = TypeVar("P")  # what an implementation is prepared for: a Problem (one layer), or a whole network (chain.py)
+P = TypeVar("P")  # what an implementation is prepared for: a LayerProblem or a NetworkProblem
 
 
 @dataclass(frozen=True)
@@ -87,7 +49,7 @@ class Impl(Generic[P]):
 
     requires: modules that must import for it to run; if one does not, the implementation is skipped as not
               installed (any exception on import counts: a broken install must not end the benchmark).
-    peer:     True for the libraries directconv is compared against (the summary's best-peer ratio).
+    peer:     True for the libraries directconv is compared against; a failing peer does not fail the command.
     """
 
     name: str
@@ -107,6 +69,37 @@ class Impl(Generic[P]):
 
 
 @dataclass(frozen=True)
+class Registry(Generic[P]):
+    """The implementations of one kind of problem, in the order they are reported; `what` names them in errors."""
+
+    impls: tuple[Impl[P], ...]
+    what: str = "implementation"
+
+    def names(self) -> tuple[str, ...]:
+        return tuple(impl.name for impl in self.impls)
+
+    def select(self, wanted: Sequence[str] | None = None) -> tuple[Impl[P], ...]:
+        """The implementations named in `wanted` (all if None or empty), in registry order; ValueError on a typo."""
+        if not wanted:
+            return self.impls
+        unknown = [name for name in wanted if name not in self.names()]
+        if unknown:
+            raise ValueError(f"unknown {self.what}(s) {', '.join(unknown)}; known: {', '.join(self.names())}")
+        return tuple(impl for impl in self.impls if impl.name in wanted)
+
+    def available(self, wanted: Sequence[str] | None = None) -> tuple[tuple[Impl[P], ...], dict[str, str]]:
+        """(the selected implementations whose modules import, {name: what is missing} for the others)."""
+        available, missing = [], {}
+        for impl in self.select(wanted):
+            reason = impl.missing()
+            if reason is None:
+                available.append(impl)
+            else:
+                missing[impl.name] = reason
+        return tuple(available), missing
+
+
+@dataclass(frozen=True)
 class Check:
     """The verdict on one output: correct if max|y - ref| / max|ref| <= tolerance (and the shape matches)."""
 
@@ -114,15 +107,6 @@ class Check:
     max_rel_error: float
     tolerance: float
     problem: str = ""  # why it is wrong, in words, when it is
-
-
-def check_output(y: Any, reference: np.ndarray, shape: ConvShape) -> Check:
-    """Judge output `y` (anything np.asarray accepts) against the float64 reference of `shape`.
-
-    The tolerance is kernels.reference.tolerance(ci, kh, kw) relative to the largest |reference| value: the same
-    bound the kernel tests use, loose enough for any fp32 summation order, tight enough to catch a lost tap.
-    """
-    return compare(y, reference, tolerance(shape.ci, shape.kh, shape.kw))
 
 
 def compare(y: Any, reference: np.ndarray, tol: float) -> Check:

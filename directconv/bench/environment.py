@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import directconv
-from directconv.kernels import compiler
 from directconv.core.isa import host_isa
+from directconv.kernels import compiler
 
 PACKAGES = ("numpy", "scipy", "threadpoolctl", "torch", "onnxruntime", "onnx", "cffi")
 THREAD_ENV = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "GOMP_SPINCOUNT")

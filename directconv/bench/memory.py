@@ -16,14 +16,13 @@ import json
 import os
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import directconv
-
-from directconv.bench import chain_impls
-from directconv.bench.chain import ChainProblem, ChainSpec
+from directconv.bench.base import Registry
+from directconv.bench.network import NetworkProblem, NetworkSpec
+from directconv.bench.results import MemoryUsage
 
 STATUS = Path("/proc/self/status")
 CLEAR_REFS = Path("/proc/self/clear_refs")
@@ -34,18 +33,6 @@ TIMEOUT_SECONDS = 900
 # and the growth would read 0 for everyone. A fixed threshold (glibc's initial 128 KiB) keeps large blocks mapped
 # and unmapped with their allocation. Only the child runs with it; it changes no timing.
 CHILD_ENV = {"MALLOC_MMAP_THRESHOLD_": str(128 * 1024)}
-
-
-@dataclass(frozen=True)
-class MemoryUsage:
-    """Bytes: peak RSS of the child while it ran the network, and VmHWM minus VmRSS just before that run."""
-
-    peak_rss: int
-    growth: int
-    rss_before: int
-
-    def to_dict(self) -> dict[str, int]:
-        return {"peak_rss_bytes": self.peak_rss, "growth_bytes": self.growth, "rss_before_bytes": self.rss_before}
 
 
 def parse_status(text: str) -> dict[str, int]:
@@ -72,10 +59,10 @@ def unavailable_reason() -> str | None:
     return None
 
 
-def _child(spec: ChainSpec, impl_name: str) -> dict[str, Any]:
+def _child(registry: Registry[NetworkProblem], spec: NetworkSpec, impl_name: str) -> dict[str, Any]:
     """In the child: build, warm up, reset the peak, run once, report (see the module docstring)."""
-    (impl,) = chain_impls.select([impl_name])
-    problem = ChainProblem.make(spec)
+    (impl,) = registry.select([impl_name])
+    problem = NetworkProblem.make(spec)
     prepared = impl.prepare(problem, spec.threads)
     # Every implementation copied the weights into its own model; dropping the originals leaves that model's
     # memory only (the input stays: the call refers to it).
@@ -95,7 +82,7 @@ def _package_root() -> str:
     return str(Path(directconv.__file__).resolve().parent.parent)
 
 
-def measure_memory(spec: ChainSpec, impl_name: str, timeout: float = TIMEOUT_SECONDS) -> MemoryUsage | str:
+def measure_memory(spec: NetworkSpec, impl_name: str, timeout: float = TIMEOUT_SECONDS) -> MemoryUsage | str:
     """The memory of `impl_name` on `spec`, measured in a child process; a string saying why where it cannot be."""
     reason = unavailable_reason()
     if reason is not None:
@@ -120,7 +107,10 @@ def main(argv: list[str]) -> int:
     if len(argv) != 2:
         print("usage: python -m directconv.bench.memory SPEC_JSON IMPL", file=sys.stderr)
         return 2
-    print(json.dumps(_child(ChainSpec.from_json(argv[0]), argv[1])))
+    # Imported here, in the child only: the end-to-end bench imports this module to measure memory with it.
+    from directconv.bench.end_to_end import REGISTRY
+
+    print(json.dumps(_child(REGISTRY, NetworkSpec.from_json(argv[0]), argv[1])))
     return 0
 
 

@@ -1,4 +1,4 @@
-"""directconv itself, measured two ways: the blocked path a network would use, and the plain NCHW path.
+"""directconv itself on one layer, measured two ways: the blocked path a network would use, and the plain NCHW path.
 
 Both use directconv.default_config(shape, threads=T) and weights packed once, outside the timing.
 """
@@ -8,13 +8,13 @@ from __future__ import annotations
 import numpy as np
 
 import directconv
+from directconv.bench.base import Impl, Prepared
+from directconv.bench.layer import LayerProblem
 from directconv.kernels import layout
 from directconv.kernels.layout import blocks
 
-from directconv.bench.base import Impl, Prepared, Problem
 
-
-def _pack(problem: Problem, threads: int) -> directconv.PackedWeights:
+def _pack(problem: LayerProblem, threads: int) -> directconv.PackedWeights:
     config = directconv.default_config(problem.shape, threads=threads)
     s = problem.shape
     # Compiles the kernel (or finds it in the disk cache) now, so no call below pays for it.
@@ -23,7 +23,7 @@ def _pack(problem: Problem, threads: int) -> directconv.PackedWeights:
     )
 
 
-def prepare_blocked(problem: Problem, threads: int) -> Prepared:
+def prepare_blocked(problem: LayerProblem, threads: int) -> Prepared:
     """conv2d_blocked from a pre-blocked input into a preallocated output: the timed call allocates nothing."""
     packed = _pack(problem, threads)
     config = packed.config
@@ -39,7 +39,7 @@ def prepare_blocked(problem: Problem, threads: int) -> Prepared:
     return Prepared(call, directconv.from_blocked, extra_memory_bytes=0, config=config.to_dict())
 
 
-def prepare_nchw(problem: Problem, threads: int) -> Prepared:
+def prepare_nchw(problem: LayerProblem, threads: int) -> Prepared:
     """NCHW in, NCHW out: to_blocked + conv2d_blocked + from_blocked on every call, weights packed once.
 
     This is directconv.conv2d without its weight packing, which a user running a layer more than once does
@@ -60,7 +60,7 @@ def prepare_nchw(problem: Problem, threads: int) -> Prepared:
     return Prepared(call, np.asarray, extra_memory_bytes=temporaries, config=config.to_dict())
 
 
-IMPLS: tuple[Impl, ...] = (
+IMPLS: tuple[Impl[LayerProblem], ...] = (
     Impl(
         "directconv-blocked",
         "conv2d_blocked on blocked input, weights packed once, preallocated output (allocates nothing)",

@@ -1,4 +1,5 @@
-"""The implementations directconv is measured against: numpy im2col + BLAS, torch (two layouts), onnxruntime.
+"""The implementations directconv is measured against on one layer: numpy im2col + BLAS, torch (two layouts),
+onnxruntime; and the set-up they share with the peers of a whole network (thread counts, ONNX sessions).
 
 Each gets what its users would give it to be fast: weights converted and buffers allocated once in `prepare`,
 inference mode, its own thread setting for T threads. torch, onnx and onnxruntime are imported only inside
@@ -13,9 +14,9 @@ from typing import Any
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from directconv.bench.base import Impl, Prepared
+from directconv.bench.layer import LayerProblem
 from directconv.core.shape import ConvShape
-
-from directconv.bench.base import Impl, Prepared, Problem
 
 ONNX_OPSET = 17
 # IR version 8 is the one that introduced opset 17; a newer onnx package would stamp its own newest IR version,
@@ -98,7 +99,7 @@ def _limit_blas(threads: int) -> Any:
     return None if limits is None else limits(limits=threads, user_api="blas").restore_original_limits
 
 
-def prepare_im2col(problem: Problem, threads: int) -> Prepared:
+def prepare_im2col(problem: LayerProblem, threads: int) -> Prepared:
     conv = Im2col(problem.w, problem.shape)
     x = problem.x
     undo = _limit_blas(threads)
@@ -120,7 +121,7 @@ def set_torch_threads(threads: int) -> Callable[[], None]:
     return lambda: torch.set_num_threads(previous)
 
 
-def _prepare_torch(problem: Problem, threads: int, channels_last: bool) -> Prepared:
+def _prepare_torch(problem: LayerProblem, threads: int, channels_last: bool) -> Prepared:
     import torch
     import torch.nn.functional as F
 
@@ -148,15 +149,15 @@ def _prepare_torch(problem: Problem, threads: int, channels_last: bool) -> Prepa
     return Prepared(call, to_nchw, note=f"torch {torch.__version__}", close=restore)
 
 
-def prepare_torch_nchw(problem: Problem, threads: int) -> Prepared:
+def prepare_torch_nchw(problem: LayerProblem, threads: int) -> Prepared:
     return _prepare_torch(problem, threads, channels_last=False)
 
 
-def prepare_torch_channels_last(problem: Problem, threads: int) -> Prepared:
+def prepare_torch_channels_last(problem: LayerProblem, threads: int) -> Prepared:
     return _prepare_torch(problem, threads, channels_last=True)
 
 
-def onnx_conv_model(problem: Problem) -> bytes:
+def onnx_conv_model(problem: LayerProblem) -> bytes:
     """A one-node ONNX model: y = Conv(x, w) with w as an initializer (a constant the optimizer may prepack)."""
     from onnx import TensorProto, helper, numpy_helper
 
@@ -197,7 +198,7 @@ def onnx_session(model: bytes, threads: int) -> Any:
     return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
-def prepare_onnxruntime(problem: Problem, threads: int) -> Prepared:
+def prepare_onnxruntime(problem: LayerProblem, threads: int) -> Prepared:
     import onnxruntime as ort
 
     session = onnx_session(onnx_conv_model(problem), threads)
@@ -215,7 +216,7 @@ def prepare_onnxruntime(problem: Problem, threads: int) -> Prepared:
     return Prepared(call, np.array, note=f"onnxruntime {ort.__version__}, opset {ONNX_OPSET}")
 
 
-IMPLS: tuple[Impl, ...] = (
+IMPLS: tuple[Impl[LayerProblem], ...] = (
     Impl(
         "numpy-im2col",
         "numpy im2col (padded copy + cols matrix, workspaces reused) + BLAS sgemm",

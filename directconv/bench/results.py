@@ -1,37 +1,62 @@
-"""The outcome of one (layer, implementation, thread count) measurement, and the JSON file that keeps them."""
+"""The outcome of one (problem, implementation, thread count) measurement, and the JSON document that keeps them.
+
+One Result serves both benches: a layer's and a network's differ only in the fields their records name the
+problem by, and in the memory a network's implementation is measured to take (memory.py).
+"""
 
 from __future__ import annotations
 
-import contextlib
-import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
-
-from directconv.core.suite import Layer
 
 from directconv.bench.base import Check
 from directconv.tuner.harness import Timing
 from directconv.tuner.peak import Peak
 
-FORMAT = "directconv-bench"
 FORMAT_VERSION = 1
 
 OK, WRONG, FAILED = "ok", "wrong", "failed"
 
 
-class Timed:
-    """Speed of a checked-and-timed result; subclasses have status, timing, peak and say their work in work_flops()."""
+@dataclass(frozen=True)
+class MemoryUsage:
+    """Bytes: peak RSS of a process that ran only one implementation, and VmHWM minus VmRSS just before its run."""
 
+    peak_rss: int
+    growth: int
+    rss_before: int
+
+    def to_dict(self) -> dict[str, int]:
+        return {"peak_rss_bytes": self.peak_rss, "growth_bytes": self.growth, "rss_before_bytes": self.rss_before}
+
+
+@dataclass(frozen=True)
+class Result:
+    """One implementation on one problem at one thread count: a cell or row of the report.
+
+    status: "ok" (checked correct, then timed), "wrong" (checked and found wrong: not timed) or "failed" (raised
+    an exception while being set up, checked or timed: `error` says what). checked_against: what the answer was
+    compared with. memory_bytes: Prepared.extra_memory_bytes. memory: measured in a process of its own (whole
+    networks), or None with `memory_note` saying why.
+    """
+
+    problem: str  # the layer's or the network's name
+    impl: str
+    threads: int
     status: str
-    timing: Timing | None
+    flops: int  # the work of one call: a layer's, or the convolutions of one inference
     peak: Peak
-
-    def work_flops(self) -> int:
-        raise NotImplementedError
+    check: Check | None = None
+    timing: Timing | None = None
+    checked_against: str = ""
+    memory_bytes: int | None = None
+    config: dict[str, Any] | None = None
+    note: str = ""
+    error: str | None = None
+    other_cpus: float | None = None  # CPUs other processes kept busy while this was timed (tuner/load.py)
+    memory: MemoryUsage | None = None
+    memory_note: str = ""
 
     @property
     def ok(self) -> bool:
@@ -43,78 +68,50 @@ class Timed:
         if not self.ok:
             return None
         assert self.timing is not None
-        return self.work_flops() / self.timing.stats.median * 1e-9
+        return self.flops / self.timing.stats.median * 1e-9
 
     @property
     def percent_of_peak(self) -> float | None:
         g = self.gflops
         return None if g is None else 100.0 * g / self.peak.gflops
 
+    def measured_fields(self) -> dict[str, Any]:
+        """The record fields every bench shares: the check, the speed, the timing and what went wrong."""
+        stats = self.timing.stats if self.ok and self.timing is not None else None
 
-@dataclass(frozen=True)
-class Result(Timed):
-    """One cell of the report.
+        def ms(name: str) -> float | None:
+            return getattr(stats, name) * 1e3 if stats else None
 
-    status: "ok" (checked correct, then timed), "wrong" (checked and found wrong: not timed) or "failed"
-    (raised an exception while being set up, checked or timed: `error` says what).
-    """
-
-    layer: Layer
-    impl: str
-    threads: int
-    status: str
-    peak: Peak
-    check: Check | None = None
-    timing: Timing | None = None
-    extra_memory_bytes: int | None = None
-    config: dict[str, Any] | None = None
-    note: str = ""
-    error: str | None = None
-    other_cpus: float | None = None  # CPUs other processes kept busy while this layer was timed (see load.py)
-
-    def work_flops(self) -> int:
-        return self.layer.shape.flops()  # batch 1
-
-    def to_record(self) -> dict[str, Any]:
         return {
-            "layer": self.layer.name,
-            "shape": self.layer.shape.to_dict(),
-            "flops": self.layer.shape.flops(),
-            "impl": self.impl,
-            "threads": self.threads,
-            **measured_fields(self),
-            "extra_memory_bytes": self.extra_memory_bytes,
-            "config": self.config,
+            "status": self.status,
+            **check_fields(self.check),
+            "gflops": self.gflops,
+            "percent_of_peak": self.percent_of_peak,
+            "peak_gflops": self.peak.gflops,
+            "median_ms": ms("median"),
+            "p10_ms": ms("p10"),
+            "p90_ms": ms("p90"),
+            "min_ms": ms("minimum"),
+            "spread": finite_or_none(stats.spread) if stats else None,
+            "rounds": stats.count if stats else 0,
+            "calls_per_sample": self.timing.calls_per_sample if self.timing else None,
+            "samples_ms": [s * 1e3 for s in self.timing.samples] if self.timing else [],
+            "note": self.note,
+            "other_cpus": self.other_cpus,
+            "error": self.error or (self.check.problem if self.check and not self.check.correct else None),
         }
 
+    def memory_fields(self) -> dict[str, Any]:
+        """The measured memory as record fields, None each where not measured (`memory_note` says why)."""
+        measured = self.memory.to_dict() if self.memory else dict.fromkeys(MemoryUsage(0, 0, 0).to_dict())
+        return {**measured, "memory_note": self.memory_note}
 
-def measured_fields(r: Any) -> dict[str, Any]:
-    """The record fields every bench result shares (a layer's Result, a network's ChainResult): status, check,
-    speed, the timing's statistics and samples, and what went wrong."""
-    stats = r.timing.stats if r.ok and r.timing is not None else None
 
-    def ms(field: str) -> float | None:
-        return getattr(stats, field) * 1e3 if stats else None
-
+def check_fields(check: Check | None) -> dict[str, Any]:
     return {
-        "status": r.status,
-        "correct": bool(r.check is not None and r.check.correct),
-        "max_rel_error": finite_or_none(r.check.max_rel_error) if r.check else None,
-        "tolerance": r.check.tolerance if r.check else None,
-        "gflops": r.gflops,
-        "percent_of_peak": r.percent_of_peak,
-        "peak_gflops": r.peak.gflops,
-        "median_ms": ms("median"),
-        "p10_ms": ms("p10"),
-        "p90_ms": ms("p90"),
-        "min_ms": ms("minimum"),
-        "spread": finite_or_none(stats.spread) if stats else None,
-        "rounds": stats.count if stats else 0,
-        "calls_per_sample": r.timing.calls_per_sample if r.timing else None,
-        "samples_ms": [s * 1e3 for s in r.timing.samples] if r.timing else [],
-        "note": r.note,
-        "other_cpus": r.other_cpus,
-        "error": r.error or (r.check.problem if r.check and not r.check.correct else None),
+        "correct": bool(check is not None and check.correct),
+        "max_rel_error": finite_or_none(check.max_rel_error) if check else None,
+        "tolerance": check.tolerance if check else None,
     }
 
 
@@ -124,21 +121,23 @@ def finite_or_none(value: float) -> float | None:
 
 
 def document(
+    format_name: str,
     metadata: dict[str, Any],
     settings: dict[str, Any],
     peaks: dict[int, Peak],
     missing: dict[str, str],
-    results: list[Result],
-    summary: dict[str, Any] | None = None,
+    records: list[dict[str, Any]],
+    sections: dict[str, Any],
 ) -> dict[str, Any]:
-    """The whole JSON document: provenance first, then one record per measurement."""
+    """The whole JSON document: provenance first, then one record per measurement, then what the bench adds
+    (the per-layer summary, the networks run)."""
     return {
-        "format": FORMAT,
+        "format": format_name,
         "version": FORMAT_VERSION,
         "metadata": metadata,
         "settings": settings,
         "peaks": {str(t): p.to_dict() for t, p in peaks.items()},
         "not_installed": missing,
-        "records": [r.to_record() for r in results],
-        "summary": summary,
+        "records": records,
+        **sections,
     }

@@ -1,5 +1,5 @@
-"""Set every implementation up, check it, time the correct ones together: `measure` for any problem (one layer, a
-whole network), `run_layer` for one suite layer at one thread count.
+"""Set every implementation up on a problem, check it, time the correct ones together in interleaved rounds, and
+say how fast each was against the FMA peak: the same for one layer and for a whole network.
 
 Failures are results, not exceptions: an implementation that raises or computes a wrong answer gets a Result
 saying so and the others go on.
@@ -9,20 +9,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic
 
-import numpy as np
-
-from directconv.bench.base import Check, Impl, Prepared, Problem, check_output
+from directconv.bench.base import Check, Impl, P, Prepared
+from directconv.bench.results import FAILED, OK, WRONG, Result
 from directconv.tuner.harness import TimedCallError, Timing, interleave
 from directconv.tuner.load import LoadMeter
 from directconv.tuner.peak import Peak
-from directconv.bench.results import FAILED, OK, WRONG, Result
 
 
 @dataclass(frozen=True)
 class Settings:
-    """How hard to measure: rounds per layer, seconds per sample batch, warm-up calls, FMA peak repeats."""
+    """How hard to measure: rounds per problem, seconds per sample batch, warm-up calls, FMA peak repeats."""
 
     rounds: int = 7
     min_time: float = 0.025
@@ -37,7 +35,31 @@ class Settings:
             raise ValueError(f"min_time and peak_seconds must be > 0 seconds, got {self}")
 
 
+DEFAULT = Settings()
 QUICK = Settings(rounds=3, min_time=0.01, warmup_calls=1, peak_repeats=3, peak_seconds=0.05)
+
+
+def settings_for(quick: bool, rounds: int | None = None, min_time: float | None = None) -> Settings:
+    """DEFAULT or QUICK, with the rounds and batch duration given on the command line."""
+    base = QUICK if quick else DEFAULT
+    return Settings(
+        rounds=rounds or base.rounds,
+        min_time=min_time or base.min_time,
+        warmup_calls=base.warmup_calls,
+        peak_repeats=base.peak_repeats,
+        peak_seconds=base.peak_seconds,
+    )
+
+
+@dataclass(frozen=True)
+class Case(Generic[P]):
+    """A problem ready to run: its name and work for the results, and the judge of an implementation's answer."""
+
+    name: str
+    flops: int
+    problem: P
+    check: Callable[[Any], Check]  # gets prepared.to_nchw(prepared.call())
+    checked_against: str  # what `check` compares with, in words
 
 
 def describe_error(exc: BaseException) -> str:
@@ -113,34 +135,24 @@ def measure(
     return outcomes
 
 
-def run_layer(
-    problem: Problem,
-    reference: np.ndarray,
-    impls: Sequence[Impl[Problem]],
-    threads: int,
-    peak: Peak,
-    settings: Settings,
-) -> list[Result]:
-    """Results of every implementation in `impls` on `problem` at `threads` threads, in the order of `impls`."""
-    outcomes = measure(
-        impls,
-        lambda impl: impl.prepare(problem, threads),
-        lambda y: check_output(y, reference, problem.shape),
-        settings,
-    )
+def run(case: Case[P], impls: Sequence[Impl[P]], threads: int, peak: Peak, settings: Settings) -> list[Result]:
+    """Results of every implementation in `impls` on `case` at `threads` threads, in the order of `impls`."""
+    outcomes = measure(impls, lambda impl: impl.prepare(case.problem, threads), case.check, settings)
     results = []
     for impl in impls:
         o = outcomes[impl.name]
         p = o.prepared
         results.append(Result(
-            layer=problem.layer,
+            problem=case.name,
             impl=impl.name,
             threads=threads,
             status=o.status,
+            flops=case.flops,
             peak=peak,
             check=o.check,
             timing=o.timing,
-            extra_memory_bytes=None if p is None else p.extra_memory_bytes,
+            checked_against=case.checked_against,
+            memory_bytes=None if p is None else p.extra_memory_bytes,
             config=None if p is None else p.config,
             note="" if p is None else p.note,
             error=o.error,

@@ -1,7 +1,7 @@
-"""End-to-end problems: a whole network (directconv.nn.networks) with its weights and input, the float64 answer it
-is judged by, and directconv run on it two ways.
+"""The end-to-end problem: a whole network (directconv.nn.networks) with its weights and input, the float64 answer
+directconv is judged by, and the answer its peers are judged by.
 
-A ChainSpec is what it takes to rebuild the same problem in another process (the memory measurement runs each
+A NetworkSpec is what it takes to rebuild the same problem in another process (the memory measurement runs each
 implementation in a child, see memory.py): network, thread count, seed and the optional cuts for quick runs.
 """
 
@@ -9,26 +9,26 @@ from __future__ import annotations
 
 import json
 import warnings
-from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 import directconv
-from directconv.kernels import layout
+from directconv.bench.base import Check, compare
+from directconv.bench.runner import Case
 from directconv.kernels.reference import conv2d_reference, tolerance
 from directconv.nn.networks import ConvStep, Network, get_network, he_weights, sequential
 from directconv.nn.sequential import Sequential
 
-from directconv.bench.base import Impl, Prepared
-
 Weights = tuple[tuple[np.ndarray, np.ndarray], ...]
+OURS = "directconv-nchw output"
+FLOAT64 = "float64 step-by-step reference"
 
 
 @dataclass(frozen=True)
-class ChainSpec:
+class NetworkSpec:
     """Which network, on how many threads, from which seed; input_size and steps cut it down for quick runs."""
 
     network: str
@@ -44,17 +44,17 @@ class ChainSpec:
         return json.dumps(self.to_dict())
 
     @classmethod
-    def from_json(cls, text: str) -> ChainSpec:
+    def from_json(cls, text: str) -> NetworkSpec:
         return cls(**json.loads(text))
 
 
 @dataclass(frozen=True)
-class ChainProblem:
+class NetworkProblem:
     """A network's definition, He-initialised weights and zero biases (networks.he_weights), and a standard
     normal NCHW input of batch 1, all from the spec's seed. Every implementation builds its own model from these
     in its prepare (directconv's may come built: see `model`)."""
 
-    spec: ChainSpec
+    spec: NetworkSpec
     network: Network
     weights: Weights
     x: np.ndarray
@@ -63,7 +63,7 @@ class ChainProblem:
     model: Sequential | None = None
 
     @classmethod
-    def make(cls, spec: ChainSpec) -> ChainProblem:
+    def make(cls, spec: NetworkSpec) -> NetworkProblem:
         network = get_network(spec.network)
         if spec.input_size is not None or spec.steps is not None:
             network = network.with_input(spec.input_size, spec.steps)
@@ -99,7 +99,7 @@ def float64_reference(network: Network, weights: Weights, x: np.ndarray) -> np.n
     return y
 
 
-def chain_tolerance(network: Network) -> float:
+def network_tolerance(network: Network) -> float:
     """Relative error bound (to the largest |output|) of an fp32 run of the whole chain against float64.
 
     Each convolution may add kernels.reference.tolerance(ci, k, k) of the activations' scale; He-initialised
@@ -109,16 +109,10 @@ def chain_tolerance(network: Network) -> float:
     return sum(tolerance(step.ci, step.kernel, step.kernel) for step in network.steps if isinstance(step, ConvStep))
 
 
-def config_sources(model: Sequential) -> str:
-    """Where the convolutions' configurations came from (directconv.tuner.select), counted."""
-    counts = Counter(step.source for step in model.steps if isinstance(step, directconv.Conv2d))
-    return "configurations: " + ", ".join(f"{n} {source}" for source, n in counts.most_common())
-
-
-def build_model(problem: ChainProblem) -> Sequential:
+def build_model(problem: NetworkProblem) -> Sequential:
     """directconv's Sequential for the problem (problem.model if built), every kernel chosen and compiled now.
-    Untuned layers run the model's configuration: counted in the report (config_sources), not warned about one
-    by one."""
+    Untuned layers run the model's configuration: counted in the report (network_ours.config_sources), not
+    warned about one by one."""
     if problem.model is not None:
         return problem.model
     with warnings.catch_warnings():
@@ -126,50 +120,20 @@ def build_model(problem: ChainProblem) -> Sequential:
         return sequential(problem.network, problem.weights, threads=problem.spec.threads)
 
 
-def _working_memory(model: Sequential, problem: ChainProblem, *, nchw: bool) -> int:
-    plan = model.plan(problem.network.channels, problem.network.size, problem.network.size)
-    return 4 * sum(plan.buffer_floats(1, nchw=nchw))
+def make_case(spec: NetworkSpec) -> tuple[Case[NetworkProblem], Check]:
+    """The problem of `spec` with directconv's model built, ready to run; and directconv's check against float64.
 
-
-def prepare_nchw(problem: ChainProblem, threads: int) -> Prepared:
-    """NCHW in, NCHW out: the Sequential's one conversion in and one out are part of every call."""
+    Peers are judged against directconv's own output, with room for both sides' rounding; if directconv itself
+    is wrong, everyone is judged against float64 instead, so that its failure cannot pass as theirs.
+    """
+    problem = NetworkProblem.make(spec)
     model = build_model(problem)
-    x = problem.x
-
-    def call() -> np.ndarray:
-        return model(x)
-
-    return Prepared(call, np.asarray, extra_memory_bytes=_working_memory(model, problem, nchw=True),
-                    note=config_sources(model))
-
-
-def prepare_blocked(problem: ChainProblem, threads: int) -> Prepared:
-    """Blocked in, blocked out into a preallocated result: a call allocates only the Sequential's two buffers."""
-    model = build_model(problem)
-    n = problem.network
-    plan = model.plan(n.channels, n.size, n.size)
-    xb = directconv.to_blocked(problem.x, isa=plan.isa, threads=threads)
-    last = plan.outputs[-1]
-    out = directconv.BlockedTensor(layout.empty_aligned(last.blocked_shape(1, plan.lanes), zero=True), last.channels)
-
-    def call() -> directconv.BlockedTensor:
-        return model.forward_blocked(xb, out=out)
-
-    return Prepared(call, directconv.from_blocked, extra_memory_bytes=_working_memory(model, problem, nchw=False),
-                    note=config_sources(model))
-
-
-IMPLS: tuple[Impl[ChainProblem], ...] = (
-    Impl(
-        "directconv-nchw",
-        "directconv.Sequential on NCHW: one conversion in, every step blocked, one conversion out (in the timing)",
-        prepare_nchw,
-        peer=False,
-    ),
-    Impl(
-        "directconv-blocked",
-        "directconv.Sequential on a pre-blocked input into a preallocated blocked output",
-        prepare_blocked,
-        peer=False,
-    ),
-)
+    problem = replace(problem, model=model)
+    tol = network_tolerance(problem.network)
+    exact = float64_reference(problem.network, problem.weights, problem.x)
+    ours = model(problem.x)
+    verified = compare(ours, exact, tol)
+    reference, ref_tol, ref_name = (ours, 2 * tol, OURS) if verified.correct else (exact, tol, FLOAT64)
+    del exact
+    case = Case(problem.network.name, problem.flops, problem, lambda y: compare(y, reference, ref_tol), ref_name)
+    return case, verified

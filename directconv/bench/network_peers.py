@@ -12,14 +12,13 @@ from typing import Any
 
 import numpy as np
 
+from directconv.bench.base import Impl, Prepared
+from directconv.bench.network import NetworkProblem
+from directconv.bench.peers import onnx_model_bytes, onnx_session, set_torch_threads
 from directconv.nn.networks import ConvStep
 
-from directconv.bench.base import Impl, Prepared
-from directconv.bench.chain import ChainProblem
-from directconv.bench.peers import onnx_model_bytes, onnx_session, set_torch_threads
 
-
-def torch_model(problem: ChainProblem) -> Any:
+def torch_model(problem: NetworkProblem) -> Any:
     """torch.nn.Sequential of the network, holding copies of the problem's weights, in eval mode."""
     import torch
     from torch import nn
@@ -39,7 +38,7 @@ def torch_model(problem: ChainProblem) -> Any:
     return nn.Sequential(*layers).eval()
 
 
-def _prepare_torch(problem: ChainProblem, threads: int, channels_last: bool) -> Prepared:
+def _prepare_torch(problem: NetworkProblem, threads: int, channels_last: bool) -> Prepared:
     import torch
 
     restore = set_torch_threads(threads)
@@ -60,15 +59,15 @@ def _prepare_torch(problem: ChainProblem, threads: int, channels_last: bool) -> 
     return Prepared(call, to_nchw, note=f"torch {torch.__version__}", close=restore)
 
 
-def prepare_torch_nchw(problem: ChainProblem, threads: int) -> Prepared:
+def prepare_torch_nchw(problem: NetworkProblem, threads: int) -> Prepared:
     return _prepare_torch(problem, threads, channels_last=False)
 
 
-def prepare_torch_channels_last(problem: ChainProblem, threads: int) -> Prepared:
+def prepare_torch_channels_last(problem: NetworkProblem, threads: int) -> Prepared:
     return _prepare_torch(problem, threads, channels_last=True)
 
 
-def onnx_chain_model(problem: ChainProblem) -> bytes:
+def onnx_chain_model(problem: NetworkProblem) -> bytes:
     """The network as an ONNX graph: Conv (weights and biases as initializers), Relu and MaxPool nodes."""
     from onnx import TensorProto, helper, numpy_helper
 
@@ -102,7 +101,7 @@ def onnx_chain_model(problem: ChainProblem) -> bytes:
     return onnx_model_bytes(graph)
 
 
-def prepare_onnxruntime(problem: ChainProblem, threads: int) -> Prepared:
+def prepare_onnxruntime(problem: NetworkProblem, threads: int) -> Prepared:
     import onnxruntime as ort
 
     session = onnx_session(onnx_chain_model(problem), threads)
@@ -119,7 +118,7 @@ def prepare_onnxruntime(problem: ChainProblem, threads: int) -> Prepared:
     return Prepared(call, np.array, note=f"onnxruntime {ort.__version__}")
 
 
-IMPLS: tuple[Impl[ChainProblem], ...] = (
+IMPLS: tuple[Impl[NetworkProblem], ...] = (
     Impl(
         "torch-nchw",
         "torch.nn.Sequential of the same stack, NCHW, eval mode under no_grad",

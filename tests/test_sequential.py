@@ -1,26 +1,21 @@
-"""Whole networks: the definitions (pure), the blocked max-pool (pure), Sequential against a float64 step-by-step
-reference, its memory and thread-safety contracts, and `directconv bench --end-to-end` once, small."""
+"""MaxPool2d and Sequential (directconv.nn): the blocked max-pool against numpy, in C bit for bit, Sequential of
+convolutions and pools against a float64 step-by-step reference (a custom chain and a real network at reduced
+size), its conversions, memory and thread-safety contracts, and its errors."""
 
 from __future__ import annotations
 
-import json
 import threading
 import tracemalloc
-from pathlib import Path
 
 import numpy as np
 import pytest
 from numpy.lib.stride_tricks import sliding_window_view
 
 import directconv as dc
-from directconv.nn import networks
-from directconv.bench import chain, chain_impls, memory
 from directconv.bench.base import compare
-from directconv.cli.main import main
 from directconv.kernels import convert, layout
 from directconv.kernels.reference import tolerance
-from directconv.core.suite import NETWORKS, suite
-from directconv.nn.networks import ConvStep, NetworkError, PoolStep
+from directconv.nn import networks
 
 # Python-level bookkeeping of one call (BlockedTensor wrappers, views, cffi buffer objects): a few KiB.
 BOOKKEEPING_BYTES = 32 * 1024
@@ -84,123 +79,6 @@ def small_chain(rng: np.random.Generator, threads: int = 2) -> tuple[dc.Sequenti
         dc.MaxPool2d(2, 2),
     ]
     return dc.Sequential(steps, names=["a", "pool_a", "b", "c", "pool_c"]), weights
-
-
-# --- network definitions (pure) -----------------------------------------------------------------------------------
-
-EXPECTED = {  # convolutions, max-pools, final activation (channels, height, width)
-    "alexnet": (5, 2, (256, 13, 13)),
-    "vgg16": (13, 4, (512, 14, 14)),
-    "resnet50": (49, 1, (2048, 7, 7)),
-    "googlenet": (5, 2, (128, 28, 28)),
-}
-
-
-def test_bundled_networks_load_chain_and_have_the_published_sizes() -> None:
-    defined = networks.networks()
-    assert set(defined) == set(NETWORKS) == set(EXPECTED)
-    for name, (convs, pools, final) in EXPECTED.items():
-        n = defined[name]
-        kinds = [type(s) for s in n.steps]
-        assert (kinds.count(ConvStep), kinds.count(PoolStep)) == (convs, pools), name
-        assert n.activations()[-1] == final, name
-        assert len(set(n.names)) == len(n.steps) and n.note
-    assert defined["alexnet"].size == 227 and all(defined[k].size == 224 for k in ("vgg16", "resnet50", "googlenet"))
-    resnet = {step.name: step for step in defined["resnet50"].steps}
-    for stage in (3, 4, 5):  # v1: the first 1x1 of stages 3-5 downsamples, the 3x3 does not
-        assert resnet[f"res{stage}a_branch2a"].stride == 2 and resnet[f"res{stage}a_branch2b"].stride == 1
-        assert resnet[f"res{stage}b_branch2a"].stride == 1
-    assert all(step.relu for step in defined["resnet50"].steps if isinstance(step, ConvStep))
-
-
-# Suite layers that no chain holds, because the architecture puts them off the path each chain follows.
-OFF_THE_CHAIN = {
-    "resnet50:res3_1x1s2_256to512": "the projection shortcut of res3a (the main path's strided 1x1 is 256->128)",
-    "googlenet:3a_5x5": "the 5x5 branch of inception 3a (the chain follows its 3x3 branch)",
-}
-
-
-def test_every_suite_layer_is_in_its_network_chain_with_the_same_shape() -> None:
-    defined = networks.networks()
-    absent = set()
-    for layer in suite():
-        shapes = [shape for _, shape in defined[layer.network].conv_shapes()]
-        if layer.shape not in shapes:
-            absent.add(layer.name)
-    assert absent == set(OFF_THE_CHAIN)
-
-
-def test_with_input_cuts_and_resizes_and_checks_again() -> None:
-    alexnet = networks.get_network("alexnet")
-    small = alexnet.with_input(67)
-    assert small.size == 67 and small.activations()[-1] == (256, 3, 3)
-    assert alexnet.with_input(steps=2).names == ("conv1", "pool1")
-    with pytest.raises(ValueError, match=r"steps must be an int in 1\.\.7"):
-        alexnet.with_input(steps=8)
-    with pytest.raises(NetworkError, match=r"step 1 \('pool1'\).*window 3 is larger than the padded input 2"):
-        alexnet.with_input(15)  # conv1 gives 2x2
-    with pytest.raises(ValueError, match="unknown network 'lenet'; defined networks: alexnet"):
-        networks.get_network("lenet")
-
-
-GOOD = """\
-format: directconv-networks
-version: 1
-networks:
-  tiny:
-    input: {channels: 3, size: 16}
-    steps:
-      - {name: c1, op: conv, Ci: 3, Co: 8, kernel: 3, stride: 1, pad: 1, relu: true}
-      - {name: p1, op: maxpool, kernel: 2, stride: 2, pad: 0}
-      - {name: c2, op: conv, Ci: 8, Co: 4, kernel: 1, stride: 1, pad: 0, relu: false}
-"""
-
-C2 = "{name: c2, op: conv, Ci: 8, Co: 4, kernel: 1, stride: 1, pad: 0, relu: false}"
-
-
-@pytest.mark.parametrize(
-    "old, new, message",
-    [
-        ("steps:", "steps: [", "not valid YAML"),
-        ("format: directconv-networks", "format: other", "expected a mapping with format: directconv-networks"),
-        ("version: 1", "version: 2", "reads version 1, the file is version 2"),
-        (C2, "{name: c2, op: conv, Ci: 7, Co: 4, kernel: 1, stride: 1, pad: 0, relu: false}",
-         r"network 'tiny', step 2 \('c2'\): field 'Ci' must be 8, the channels of step 1 \('p1'\), got 7"),
-        (C2, "{name: c2, op: conv, Ci: 8, Co: true, kernel: 1, stride: 1, pad: 0, relu: false}",
-         r"step 2 \('c2'\): field 'Co' must be an integer, got True"),
-        (C2, "{name: c2, op: conv, Ci: 8, Co: 4, kernel: 1, stride: 1, pad: 0, relu: 1}",
-         r"step 2 \('c2'\): field 'relu' must be bool, got 1"),
-        (C2, "{name: c2, op: conv, Ci: 8, Co: 4, kernel: 1, stride: 0, pad: 0, relu: false}",
-         r"field 'stride' must be >= 1, got 0"),
-        (C2, "{name: c2, op: conv, Ci: 8, Co: 4, kernel: 1, pad: 0, relu: false, strides: 1}",
-         r"step 2: a conv step has exactly the fields .*; missing stride; unknown strides"),
-        (C2, "{name: c2, op: avgpool, kernel: 2, stride: 2, pad: 0}",
-         r"step 2: field 'op' must be 'conv' or 'maxpool'"),
-        (C2, "{name: c2, op: conv, Ci: 8, Co: 4, kernel: 9, stride: 1, pad: 0, relu: false}",
-         r"step 2 \('c2'\), on a 8x8x8 input: kernel 9x9 is larger than the padded input 8x8"),
-        (C2, "{name: p1, op: maxpool, kernel: 2, stride: 2, pad: 0}", "'p1' is used twice"),
-        ("{name: p1, op: maxpool, kernel: 2, stride: 2, pad: 0}",
-         "{name: p1, op: maxpool, kernel: 2, stride: 2, pad: 2}",
-         r"step 1 \('p1'\): padding must be at most kernel // 2 = 1"),
-        ("input: {channels: 3, size: 16}", "input: {channels: 3}", r"'input' must be \{channels: C, size: S\}"),
-    ],
-)
-def test_bad_network_files_say_where_and_what(old: str, new: str, message: str) -> None:
-    assert set(networks.load_networks(GOOD)) == {"tiny"}
-    bad = GOOD.replace(old, new)
-    assert bad != GOOD
-    with pytest.raises(NetworkError, match=message):
-        networks.load_networks(bad, "tiny.yaml")
-
-
-def test_he_weights_have_the_he_scale_and_zero_biases() -> None:
-    n = networks.get_network("vgg16")
-    weights = networks.he_weights(n, seed=3)
-    assert len(weights) == 13
-    for (w, b), (step, _) in zip(weights, n.conv_shapes()):
-        assert w.dtype == np.float32 and w.shape == (step.co, step.ci, 3, 3) and not b.any()
-        assert float(w.std()) == pytest.approx(np.sqrt(2.0 / (step.ci * 9)), rel=0.1)
-    np.testing.assert_array_equal(networks.he_weights(n, seed=3)[5][0], weights[5][0])
 
 
 # --- blocked max-pool (in C, numpy without a compiler) ------------------------------------------------------------
@@ -311,6 +189,7 @@ def test_custom_sequential_matches_float64_step_by_step_reference(rng) -> None:
     assert [s.name for s in plan.outputs] == ["a", "pool_a", "b", "c", "pool_c"]
 
 
+@pytest.mark.slow
 @pytest.mark.compiler
 def test_real_network_at_reduced_size_matches_float64_reference() -> None:
     built = networks.build("alexnet", threads=2, seed=1, input_size=67, batch=2)
@@ -436,85 +315,3 @@ def test_sequential_errors_say_what_was_expected(rng) -> None:
         model(xb, out=xb)
     with pytest.raises(TypeError, match="out= is for blocked calls"):
         model(x, out=xb)
-
-
-@pytest.mark.compiler
-def test_build_names_and_shapes() -> None:
-    built = networks.build("googlenet", threads=1, steps=3, input_size=48, batch=2)
-    assert built.names == ("conv1", "pool1", "conv2_reduce") == built.model.names
-    assert built.input_shape == (2, 3, 48, 48)
-    assert [w.shape for w, _ in built.weights] == [(64, 3, 7, 7), (64, 64, 1, 1)]
-    y = built.model(np.zeros(built.input_shape, dtype=np.float32))
-    assert y.shape == (2, 64, 12, 12) and not y.any()  # zero input, zero biases, ReLU: zero out
-    with pytest.raises(ValueError, match="batch must be a positive int, got 0"):
-        networks.build("googlenet", batch=0)
-
-
-# --- the end-to-end bench --------------------------------------------------------------------------------------------
-
-
-def test_memory_status_parser_and_spec_round_trip() -> None:
-    status = "Name:\tpython\nVmPeak:\t  10 kB\nVmHWM:\t  2048 kB\nVmRSS:\t  1024 kB\nThreads:\t1\n"
-    assert memory.parse_status(status) == {"VmHWM": 2048 * 1024, "VmRSS": 1024 * 1024}
-    with pytest.raises(ValueError, match="expected a size in kB"):
-        memory.parse_status("VmRSS:\t 12 MB\n")
-    spec = chain.ChainSpec("googlenet", 2, seed=5, input_size=40, steps=3)
-    assert chain.ChainSpec.from_json(spec.to_json()) == spec
-
-
-@pytest.mark.compiler
-@pytest.mark.parametrize("name", ["torch-nchw", "torch-channels_last", "onnxruntime"])
-def test_chain_peers_agree_with_directconv(name: str) -> None:
-    (impl,) = chain_impls.select([name])
-    if impl.missing():
-        pytest.skip(f"{name} not installed")
-    problem = chain.ChainProblem.make(chain.ChainSpec("googlenet", 1, input_size=40))
-    tol = chain.chain_tolerance(problem.network)
-    ours = chain.build_model(problem)(problem.x)
-    assert compare(ours, chain.float64_reference(problem.network, problem.weights, problem.x), tol).correct
-    prepared = impl.prepare(problem, 1)
-    try:
-        verdict = compare(prepared.to_nchw(prepared.call()), ours, 2 * tol)
-    finally:
-        if prepared.close:
-            prepared.close()
-    assert verdict.correct, verdict.problem
-
-
-def test_end_to_end_bench_arguments_are_checked(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["bench", "--end-to-end"]) == 2
-    assert "--end-to-end needs --network NAME (one of alexnet" in capsys.readouterr().err
-    assert main(["bench", "--end-to-end", "--layer", "vgg16:conv1_2"]) == 2
-    assert "give --network NAME, not --layer" in capsys.readouterr().err
-    assert main(["bench", "--network", "vgg16", "--steps", "2"]) == 2
-    assert "they need --end-to-end" in capsys.readouterr().err
-    assert main(["bench", "--network", "alexnet", "--end-to-end", "--steps", "9"]) == 2
-    assert "steps must be an int in 1..7" in capsys.readouterr().err
-    assert main(["bench", "--network", "alexnet", "--end-to-end", "--impl", "numpy-im2col"]) == 2
-    assert "known: directconv-nchw" in capsys.readouterr().err
-
-
-@pytest.mark.compiler
-def test_end_to_end_bench_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    out = tmp_path / "e2e.json"
-    args = ["bench", "--network", "googlenet", "--end-to-end", "--threads", "1", "--quick", "--rounds", "2",
-            "--steps", "3", "--input-size", "40", "--json", str(out),
-            "--impl", "directconv-nchw", "--impl", "directconv-blocked", "--impl", "onnxruntime"]  # fmt: skip
-    assert main(args) == 0
-    text = capsys.readouterr().out
-    assert "googlenet end to end (input size 40, first 3 steps), 1 thread" in text
-    assert "directconv against the float64 step-by-step reference" in text and ": ok" in text
-    data = json.loads(out.read_text())
-    assert data["format"] == "directconv-bench-network" and {"cpu", "isa", "versions"} <= set(data["metadata"])
-    (net,) = data["networks"]
-    assert net["steps"] == ["conv1", "pool1", "conv2_reduce"] and net["float64_check"]["correct"] is True
-    records = {r["impl"]: r for r in data["records"]}
-    for name in ("directconv-nchw", "directconv-blocked"):
-        r = records[name]
-        assert r["correct"] is True and r["max_rel_error"] == 0.0 and r["gflops"] > 0 and r["median_ms"] > 0
-        assert r["working_memory_bytes"] > 0
-        assert (r["peak_rss_bytes"] is not None and r["growth_bytes"] >= 0) or r["memory_note"]
-    if "onnxruntime" in data["not_installed"]:
-        assert "onnxruntime" not in records and "Skipped, not installed: onnxruntime" in text
-    else:
-        assert records["onnxruntime"]["correct"] is True and records["onnxruntime"]["status"] == "ok"

@@ -1,0 +1,110 @@
+"""`directconv bench`: directconv beside numpy im2col + BLAS, torch and onnxruntime on suite layers, one table per
+layer with a block of columns per thread count (GFLOP/s, % of the FMA peak, median ms, spread), then a summary."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from directconv.bench import ours, peers, report, summary
+from directconv.bench.base import Impl, Registry
+from directconv.bench.kind import Group, Kind, Request
+from directconv.bench.layer import LayerProblem
+from directconv.bench.results import Result
+from directconv.bench.runner import run
+from directconv.core.suite import Layer, get_layer, network_layers, suite
+from directconv.tuner.peak import Peak
+
+FORMAT = "directconv-bench"
+REGISTRY: Registry[LayerProblem] = Registry((*ours.IMPLS, *peers.IMPLS))
+
+
+def _mib(row: Sequence[Result]) -> str:
+    nbytes = next((r.memory_bytes for r in row if r.memory_bytes is not None), None)
+    if nbytes is None:
+        return ""  # not known: a library's internal buffers
+    return f"{nbytes / 2**20:.2f} MiB" if nbytes else "none"
+
+
+def _wrong(r: Result) -> str:
+    return "WRONG" + (f" (error {r.check.max_rel_error:.1e})" if r.check is not None else "")
+
+
+def _notes(r: Result) -> list[str]:
+    return [f"  {r.impl} at {report.threads_label(r.threads)}: {r.error}"] if r.error else []
+
+
+REPORT = report.Report(
+    title="Implementations:",
+    missing_label="Not installed",
+    explanation=(
+        "Cells: GFLOP/s of the median call over interleaved rounds, % of the FMA peak of that thread count, "
+        "median ms per call, spread (p90-p10)/median.\n"
+        "Other load: CPUs kept busy by other processes (and the hypervisor) while a layer was timed; "
+        f"from {report.BUSY_WARNING} on, the figures of that column may be skewed."
+    ),
+    timed=(report.gflops_column(8), report.percent_column(), report.median_column(3), report.spread_column(6)),
+    trailing=(report.Column("extra memory", 0, _mib),),
+    wrong=_wrong,
+    notes=_notes,
+    by_threads=True,
+)
+
+
+def select_layers(names: Sequence[str] | None, networks: Sequence[str] | None) -> tuple[Layer, ...]:
+    """The chosen layers in suite order (the whole suite if none chosen); ValueError naming the known ones."""
+    if not names and not networks:
+        return suite()
+    chosen = {get_layer(name).name for name in names or ()}
+    for network in networks or ():
+        chosen.update(layer.name for layer in network_layers(network))
+    return tuple(layer for layer in suite() if layer.name in chosen)
+
+
+def layer_table(layer: Layer, impl_names: Sequence[str], thread_counts: Sequence[int], results: list[Result]) -> str:
+    """The table of one layer: one row per implementation, one block of columns per thread count."""
+    shape = layer.shape
+    title = f"{layer.name}  {shape.describe()}  {shape.flops() * 1e-9:.3f} GFLOP"
+    return f"{title}\n{report.table(REPORT, impl_names, thread_counts, results)}"
+
+
+def record(layer: Layer, r: Result) -> dict[str, Any]:
+    return {"layer": layer.name, "shape": layer.shape.to_dict(), "flops": r.flops, "impl": r.impl,
+            "threads": r.threads, **r.measured_fields(), "extra_memory_bytes": r.memory_bytes, "config": r.config}
+
+
+def _options(request: Request) -> dict[str, Any]:
+    if request.input_size is not None or request.steps is not None:
+        raise ValueError("--input-size and --steps cut whole networks: they need --end-to-end")
+    return {"layers": [layer.name for layer in select_layers(request.layers, request.networks)]}
+
+
+def _groups(request: Request, impls: Sequence[Impl[LayerProblem]], peaks: dict[int, Peak]) -> Iterator[Group]:
+    names = [impl.name for impl in impls]
+    for layer in select_layers(request.layers, request.networks):
+        case = LayerProblem.make(layer, request.seed).case()
+        results = [r for t in request.threads for r in run(case, impls, t, peaks[t], request.settings)]
+        del case  # its float64 answer: not kept beside the next layer's
+        yield Group(results, [record(layer, r) for r in results], layer_table(layer, names, request.threads, results))
+
+
+def _remarks(impls: Sequence[Impl[Any]]) -> list[str]:
+    return [f"numpy-im2col: {peers.blas_threads_note()}"] if any(i.name == "numpy-im2col" for i in impls) else []
+
+
+def _finish(results: list[Result], impls: Sequence[Impl[Any]], peaks: dict[int, Peak]) -> tuple[str, dict[str, Any]]:
+    data = summary.summary(results, impls, peaks)
+    return summary.summary_text(data), {"summary": data}
+
+
+KIND = Kind(
+    format=FORMAT,
+    registry=REGISTRY,
+    report=REPORT,
+    options=_options,
+    groups=_groups,
+    sections=("summary",),
+    remarks=_remarks,
+    finish=_finish,
+    show_peaks=True,
+)

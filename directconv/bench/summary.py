@@ -1,0 +1,108 @@
+"""The per-layer bench's summary per thread count: geomeans over the layers, and directconv against its peers.
+
+Computed as plain data (it also goes into the JSON file), then formatted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from directconv.bench.base import Impl
+from directconv.bench.report import BUSY_WARNING, NAME_WIDTH, threads_label
+from directconv.bench.results import Result
+from directconv.tuner.harness import geomean
+from directconv.tuner.peak import Peak
+
+OURS = "directconv-blocked"
+IM2COL = "numpy-im2col"
+
+
+def summary(results: Sequence[Result], impls: Sequence[Impl[Any]], peaks: dict[int, Peak]) -> dict[str, Any]:
+    """Per thread count: geomean GFLOP/s of each implementation over the layers where it ran correctly, the
+    directconv-blocked / numpy-im2col geomean ratio over the layers both ran, and per layer the ratio of
+    directconv-blocked to the fastest peer."""
+    out: dict[str, Any] = {}
+    for t, peak in peaks.items():
+        ok = {(r.problem, r.impl): r.gflops for r in results if r.threads == t and r.ok and r.gflops}
+        layers = list(dict.fromkeys(r.problem for r in results if r.threads == t))
+        by_layer = {r.problem: r.other_cpus for r in results if r.threads == t and r.other_cpus is not None}
+        loads = list(by_layer.values())
+        common = [layer for layer in layers if (layer, OURS) in ok and (layer, IM2COL) in ok]
+        out[str(t)] = {
+            "threads": t,
+            "peak_gflops": peak.gflops,
+            "other_load_mean": sum(loads) / len(loads) if loads else None,
+            "other_load_max": max(loads) if loads else None,
+            "geomean": _geomeans(ok, layers, impls, peak),
+            "blocked_over_im2col": _ratio(ok, common, OURS, IM2COL),
+            "blocked_over_im2col_layers": len(common),
+            "blocked_over_best_peer": _over_best_peer(ok, layers, [impl.name for impl in impls if impl.peer]),
+        }
+    return out
+
+
+Speeds = dict[tuple[str, str], float]  # (layer, implementation) -> GFLOP/s, for those that ran correctly
+
+
+def _geomeans(ok: Speeds, layers: list[str], impls: Sequence[Impl[Any]], peak: Peak) -> dict[str, Any]:
+    per_impl = {}
+    for impl in impls:
+        values = [ok[(layer, impl.name)] for layer in layers if (layer, impl.name) in ok]
+        if values:
+            g = geomean(values)
+            per_impl[impl.name] = {"gflops": g, "percent_of_peak": 100 * g / peak.gflops, "layers": len(values)}
+    return per_impl
+
+
+def _ratio(ok: Speeds, layers: list[str], top: str, bottom: str) -> float | None:
+    if not layers:
+        return None
+    return geomean([ok[(layer, top)] for layer in layers]) / geomean([ok[(layer, bottom)] for layer in layers])
+
+
+def _over_best_peer(ok: Speeds, layers: list[str], peer_names: list[str]) -> list[dict[str, Any]]:
+    rows = []
+    for layer in layers:
+        peers = [(ok[(layer, p)], p) for p in peer_names if (layer, p) in ok]
+        if (layer, OURS) in ok and peers:
+            best, best_name = max(peers)
+            rows.append({
+                "layer": layer,
+                "blocked_gflops": ok[(layer, OURS)],
+                "best_peer": best_name,
+                "best_peer_gflops": best,
+                "ratio": ok[(layer, OURS)] / best,
+            })
+    return rows
+
+
+def summary_text(data: dict[str, Any]) -> str:
+    lines = []
+    for part in data.values():
+        lines.append(f"Summary, {threads_label(part['threads'])} (FMA peak {part['peak_gflops']:.1f} GFLOP/s): "
+                     "geomean over layers")
+        lines.append(f"  {'implementation':<{NAME_WIDTH}} {'GFLOP/s':>8} {'%peak':>6} {'layers':>6}")
+        for name, g in part["geomean"].items():
+            lines.append(f"  {name:<{NAME_WIDTH}} {g['gflops']:8.1f} {g['percent_of_peak']:5.0f}% {g['layers']:6d}")
+        if part["other_load_mean"] is not None:
+            lines.append(
+                f"  other processes kept {part['other_load_mean']:.2f} CPUs busy on average during the timing "
+                f"(at worst {part['other_load_max']:.2f})"
+                + (": figures may be skewed" if part["other_load_max"] >= BUSY_WARNING else "")
+            )
+        if part["blocked_over_im2col"] is not None:
+            lines.append(
+                f"  {OURS} / {IM2COL} (geomean over {part['blocked_over_im2col_layers']} layers): "
+                f"{part['blocked_over_im2col']:.2f}x"
+            )
+        if part["blocked_over_best_peer"]:
+            lines.append(f"  {OURS} / best peer, per layer:")
+            lines.append(f"    {'layer':<30} {'blocked':>8}  {'best peer':<{NAME_WIDTH}} {'GFLOP/s':>8} {'ratio':>6}")
+            for row in part["blocked_over_best_peer"]:
+                lines.append(
+                    f"    {row['layer']:<30} {row['blocked_gflops']:8.1f}  {row['best_peer']:<{NAME_WIDTH}} "
+                    f"{row['best_peer_gflops']:8.1f} {row['ratio']:5.2f}x"
+                )
+        lines.append("")
+    return "\n".join(lines)
