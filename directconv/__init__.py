@@ -23,15 +23,23 @@ from directconv.nn.sequential import Sequential
 from directconv.kernels.reference import conv2d_reference
 from directconv.core.shape import ConvShape
 from directconv.core.suite import get_layer, network_layers
-from directconv.machines.loader import MachineError, bundled_machines, load_machine, machine_to_data, parse_machine
-from directconv.model import estimate_config, predict, search_space, tile_efficiency
 
 from directconv.core.version import __version__
 
 
-# Loaded on first use, not on import: the tuner and the config store (Optuna, SQLAlchemy), this machine's description
-# (reads the OS, loads archspec) and its measured FMA peak (compiles a loop).
+# Loaded on first use, not on import, so that a process that only runs layers carries none of them: machine
+# descriptions (jsonschema), the model, the tuner and the config store (Optuna, SQLAlchemy), this machine's
+# description (reads the OS, loads archspec) and its measured FMA peak (compiles a loop).
 _LAZY = {
+    "MachineError": "directconv.machines.loader",
+    "bundled_machines": "directconv.machines.loader",
+    "load_machine": "directconv.machines.loader",
+    "machine_to_data": "directconv.machines.loader",
+    "parse_machine": "directconv.machines.loader",
+    "estimate_config": "directconv.model",
+    "predict": "directconv.model",
+    "search_space": "directconv.model",
+    "tile_efficiency": "directconv.model",
     "tune": "directconv.tuner.tuning",
     "Tuned": "directconv.tuner.tuning",
     "choose_config": "directconv.tuner.select",

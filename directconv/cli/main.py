@@ -39,6 +39,22 @@ _SUBCOMMANDS: tuple[tuple[str, str, str, str], ...] = (
         "`store export --storage URL` fills it from a tuning storage shared by many workers and machines.",
     ),
     (
+        "inspect",
+        "directconv.cli.inspect",
+        "read a kernel's machine code for any described machine: registers, spills, FMAs and loads per step",
+        "Build the model's kernel (or --config) for a machine with its flags and compiler, disassemble it with "
+        "objdump and compare the hot loop of the interior tile with the model's register plan.",
+    ),
+    (
+        "selftest",
+        "directconv.cli.selftest",
+        "run a machine's kernels on a sweep of shapes against the reference: natively, under qemu, or as host code",
+        "Build the kernels of a machine description (default: this host's) for a sweep of shapes (tails, strides, "
+        "padding, 1x1 to 11x11 filters, threads, batch) and check each against the float64 reference: natively when "
+        "this host runs the ISA, under qemu-user for AArch64, and for an x86 ISA this host lacks with the same "
+        "generated vector code compiled for this host's ISA.",
+    ),
+    (
         "export",
         "directconv.cli.export",
         "write the kernels of some layers for a machine as a C library folder (sources, header, Makefile)",

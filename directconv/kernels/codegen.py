@@ -173,8 +173,13 @@ def _emit_tile(name: str, shape: ConvShape, cfg: KernelConfig, vecs: int, tile: 
     return "\n".join(lines)
 
 
-def generate(cfg: KernelConfig, shape: ConvShape) -> str:
-    """The complete C source of the kernel for `cfg` on `shape` (see the module docstring for its contract)."""
+def generate(cfg: KernelConfig, shape: ConvShape, *, pin: bool = True) -> str:
+    """The complete C source of the kernel for `cfg` on `shape` (see the module docstring for its contract).
+
+    pin=False leaves out the register pins, whose asm constraint names the ISA's registers: the same vector code
+    then compiles for another ISA's flags (a 16-lane AVX-512 kernel as pairs of AVX2 vectors), which is how
+    kernels.selftest runs an ISA the host lacks.
+    """
     shape = shape.kernel_view()
     isa = get_isa(cfg.isa)
     lanes = isa.lanes
@@ -193,7 +198,7 @@ def generate(cfg: KernelConfig, shape: ConvShape) -> str:
         f" * layer: {shape.describe()}\n */"
     )
     out.append("#include <stddef.h>\n#include <time.h>")
-    out.append(_vector_prelude(lanes, isa.register_constraint, aarch64=isa.name == "neon"))
+    out.append(_vector_prelude(lanes, isa.register_constraint if pin else None, aarch64=isa.name == "neon"))
     consts = dict(
         CB=lanes, COB=cfg.cob, H=shape.h, W=shape.w, KH=shape.kh, KW=shape.kw, SH=shape.sh, SW=shape.sw,
         PT=shape.pt, PL=shape.pl, HO=shape.ho, WO=shape.wo, NBI=nbi, NBO=nbo, NJ=nj, VEC=vecs,

@@ -20,6 +20,7 @@ from typing import Any
 from directconv.machines.loader import MachineError, bundled_machines, user_machines
 from directconv.machines.machine import Machine
 from directconv.machines.probe.describe import Performance, default_id, describe
+from directconv.machines.probe.cpuinfo import features_of_flags
 from directconv.machines.probe.facts import HostFacts, host_facts
 from directconv.machines.probe.fingerprint import fingerprint, fingerprint_id
 
@@ -85,3 +86,25 @@ def host() -> Host:
     machine, source = describe_host(facts, bundled_machines(), user)
     fp = fingerprint(facts)
     return Host(machine, fp, fingerprint_id(fp), source)
+
+
+# archspec's feature names that /proc/cpuinfo spells otherwise (SSE3 is "pni", Prescott New Instructions).
+CPUINFO_SPELLING = {"sse3": "pni"}
+
+
+def runs_code_for(flags: tuple[str, ...] | list[str]) -> tuple[bool, str]:
+    """Whether this host executes code compiled with `flags` (a machine's -march/-mcpu), with the reason.
+
+    The CPU the flags name must have no feature this host's /proc/cpuinfo lacks (archspec knows each CPU's
+    features): zen3 runs -march=haswell code, but not -march=bdver2 (FMA4, XOP). Flags naming no CPU archspec
+    knows leave the decision to the ISA alone.
+    """
+    named = features_of_flags(flags)
+    if named is None:
+        return True, "the flags name no CPU whose features archspec lists"
+    name, features = named
+    have = set(host_facts().cpu.flags)
+    missing = sorted(f for f in features if f not in have and CPUINFO_SPELLING.get(f) not in have)
+    if missing:
+        return False, f"{name} code may use {', '.join(missing)}, which this host lacks"
+    return True, f"this host has every feature of {name}"

@@ -7,6 +7,7 @@ the flags the hypervisor passes through, and names a Zen 3 "zen2" or a Sapphire 
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -192,3 +193,29 @@ def archspec_for(info: CpuInfo) -> ArchspecIdentity:
         candidates = [c for c in candidates if c.cpu_part == partial.cpu_part]
     specific = [c for c in candidates if c > best_generic]
     return _identity(max(specific, key=depth) if specific else best_generic)
+
+
+def features_of_flags(flags: tuple[str, ...] | list[str]) -> tuple[str, frozenset[str]] | None:
+    """(archspec name, its CPU features) of the CPU that `flags` target by -march=/-mcpu=, or None when archspec
+    knows no such CPU (or the flags name none). Features are spelled as /proc/cpuinfo spells them."""
+    for flag in flags:
+        key, _, value = flag.partition("=")
+        if key in ("-march", "-mcpu") and value:
+            return _archspec_by_compiler_name().get(value)
+    return None
+
+
+@functools.cache
+def _archspec_by_compiler_name() -> dict[str, tuple[str, frozenset[str]]]:
+    """GCC's name of each archspec microarchitecture (znver3, bdver2, skylake-avx512...) -> (name, features)."""
+    table: dict[str, tuple[str, frozenset[str]]] = {}
+    for target in archspec.cpu.TARGETS.values():
+        try:
+            flags = target.optimization_flags("gcc", "99.0").split()
+        except Exception:  # archspec refuses targets GCC has no flags for; they cannot be named by a flag either
+            continue
+        for flag in flags:
+            key, _, value = flag.partition("=")
+            if key in ("-march", "-mcpu") and value and value not in table:
+                table[value] = (target.name, frozenset(target.features))
+    return table

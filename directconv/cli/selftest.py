@@ -1,0 +1,49 @@
+"""`directconv selftest`: a machine's kernels on a sweep of shapes against the reference, run however this host can.
+
+Exit status 0 when every case passes, 1 when one fails, 2 when this host cannot run the machine's code at all or
+the arguments are wrong (printed by directconv.cli.main).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--machine", help="bundled machine id or YAML path (default: this host's description)")
+    p.add_argument("--json", action="store_true", help="print JSON: machine, how, passed, failed, cases")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from directconv.kernels.selftest import cases, how_to_run, run_case, SelfTest
+
+    if args.machine:
+        from directconv.machines.loader import load_machine
+
+        machine = load_machine(args.machine)
+    else:
+        from directconv.machines.host import host
+
+        machine = host().machine
+    how, detail = how_to_run(machine)
+    sweep = cases(machine)
+    if not args.json:
+        print(f"selftest of {machine.id}: {len(sweep)} cases, {how}: {detail}")
+    results = []
+    for i, case in enumerate(sweep):
+        result = run_case(case, machine, how, seed=i)
+        results.append(result)
+        if not args.json:
+            cfg = result.config
+            verdict = "ok  " if result.passed else "FAIL"
+            error = f"  max rel. error {result.max_rel_error:.2g}" if result.max_rel_error is not None else ""
+            print(f"  {verdict} {case.name:<34} {cfg['cob']}x{cfg['wob']} t{cfg['threads']}{error}"
+                  + (f"\n       {result.error}" if result.error else ""))
+    report = SelfTest(machine.id, how, detail, tuple(results))
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=1))
+    else:
+        print(f"{report.passed} passed, {report.failed} failed")
+    return 0 if report.failed == 0 else 1

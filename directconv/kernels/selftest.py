@@ -1,0 +1,194 @@
+"""Run a machine's kernels on a sweep of shapes and check every output against the float64 reference.
+
+How depends on what this host can execute:
+- "native": the host runs the machine's ISA and every feature its -march names; the kernels are built with the
+  machine's own flags and run here;
+- "qemu": another architecture (AArch64 on x86-64): built with the cross compiler, run under qemu-user;
+- "host-isa": an x86 ISA the host lacks (AVX-512 on an AVX2 host), or an -march naming features it lacks
+  (Piledriver's FMA4 and XOP on a Zen 3): the same generated vector code (for AVX-512 16 lanes, the
+  machine's tiles, tails and masks) is compiled for the host's best ISA instead, without the register pins whose
+  constraints name the missing registers. Everything in the generated C that does not depend on the instruction
+  set is proven; the instruction selection for the missing ISA is what `directconv inspect` reads.
+Each case is a driver executable (kernels/c/dc_driver.c) run in a process of its own, so a crash fails that case,
+not the run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from directconv.core.config import KernelConfig
+from directconv.core.isa import ISAS, PREFERENCE, host_isas
+from directconv.core.shape import ConvShape
+from directconv.kernels import codegen, cross, layout
+from directconv.kernels.reference import conv2d_reference, tolerance
+from directconv.machines.host import runs_code_for
+from directconv.machines.machine import Machine
+from directconv.model import predict
+
+How = Literal["native", "qemu", "host-isa"]
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    shape: ConvShape
+    config: KernelConfig
+    batch: int = 1
+    relu: bool = False
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    name: str
+    shape: str
+    config: dict[str, Any]
+    passed: bool
+    max_rel_error: float | None
+    tolerance: float
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class SelfTest:
+    machine: str
+    how: How
+    detail: str
+    cases: tuple[CaseResult, ...]
+
+    @property
+    def passed(self) -> int:
+        return sum(c.passed for c in self.cases)
+
+    @property
+    def failed(self) -> int:
+        return len(self.cases) - self.passed
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"machine": self.machine, "how": self.how, "detail": self.detail, "passed": self.passed,
+                "failed": self.failed, "cases": [c.to_dict() for c in self.cases]}
+
+
+# (name, C_i, C_o, H, W, kh, kw, stride, padding (top, bottom, left, right)): tails on both channel counts, strides,
+# asymmetric padding, 1x1, 3x3, 5x5, 7x7 and 11x11 filters, rows and columns narrower than the tiles.
+SHAPES: tuple[tuple[str, int, int, int, int, int, int, int, tuple[int, int, int, int]], ...] = (
+    ("3x3-pad1", 16, 32, 10, 12, 3, 3, 1, (1, 1, 1, 1)),
+    ("3x3-tails", 19, 37, 9, 13, 3, 3, 1, (1, 1, 1, 1)),
+    ("3x3-stride2-asym", 21, 24, 11, 14, 3, 3, 2, (0, 1, 1, 0)),
+    ("1x1", 64, 48, 7, 7, 1, 1, 1, (0, 0, 0, 0)),
+    ("1x1-tails", 35, 29, 6, 9, 1, 1, 1, (0, 0, 0, 0)),
+    ("1x1-stride2", 32, 64, 14, 14, 1, 1, 2, (0, 0, 0, 0)),
+    ("5x5-pad2", 12, 40, 12, 12, 5, 5, 1, (2, 2, 2, 2)),
+    ("5x3-strided-asym", 9, 17, 13, 11, 5, 3, 2, (2, 1, 0, 1)),
+    ("7x7-stride2-3ch", 3, 24, 23, 23, 7, 7, 2, (3, 3, 3, 3)),
+    ("11x11-stride4-3ch", 3, 16, 35, 35, 11, 11, 4, (0, 0, 0, 0)),
+    ("3x3-nopad-narrow", 8, 8, 5, 4, 3, 3, 1, (0, 0, 0, 0)),
+)
+
+
+def cases(machine: Machine) -> list[Case]:
+    """The sweep for `machine`: every shape with the model's configuration, then variants of the register tile,
+    cache block, threading and batch that the prediction alone would not reach."""
+    lanes = machine.n_vec
+    out: list[Case] = []
+    for name, ci, co, h, w, kh, kw, stride, pad in SHAPES:
+        shape = ConvShape(ci, co, h, w, kh, kw, stride, stride, *pad)
+        predicted = predict(shape, machine, 1).config
+        out.append(Case(f"{name}/model", shape, predicted))
+        narrow = dataclasses.replace(predicted, cob=lanes, wob=3, cib=None, unroll=1)
+        out.append(Case(f"{name}/{lanes}x3-relu", shape, narrow, relu=True))
+        threaded = dataclasses.replace(predicted, threads=2, parallel="rows", rows=2, cib=lanes)
+        out.append(Case(f"{name}/2-threads-rows-batch3", shape, threaded, batch=3))
+    return [c for c in out if _fits(c)]
+
+
+def _fits(case: Case) -> bool:
+    try:
+        case.config.check_fits(case.shape)
+    except ValueError:
+        return False
+    return True
+
+
+def how_to_run(machine: Machine) -> tuple[How, str]:
+    """How this host runs `machine`'s kernels, with the reason in words; ValueError when it cannot."""
+    target = cross.target_for(machine)
+    arch = target.arch or cross.host_arch()
+    if arch != cross.host_arch():
+        if cross.emulator(arch) is None:
+            raise ValueError(f"cannot run {arch} code on this {cross.host_arch()} host: install qemu-user and the "
+                             f"cross compiler (Debian/Ubuntu: apt-get install qemu-user gcc-{arch}-linux-gnu)")
+        return "qemu", f"{target.isa} code built by the {arch} cross compiler, run under qemu-{arch}"
+    runs, why = runs_code_for(machine.compiler_flags)
+    if target.isa in host_isas() and runs:
+        return "native", f"{target.isa} code built with {machine.id}'s flags, run on this host ({why})"
+    stand_in = _host_stand_in(target.isa)
+    lacks = why if target.isa in host_isas() else f"this host cannot execute {target.isa}"
+    return "host-isa", (f"{target.isa} code ({ISAS[target.isa].lanes} lanes, {machine.id}'s tiles) compiled for "
+                        f"this host's {stand_in} instead of {machine.id}'s flags: {lacks}")
+
+
+def _host_stand_in(isa: str) -> str:
+    """The host's best ISA with the same architecture, to compile another ISA's vector code for."""
+    for name in PREFERENCE:
+        if name in host_isas() and name != "scalar" and cross.ISA_ARCH[name] == cross.ISA_ARCH[isa]:
+            return name
+    return "scalar"
+
+
+def _executable(case: Case, machine: Machine, how: How) -> Any:
+    if how != "host-isa":
+        return cross.build_for_machine(case.config, case.shape, machine, "executable")
+    stand_in = ISAS[_host_stand_in(case.config.isa)]
+    target = cross.Target(machine=f"{machine.id} as {stand_in.name}", isa=case.config.isa,
+                          arch=cross.ISA_ARCH[case.config.isa], flags=stand_in.flags)
+    case.config.check_fits(case.shape)
+    source = codegen.generate(case.config, case.shape, pin=False)
+    return cross.build_standalone(source, target, "executable", name=f"selftest-{machine.id}")
+
+
+def run_case(case: Case, machine: Machine, how: How, seed: int = 0) -> CaseResult:
+    """Build and run one case; any failure (compile error, crash, wrong answer) is its result, not an exception."""
+    shape, config = case.shape, case.config
+    bound = tolerance(shape.ci, shape.kh, shape.kw)
+    base = {"name": case.name, "shape": shape.describe(), "config": config.to_dict(), "tolerance": bound}
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((case.batch, shape.ci, shape.h, shape.w)).astype(np.float32)
+    w = rng.standard_normal((shape.co, shape.ci, shape.kh, shape.kw)).astype(np.float32)
+    b = rng.standard_normal(shape.co).astype(np.float32)
+    lanes = config.lanes
+    try:
+        exe = _executable(case, machine, how)
+        prefix = () if how == "host-isa" else None
+        yb = cross.run_driver(exe, cross.ISA_ARCH[config.isa], config, shape, layout.nchw_to_blocked(x, lanes),
+                              layout.pack_weights(w, lanes, config.cob), layout.pack_bias(b, shape.co, lanes, config.cob),
+                              relu=case.relu, prefix=prefix)
+    except Exception as exc:  # a failed case is data: the sweep goes on
+        return CaseResult(**base, passed=False, max_rel_error=None, error=f"{type(exc).__name__}: {exc}"[:2000])
+    if not np.isfinite(yb).all():
+        return CaseResult(**base, passed=False, max_rel_error=None,
+                          error="outputs left unwritten (the driver starts them as NaN)")
+    planes = yb.transpose(0, 1, 4, 2, 3).reshape(case.batch, -1, shape.ho, shape.wo)
+    if planes[:, shape.co:].any():
+        return CaseResult(**base, passed=False, max_rel_error=None, error="channels past C_o are not zero")
+    y = layout.blocked_to_nchw(yb, shape.co).astype(np.float64)
+    ref = conv2d_reference(x, w, b, stride=(shape.sh, shape.sw), padding=(shape.pt, shape.pb, shape.pl, shape.pr))
+    if case.relu:
+        ref = np.maximum(ref, 0.0)
+    err = float(np.abs(y - ref).max()) / max(float(np.abs(ref).max()), 1e-30)
+    return CaseResult(**base, passed=err <= bound, max_rel_error=err,
+                      error=None if err <= bound else f"relative error {err:.3g} above the bound {bound:.3g}")
+
+
+def selftest(machine: Machine, selected: list[Case] | None = None) -> SelfTest:
+    """Run every case of the sweep (or `selected`) for `machine`; ValueError when this host cannot run its code."""
+    how, detail = how_to_run(machine)
+    results = tuple(run_case(case, machine, how, seed=i) for i, case in enumerate(selected or cases(machine)))
+    return SelfTest(machine.id, how, detail, results)
