@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
+from directconv.core.config import KernelConfig
 from directconv.core.shape import ConvShape
 from directconv.core.suite import get_layer, suite
+from directconv.machines.loader import bundled_machines, load_machine
 from directconv.machines.machine import Cache, Machine
-from directconv.model import predict, register_tiles, search_space, tile_efficiency, unpruned_space
-from directconv.model.predict import ONE_VECTOR_PENALTY
+from directconv.model import estimate_config, predict, register_tiles, search_space, tile_efficiency, unpruned_space
 from directconv.model.cache import choose_cib, l1_fit, l2_fit, tile_input_bytes_per_block, weights_level
+from directconv.model.estimate import step_cycles
 from directconv.model.split import CO_BALANCE_MIN, ROWS_PER_TASK, choose_parallel, operand_bytes
 
 
@@ -89,11 +93,13 @@ def test_edge_tiles_steer_the_width():
 
 def test_latency_slack_applies_to_short_per_tap_loops_only():
     # A tile with exactly N_fma * L_fma = 8 accumulators (2x4 on a Zen 3-like core): in a 3x3 layer's per-tap loops
-    # the latency bound is stretched by LATENCY_SLACK (80% of peak); in a 1x1 layer's single long loop it is not.
+    # the latency bound is stretched by the machine's latency_slack (80% of peak); in a 1x1 layer's single long loop
+    # it is not.
     zen3 = machine("avx2", 8, 16, 2, 4)
     assert tile_efficiency(zen3, 2, 4) == pytest.approx(0.8)
     assert tile_efficiency(zen3, 2, 4, long_loop=True) == pytest.approx(1.0)
-    one_by_one = [(t.vectors, t.width) for t in register_tiles(zen3, get_layer("resnet50:res2_1x1_64to256").shape.kernel_view())]
+    view = get_layer("resnet50:res2_1x1_64to256").shape.kernel_view()
+    one_by_one = [(t.vectors, t.width) for t in register_tiles(zen3, view)]
     assert one_by_one.index((2, 4)) < 6, "an 8-accumulator tile is a front runner in a 1x1 layer"
 
 
@@ -111,14 +117,14 @@ def test_one_vector_tiles_lose_ties():
 def test_one_vector_tiles_pay_for_their_broadcasts_where_fmas_cannot_broadcast():
     # alexnet:conv4 (13x13 output) on a Zen 3-like AVX2 core: the 1x13 tile has the fewest estimated cycles (no
     # edge tile), but each of its multiply-adds needs a broadcast instruction of its own; charged
-    # ONE_VECTOR_PENALTY it ranks behind a taller tile, and the prediction is not one vector tall.
+    # the machine's one_vector_penalty it ranks behind a taller tile, and the prediction is not one vector tall.
     shape = get_layer("alexnet:conv4").shape
     zen3 = machine("avx2", 8, 16, 2, 4)
     tiles = register_tiles(zen3, shape)
     fewest = min(tiles, key=lambda t: t.cycles)
     assert (fewest.vectors, fewest.width) == (1, 13)
     runner_up = tiles[0]
-    assert runner_up.vectors > 1 and fewest.cycles < runner_up.cycles < fewest.cycles * ONE_VECTOR_PENALTY
+    assert runner_up.vectors > 1 and fewest.cycles < runner_up.cycles < fewest.cycles * zen3.one_vector_penalty
     assert predict(shape, zen3).config.cob > 8
     # Where a multiply-add takes its operand from a lane (NEON fmla by element), the order is the estimate's.
     neon = machine("neon", 4, 32, 2, 4)
@@ -195,7 +201,9 @@ def test_pruned_space_offers_every_split_at_several_threads():
     assert search_space(shape, SKYLAKE_SP, 2).configs[0] == predict(shape, SKYLAKE_SP, 2).config
 
 
-@pytest.mark.parametrize("name", ["vgg16:conv3_2", "resnet50:res4_1x1_1024to256", "alexnet:conv2", "googlenet:3a_3x3", "resnet50:res5_3x3"])
+@pytest.mark.parametrize(
+    "name", ["vgg16:conv3_2", "resnet50:res4_1x1_1024to256", "alexnet:conv2", "googlenet:3a_3x3", "resnet50:res5_3x3"]
+)
 def test_pruned_space_is_20x_smaller_valid_and_led_by_the_prediction(name):
     shape = get_layer(name).shape
     space = search_space(shape, HASWELL)
@@ -219,8 +227,6 @@ def test_unknown_isa_is_refused_with_reason():
 
 
 def test_predict_for_every_bundled_machine_and_suite_layer_satisfies_the_constraints():
-    from directconv.machines.loader import bundled_machines
-
     machines = bundled_machines()
     assert len(machines) >= 13
     for m in machines:
@@ -233,3 +239,71 @@ def test_rows_entirely_in_the_padding_do_not_break_the_estimate():
     shape = ConvShape.from_args(1, 1, 1, 1, 1, 1, 1, (0, 2, 0, 0))  # output rows 1 and 2 see only padding
     plan = predict(shape, HASWELL)
     assert plan.predicted_gflops > 0
+
+
+# ---- The machine's numbers, not the model's ------------------------------------------------------------------------
+
+
+def test_the_estimate_reads_the_machines_factors():
+    zen3 = machine("avx2", 8, 16, 2, 4)
+    # latency_slack stretches the latency bound of short per-tap loops only.
+    assert tile_efficiency(dataclasses.replace(zen3, latency_slack=1.0), 2, 4) == pytest.approx(1.0)
+    assert tile_efficiency(dataclasses.replace(zen3, latency_slack=2.0), 2, 4) == pytest.approx(0.5)
+    assert tile_efficiency(dataclasses.replace(zen3, latency_slack=2.0), 2, 4, long_loop=True) == pytest.approx(1.0)
+    # Weights streaming from L2: 3 vectors of 8 fp32 = 96 bytes per step, against 12 FMAs = 6 cycles on 2 pipes.
+    assert step_cycles(dataclasses.replace(zen3, l2_bytes_per_cycle=8.0), 3, 4, weights_from_l2=True) == 12.0
+    assert step_cycles(dataclasses.replace(zen3, l2_bytes_per_cycle=64.0), 3, 4, weights_from_l2=True) == 6.0
+    # Loads: 3 weight vectors + 4 broadcasts per step.
+    assert step_cycles(dataclasses.replace(zen3, n_load=1.0), 3, 4) == 7.0
+
+
+def test_the_cache_block_reads_the_prefetch_streams():
+    # vgg16:conv4_2 on Haswell, a 24x4 tile: 16 streams (half of 32) allow 16 // 3 = 5 planes of 8 channels; half
+    # as many streams allow 2 planes, 16 channels, which the L1 fit (24, rounded to 16) also gives.
+    shape = get_layer("vgg16:conv4_2").shape
+    few = dataclasses.replace(HASWELL, prefetch_streams=8)
+    assert choose_cib(few, shape, 24, 4)[0] == 8 and "bound by prefetch streams" in choose_cib(few, shape, 24, 4)[1]
+    assert choose_cib(HASWELL, shape, 24, 4)[0] == 16
+
+
+def test_one_vector_penalty_is_charged_only_where_multiply_adds_cannot_broadcast():
+    shape = get_layer("alexnet:conv4").shape
+    zen3 = machine("avx2", 8, 16, 2, 4)
+    free = dataclasses.replace(zen3, one_vector_penalty=1.0)
+    assert register_tiles(free, shape)[0].vectors == 1 and register_tiles(zen3, shape)[0].vectors > 1
+    neon = machine("neon", 4, 32, 2, 4)
+    assert register_tiles(neon, shape) == register_tiles(dataclasses.replace(neon, one_vector_penalty=3.0), shape)
+
+
+def test_spilling_configurations_pay_the_machines_spill_penalty():
+    shape = get_layer("vgg16:conv3_2").shape
+    spills = KernelConfig("avx2", 32, 12)  # 48 accumulators + 4 weights + 1 broadcast > 16 registers
+    mild, harsh = (dataclasses.replace(HASWELL, spill_penalty=p) for p in (1.25, 2.5))
+    assert estimate_config(shape, mild, spills) == pytest.approx(2 * estimate_config(shape, harsh, spills))
+
+
+# (machine, layer, threads) -> (cob, wob, cib, rows, parallel, unroll), predicted GFLOP/s: the model's output for
+# the bundled descriptions, pinned so that a change in the model or in a description shows here first.
+PINNED = [
+    ("zen3", "vgg16:conv3_2", 1, (24, 4, 16, None, "co", 2), 78.123892),
+    ("zen3", "resnet50:res2_1x1_64to256", 2, (16, 6, None, 1, "rows", 2), 156.800000),
+    ("zen3", "alexnet:conv4", 1, (40, 2, 16, None, "co", 2), 73.665730),
+    ("haswell", "alexnet:conv1", 1, (24, 4, None, None, "co", 1), 105.600000),
+    ("haswell", "alexnet:conv2", 2, (24, 4, 16, None, "co", 2), 192.893023),
+    ("haswell", "alexnet:conv4", 1, (8, 13, 32, None, "co", 2), 109.621622),
+    ("skylake-sp", "resnet50:res4_3x3", 2, (32, 14, 64, None, "co", 2), 309.120000),
+    ("cortex-a57", "alexnet:conv1", 1, (8, 14, None, None, "co", 1), 8.800000),
+    ("piledriver", "vgg16:conv5_2", 2, (40, 2, 32, None, "co", 2), 124.800000),
+    ("generic", "alexnet:conv2", 1, (2, 6, 2, None, "co", 2), 4.186047),
+    ("zen4", "alexnet:conv4", 1, (48, 9, 64, None, "co", 2), 80.951351),
+    ("apple-m1", "resnet50:res5_3x3", 2, (12, 7, 16, None, "co", 2), 219.741911),
+]
+
+
+@pytest.mark.parametrize(("machine_id", "layer", "threads", "config", "gflops"), PINNED,
+                         ids=[f"{m}-{layer}-t{t}" for m, layer, t, _, _ in PINNED])
+def test_pinned_predictions(machine_id, layer, threads, config, gflops):
+    plan = predict(get_layer(layer).shape, load_machine(machine_id), threads)
+    c = plan.config
+    assert ((c.cob, c.wob, c.cib, c.rows, c.parallel, c.unroll), c.threads) == (config, threads)
+    assert plan.predicted_gflops == pytest.approx(gflops, rel=1e-6)

@@ -40,6 +40,10 @@ ISAS: dict[str, Isa] = {
     )
 }
 
+# ISAs a CPU description may name that have no kernel generator yet, with the granule of their vector length in
+# fp32 lanes: SVE vectors are any multiple of 128 bits.
+SCALABLE_ISAS: dict[str, int] = {"sve": 4}
+
 # Best first: the order in which a host's ISAs are preferred.
 PREFERENCE: tuple[str, ...] = ("avx512", "avx2", "avx", "neon", "scalar")
 

@@ -1,46 +1,52 @@
 """Read, validate and write machine descriptions: one YAML file per CPU, checked against machines/schema.json.
 
-The rules of schema.json are enforced here in plain Python (no jsonschema at run time), together with the cross-field
-rules a JSON Schema cannot state; tests/test_machines.py checks that both say the same thing. Every failure is a
-`MachineError` naming the file, the field, what was expected and what was found.
+schema.json states the rule of every field and is enforced with jsonschema; this module adds the ISA names of
+directconv.core.isa to it and checks the cross-field rules a JSON Schema cannot state (see `_CROSS_FIELD_RULES`).
+Every problem of a description is reported at once: one `MachineError` names the file and, for each problem sorted
+by field, the field, what was expected and what was found.
 
 Where machines come from:
   * bundled: the *.yaml files of the package `directconv.machines` (this folder), read with importlib.resources;
   * user: `machines_dir()`, for descriptions written by the probe or by hand. A user file shadows the bundled
     description with the same id.
 
-YAML is read with yaml.safe_load only, and compiler flags must match an allowlist, because a description's flags end
-up on a compiler command line.
+YAML is read with yaml.safe_load only, and compiler flags must match an allowlist (schema.json, FLAG_PATTERNS),
+because a description's flags end up on a compiler command line.
 """
 
 from __future__ import annotations
 
-import contextlib
+import copy
 import difflib
+import functools
 import itertools
 import math
 import os
 import re
-import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import yaml
 
 from directconv.core.files import write_atomic
+from directconv.core.isa import ISAS, SCALABLE_ISAS
 from directconv.core.paths import machines_dir
-from directconv.machines.machine import Cache, Machine
+from directconv.machines.machine import Cache, Machine, optional_defaults, schema
 
 __all__ = [
+    "FLAG_PATTERNS",
+    "ID_PATTERN",
     "MachineEntry",
     "MachineError",
     "bundled_machines",
     "dump_machine",
     "list_machines",
     "load_machine",
+    "machine_to_data",
     "parse_machine",
     "save_machine",
     "user_machines",
@@ -49,93 +55,87 @@ __all__ = [
 PACKAGE = "directconv.machines"
 SUFFIXES = (".yaml", ".yml")
 
+# schema.json's patterns, for code that checks a name or flag outside a description (always with re.fullmatch).
+ID_PATTERN: str = schema()["properties"]["id"]["pattern"]
+FLAG_PATTERNS: tuple[str, ...] = tuple(
+    branch["pattern"] for branch in schema()["properties"]["compiler_flags"]["items"]["anyOf"]
+)
+
 
 class MachineError(ValueError):
-    """A machine description could not be found, read or validated; the message says where, what and why."""
+    """A machine description could not be found, read or validated; the message says where, what and why.
+
+    `problems` holds one sentence per problem found (empty when the file could not be found or read)."""
+
+    def __init__(self, message: str, problems: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.problems = tuple(problems)
 
 
-# ---- The rules (schema.json states the same; the test suite compares the two) ---------------------------------------
+# ---- The validator: schema.json, with the ISA names of core.isa and JSON's idea of numbers and patterns -------------
 
-ISAS: tuple[str, ...] = ("avx512", "avx2", "avx", "neon", "sve", "scalar")
-# fp32 lanes per register for fixed-width ISAs; SVE vectors are any multiple of 128 bits.
-ISA_LANES: dict[str, int] = {"avx512": 16, "avx2": 8, "avx": 8, "neon": 4, "scalar": 1}
-SVE_LANE_MULTIPLE = 4
+FieldPath = tuple[str | int, ...]  # a field's place in the description: ("caches", 1, "ways")
 
-REQUIRED: tuple[str, ...] = (
-    "id", "name", "vendor", "isa", "n_vec", "n_reg", "n_fma", "l_fma", "freq_ghz", "cores", "threads_per_core",
-    "caches", "compiler_flags", "sources",
-)
-OPTIONAL: tuple[str, ...] = ("n_load", "peak_gflops", "notes")
-FIELDS: tuple[str, ...] = REQUIRED + OPTIONAL
-# Numeric facts: each one present needs a `sources` entry.
-SOURCED: tuple[str, ...] = ("n_vec", "n_reg", "n_fma", "l_fma", "freq_ghz", "cores", "threads_per_core", "caches")
-SOURCED_IF_PRESENT: tuple[str, ...] = ("n_load", "peak_gflops")
-CACHE_FIELDS: tuple[str, ...] = ("level", "size_kib", "ways", "line_bytes", "shared_by_cores")
 
-ID_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
-ID_MAX_LENGTH = 64
-STRING_MAX_LENGTH = {"name": 200, "vendor": 100}
-FLAG_PATTERNS: tuple[str, ...] = (
-    r"^-m(arch|tune|cpu|fpu)=[A-Za-z0-9_.+-]+$",
-    r"^-m[a-z0-9][a-z0-9-]*$",
-    r"^-mprefer-vector-width=(128|256|512)$",
-)
-MAX_FLAGS = 32
-LINE_BYTES: tuple[int, ...] = (16, 32, 64, 128, 256, 512, 1024)
-PEAK_KEY_PATTERN = r"^[1-9][0-9]*$"
+def _is_number(checker: Any, value: Any) -> bool:
+    """JSON numbers: no bool (YAML reads `yes` as True) and no NaN or infinity (JSON has none; YAML has .nan, .inf)."""
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
+
+
+def _is_integer(checker: Any, value: Any) -> bool:
+    """JSON Schema's integer: any number without a fractional part (16.0 counts, 16.5 does not)."""
+    return _is_number(checker, value) and (isinstance(value, int) or value.is_integer())
+
+
+@functools.cache
+def _regex(pattern: str) -> re.Pattern[str]:
+    # JSON Schema patterns are ECMA-262 regexes, whose `$` ends the string; Python's `$` also matches before a final
+    # newline ("haswell\n"), so a trailing `$` is read as `\Z`.
+    if pattern.endswith("$") and not pattern.endswith("\\$"):
+        pattern = pattern[:-1] + r"\Z"
+    return re.compile(pattern)
+
+
+def _pattern(validator: Any, pattern: str, instance: Any, subschema: Any) -> Iterator[jsonschema.ValidationError]:
+    if validator.is_type(instance, "string") and _regex(pattern).search(instance) is None:
+        yield jsonschema.ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+@functools.cache
+def _validator() -> Any:
+    """A validator of the dialect schema.json declares, with `isa` limited to the ISAs a description may name."""
+    document = copy.deepcopy(schema())
+    document["properties"]["isa"]["enum"] = [*ISAS, *SCALABLE_ISAS]
+    base = jsonschema.validators.validator_for(document)
+    base.check_schema(document)
+    types = base.TYPE_CHECKER.redefine_many({"number": _is_number, "integer": _is_integer})
+    cls = jsonschema.validators.extend(base, validators={"pattern": _pattern}, type_checker=types)
+    return cls(document)
+
+
+# ---- Problems, in words ----------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class Bound:
-    """A numeric field's type and range, as schema.json writes it."""
+class Problem:
+    """One thing wrong with a description: where, and the sentence that says what and how to fix it."""
 
-    integer: bool
-    maximum: float
-    minimum: float | None = None  # inclusive
-    exclusive_minimum: float | None = None
+    path: FieldPath
+    text: str
 
-    def admits(self, x: float) -> bool:
-        if self.minimum is not None and x < self.minimum:
-            return False
-        if self.exclusive_minimum is not None and x <= self.exclusive_minimum:
-            return False
-        return x <= self.maximum
-
-    def expected(self) -> str:
-        kind = "integer" if self.integer else "number"
-        top = _num(self.maximum)
-        if self.minimum == 1 and self.integer:
-            return f"a positive integer <= {top}"
-        if self.exclusive_minimum == 0:
-            return f"a positive {kind} <= {top}"
-        low = f">= {_num(self.minimum)}" if self.minimum is not None else f"> {_num(self.exclusive_minimum)}"
-        return f"a finite {kind} {low} and <= {top}"
+    def sort_key(self) -> tuple[tuple[bool, Any], ...]:
+        # Indices before names at one level never meet; the flag keeps mixed parts comparable anyway.
+        return tuple((isinstance(part, str), part) for part in self.path)
 
 
-def _num(x: float | None) -> str:
-    return str(int(x)) if x is not None and float(x).is_integer() else str(x)
-
-
-BOUNDS: dict[str, Bound] = {
-    "n_vec": Bound(True, 64, minimum=1),
-    "n_reg": Bound(True, 256, minimum=1),
-    "n_fma": Bound(False, 8, exclusive_minimum=0),
-    "l_fma": Bound(False, 64, minimum=1),
-    "freq_ghz": Bound(False, 10, exclusive_minimum=0),
-    "cores": Bound(True, 4096, minimum=1),
-    "threads_per_core": Bound(True, 8, minimum=1),
-    "n_load": Bound(False, 8, exclusive_minimum=0),
-}
-CACHE_BOUNDS: dict[str, Bound] = {
-    "level": Bound(True, 4, minimum=1),
-    "size_kib": Bound(False, 1e6, exclusive_minimum=0),
-    "ways": Bound(True, 1024, minimum=1),
-    "shared_by_cores": Bound(True, 4096, minimum=1),
-}
-PEAK_BOUND = Bound(False, 1e6, exclusive_minimum=0)
-
-
-# ---- Validation ----------------------------------------------------------------------------------------------------
+def _field(path: FieldPath) -> str:
+    """("caches", 1, "ways") -> "caches[1].ways"."""
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
 
 
 def _show(value: Any) -> str:
@@ -146,134 +146,195 @@ def _show(value: Any) -> str:
     return f"{text} ({type(value).__name__})"
 
 
-class _Checker:
-    def __init__(self, origin: str) -> None:
-        self.origin = origin
-
-    def fail(self, field: str, expected: str, value: Any, hint: str = "") -> MachineError:
-        message = f"{self.origin}: field {field!r} must be {expected}, got {_show(value)}"
-        return MachineError(message + (f"; {hint}" if hint else ""))
-
-    def number(self, field: str, value: Any, bound: Bound) -> float:
-        # bool is an int in Python; YAML turns `yes`/`on` into True. Neither is a count.
-        ok_type = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if not ok_type or not math.isfinite(value) or not bound.admits(value):
-            raise self.fail(field, bound.expected(), value)
-        if bound.integer and value != int(value):
-            raise self.fail(field, bound.expected(), value)
-        return float(value)
-
-    def integer(self, field: str, value: Any, bound: Bound) -> int:
-        """As `number`, for a Bound with integer=True (JSON Schema's integer: 16.0 counts, 16.5 does not)."""
-        return int(self.number(field, value, bound))
-
-    def string(self, field: str, value: Any, max_length: int, pattern: str | None = None, what: str = "") -> str:
-        if not isinstance(value, str) or not value.strip() or len(value) > max_length:
-            raise self.fail(field, f"a non-empty string of at most {max_length} characters", value)
-        if pattern is not None and re.fullmatch(pattern, value) is None:
-            raise self.fail(field, what or f"a string matching {pattern}", value)
-        return value
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)
 
 
-def _unknown_key(origin: str, key: Any, allowed: tuple[str, ...], where: str) -> MachineError:
-    close = difflib.get_close_matches(str(key), allowed, n=1)
+def _expected(rule: Mapping[str, Any]) -> str:
+    """What a value must be, in words, from its schema: its x-expected, else its enum, type and bounds."""
+    if "x-expected" in rule:
+        return str(rule["x-expected"])
+    if "enum" in rule:
+        return "one of " + ", ".join(str(x) for x in rule["enum"])
+    kind = rule.get("type")
+    if kind in ("integer", "number"):
+        top = _num(rule["maximum"])
+        if kind == "integer" and rule.get("minimum") == 1:
+            return f"a positive integer <= {top}"
+        if rule.get("exclusiveMinimum") == 0:
+            return f"a positive {kind} <= {top}"
+        low = f">= {_num(rule['minimum'])}" if "minimum" in rule else f"> {_num(rule['exclusiveMinimum'])}"
+        return f"a finite {kind} {low} and <= {top}"
+    if kind == "string" and "maxLength" in rule:
+        return f"a non-empty string of at most {rule['maxLength']} characters"
+    return f"a value of JSON type {kind}"
+
+
+def _must(path: FieldPath, expected: str, value: Any, hint: str = "") -> Problem:
+    text = f"field {_field(path)!r} must be {expected}, got {_show(value)}"
+    return Problem(path, text + (f"; {hint}" if hint else ""))
+
+
+def _unknown(path: FieldPath, allowed: Sequence[str]) -> Problem:
+    key = str(path[-1])
+    close = difflib.get_close_matches(key, allowed, n=1)
     hint = f"did you mean {close[0]!r}? " if close else ""
-    return MachineError(f"{origin}: unknown field {where + str(key)!r}: {hint}expected only {', '.join(allowed)}")
+    return Problem(path, f"unknown field {_field(path)!r}: {hint}expected only {', '.join(allowed)}")
 
 
-def _check_caches(c: _Checker, value: Any, cores: int) -> tuple[Cache, ...]:
-    if not isinstance(value, list) or not 1 <= len(value) <= 4:
-        raise c.fail("caches", "a list of 1 to 4 cache levels ({level, size_kib, ways, line_bytes, shared_by_cores})",
-                     value)
-    caches = []
-    for i, item in enumerate(value):
-        where = f"caches[{i}]"
-        if not isinstance(item, Mapping):
-            raise c.fail(where, "a mapping with keys " + ", ".join(CACHE_FIELDS), item)
-        for key in item:
-            if key not in CACHE_FIELDS:
-                raise _unknown_key(c.origin, key, CACHE_FIELDS, f"{where}.")
-        for key in CACHE_FIELDS:
-            if key not in item:
-                raise MachineError(f"{c.origin}: missing required field '{where}.{key}'")
-        level, ways, shared = (c.integer(f"{where}.{k}", item[k], CACHE_BOUNDS[k])
-                               for k in ("level", "ways", "shared_by_cores"))
-        size = c.number(f"{where}.size_kib", item["size_kib"], CACHE_BOUNDS["size_kib"])
-        line = item["line_bytes"]
-        if isinstance(line, float) and line.is_integer():
-            line = int(line)
-        if isinstance(line, bool) or not isinstance(line, int) or line not in LINE_BYTES:
-            raise c.fail(f"{where}.line_bytes", f"a power of two from {LINE_BYTES[0]} to {LINE_BYTES[-1]}", line)
-        if shared > cores:
-            raise c.fail(f"{where}.shared_by_cores", f"at most cores={cores}", shared)
-        caches.append(Cache(level=level, size_kib=size, ways=ways, line_bytes=line, shared_by_cores=shared))
-    levels = [x.level for x in caches]
-    if sorted(levels) != list(range(1, len(levels) + 1)):
-        raise c.fail("caches", "a list with levels 1, 2, ... each once and without gaps (1 = L1 data cache)",
-                     levels)
-    caches.sort(key=lambda x: x.level)
-    for lower, upper in itertools.pairwise(caches):
-        if upper.size_kib <= lower.size_kib:
-            raise c.fail(
-                "caches", "ordered by size, each level larger than the one below (size_kib per instance)",
-                {f"L{x.level}": x.size_kib for x in caches},
-                "a cache smaller than the level below it (e.g. a memory-side cache) is better left out and mentioned "
-                "in notes",
-            )
-    return tuple(caches)
+def _missing(path: FieldPath, required: Sequence[str]) -> Problem:
+    return Problem(path, f"missing required field {_field(path)!r}; required fields: {', '.join(required)}")
 
 
-def _check_flags(c: _Checker, value: Any) -> tuple[str, ...]:
-    if not isinstance(value, list) or len(value) > MAX_FLAGS:
-        raise c.fail("compiler_flags", f"a list of at most {MAX_FLAGS} strings (may be empty)", value)
-    for i, flag in enumerate(value):
-        if not isinstance(flag, str) or not any(re.fullmatch(p, flag) for p in FLAG_PATTERNS):
-            raise c.fail(
-                f"compiler_flags[{i}]",
-                "a machine flag: -march=NAME, -mtune=NAME, -mcpu=NAME, -mfpu=NAME, -mprefer-vector-width=128|256|512 "
-                "or -mFEATURE such as -mavx2 or -mno-avx512f",
-                flag,
-                "flags reach the compiler command line, so nothing else (no spaces, quotes, ';', '$', -f or -O "
-                "options) is accepted",
-            )
-    return tuple(value)
+def _unsourced(names: Sequence[str]) -> Problem:
+    first = names[0]
+    return Problem(("sources",), (
+        f"field 'sources' must say where every number came from, but has no entry for {', '.join(names)}; add e.g. "
+        f"`{first}: \"<document, section>\"` or `{first}: probed`"
+    ))
 
 
-def _check_peak(c: _Checker, value: Any, threads: int) -> dict[int, float]:
-    if not isinstance(value, Mapping):
-        raise c.fail("peak_gflops", "a mapping from thread count to measured GFLOP/s", value)
-    peak: dict[int, float] = {}
-    for key, gflops in value.items():
-        # YAML keys are ints; the same file read as JSON has string keys.
-        if isinstance(key, str) and re.fullmatch(PEAK_KEY_PATTERN, key):
-            n = int(key)
-        elif isinstance(key, int) and not isinstance(key, bool) and key >= 1:
-            n = key
+def _schema_problems(data: Mapping[str, Any]) -> list[Problem]:
+    """Every violation of schema.json, each as one Problem (missing sources gathered into one)."""
+    problems: list[Problem] = []
+    unsourced: list[str] = []
+    for error in _validator().iter_errors(data):
+        path: FieldPath = tuple(error.absolute_path)
+        rule = error.schema if isinstance(error.schema, Mapping) else {}
+        if "propertyNames" in error.absolute_schema_path:
+            # The key itself broke the rule; the error's path is the mapping's.
+            if "enum" in rule:
+                problems.append(_unknown((*path, str(error.instance)), [str(x) for x in rule["enum"]]))
+            else:
+                wrong_key = _must(path, f"keyed by {_expected(rule)}", error.instance)
+                problems.append(Problem((*path, str(error.instance)), wrong_key.text))
+        elif error.validator == "required":
+            names = [n for n in error.validator_value if n not in error.instance]
+            if path == ("sources",):
+                unsourced += [n for n in names if n not in unsourced]
+            else:
+                problems += [_missing((*path, n), error.validator_value) for n in names]
+        elif error.validator == "additionalProperties" and error.validator_value is False:
+            allowed = [str(k) for k in rule.get("properties", {})]
+            problems += [_unknown((*path, str(k)), allowed) for k in error.instance if k not in allowed]
         else:
-            raise c.fail("peak_gflops", "keyed by positive thread counts", key)
-        if n > threads:
-            raise c.fail(f"peak_gflops.{n}", f"keyed by at most cores * threads_per_core = {threads} threads", n)
-        peak[n] = c.number(f"peak_gflops.{n}", gflops, PEAK_BOUND)
-    return peak
+            problems.append(_must(path, _expected(rule), error.instance, str(rule.get("x-hint", ""))))
+    if unsourced:
+        problems.append(_unsourced(unsourced))
+    return problems
 
 
-def _check_sources(c: _Checker, value: Any, data: Mapping[str, Any]) -> dict[str, str]:
-    if not isinstance(value, Mapping):
-        raise c.fail("sources", "a mapping from field name to where its value came from", value)
-    allowed = tuple(f for f in FIELDS if f != "sources")
-    for key, text in value.items():
-        if key not in allowed:
-            raise _unknown_key(c.origin, key, allowed, "sources.")
-        if not isinstance(text, str) or not text.strip():
-            raise c.fail(f"sources.{key}", "a non-empty citation or 'probed'", text)
-    needed = SOURCED + tuple(f for f in SOURCED_IF_PRESENT if f in data)
-    missing = [f for f in needed if f not in value]
-    if missing:
-        raise MachineError(
-            f"{c.origin}: field 'sources' must say where every number came from, but has no entry for "
-            f"{', '.join(missing)}; add e.g. `{missing[0]}: \"<document, section>\"` or `{missing[0]}: probed`"
-        )
-    return dict(value)
+# ---- Cross-field rules: what schema.json cannot say ----------------------------------------------------------------
+
+
+def _lanes_match_isa(data: Mapping[str, Any], stem: str | None) -> list[Problem]:
+    isa, n_vec = data["isa"], data["n_vec"]
+    if isa in SCALABLE_ISAS:
+        granule = SCALABLE_ISAS[isa]
+        if n_vec % granule == 0:
+            return []
+        return [_must(("n_vec",), f"a multiple of {granule} for isa {isa!r} (128-bit granules)", n_vec)]
+    lanes = ISAS[isa].lanes
+    if n_vec == lanes:
+        return []
+    return [_must(("n_vec",), f"{lanes} for isa {isa!r} (fp32 lanes per register, directconv.core.isa)", n_vec,
+                  "set n_vec to the lanes of the isa, or name the isa whose registers hold that many fp32")]
+
+
+def _cache_levels(data: Mapping[str, Any], stem: str | None) -> list[Problem]:
+    levels = [c["level"] for c in data["caches"]]
+    if sorted(levels) != list(range(1, len(levels) + 1)):
+        return [_must(("caches",), "a list with levels 1, 2, ... each once and without gaps (1 = L1 data cache)",
+                      levels)]
+    by_level = sorted(data["caches"], key=lambda c: c["level"])
+    for lower, upper in itertools.pairwise(by_level):
+        if upper["size_kib"] <= lower["size_kib"]:
+            sizes = {f"L{c['level']}": c["size_kib"] for c in by_level}
+            return [_must(("caches",), "ordered by size, each level larger than the one below (size_kib per instance)",
+                          sizes, "a cache smaller than the level below it (e.g. a memory-side cache) is better left "
+                          "out and mentioned in notes")]
+    return []
+
+
+def _cache_sharing(data: Mapping[str, Any], stem: str | None) -> list[Problem]:
+    cores = data["cores"]
+    return [_must(("caches", i, "shared_by_cores"), f"at most cores={cores}", c["shared_by_cores"])
+            for i, c in enumerate(data["caches"]) if c["shared_by_cores"] > cores]
+
+
+def _peak_threads(data: Mapping[str, Any], stem: str | None) -> list[Problem]:
+    threads = data["cores"] * data["threads_per_core"]
+    return [_must(("peak_gflops", key), f"keyed by at most cores * threads_per_core = {threads} threads", int(key))
+            for key in data["peak_gflops"] if int(key) > threads]
+
+
+def _id_is_stem(data: Mapping[str, Any], stem: str | None) -> list[Problem]:
+    if stem is None or data["id"] == stem:
+        return []
+    return [_must(("id",), f"equal to the file name stem {stem!r}", data["id"],
+                  f"rename the file to {data['id']}.yaml or set id: {stem}")]
+
+
+_CrossFieldRule = Callable[[Mapping[str, Any], str | None], list[Problem]]
+# Each rule with the fields it reads: it runs only when all of them are present and passed the schema.
+_CROSS_FIELD_RULES: tuple[tuple[tuple[str, ...], _CrossFieldRule], ...] = (
+    (("isa", "n_vec"), _lanes_match_isa),
+    (("caches",), _cache_levels),
+    (("caches", "cores"), _cache_sharing),
+    (("peak_gflops", "cores", "threads_per_core"), _peak_threads),
+    (("id",), _id_is_stem),
+)
+
+
+def _cross_field_problems(data: Mapping[str, Any], stem: str | None, broken: set[Any]) -> list[Problem]:
+    problems: list[Problem] = []
+    for needs, rule in _CROSS_FIELD_RULES:
+        if all(name in data and name not in broken for name in needs):
+            problems += rule(data, stem)
+    return problems
+
+
+# ---- Validation ----------------------------------------------------------------------------------------------------
+
+
+def _json_keys(value: Any) -> Any:
+    """A copy with integer mapping keys as strings, as JSON has them (YAML reads `peak_gflops: {1: ...}` as ints)."""
+    if isinstance(value, Mapping):
+        return {str(k) if isinstance(k, int) and not isinstance(k, bool) else k: _json_keys(v)
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_keys(v) for v in value]
+    return value
+
+
+def _report(origin: str, problems: list[Problem]) -> MachineError:
+    """One error for all problems, sorted by field; a field with several broken rules is reported once."""
+    unique: dict[FieldPath, Problem] = {}
+    for p in problems:
+        unique.setdefault(p.path, p)
+    texts = [p.text for p in sorted(unique.values(), key=Problem.sort_key)]
+    if len(texts) == 1:
+        return MachineError(f"{origin}: {texts[0]}", texts)
+    listing = "\n".join(f"  - {t}" for t in texts)
+    return MachineError(f"{origin}: {len(texts)} problems:\n{listing}", texts)
+
+
+def _build(data: Mapping[str, Any]) -> Machine:
+    """The Machine of a valid description: numbers typed as schema.json types them, caches in level order."""
+    properties = schema()["properties"]
+    numbers = {name: int(value) if properties[name]["type"] == "integer" else float(value)
+               for name, value in data.items() if properties[name]["type"] in ("integer", "number")}
+    caches = tuple(sorted(
+        (Cache(level=int(c["level"]), size_kib=float(c["size_kib"]), ways=int(c["ways"]),
+               line_bytes=int(c["line_bytes"]), shared_by_cores=int(c["shared_by_cores"])) for c in data["caches"]),
+        key=lambda c: c.level,
+    ))
+    return Machine(
+        id=data["id"], name=data["name"], vendor=data["vendor"], isa=data["isa"], caches=caches,
+        compiler_flags=tuple(data["compiler_flags"]), sources=dict(data["sources"]),
+        peak_gflops={int(k): float(v) for k, v in data.get("peak_gflops", {}).items()},
+        notes=data.get("notes", ""), **numbers,
+    )
 
 
 def _validate(data: Any, origin: str, stem: str | None) -> Machine:
@@ -282,55 +343,20 @@ def _validate(data: Any, origin: str, stem: str | None) -> Machine:
             f"{origin}: a machine description must be a YAML mapping of field names to values, got "
             f"{type(data).__name__}"
         )
-    for key in data:
-        if key not in FIELDS:
-            raise _unknown_key(origin, key, FIELDS, "")
-    for key in REQUIRED:
-        if key not in data:
-            raise MachineError(f"{origin}: missing required field {key!r}; required fields: {', '.join(REQUIRED)}")
-    c = _Checker(origin)
-
-    machine_id = c.string("id", data["id"], ID_MAX_LENGTH, ID_PATTERN,
-                          "lowercase letters, digits, '-' and '_', starting with a letter or digit")
-    if stem is not None and machine_id != stem:
-        raise c.fail("id", f"equal to the file name stem {stem!r}", machine_id,
-                     f"rename the file to {machine_id}.yaml or set id: {stem}")
-    name = c.string("name", data["name"], STRING_MAX_LENGTH["name"])
-    vendor = c.string("vendor", data["vendor"], STRING_MAX_LENGTH["vendor"])
-
-    isa = data["isa"]
-    if not isinstance(isa, str) or isa not in ISAS:
-        raise c.fail("isa", f"one of {', '.join(ISAS)}", isa)
-    n_vec, n_reg, cores, threads_per_core = (c.integer(k, data[k], BOUNDS[k])
-                                             for k in ("n_vec", "n_reg", "cores", "threads_per_core"))
-    n_fma, l_fma, freq_ghz = (c.number(k, data[k], BOUNDS[k]) for k in ("n_fma", "l_fma", "freq_ghz"))
-    n_load = c.number("n_load", data["n_load"], BOUNDS["n_load"]) if "n_load" in data else None
-    if isa == "sve":
-        if n_vec % SVE_LANE_MULTIPLE:
-            raise c.fail("n_vec", f"a multiple of {SVE_LANE_MULTIPLE} for isa 'sve' (128-bit granules)", n_vec)
-    elif n_vec != ISA_LANES[isa]:
-        raise c.fail("n_vec", f"{ISA_LANES[isa]} for isa {isa!r} (fp32 lanes per register)", n_vec)
-
-    caches = _check_caches(c, data["caches"], cores)
-    flags = _check_flags(c, data["compiler_flags"])
-    peak = _check_peak(c, data["peak_gflops"], cores * threads_per_core) if "peak_gflops" in data else {}
-    sources = _check_sources(c, data["sources"], data)
-    notes = data.get("notes", "")
-    if not isinstance(notes, str):
-        raise c.fail("notes", "free text (a string)", notes)
-
-    return Machine(
-        id=machine_id, name=name, vendor=vendor, isa=isa, n_vec=n_vec, n_reg=n_reg, n_fma=n_fma, l_fma=l_fma,
-        freq_ghz=freq_ghz, cores=cores, threads_per_core=threads_per_core, caches=caches, compiler_flags=flags,
-        sources=sources, n_load=n_load, peak_gflops=peak, notes=notes,
-    )
+    data = _json_keys(data)
+    problems = _schema_problems(data)
+    broken = {p.path[0] for p in problems if p.path}
+    problems += _cross_field_problems(data, stem, broken)
+    if problems:
+        raise _report(origin, problems)
+    return _build(data)
 
 
-def parse_machine(data: dict[str, Any], origin: str) -> Machine:
+def parse_machine(data: Mapping[str, Any], origin: str) -> Machine:
     """Validate one description given as plain data (e.g. what the probe measured) and build its Machine.
 
     `origin` names where the data came from in error messages. The id-equals-file-stem rule is checked when a file
-    is loaded or saved, not here. Raises MachineError.
+    is loaded or saved, not here. Raises MachineError with every problem found.
     """
     return _validate(data, origin, None)
 
@@ -469,27 +495,32 @@ def _plain(x: float) -> float | int:
     return int(x) if isinstance(x, float) and x.is_integer() else x
 
 
+def _written(machine: Machine, name: str) -> bool:
+    """Whether an optional number goes into the file: when it has a source, or differs from its default (and then
+    the missing source is reported on saving)."""
+    return name in machine.sources or getattr(machine, name) != optional_defaults()[name]
+
+
 def machine_to_data(machine: Machine) -> dict[str, Any]:
-    """The description as plain data, keys in schema order; optional fields left out when unset."""
-    data: dict[str, Any] = {
-        "id": machine.id, "name": machine.name, "vendor": machine.vendor, "isa": machine.isa,
-        "n_vec": machine.n_vec, "n_reg": machine.n_reg, "n_fma": _plain(machine.n_fma),
-        "l_fma": _plain(machine.l_fma), "freq_ghz": _plain(machine.freq_ghz), "cores": machine.cores,
-        "threads_per_core": machine.threads_per_core,
-    }
-    if machine.n_load is not None:
-        data["n_load"] = _plain(machine.n_load)
-    data["caches"] = [
-        {"level": c.level, "size_kib": _plain(c.size_kib), "ways": c.ways, "line_bytes": c.line_bytes,
-         "shared_by_cores": c.shared_by_cores}
-        for c in machine.caches
-    ]
-    data["compiler_flags"] = list(machine.compiler_flags)
-    if machine.peak_gflops:
-        data["peak_gflops"] = {int(k): _plain(v) for k, v in sorted(machine.peak_gflops.items())}
-    data["sources"] = dict(machine.sources)
-    if machine.notes:
-        data["notes"] = machine.notes
+    """The description as plain data, keys in schema order; optional fields left out when unset or defaulted."""
+    data: dict[str, Any] = {}
+    for name, rule in schema()["properties"].items():
+        value = getattr(machine, name)
+        if name == "caches":
+            data[name] = [{"level": c.level, "size_kib": _plain(c.size_kib), "ways": c.ways,
+                           "line_bytes": c.line_bytes, "shared_by_cores": c.shared_by_cores} for c in value]
+        elif name == "compiler_flags":
+            data[name] = list(value)
+        elif name == "peak_gflops":
+            if value:
+                data[name] = {int(k): _plain(v) for k, v in sorted(value.items())}
+        elif name == "sources":
+            data[name] = dict(value)
+        elif name == "notes":
+            if value:
+                data[name] = value
+        elif "default" not in rule or _written(machine, name):
+            data[name] = _plain(value)
     return data
 
 

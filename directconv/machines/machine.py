@@ -1,8 +1,34 @@
-"""The typed description of one CPU, as the model reads it. Built only by the loader, which validates first."""
+"""The typed description of one CPU, as the model reads it. Built by the loader, which validates first.
+
+The optional numbers default to the `default` that machines/schema.json gives them: read from there, so that each
+default (and where it comes from) is stated once, beside its rule.
+"""
 
 from __future__ import annotations
 
+import functools
+import json
 from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+
+@functools.cache
+def schema() -> dict[str, Any]:
+    """machines/schema.json, parsed. Shared between callers: copy it before changing anything."""
+    return json.loads((resources.files(__package__) / "schema.json").read_text(encoding="utf-8"))
+
+
+def optional_defaults() -> dict[str, float | int]:
+    """The optional numeric fields and their defaults, in schema order."""
+    return {
+        name: int(prop["default"]) if prop["type"] == "integer" else float(prop["default"])
+        for name, prop in schema()["properties"].items()
+        if "default" in prop
+    }
+
+
+_DEFAULT = optional_defaults()
 
 
 @dataclass(frozen=True)
@@ -24,12 +50,13 @@ class Cache:
 
 @dataclass(frozen=True)
 class Machine:
-    """A CPU as the analytical model sees it. Field names follow the paper's notation (N_vec, N_reg, N_fma, L_fma)."""
+    """A CPU as the analytical model sees it. Field names follow the paper's notation (N_vec, N_reg, N_fma, L_fma);
+    schema.json documents every field."""
 
     id: str
     name: str
     vendor: str
-    isa: str  # avx512, avx2, avx, neon, sve, scalar
+    isa: str  # an ISA of directconv.core.isa, or sve
     n_vec: int  # fp32 lanes per vector register
     n_reg: int  # architectural vector registers
     n_fma: float  # FMA instructions issued per cycle (per core)
@@ -39,9 +66,14 @@ class Machine:
     threads_per_core: int
     caches: tuple[Cache, ...]
     compiler_flags: tuple[str, ...]
-    sources: dict[str, str]  # field -> where the number came from (document, or "probed")
-    # Optional facts
-    n_load: float | None = None  # vector loads per cycle
+    sources: dict[str, str]  # field -> where the number came from (document, "probed", or the fitting benchmark)
+    # Optional numbers; a description that leaves one out gets the schema's default.
+    n_load: float = _DEFAULT["n_load"]  # vector loads per cycle from L1d
+    l2_bytes_per_cycle: float = _DEFAULT["l2_bytes_per_cycle"]  # L2 -> L1d fill bandwidth
+    prefetch_streams: int = int(_DEFAULT["prefetch_streams"])  # sequential streams the prefetchers follow
+    latency_slack: float = _DEFAULT["latency_slack"]  # latency bound stretch in short per-tap loops
+    one_vector_penalty: float = _DEFAULT["one_vector_penalty"]  # one-vector tiles, where FMAs cannot broadcast
+    spill_penalty: float = _DEFAULT["spill_penalty"]  # least slowdown of a tile that spills
     peak_gflops: dict[int, float] = field(default_factory=dict)  # threads -> measured fp32 FMA peak
     notes: str = ""
 

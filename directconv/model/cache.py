@@ -29,7 +29,8 @@ must hold it beside the input rows the next output rows read again (the kh-row w
     ways(weight block) + ways(input window) <= L2 ways - 1
 
 C_i,b is also bounded by the input streams a tile reads at once (C_i,b / N_vec channel planes x kh rows): past
-what the hardware prefetchers track, every plane misses.
+what the hardware prefetchers track (the machine's prefetch_streams, of which the planes get half), every plane
+misses.
 """
 
 from __future__ import annotations
@@ -41,10 +42,6 @@ from dataclasses import dataclass
 from directconv.core.shape import ConvShape
 from directconv.machines.machine import Cache, Machine
 
-# Concurrent sequential streams a core's hardware prefetchers follow. Intel documents 32 streams for the L2
-# streamer (Optimization Reference Manual, "Data Prefetching"); we budget half for the input planes, leaving the
-# rest to weights, output and the other hyperthread.
-PREFETCH_STREAMS = 16
 # Ways of each cache left to what neither operand accounts for (the output tile, the stack, the other operand's
 # prefetched lines).
 RESERVED_WAYS = 1
@@ -64,6 +61,12 @@ class CacheFit:
         return (f"L{self.level} {cache.size_kib:g} KiB = {cache.ways} ways of {cache.size_bytes / cache.ways / 1024:g} "
                 f"KiB; at most {self.channels} channels fit: weights {self.weight_ways} + input {self.other_ways} "
                 f"<= {self.ways} - {RESERVED_WAYS} ways")
+
+
+def input_streams(machine: Machine) -> int:
+    """Prefetch streams a tile's input channel planes may take: half of those the core's prefetchers follow, leaving
+    the rest to weights, output and the other hardware thread."""
+    return machine.prefetch_streams // 2
 
 
 def _ways(nbytes: float, cache: Cache) -> int:
@@ -139,7 +142,8 @@ def choose_cib(machine: Machine, shape: ConvShape, cob: int, wob: int) -> tuple[
     level = weights_level(machine, shape, cob, wob)
     fit = l1_fit(machine, shape, cob, wob) if level == 1 else l2_fit(machine, shape, cob)
     by_cache = fit.channels if fit is not None else ci_padded
-    by_streams = max(lanes, (PREFETCH_STREAMS * lanes // shape.kh) // lanes * lanes)
+    streams = input_streams(machine)
+    by_streams = max(lanes, (streams * lanes // shape.kh) // lanes * lanes)
     cib = min(by_cache, by_streams)
     # Round down to the ladder N_vec * 2^k that the search space uses, so the prediction is one of its points.
     cib = lanes * 2 ** int(math.log2(cib // lanes))
@@ -150,11 +154,11 @@ def choose_cib(machine: Machine, shape: ConvShape, cob: int, wob: int) -> tuple[
         return None, (
             f"all {shape.ci} input channels in one block: weights {cob}x{shape.ci}x{shape.kh}x{shape.kw}x4 B = "
             f"{cob * shape.ci * taps * 4 / 1024:.1f} KiB kept in L{level} ({where}); {ci_padded // lanes} planes "
-            f"x {shape.kh} rows <= {PREFETCH_STREAMS} prefetch streams"
+            f"x {shape.kh} rows <= {streams} prefetch streams"
         )
     bound = "prefetch streams" if by_streams < by_cache else f"L{level} ways"
     return cib, (
         f"bound by {bound}: weights per block {cob}x{cib}x{shape.kh}x{shape.kw}x4 B = "
-        f"{cob * cib * taps * 4 / 1024:.1f} KiB, kept in L{level} ({where}); input streams {cib // lanes} planes x {shape.kh} rows "
-        f"(limit {PREFETCH_STREAMS})"
+        f"{cob * cib * taps * 4 / 1024:.1f} KiB, kept in L{level} ({where}); input streams {cib // lanes} planes "
+        f"x {shape.kh} rows (limit {streams})"
     )

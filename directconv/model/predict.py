@@ -17,7 +17,6 @@ from directconv.core.config import KernelConfig
 from directconv.core.isa import ISAS
 from directconv.core.shape import ConvShape
 from directconv.machines.machine import Machine
-
 from directconv.model.cache import choose_cib, weights_level
 from directconv.model.estimate import layer_seconds, registers_needed, row_cycles, spare_registers, tile_efficiency
 from directconv.model.plan import Plan, Reason, SearchSpace
@@ -33,16 +32,6 @@ TILE_KEEP_FACTOR = 1.15
 MAX_PRUNED_TILES = 6
 # The pruned space is never more than this fraction of the unpruned one (the best-estimated configurations stay).
 MIN_REDUCTION = 20
-# How much slower a tile one vector tall ranks where every multiply-add needs a broadcast instruction of its own
-# (an ISA without a multiply-add that broadcasts, see kernels.isa). Measured on Zen 3 (AVX2), 1 thread: tuned over
-# the model's 8x13 on AlexNet conv3-5, 1.16-1.40x in two tunings, conv4 once 1.00x (benchmarks/results/
-# tune-suite-zen3-t1.json, -t1b.json); 16x6 over the tuned 8x14 on GoogLeNet 3a_5x5, side by side, 1.33x and 1.24x
-# (store-ab-zen3-t1-3a_5x5-run1.json, -run2.json); the best one-vector configuration of AlexNet conv4's exhaustive
-# sweep at 0.86 of 40x2 (model-sweep-zen3-2026-11-30e-alexnet-conv4.json). The estimate's load-port bound does not
-# see it.
-ONE_VECTOR_PENALTY = 1.15
-# What one spilled accumulator costs at least (a load and a store per step): the low end of the 20-50% measured.
-SPILL_PENALTY = 1.25
 
 
 @dataclass(frozen=True)
@@ -65,7 +54,10 @@ def kernel_isa(machine: Machine) -> str:
             f"machine {machine.id}: no kernel generator for isa {machine.isa!r} yet; supported: {', '.join(ISAS)}"
         )
     if isa.lanes != machine.n_vec:
-        raise ValueError(f"machine {machine.id}: isa {machine.isa} has {isa.lanes} fp32 lanes, description says n_vec={machine.n_vec}")
+        raise ValueError(
+            f"machine {machine.id}: isa {machine.isa} has {isa.lanes} fp32 lanes, description says "
+            f"n_vec={machine.n_vec}"
+        )
     return isa.name
 
 
@@ -77,10 +69,15 @@ def fits_registers(machine: Machine, vectors: int, width: int, spare: int = 1) -
 
 def predicted_unroll(shape: ConvShape, lanes: int) -> int:
     """Unroll of the channel loop: 2, or 1 when the layer has fewer input channels than a vector block (C_i = 3
-    first layers). There the loop runs C_i times per tap; unrolled, GCC hoists the loads of the whole loop and
-    spills hundreds of times (135-446 spill lines on AlexNet and ResNet-50 conv1 at unroll 2, none at 1); tuned,
-    both layers chose unroll 1, 28% and 70% faster than the model's unroll 2."""
+    first layers), whose short loop GCC would unroll by hoisting all its loads and spilling."""
     return 1 if shape.ci < lanes else PREDICTED_UNROLL
+
+
+def one_vector_penalty(machine: Machine) -> float:
+    """How much slower a tile one vector tall ranks: the machine's one_vector_penalty where every multiply-add needs
+    a broadcast instruction of its own (the load bound does not see it), nothing where multiply-adds broadcast."""
+    isa = ISAS.get(machine.isa)
+    return 1.0 if isa is None or isa.fma_broadcast else machine.one_vector_penalty
 
 
 def register_tiles(machine: Machine, shape: ConvShape) -> list[Tile]:
@@ -97,14 +94,11 @@ def register_tiles(machine: Machine, shape: ConvShape) -> list[Tile]:
             from_l2 = weights_level(machine, shape, vectors * machine.n_vec, width) > 1
             tiles.append(Tile(vectors, width, row_cycles(machine, shape, vectors, width, from_l2), from_l2))
 
-    isa = ISAS.get(machine.isa)
-    penalty = 1.0 if isa is None or isa.fma_broadcast else ONE_VECTOR_PENALTY
+    penalty = one_vector_penalty(machine)
 
     def rank(t: Tile) -> tuple:
-        # Estimated cycles first, tiles one vector tall charged ONE_VECTOR_PENALTY where each of their
-        # multiply-adds needs its own broadcast; among equals, tiles one vector tall last (on resnet50:res4_3x3,
-        # Zen 3, 8x14 and 16x5 tie at 240 cycles per row and 16x5 ran 10-20% faster in three interleaved runs),
-        # then more accumulators (more slack against latency), then more vectors (each broadcast feeds more FMAs).
+        # Estimated cycles, one-vector tiles charged for their broadcasts; among equals one-vector tiles last (a
+        # broadcast feeds fewer FMAs), then more accumulators (more slack against latency), then more vectors.
         cycles = t.cycles * (penalty if t.vectors == 1 else 1.0)
         return (round(cycles, 6), t.vectors == 1, -t.accumulators, -t.vectors)
 
@@ -133,8 +127,8 @@ def predict(shape: ConvShape, machine: Machine, threads: int = 1) -> Plan:
             "wob",
             best.width,
             f"E = {best.vectors}x{best.width} = {best.accumulators} accumulator vectors "
-            f"{'>=' if best.accumulators >= need else '<'} N_fma*L_fma = {machine.n_fma:g}*{machine.l_fma:g} = {need:g} "
-            f"(paper eq. 1); registers {best.accumulators} + {best.vectors} weights + 1 broadcast"
+            f"{'>=' if best.accumulators >= need else '<'} N_fma*L_fma = {machine.n_fma:g}*{machine.l_fma:g} = "
+            f"{need:g} (paper eq. 1); registers {best.accumulators} + {best.vectors} weights + 1 broadcast"
             + (" + 1 spare (1x1 layer)" if spare_registers(shape) else "") + " = "
             f"{registers_needed(best.vectors, best.width, spare_registers(shape))} <= N_reg={machine.n_reg} "
             "(eq. 2 with operands); "
@@ -247,12 +241,13 @@ def search_space(shape: ConvShape, machine: Machine, threads: int = 1) -> Search
     configs, gflops = configs[:cap], gflops[:cap]
     cuts = (
         f"register tiles: {len(tiles)} fit N_reg={machine.n_reg} without spilling (accumulators + weights + "
-        f"broadcast); tiles that spill lose 20-50% (measured) and are cut",
+        f"broadcast); tiles that spill lose at least {machine.spill_penalty - 1:.0%} (the machine's spill_penalty) "
+        "and are cut",
         f"kept {len(kept)} tiles within {TILE_KEEP_FACTOR:.2f}x of the best estimated cycles (edge tiles counted); "
         f"the estimate's error between tiles of similar FMA count is well below 15%",
         "C_i,b: the model's block, half, twice and four times it (all channels where that reaches them) instead "
-        "of the whole ladder: the cost is flat from half the cache fit to four times it (within 5% on Zen 3: "
-        "res5, res4, alexnet conv2, vgg16 conv3_2) and steep below it",
+        "of the whole ladder: the cost is flat from half the cache fit to four times it and steep below it "
+        "(measured on Zen 3)",
         f"unroll: {UNROLLS_PRUNED} (8 makes GCC hoist loads and spill accumulators)",
         f"threads: the model's split plus co, rows of 1 and rows of {ROWS_PER_TASK}" if threads > 1 else "one thread",
         f"at most 1/{MIN_REDUCTION} of the unpruned space ({cap} of {unpruned}), the best estimated first",
@@ -265,10 +260,12 @@ def estimate_config(shape: ConvShape, machine: Machine, config: KernelConfig) ->
 
     Used to judge a configuration tuned for another shape before reusing it: its tile's edge waste and thread
     balance on *this* shape are what change. A tile that does not fit the registers spills: the estimate charges
-    SPILL_PENALTY, then more in proportion to the registers it lacks (spilled tiles measured 20-50% slower).
+    the machine's spill_penalty, then more in proportion to the registers it lacks.
     """
     if config.lanes != machine.n_vec:
-        raise ValueError(f"config for {config.isa} ({config.lanes} lanes) cannot run on {machine.id} (n_vec={machine.n_vec})")
+        raise ValueError(
+            f"config for {config.isa} ({config.lanes} lanes) cannot run on {machine.id} (n_vec={machine.n_vec})"
+        )
     view = shape.kernel_view()
     vectors = config.cob // machine.n_vec
     from_l2 = weights_level(machine, view, config.cob, config.wob) > 1
@@ -277,5 +274,5 @@ def estimate_config(shape: ConvShape, machine: Machine, config: KernelConfig) ->
                             from_l2)
     need = registers_needed(vectors, config.wob, spare_registers(view))
     if need > machine.n_reg:
-        seconds *= SPILL_PENALTY * need / machine.n_reg
+        seconds *= machine.spill_penalty * need / machine.n_reg
     return view.flops() / seconds / 1e9

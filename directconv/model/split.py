@@ -7,15 +7,9 @@ fastest, so the threads work on the same input rows at the same time, each for a
 Which split to take follows from what each thread reads. In a co split every thread reads the whole input and its
 share of the weights; in a rows split its share of the input and all the weights (kept in cache from one task to
 the next). Per thread that is I + W/T against I/T + W: rows when the input is the larger operand, co when the
-weights are. Measured at 2 threads on Zen 3, 12 interleaved rounds, medians of per-round ratios
-(benchmarks/split_ab.py, benchmarks/results/split-ab-zen3-t2.json):
-  - input larger (AlexNet and ResNet-50 conv1, VGG-16 conv1_2 to conv3_2, ResNet-50 res2_3x3 and res3_1x1s2): rows
-    of ROWS_PER_TASK beat co on 6 of 7 layers, by 4-9%; on VGG-16 conv3_2 co ran 9% faster.
-  - weights larger: co. On the two 9 MiB VGG-16 layers co ran 5-12% faster than rows of 4 and 10-18% faster than
-    rows of 1 (the old rule sent both to rows of 1: 13 blocks do not divide by 2). On the other such layers rows of
-    4 ran from 2% slower to 12% faster than co (AlexNet conv3): a finer rule for weights that do not dwarf the
-    input is still to be found.
-  - too few output-channel blocks to divide well (balance below CO_BALANCE_MIN): rows, ROWS_PER_TASK at a time.
+weights are, and rows again when too few output-channel blocks divide poorly over the threads (balance below
+CO_BALANCE_MIN). The measurements behind the rule, and where it is still coarse, are in the model's design notes
+(docs/).
 """
 
 from __future__ import annotations
@@ -25,19 +19,17 @@ import math
 from directconv.core.shape import ConvShape
 from directconv.machines.machine import Machine
 
-# Rows per task in a rows split: 4, so that a task reads every block's weights once for 4 rows, not for every row.
-# Measured, the two are close (split-ab-zen3-t2.json, 2 threads): where the weights are larger 4 rows ran 4% slower
-# to 7% faster than 1 (VGG-16's 9 MiB layers +4-5%); where the input is larger 1 row ran 1% slower to 10% faster
-# than 4 (res3_1x1s2). Not settled.
+# Rows per task in a rows split: a task reads every block's weights once for 4 rows, not for every row.
 ROWS_PER_TASK = 4
-# The co split's least balance (tasks / (tasks per thread * threads)). 13 blocks on 2 threads (0.93) still beat
-# rows on VGG-16 conv5_2; 2 blocks on 3 threads (0.67) leave a third of the machine idle.
+# The co split's least balance (tasks / (tasks per thread * threads)): 13 blocks on 2 threads (0.93) still pay,
+# 2 blocks on 3 threads (0.67) leave a third of the machine idle.
 CO_BALANCE_MIN = 0.9
 
 
 def output_blocks(shape: ConvShape, machine: Machine, cob: int) -> int:
     """NJ: output-channel blocks of `cob` channels."""
-    return -(-(-(-shape.co // machine.n_vec)) // (cob // machine.n_vec))
+    channel_vectors = -(-shape.co // machine.n_vec)
+    return -(-channel_vectors // (cob // machine.n_vec))
 
 
 def balance(tasks: int, threads: int) -> float:

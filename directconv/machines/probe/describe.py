@@ -2,7 +2,9 @@
 
 The description rounds the measured latency and throughput to what a core can have (whole cycles; halves of an FMA
 pipe) because the model sizes register blocks from them; the measured values themselves, with their spread, go into
-`notes`, so nothing measured is lost.
+`notes`, so nothing measured is lost. The numbers the probe does not measure (loads per cycle, L2 bandwidth, the
+model's fitted factors) are borrowed from the bundled description of the same core when one matches, and otherwise
+left to the schema's defaults.
 """
 
 from __future__ import annotations
@@ -12,11 +14,12 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from directconv.machines.toolchain import find_compiler
 from directconv.core.isa import get_isa
-from directconv.machines.loader import FLAG_PATTERNS, parse_machine
-from directconv.machines.machine import Machine
+from directconv.machines.loader import FLAG_PATTERNS, bundled_machines, parse_machine
+from directconv.machines.machine import Machine, optional_defaults
 from directconv.machines.probe.facts import HostFacts
+from directconv.machines.probe.match import best_match
+from directconv.machines.toolchain import find_compiler
 
 SYSFS_SOURCE = "/sys/devices/system/cpu"
 CPUINFO_SOURCE = "/proc/cpuinfo"
@@ -67,7 +70,7 @@ def _compiler_flags(facts: HostFacts) -> tuple[tuple[str, ...], str]:
             # The loader admits only machine flags; archspec's come from its own data, so check rather than trust.
             if flags and all(any(re.fullmatch(p, f) for p in FLAG_PATTERNS) for f in flags):
                 return flags, f"archspec {facts.archspec.version} ({facts.archspec.name}, {kind} {versions[-1]})"
-    return tuple(isa.flags), f"kernels.isa ({isa.name})"
+    return tuple(isa.flags), f"core.isa ({isa.name})"
 
 
 def describe(facts: HostFacts, perf: Performance, *, machine_id: str | None = None, date: str | None = None) -> Machine:
@@ -113,9 +116,9 @@ def describe(facts: HostFacts, perf: Performance, *, machine_id: str | None = No
     sources = {
         "name": CPUINFO_SOURCE,
         "vendor": CPUINFO_SOURCE,
-        "isa": f"{CPUINFO_SOURCE} flags (kernels.isa)",
-        "n_vec": f"kernels.isa ({isa.name})",
-        "n_reg": f"kernels.isa ({isa.name})",
+        "isa": f"{CPUINFO_SOURCE} flags (core.isa)",
+        "n_vec": f"core.isa ({isa.name})",
+        "n_reg": f"core.isa ({isa.name})",
         "n_fma": "probed",
         "l_fma": "probed",
         "freq_ghz": "probed",
@@ -153,4 +156,25 @@ def describe(facts: HostFacts, perf: Performance, *, machine_id: str | None = No
     if perf.peak_gflops:
         data["peak_gflops"] = {t: round(g, 1) for t, g in perf.peak_gflops.items()}
         sources["peak_gflops"] = "probed"
-    return parse_machine(data, origin=f"probe of {name}")
+    origin = f"probe of {name}"
+    _borrow_unmeasured(data, parse_machine(data, origin))
+    return parse_machine(data, origin)
+
+
+def _borrow_unmeasured(data: dict[str, Any], probed: Machine) -> None:
+    """Give `data` the optional numbers the probe does not measure from the bundled description of the same core
+    (probe.match: same ISA, registers, FMA units and L1/L2), with their sources; without one, say they are defaults."""
+    unmeasured = [name for name in optional_defaults() if name not in data]
+    twin = best_match(probed, bundled_machines()).matched
+    notes = [data["notes"]] if data["notes"] else []
+    borrowed = [name for name in unmeasured if twin is not None and name in twin.sources]
+    for name in borrowed:
+        data[name] = getattr(twin, name)
+        data["sources"][name] = f"as the matching bundled description {twin.id}: {twin.sources[name]}"
+    if borrowed:
+        notes.append(f"Not measured here, borrowed from {twin.id}, the bundled description of the same core: "
+                     f"{', '.join(borrowed)}.")
+    defaulted = [name for name in unmeasured if name not in borrowed]
+    if defaulted:
+        notes.append(f"Not measured here and taken from the schema's defaults: {', '.join(defaulted)}.")
+    data["notes"] = "\n".join(notes)
