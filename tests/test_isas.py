@@ -73,16 +73,12 @@ def need_arch(arch: str, cc: str | None = None) -> tuple[str, ...]:
 
 
 def need_flags(machine: Machine, cc: str | None = None) -> None:
-    """Skip when the compiler does not know the description's CPU (e.g. -mcpu=apple-m1 needs GCC 13)."""
+    """Skip when the compiler knows neither the description's CPU nor any of its fallbacks."""
     target = cross.target_for(machine)
     comp = cross.find_target_compiler(target.arch, cc)
-    probe = subprocess.run(
-        [comp.path, *target.flags, "-x", "c", "-c", "-o", "/dev/null", "-"], input="int x;\n", capture_output=True,
-        text=True,
-    )
-    if probe.returncode != 0:
-        pytest.skip(f"{comp.version} does not accept {machine.id}'s flags {' '.join(target.flags)}: "
-                    f"{probe.stderr.strip().splitlines()[0]}")
+    flags, _ = cross.resolve_flags(target, cc)
+    if not cross.accepts(comp.path, flags):
+        pytest.skip(f"{comp.version} accepts neither {machine.id}'s flags {' '.join(target.flags)} nor a fallback")
 
 
 def check_against_reference(

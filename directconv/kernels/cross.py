@@ -40,12 +40,14 @@ from directconv.core.shape import ConvShape
 __all__ = [
     "Kind",
     "Target",
+    "accepts",
     "build_for_machine",
     "build_standalone",
     "driver_arguments",
     "emulator",
     "find_target_compiler",
     "host_arch",
+    "resolve_flags",
     "run_driver",
     "target_flags",
     "target_for",
@@ -82,9 +84,11 @@ class Target:
     """What a kernel is built for: a machine description's ISA, its architecture, and the complete ISA flags."""
 
     machine: str  # machine id, for messages
-    isa: str  # kernels.isa name: the ISA the generated code must use
+    isa: str  # core.isa name: the ISA the generated code must use
     arch: str | None  # "x86_64" or "aarch64"; None: portable C (the scalar ISA)
     flags: tuple[str, ...]
+    # Complete flag lists to try in order when the compiler rejects `flags` (machine compiler_flag_fallbacks).
+    fallbacks: tuple[tuple[str, ...], ...] = ()
 
 
 def host_arch() -> str:
@@ -136,7 +140,33 @@ def target_for(machine: Machine) -> Target:
             f"({' '.join('-mno-' + f[2:] for f in conflicts)}); describe the machine with an ISA it has, or drop "
             "the -mno- flag"
         )
-    return Target(machine=machine.id, isa=isa.name, arch=ISA_ARCH[isa.name], flags=flags + isa.flags)
+    fallbacks = tuple(tuple(f) + isa.flags for f in machine.compiler_flag_fallbacks)
+    return Target(machine=machine.id, isa=isa.name, arch=ISA_ARCH[isa.name], flags=flags + isa.flags,
+                  fallbacks=fallbacks)
+
+
+@functools.cache
+def accepts(compiler_path: str, flags: tuple[str, ...]) -> bool:
+    """Whether the compiler takes `flags` (compiles an empty translation unit with them)."""
+    result = subprocess.run([compiler_path, *flags, "-x", "c", "-c", "-o", os.devnull, "-"], input="int dc;\n",
+                            capture_output=True, text=True)
+    return result.returncode == 0
+
+
+def resolve_flags(target: Target, cc: str | None = None) -> tuple[tuple[str, ...], str]:
+    """The flags `target`'s kernels are built with here, and a note when they are not the description's own: the
+    first of target.flags and its fallbacks that the compiler accepts (target.flags when none is, so that the
+    compiler's own error reaches the user)."""
+    if not target.fallbacks:
+        return target.flags, ""
+    comp = find_target_compiler(target.arch, cc)
+    if accepts(comp.path, target.flags):
+        return target.flags, ""
+    for flags in target.fallbacks:
+        if accepts(comp.path, flags):
+            return flags, (f"{comp.path} ({comp.version}) rejects {' '.join(target.flags)}; built with the "
+                           f"machine's fallback {' '.join(flags)}")
+    return target.flags, ""
 
 
 def target_flags(machine: Machine) -> tuple[str, ...]:
@@ -206,7 +236,10 @@ def build_standalone(
     info = _probe(comp.path)
     foreign = info is not None and not _targets(info[1], host_arch())
     static = ("-static",) if kind == "executable" and foreign else ()
-    flags = _CODE_FLAGS + tuple(target.flags) + _KIND_FLAGS[kind] + static
+    chosen, note = resolve_flags(target, cc)
+    if note:
+        compiler.log.info("%s: %s", target.machine, note)
+    flags = _CODE_FLAGS + chosen + _KIND_FLAGS[kind] + static
     extra = _driver_sources() if kind == "executable" else {}
     key = compiler.cache_key(source + "".join(f"\0{n}\0{t}" for n, t in sorted(extra.items())), flags, comp)
     output = compiler.cache_dir() / key[:2] / f"{name}-{key}{SUFFIXES[kind]}"

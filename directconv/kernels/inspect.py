@@ -291,16 +291,19 @@ def inspect_kernel(machine: Machine, shape: ConvShape, config: KernelConfig, lay
     """
     target = cross.target_for(machine)
     arch = target.arch or cross.host_arch()
+    flags, flags_note = cross.resolve_flags(target)
     obj = cross.build_for_machine(config, shape, machine, "object")
     code = disassemble(obj, arch)
     fused = any(DIALECTS["x86_fma"].multiply_add.match(i.text) for i in code) if arch == "x86_64" else True
     loop = hot_loop(code, dialect_for(config.isa, fused))
     plan = model_plan(machine, shape, config)
     if loop is None:
-        return Inspection(machine.id, layer or shape.describe(), config, target.flags, plan, None, False,
+        return Inspection(machine.id, layer or shape.describe(), config, flags, plan, None, False,
                           ("no loop of vector multiply-adds found in the code",), None)
     compiled, agrees, notes = _compare(plan, loop)
+    if flags_note:
+        notes.insert(0, flags_note)
     if not fused:
         notes.insert(0, "no fused multiply-add in the machine's flags: each step multiplies, then adds")
-    return Inspection(machine.id, layer or shape.describe(), config, target.flags, plan, compiled, agrees,
+    return Inspection(machine.id, layer or shape.describe(), config, flags, plan, compiled, agrees,
                       tuple(notes), loop)

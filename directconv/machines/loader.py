@@ -332,6 +332,7 @@ def _build(data: Mapping[str, Any]) -> Machine:
     return Machine(
         id=data["id"], name=data["name"], vendor=data["vendor"], isa=data["isa"], caches=caches,
         compiler_flags=tuple(data["compiler_flags"]), sources=dict(data["sources"]),
+        compiler_flag_fallbacks=tuple(tuple(flags) for flags in data.get("compiler_flag_fallbacks", ())),
         peak_gflops={int(k): float(v) for k, v in data.get("peak_gflops", {}).items()},
         notes=data.get("notes", ""), **numbers,
     )
@@ -511,6 +512,9 @@ def machine_to_data(machine: Machine) -> dict[str, Any]:
                            "line_bytes": c.line_bytes, "shared_by_cores": c.shared_by_cores} for c in value]
         elif name == "compiler_flags":
             data[name] = list(value)
+        elif name == "compiler_flag_fallbacks":
+            if value:
+                data[name] = [list(flags) for flags in value]
         elif name == "peak_gflops":
             if value:
                 data[name] = {int(k): _plain(v) for k, v in sorted(value.items())}

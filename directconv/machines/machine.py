@@ -75,6 +75,8 @@ class Machine:
     one_vector_penalty: float = _DEFAULT["one_vector_penalty"]  # one-vector tiles, where FMAs cannot broadcast
     spill_penalty: float = _DEFAULT["spill_penalty"]  # least slowdown of a tile that spills
     peak_gflops: dict[int, float] = field(default_factory=dict)  # threads -> measured fp32 FMA peak
+    # Flag lists tried in order when the local compiler rejects compiler_flags.
+    compiler_flag_fallbacks: tuple[tuple[str, ...], ...] = ()
     notes: str = ""
 
     def cache(self, level: int) -> Cache | None:
