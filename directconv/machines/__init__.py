@@ -42,7 +42,19 @@ _HOMES = {
     "user_machines": "loader",
 }
 
-__all__ = sorted(_HOMES)
+__all__ = [
+    "Cache",
+    "Machine",
+    "MachineEntry",
+    "MachineError",
+    "bundled_machines",
+    "dump_machine",
+    "list_machines",
+    "load_machine",
+    "parse_machine",
+    "save_machine",
+    "user_machines",
+]
 
 
 def __getattr__(name: str) -> Any:

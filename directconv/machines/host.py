@@ -19,8 +19,8 @@ from typing import Any
 
 from directconv.machines.loader import MachineError, bundled_machines, user_machines
 from directconv.machines.machine import Machine
-from directconv.machines.probe.describe import Performance, default_id, describe
 from directconv.machines.probe.cpuinfo import features_of_flags
+from directconv.machines.probe.describe import Performance, default_id, describe
 from directconv.machines.probe.facts import HostFacts, host_facts
 from directconv.machines.probe.fingerprint import fingerprint, fingerprint_id
 

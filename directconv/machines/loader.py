@@ -35,7 +35,7 @@ import yaml
 from directconv.core.files import write_atomic
 from directconv.core.isa import ISAS, SCALABLE_ISAS
 from directconv.core.paths import machines_dir
-from directconv.machines.machine import Cache, Machine, optional_defaults, schema
+from directconv.machines.machine import Cache, Machine, flag_patterns, optional_defaults, schema
 
 __all__ = [
     "FLAG_PATTERNS",
@@ -57,9 +57,7 @@ SUFFIXES = (".yaml", ".yml")
 
 # schema.json's patterns, for code that checks a name or flag outside a description (always with re.fullmatch).
 ID_PATTERN: str = schema()["properties"]["id"]["pattern"]
-FLAG_PATTERNS: tuple[str, ...] = tuple(
-    branch["pattern"] for branch in schema()["properties"]["compiler_flags"]["items"]["anyOf"]
-)
+FLAG_PATTERNS: tuple[str, ...] = flag_patterns()
 
 
 class MachineError(ValueError):

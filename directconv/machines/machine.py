@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -29,6 +30,16 @@ def optional_defaults() -> dict[str, float | int]:
 
 
 _DEFAULT = optional_defaults()
+
+
+@functools.cache
+def flag_patterns() -> tuple[str, ...]:
+    """schema.json's allow-list of machine flags (match with re.fullmatch): they reach a compiler command line."""
+    return tuple(branch["pattern"] for branch in schema()["properties"]["compiler_flags"]["items"]["anyOf"])
+
+
+def is_machine_flag(flag: str) -> bool:
+    return any(re.fullmatch(p, flag) for p in flag_patterns())
 
 
 @dataclass(frozen=True)
@@ -78,6 +89,17 @@ class Machine:
     # Flag lists tried in order when the local compiler rejects compiler_flags.
     compiler_flag_fallbacks: tuple[tuple[str, ...], ...] = ()
     notes: str = ""
+
+    def __post_init__(self) -> None:
+        # The loader checks flags first; this keeps a Machine built any other way from reaching a command line.
+        for flags in (self.compiler_flags, *self.compiler_flag_fallbacks):
+            for flag in flags:
+                if not isinstance(flag, str) or not is_machine_flag(flag):
+                    raise ValueError(
+                        f"machine {self.id}: compiler flag {flag!r} is not a machine flag (-march=, -mtune=, -mcpu=, "
+                        "-mfpu=, -mprefer-vector-width=, -mFEATURE); load descriptions with "
+                        "directconv.machines.loader, which validates them"
+                    )
 
     def cache(self, level: int) -> Cache | None:
         for c in self.caches:

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from directconv.core.isa import get_isa
-from directconv.machines.loader import FLAG_PATTERNS, bundled_machines, parse_machine
-from directconv.machines.machine import Machine, optional_defaults
+from directconv.machines.loader import bundled_machines, parse_machine
+from directconv.machines.machine import Machine, is_machine_flag, optional_defaults
 from directconv.machines.probe.facts import HostFacts
 from directconv.machines.probe.match import best_match
 from directconv.machines.toolchain import find_compiler
@@ -68,7 +68,7 @@ def _compiler_flags(facts: HostFacts) -> tuple[tuple[str, ...], str]:
         if versions:
             flags = facts.archspec.compiler_flags(kind, versions[-1] if kind == "gcc" else versions[0])
             # The loader admits only machine flags; archspec's come from its own data, so check rather than trust.
-            if flags and all(any(re.fullmatch(p, f) for p in FLAG_PATTERNS) for f in flags):
+            if flags and all(is_machine_flag(f) for f in flags):
                 return flags, f"archspec {facts.archspec.version} ({facts.archspec.name}, {kind} {versions[-1]})"
     return tuple(isa.flags), f"core.isa ({isa.name})"
 
