@@ -158,7 +158,10 @@ def run_case(case: Case, machine: Machine, how: How, seed: int = 0) -> CaseResul
     """Build and run one case; any failure (compile error, crash, wrong answer) is its result, not an exception."""
     shape, config = case.shape, case.config
     bound = tolerance(shape.ci, shape.kh, shape.kw)
-    base = {"name": case.name, "shape": shape.describe(), "config": config.to_dict(), "tolerance": bound}
+
+    def result(error: str | None, err: float | None = None) -> CaseResult:
+        return CaseResult(case.name, shape.describe(), config.to_dict(), error is None, err, bound, error)
+
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((case.batch, shape.ci, shape.h, shape.w)).astype(np.float32)
     w = rng.standard_normal((shape.co, shape.ci, shape.kh, shape.kw)).astype(np.float32)
@@ -171,20 +174,18 @@ def run_case(case: Case, machine: Machine, how: How, seed: int = 0) -> CaseResul
                               layout.pack_weights(w, lanes, config.cob), layout.pack_bias(b, shape.co, lanes, config.cob),
                               relu=case.relu, prefix=prefix)
     except Exception as exc:  # a failed case is data: the sweep goes on
-        return CaseResult(**base, passed=False, max_rel_error=None, error=f"{type(exc).__name__}: {exc}"[:2000])
+        return result(f"{type(exc).__name__}: {exc}"[:2000])
     if not np.isfinite(yb).all():
-        return CaseResult(**base, passed=False, max_rel_error=None,
-                          error="outputs left unwritten (the driver starts them as NaN)")
+        return result("outputs left unwritten (the driver starts them as NaN)")
     planes = yb.transpose(0, 1, 4, 2, 3).reshape(case.batch, -1, shape.ho, shape.wo)
     if planes[:, shape.co:].any():
-        return CaseResult(**base, passed=False, max_rel_error=None, error="channels past C_o are not zero")
+        return result("channels past C_o are not zero")
     y = layout.blocked_to_nchw(yb, shape.co).astype(np.float64)
     ref = conv2d_reference(x, w, b, stride=(shape.sh, shape.sw), padding=(shape.pt, shape.pb, shape.pl, shape.pr))
     if case.relu:
         ref = np.maximum(ref, 0.0)
     err = float(np.abs(y - ref).max()) / max(float(np.abs(ref).max()), 1e-30)
-    return CaseResult(**base, passed=err <= bound, max_rel_error=err,
-                      error=None if err <= bound else f"relative error {err:.3g} above the bound {bound:.3g}")
+    return result(None if err <= bound else f"relative error {err:.3g} above the bound {bound:.3g}", err)
 
 
 def selftest(machine: Machine, selected: list[Case] | None = None) -> SelfTest:

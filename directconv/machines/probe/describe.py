@@ -167,11 +167,11 @@ def _borrow_unmeasured(data: dict[str, Any], probed: Machine) -> None:
     unmeasured = [name for name in optional_defaults() if name not in data]
     twin = best_match(probed, bundled_machines()).matched
     notes = [data["notes"]] if data["notes"] else []
-    borrowed = [name for name in unmeasured if twin is not None and name in twin.sources]
-    for name in borrowed:
-        data[name] = getattr(twin, name)
-        data["sources"][name] = f"as the matching bundled description {twin.id}: {twin.sources[name]}"
-    if borrowed:
+    borrowed = [name for name in unmeasured if name in twin.sources] if twin is not None else []
+    if twin is not None and borrowed:
+        for name in borrowed:
+            data[name] = getattr(twin, name)
+            data["sources"][name] = f"as the matching bundled description {twin.id}: {twin.sources[name]}"
         notes.append(f"Not measured here, borrowed from {twin.id}, the bundled description of the same core: "
                      f"{', '.join(borrowed)}.")
     defaulted = [name for name in unmeasured if name not in borrowed]
