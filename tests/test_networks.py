@@ -59,7 +59,8 @@ def test_with_input_cuts_and_resizes_and_checks_again() -> None:
     assert alexnet.with_input(steps=2).names == ("conv1", "pool1")
     with pytest.raises(ValueError, match=r"steps must be an int in 1\.\.7"):
         alexnet.with_input(steps=8)
-    with pytest.raises(NetworkError, match=r"step 1 \('pool1'\).*window 3 is larger than the padded input 2"):
+    with pytest.raises(NetworkError, match=r"alexnet on a 15x15 input: field 'steps\[1\]': step 'pool1' cannot run "
+                                           r"on its 96x2x2 input: pooling window 3 is larger than the padded input 2"):
         alexnet.with_input(15)  # conv1 gives 2x2
     with pytest.raises(ValueError, match="unknown network 'lenet'; defined networks: alexnet"):
         networks.get_network("lenet")
@@ -80,39 +81,104 @@ networks:
 C2 = "{name: c2, op: conv, Ci: 8, Co: 4, kernel: 1, stride: 1, pad: 0, relu: false}"
 
 
+C2_FIELDS = "name, op, Ci, Co, kernel, stride, pad, relu"
+STEP2 = r"field 'networks.tiny.steps\[2\]"
+INPUT = "input: {channels: 3, size: 16}"
+
+
+def _c2(**fields) -> str:
+    row = {"name": "c2", "op": "conv", "Ci": 8, "Co": 4, "kernel": 1, "stride": 1, "pad": 0, "relu": "false"}
+    row.update(fields)
+    return "{" + ", ".join(f"{k}: {v}" for k, v in row.items() if v is not None) + "}"
+
+
 @pytest.mark.parametrize(
     "old, new, message",
     [
         ("steps:", "steps: [", "not valid YAML"),
-        ("format: directconv-networks", "format: other", "expected a mapping with format: directconv-networks"),
-        ("version: 1", "version: 2", "reads version 1, the file is version 2"),
-        (C2, "{name: c2, op: conv, Ci: 7, Co: 4, kernel: 1, stride: 1, pad: 0, relu: false}",
-         r"network 'tiny', step 2 \('c2'\): field 'Ci' must be 8, the channels of step 1 \('p1'\), got 7"),
-        (C2, "{name: c2, op: conv, Ci: 8, Co: true, kernel: 1, stride: 1, pad: 0, relu: false}",
-         r"step 2 \('c2'\): field 'Co' must be an integer, got True"),
-        (C2, "{name: c2, op: conv, Ci: 8, Co: 4, kernel: 1, stride: 1, pad: 0, relu: 1}",
-         r"step 2 \('c2'\): field 'relu' must be bool, got 1"),
-        (C2, "{name: c2, op: conv, Ci: 8, Co: 4, kernel: 1, stride: 0, pad: 0, relu: false}",
-         r"field 'stride' must be >= 1, got 0"),
-        (C2, "{name: c2, op: conv, Ci: 8, Co: 4, kernel: 1, pad: 0, relu: false, strides: 1}",
-         r"step 2: a conv step has exactly the fields .*; missing stride; unknown strides"),
-        (C2, "{name: c2, op: avgpool, kernel: 2, stride: 2, pad: 0}",
-         r"step 2: field 'op' must be 'conv' or 'maxpool'"),
-        (C2, "{name: c2, op: conv, Ci: 8, Co: 4, kernel: 9, stride: 1, pad: 0, relu: false}",
-         r"step 2 \('c2'\), on a 8x8x8 input: kernel 9x9 is larger than the padded input 8x8"),
-        (C2, "{name: p1, op: maxpool, kernel: 2, stride: 2, pad: 0}", "'p1' is used twice"),
+        # networks.schema.json
+        ("format: directconv-networks", "format: other",
+         r"field 'format' must be 'directconv-networks', got 'other' \(str\); a networks file starts with"),
+        ("version: 1", "version: 2", r"field 'version' must be 1, the version this directconv reads, got 2 \(int\)"),
+        ("version: 1", "version: true", r"field 'version' must be 1, the version this directconv reads, got True"),
+        ("version: 1", "versions: 1", r"unknown field 'versions': did you mean 'version'\?"),
+        ("version: 1\n", "", r"missing required field 'version'; required fields: format, version, networks"),
+        ("networks:\n  tiny:", "networks: {}\nold:\n  tiny:", r"field 'networks' must be a mapping of 1 to 64 network"),
+        ("  tiny:", "  Tiny:", r"field 'networks' must be keyed by a name of lowercase letters, .* got 'Tiny'"),
+        ("  tiny:", "  tiny-" + "x" * 20 + ":", r"field 'networks' must be keyed by a name of lowercase letters"),
+        ("    input:", "    note: [1]\n    input:", r"field 'networks.tiny.note' must be a string of at most 500"),
+        ("    input:", "    comment: x\n    input:", r"unknown field 'networks.tiny.comment': expected only note"),
+        (INPUT, "input: {channels: 3}", r"missing required field 'networks.tiny.input.size'"),
+        (INPUT, "input: [3, 16]", r"field 'networks.tiny.input' must be a mapping of channels and size"),
+        (INPUT, "input: {channels: 3, size: 16.5}",
+         r"field 'networks.tiny.input.size' must be a positive integer <= 16384, got 16.5 \(float\)"),
+        (INPUT, "input: {channels: 0, size: 16}",
+         r"field 'networks.tiny.input.channels' must be a positive integer <= 16384, got 0"),
+        ("    steps:\n", "    steps: []\n    old:\n", r"field 'networks.tiny.steps' must be a list of 1 to 1000 steps"),
+        (C2, "[c2]", STEP2 + r"' must be a mapping with an op \(conv or maxpool\) and the fields of that op"),
+        (C2, _c2(op="avgpool"), STEP2 + r".op' must be 'conv' or 'maxpool', got 'avgpool' \(str\)"),
+        (C2, _c2(op=None), STEP2 + r".op'; required fields: op"),
+        (C2, _c2(Co="true"), STEP2 + r".Co' must be a positive integer <= 16384, got True \(bool\)"),
+        (C2, _c2(Ci=20000), STEP2 + r".Ci' must be a positive integer <= 16384, got 20000"),
+        (C2, _c2(relu=1), STEP2 + r".relu' must be true or false, got 1 \(int\)"),
+        (C2, _c2(stride=0), STEP2 + r".stride' must be a positive integer <= 64, got 0"),
+        (C2, _c2(kernel=65), STEP2 + r".kernel' must be a positive integer <= 64, got 65"),
+        (C2, _c2(pad=-1), STEP2 + r".pad' must be an integer >= 0 and <= 64, got -1"),
+        (C2, _c2(name="'c 2'"), STEP2 + r".name' must be a name of letters, digits, .* got 'c 2' \(str\)"),
+        (C2, _c2(name="c" * 40), STEP2 + r".name' must be a name of letters, digits, .* at most 39 characters"),
+        (C2, _c2(stride=None, strides=1), STEP2 + r".strides': did you mean 'stride'\? expected only " + C2_FIELDS),
+        (C2, _c2(relu=None), r"missing required field 'networks.tiny.steps\[2\].relu'; required fields: " + C2_FIELDS),
+        (C2, "{name: c2, op: maxpool, kernel: 2, stride: 2, pad: 0, relu: true}",
+         r"unknown field 'networks.tiny.steps\[2\].relu': .*expected only name, op, kernel, stride, pad"),
+        # rules between fields, in code
+        (C2, _c2(Ci=7), STEP2 + r".Ci' must be 8, the channels of step 1 \('p1'\), got 7 \(int\)"),
+        (C2, _c2(kernel=9), STEP2 + r"': step 'c2' cannot run on its 8x8x8 input: kernel 9x9 is larger than the padded "
+         r"input 8x8"),
+        (C2, "{name: p1, op: maxpool, kernel: 2, stride: 2, pad: 0}",
+         STEP2 + r".name' must be unique within the network, got 'p1' \(str\); step 1 is named 'p1' too"),
         ("{name: p1, op: maxpool, kernel: 2, stride: 2, pad: 0}",
          "{name: p1, op: maxpool, kernel: 2, stride: 2, pad: 2}",
-         r"step 1 \('p1'\): padding must be at most kernel // 2 = 1"),
-        ("input: {channels: 3, size: 16}", "input: {channels: 3}", r"'input' must be \{channels: C, size: S\}"),
+         r"field 'networks.tiny.steps\[1\].pad': padding must be at most kernel // 2 = 1"),
     ],
 )
 def test_bad_network_files_say_where_and_what(old: str, new: str, message: str) -> None:
     assert set(networks.load_networks(GOOD)) == {"tiny"}
     bad = GOOD.replace(old, new)
     assert bad != GOOD
-    with pytest.raises(NetworkError, match=message):
+    with pytest.raises(NetworkError, match=message) as info:
         networks.load_networks(bad, "tiny.yaml")
+    assert str(info.value).startswith("tiny.yaml: ")
+
+
+def test_a_networks_file_with_several_problems_reports_all_of_them_sorted_by_field() -> None:
+    bad = (GOOD.replace("version: 1", "version: 2")
+           .replace("kernel: 3, stride: 1, pad: 1, relu: true", "kernel: 3, stride: 1, pad: 1, relu: yes please")
+           .replace(C2, _c2(Ci=7, name="p1")))
+    bad += "  other:\n    input: {channels: 3, size: 4}\n    steps:\n      - " + _c2(Ci=3, kernel=5) + "\n"
+    with pytest.raises(NetworkError) as info:
+        networks.load_networks(bad, "two.yaml")
+    expected = [
+        "field 'networks.other.steps[0]': step 'c2' cannot run on its 3x4x4 input: kernel 5x5 is larger",
+        "field 'networks.tiny.steps[0].relu' must be true or false, got 'yes please' (str)",
+        "field 'version' must be 1, the version this directconv reads, got 2 (int)",
+    ]
+    assert [p[:len(start)] for p, start in zip(info.value.problems, expected, strict=True)] == expected
+    assert str(info.value).startswith("two.yaml: 3 problems:\n")
+    # A network with a problem in its fields is not chained (its names and Ci wait for its fields); a valid one is.
+    fixed = bad.replace("relu: yes please", "relu: true")
+    with pytest.raises(NetworkError) as info:
+        networks.load_networks(fixed, "two.yaml")
+    assert [p.split("'")[1] for p in info.value.problems] == [
+        "networks.other.steps[0]", "networks.tiny.steps[2].Ci", "networks.tiny.steps[2].name", "version"]
+
+
+def test_networks_schema_documents_every_field() -> None:
+    schema = networks._SCHEMA
+    rules = [*schema["properties"].values(), *schema["$defs"].values(),
+             *schema["$defs"]["network"]["properties"].values(), *schema["$defs"]["conv"]["properties"].values()]
+    # A $ref is documented where it points; a step's op is documented once, in the step.
+    assert all(rule.get("description") or "$ref" in rule or rule.get("const") in ("conv", "maxpool") for rule in rules)
+    assert (networks.FORMAT, networks.VERSION) == ("directconv-networks", 1)
 
 
 def test_he_weights_have_the_he_scale_and_zero_biases() -> None:

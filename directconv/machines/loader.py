@@ -1,7 +1,8 @@
 """Read, validate and write machine descriptions: one YAML file per CPU, checked against machines/schema.json.
 
-schema.json states the rule of every field and is enforced with jsonschema; this module adds the ISA names of
-directconv.core.isa to it and checks the cross-field rules a JSON Schema cannot state (see `_CROSS_FIELD_RULES`).
+schema.json states the rule of every field and is enforced with jsonschema through directconv.core.schema, which
+words every problem; this module adds the ISA names of directconv.core.isa to it, gathers the missing sources into
+one problem and checks the cross-field rules a JSON Schema cannot state (see `_CROSS_FIELD_RULES`).
 Every problem of a description is reported at once: one `MachineError` names the file and, for each problem sorted
 by field, the field, what was expected and what was found.
 
@@ -17,10 +18,8 @@ because a description's flags end up on a compiler command line.
 from __future__ import annotations
 
 import copy
-import difflib
 import functools
 import itertools
-import math
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -29,12 +28,22 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import yaml
+from jsonschema.protocols import Validator
 
 from directconv.core.files import write_atomic
 from directconv.core.isa import ISAS, SCALABLE_ISAS
 from directconv.core.paths import machines_dir
+from directconv.core.schema import (
+    DocumentError,
+    Problem,
+    as_json,
+    build_validator,
+    find_problems,
+    load_yaml,
+    must,
+    report,
+)
 from directconv.machines.machine import Cache, Machine, flag_patterns, optional_defaults, schema
 
 __all__ = [
@@ -60,128 +69,27 @@ ID_PATTERN: str = schema()["properties"]["id"]["pattern"]
 FLAG_PATTERNS: tuple[str, ...] = flag_patterns()
 
 
-class MachineError(ValueError):
+class MachineError(DocumentError):
     """A machine description could not be found, read or validated; the message says where, what and why.
 
     `problems` holds one sentence per problem found (empty when the file could not be found or read)."""
 
-    def __init__(self, message: str, problems: Sequence[str] = ()) -> None:
-        super().__init__(message)
-        self.problems = tuple(problems)
 
+# ---- The validator: schema.json, with the ISA names of core.isa ----------------------------------------------------
 
-# ---- The validator: schema.json, with the ISA names of core.isa and JSON's idea of numbers and patterns -------------
-
-FieldPath = tuple[str | int, ...]  # a field's place in the description: ("caches", 1, "ways")
-
-
-def _is_number(checker: Any, value: Any) -> bool:
-    """JSON numbers: no bool (YAML reads `yes` as True) and no NaN or infinity (JSON has none; YAML has .nan, .inf)."""
-    if isinstance(value, bool):
-        return False
-    return isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
-
-
-def _is_integer(checker: Any, value: Any) -> bool:
-    """JSON Schema's integer: any number without a fractional part (16.0 counts, 16.5 does not)."""
-    return _is_number(checker, value) and (isinstance(value, int) or value.is_integer())
+MAX_CHARS = 1 << 20  # a description is a few KiB of text
 
 
 @functools.cache
-def _regex(pattern: str) -> re.Pattern[str]:
-    # JSON Schema patterns are ECMA-262 regexes, whose `$` ends the string; Python's `$` also matches before a final
-    # newline ("haswell\n"), so a trailing `$` is read as `\Z`.
-    if pattern.endswith("$") and not pattern.endswith("\\$"):
-        pattern = pattern[:-1] + r"\Z"
-    return re.compile(pattern)
-
-
-def _pattern(validator: Any, pattern: str, instance: Any, subschema: Any) -> Iterator[jsonschema.ValidationError]:
-    if validator.is_type(instance, "string") and _regex(pattern).search(instance) is None:
-        yield jsonschema.ValidationError(f"{instance!r} does not match {pattern!r}")
-
-
-@functools.cache
-def _validator() -> Any:
-    """A validator of the dialect schema.json declares, with `isa` limited to the ISAs a description may name."""
+def _validator() -> Validator:
+    """A validator of schema.json, with `isa` limited to the ISAs a description may name."""
     document = copy.deepcopy(schema())
     document["properties"]["isa"]["enum"] = [*ISAS, *SCALABLE_ISAS]
-    base = jsonschema.validators.validator_for(document)
-    base.check_schema(document)
-    types = base.TYPE_CHECKER.redefine_many({"number": _is_number, "integer": _is_integer})
-    cls = jsonschema.validators.extend(base, validators={"pattern": _pattern}, type_checker=types)
-    return cls(document)
+    return build_validator(document)
 
 
-# ---- Problems, in words ----------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One thing wrong with a description: where, and the sentence that says what and how to fix it."""
-
-    path: FieldPath
-    text: str
-
-    def sort_key(self) -> tuple[tuple[bool, Any], ...]:
-        # Indices before names at one level never meet; the flag keeps mixed parts comparable anyway.
-        return tuple((isinstance(part, str), part) for part in self.path)
-
-
-def _field(path: FieldPath) -> str:
-    """("caches", 1, "ways") -> "caches[1].ways"."""
-    text = ""
-    for part in path:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text
-
-
-def _show(value: Any) -> str:
-    """`value` as the message shows it: its repr (so strings look like strings), cut short, and its type."""
-    text = repr(value)
-    if len(text) > 80:
-        text = text[:77] + "..."
-    return f"{text} ({type(value).__name__})"
-
-
-def _num(x: float) -> str:
-    return str(int(x)) if float(x).is_integer() else str(x)
-
-
-def _expected(rule: Mapping[str, Any]) -> str:
-    """What a value must be, in words, from its schema: its x-expected, else its enum, type and bounds."""
-    if "x-expected" in rule:
-        return str(rule["x-expected"])
-    if "enum" in rule:
-        return "one of " + ", ".join(str(x) for x in rule["enum"])
-    kind = rule.get("type")
-    if kind in ("integer", "number"):
-        top = _num(rule["maximum"])
-        if kind == "integer" and rule.get("minimum") == 1:
-            return f"a positive integer <= {top}"
-        if rule.get("exclusiveMinimum") == 0:
-            return f"a positive {kind} <= {top}"
-        low = f">= {_num(rule['minimum'])}" if "minimum" in rule else f"> {_num(rule['exclusiveMinimum'])}"
-        return f"a finite {kind} {low} and <= {top}"
-    if kind == "string" and "maxLength" in rule:
-        return f"a non-empty string of at most {rule['maxLength']} characters"
-    return f"a value of JSON type {kind}"
-
-
-def _must(path: FieldPath, expected: str, value: Any, hint: str = "") -> Problem:
-    text = f"field {_field(path)!r} must be {expected}, got {_show(value)}"
-    return Problem(path, text + (f"; {hint}" if hint else ""))
-
-
-def _unknown(path: FieldPath, allowed: Sequence[str]) -> Problem:
-    key = str(path[-1])
-    close = difflib.get_close_matches(key, allowed, n=1)
-    hint = f"did you mean {close[0]!r}? " if close else ""
-    return Problem(path, f"unknown field {_field(path)!r}: {hint}expected only {', '.join(allowed)}")
-
-
-def _missing(path: FieldPath, required: Sequence[str]) -> Problem:
-    return Problem(path, f"missing required field {_field(path)!r}; required fields: {', '.join(required)}")
+# The order in which a missing source is named: schema.json's sources.required, then the optional numbers.
+_SOURCE_ORDER: tuple[str, ...] = (*schema()["properties"]["sources"]["required"], *schema()["dependentSchemas"])
 
 
 def _unsourced(names: Sequence[str]) -> Problem:
@@ -192,34 +100,15 @@ def _unsourced(names: Sequence[str]) -> Problem:
     ))
 
 
+def _is_unsourced(problem: Problem) -> bool:
+    return problem.keyword == "required" and problem.path[:-1] == ("sources",)
+
+
 def _schema_problems(data: Mapping[str, Any]) -> list[Problem]:
-    """Every violation of schema.json, each as one Problem (missing sources gathered into one)."""
-    problems: list[Problem] = []
-    unsourced: list[str] = []
-    for error in _validator().iter_errors(data):
-        path: FieldPath = tuple(error.absolute_path)
-        rule = error.schema if isinstance(error.schema, Mapping) else {}
-        if "propertyNames" in error.absolute_schema_path:
-            # The key itself broke the rule; the error's path is the mapping's.
-            if "enum" in rule:
-                problems.append(_unknown((*path, str(error.instance)), [str(x) for x in rule["enum"]]))
-            else:
-                wrong_key = _must(path, f"keyed by {_expected(rule)}", error.instance)
-                problems.append(Problem((*path, str(error.instance)), wrong_key.text))
-        elif error.validator == "required":
-            names = [n for n in error.validator_value if n not in error.instance]
-            if path == ("sources",):
-                unsourced += [n for n in names if n not in unsourced]
-            else:
-                problems += [_missing((*path, n), error.validator_value) for n in names]
-        elif error.validator == "additionalProperties" and error.validator_value is False:
-            allowed = [str(k) for k in rule.get("properties", {})]
-            problems += [_unknown((*path, str(k)), allowed) for k in error.instance if k not in allowed]
-        else:
-            problems.append(_must(path, _expected(rule), error.instance, str(rule.get("x-hint", ""))))
-    if unsourced:
-        problems.append(_unsourced(unsourced))
-    return problems
+    """Every violation of schema.json, each as one Problem, the missing sources gathered into one."""
+    problems = find_problems(_validator(), data)
+    unsourced = sorted({str(p.path[-1]) for p in problems if _is_unsourced(p)}, key=_SOURCE_ORDER.index)
+    return [p for p in problems if not _is_unsourced(p)] + ([_unsourced(unsourced)] if unsourced else [])
 
 
 # ---- Cross-field rules: what schema.json cannot say ----------------------------------------------------------------
@@ -231,24 +120,24 @@ def _lanes_match_isa(data: Mapping[str, Any], stem: str | None) -> list[Problem]
         granule = SCALABLE_ISAS[isa]
         if n_vec % granule == 0:
             return []
-        return [_must(("n_vec",), f"a multiple of {granule} for isa {isa!r} (128-bit granules)", n_vec)]
+        return [must(("n_vec",), f"a multiple of {granule} for isa {isa!r} (128-bit granules)", n_vec)]
     lanes = ISAS[isa].lanes
     if n_vec == lanes:
         return []
-    return [_must(("n_vec",), f"{lanes} for isa {isa!r} (fp32 lanes per register, directconv.core.isa)", n_vec,
+    return [must(("n_vec",), f"{lanes} for isa {isa!r} (fp32 lanes per register, directconv.core.isa)", n_vec,
                   "set n_vec to the lanes of the isa, or name the isa whose registers hold that many fp32")]
 
 
 def _cache_levels(data: Mapping[str, Any], stem: str | None) -> list[Problem]:
     levels = [c["level"] for c in data["caches"]]
     if sorted(levels) != list(range(1, len(levels) + 1)):
-        return [_must(("caches",), "a list with levels 1, 2, ... each once and without gaps (1 = L1 data cache)",
+        return [must(("caches",), "a list with levels 1, 2, ... each once and without gaps (1 = L1 data cache)",
                       levels)]
     by_level = sorted(data["caches"], key=lambda c: c["level"])
     for lower, upper in itertools.pairwise(by_level):
         if upper["size_kib"] <= lower["size_kib"]:
             sizes = {f"L{c['level']}": c["size_kib"] for c in by_level}
-            return [_must(("caches",), "ordered by size, each level larger than the one below (size_kib per instance)",
+            return [must(("caches",), "ordered by size, each level larger than the one below (size_kib per instance)",
                           sizes, "a cache smaller than the level below it (e.g. a memory-side cache) is better left "
                           "out and mentioned in notes")]
     return []
@@ -256,20 +145,20 @@ def _cache_levels(data: Mapping[str, Any], stem: str | None) -> list[Problem]:
 
 def _cache_sharing(data: Mapping[str, Any], stem: str | None) -> list[Problem]:
     cores = data["cores"]
-    return [_must(("caches", i, "shared_by_cores"), f"at most cores={cores}", c["shared_by_cores"])
+    return [must(("caches", i, "shared_by_cores"), f"at most cores={cores}", c["shared_by_cores"])
             for i, c in enumerate(data["caches"]) if c["shared_by_cores"] > cores]
 
 
 def _peak_threads(data: Mapping[str, Any], stem: str | None) -> list[Problem]:
     threads = data["cores"] * data["threads_per_core"]
-    return [_must(("peak_gflops", key), f"keyed by at most cores * threads_per_core = {threads} threads", int(key))
+    return [must(("peak_gflops", key), f"keyed by at most cores * threads_per_core = {threads} threads", int(key))
             for key in data["peak_gflops"] if int(key) > threads]
 
 
 def _id_is_stem(data: Mapping[str, Any], stem: str | None) -> list[Problem]:
     if stem is None or data["id"] == stem:
         return []
-    return [_must(("id",), f"equal to the file name stem {stem!r}", data["id"],
+    return [must(("id",), f"equal to the file name stem {stem!r}", data["id"],
                   f"rename the file to {data['id']}.yaml or set id: {stem}")]
 
 
@@ -293,28 +182,6 @@ def _cross_field_problems(data: Mapping[str, Any], stem: str | None, broken: set
 
 
 # ---- Validation ----------------------------------------------------------------------------------------------------
-
-
-def _json_keys(value: Any) -> Any:
-    """A copy with integer mapping keys as strings, as JSON has them (YAML reads `peak_gflops: {1: ...}` as ints)."""
-    if isinstance(value, Mapping):
-        return {str(k) if isinstance(k, int) and not isinstance(k, bool) else k: _json_keys(v)
-                for k, v in value.items()}
-    if isinstance(value, list):
-        return [_json_keys(v) for v in value]
-    return value
-
-
-def _report(origin: str, problems: list[Problem]) -> MachineError:
-    """One error for all problems, sorted by field; a field with several broken rules is reported once."""
-    unique: dict[FieldPath, Problem] = {}
-    for p in problems:
-        unique.setdefault(p.path, p)
-    texts = [p.text for p in sorted(unique.values(), key=Problem.sort_key)]
-    if len(texts) == 1:
-        return MachineError(f"{origin}: {texts[0]}", texts)
-    listing = "\n".join(f"  - {t}" for t in texts)
-    return MachineError(f"{origin}: {len(texts)} problems:\n{listing}", texts)
 
 
 def _build(data: Mapping[str, Any]) -> Machine:
@@ -342,12 +209,12 @@ def _validate(data: Any, origin: str, stem: str | None) -> Machine:
             f"{origin}: a machine description must be a YAML mapping of field names to values, got "
             f"{type(data).__name__}"
         )
-    data = _json_keys(data)
+    data = as_json(data, origin, MachineError)
     problems = _schema_problems(data)
     broken = {p.path[0] for p in problems if p.path}
     problems += _cross_field_problems(data, stem, broken)
     if problems:
-        raise _report(origin, problems)
+        raise MachineError(*report(origin, problems))
     return _build(data)
 
 
@@ -361,11 +228,7 @@ def parse_machine(data: Mapping[str, Any], origin: str) -> Machine:
 
 
 def _parse_text(text: str, origin: str, stem: str | None) -> Machine:
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise MachineError(f"{origin}: not valid YAML: {exc}") from None
-    return _validate(data, origin, stem)
+    return _validate(load_yaml(text, origin, MachineError, MAX_CHARS), origin, stem)
 
 
 def _load_file(path: Path) -> Machine:

@@ -1,9 +1,9 @@
 """Whole networks as chains of steps (package data directconv/nn/networks.yaml), and building them to run.
 
 A definition is shapes only: the input (channels, size) and an ordered list of convolutions and max-pools, each
-step's output being the next step's input. Loading checks the file (format, fields, types, that the shapes
-chain) and names the network, step and field of anything wrong. `build` turns a definition into a runnable
-directconv.Sequential with random He-initialised weights, for benchmarks and tests.
+step's output being the next step's input. Loading checks the file against networks.schema.json (format, fields,
+types, bounds), then that the shapes chain, and names the field (network, step) of everything wrong. `build` turns
+a definition into a runnable directconv.Sequential with random He-initialised weights, for benchmarks and tests.
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ from importlib import resources
 from typing import Any
 
 import numpy as np
-import yaml
+from jsonschema.protocols import Validator
 
+from directconv.core import schema
 from directconv.core.shape import ConvShape
 from directconv.nn.layer import Conv2d
 from directconv.nn.pool import MaxPool2d, check_pool, pool_output_size
@@ -35,16 +36,16 @@ __all__ = [
     "networks",
 ]
 
-FORMAT = "directconv-networks"
-VERSION = 1
 DATA_FILE = "networks.yaml"
+MAX_CHARS = 1 << 20  # a networks file's text; the bundled one is some 20 KiB
+_SCHEMA = schema.read_schema(__package__, "networks.schema.json")
+FORMAT: str = _SCHEMA["properties"]["format"]["const"]
+VERSION: int = _SCHEMA["properties"]["version"]["const"]
 
-_CONV_FIELDS = ("name", "op", "Ci", "Co", "kernel", "stride", "pad", "relu")
-_POOL_FIELDS = ("name", "op", "kernel", "stride", "pad")
 
-
-class NetworkError(ValueError):
-    """A network definition that cannot be used: the message names the file, network, step and field."""
+class NetworkError(schema.DocumentError):
+    """A network definition that cannot be used: the message names the file and the field (network, step) of every
+    problem; `problems` holds one sentence each."""
 
 
 @dataclass(frozen=True)
@@ -132,111 +133,89 @@ class Network:
 # ---------------------------------------------------------------------------------------------- loading
 
 
-def _field(row: Mapping[str, Any], key: str, where: str, kind: type, minimum: int | None = None) -> Any:
-    value = row[key]
-    # bool is an int to Python but never a size here (and `relu: 1` is a typo for true): refuse both confusions.
-    if kind is int and (not isinstance(value, int) or isinstance(value, bool)):
-        raise NetworkError(f"{where}: field {key!r} must be an integer, got {value!r}")
-    if kind is not int and not isinstance(value, kind):
-        raise NetworkError(f"{where}: field {key!r} must be {kind.__name__}, got {value!r}")
-    if minimum is not None and value < minimum:
-        raise NetworkError(f"{where}: field {key!r} must be >= {minimum}, got {value}")
-    return value
+@functools.cache
+def _validator() -> Validator:
+    return schema.build_validator(_SCHEMA)
 
 
-def _parse_step(row: Any, where: str) -> Step:
-    if not isinstance(row, Mapping):
-        raise NetworkError(f"{where}: a step must be a mapping with an 'op' (conv or maxpool), got {row!r}")
-    op = row.get("op")
-    if op not in ("conv", "maxpool"):
-        raise NetworkError(f"{where}: field 'op' must be 'conv' or 'maxpool', got {op!r}")
-    fields = _CONV_FIELDS if op == "conv" else _POOL_FIELDS
-    missing = [k for k in fields if k not in row]
-    unknown = [k for k in row if k not in fields]
-    if missing or unknown:
-        raise NetworkError(f"{where}: a {op} step has exactly the fields {', '.join(fields)}; "
-                           + "; ".join(p for p in (f"missing {', '.join(missing)}" if missing else "",
-                                                   f"unknown {', '.join(map(str, unknown))}" if unknown else "") if p))
-    name = row["name"]
-    if not isinstance(name, str) or not name:
-        raise NetworkError(f"{where}: field 'name' must be a non-empty string, got {name!r}")
-    where = f"{where} ({name!r})"
-    kernel = _field(row, "kernel", where, int, 1)
-    stride = _field(row, "stride", where, int, 1)
-    pad = _field(row, "pad", where, int, 0)
-    if op == "conv":
-        return ConvStep(name, _field(row, "Ci", where, int, 1), _field(row, "Co", where, int, 1), kernel, stride, pad,
-                        _field(row, "relu", where, bool))
-    try:
-        check_pool(kernel, stride, pad)
-    except ValueError as exc:
-        raise NetworkError(f"{where}: {exc}") from None
-    return PoolStep(name, kernel, stride, pad)
+def _step(row: Mapping[str, Any]) -> Step:
+    """The step of a row that passed the schema (integral floats such as 3.0 pass it, hence the ints)."""
+    if row["op"] == "conv":
+        return ConvStep(row["name"], int(row["Ci"]), int(row["Co"]), int(row["kernel"]), int(row["stride"]),
+                        int(row["pad"]), row["relu"])
+    return PoolStep(row["name"], int(row["kernel"]), int(row["stride"]), int(row["pad"]))
 
 
-def _check_chain(network: Network, where: str) -> None:
-    c, h, w = network.channels, network.size, network.size
-    seen: set[str] = set()
-    for i, step in enumerate(network.steps):
-        at = f"{where}, step {i} ({step.name!r})"
-        if step.name in seen:
-            raise NetworkError(f"{at}: step names must be unique within a network, {step.name!r} is used twice")
-        seen.add(step.name)
-        try:
-            if isinstance(step, ConvStep):
-                if step.ci != c:
-                    before = "the input" if i == 0 else f"step {i - 1} ({network.steps[i - 1].name!r})"
-                    raise NetworkError(f"{at}: field 'Ci' must be {c}, the channels of {before}, got {step.ci}")
-                s = step.shape(h, w)
-                c, h, w = s.co, s.ho, s.wo
-            else:
-                h, w = step.output_size(h, w)
-        except NetworkError:
-            raise
-        except ValueError as exc:  # a window larger than its padded input
-            raise NetworkError(f"{at}, on a {c}x{h}x{w} input: {exc}") from None
-
-
-def _parse_network(name: str, body: Any, where: str) -> Network:
-    where = f"{where}: network {name!r}"
-    if not isinstance(body, Mapping):
-        raise NetworkError(f"{where}: expected a mapping with 'input' and 'steps', got {body!r}")
-    unknown = [k for k in body if k not in ("input", "steps", "note")]
-    if unknown or "input" not in body or "steps" not in body:
-        raise NetworkError(f"{where}: expected the keys input, steps (and optionally note), got {', '.join(body)}")
+def _network(name: str, body: Mapping[str, Any]) -> Network:
+    """The network of a body that passed the schema."""
     inp = body["input"]
-    if not isinstance(inp, Mapping) or set(inp) != {"channels", "size"}:
-        raise NetworkError(f"{where}: 'input' must be {{channels: C, size: S}}, got {inp!r}")
-    channels = _field(inp, "channels", f"{where}, input", int, 1)
-    size = _field(inp, "size", f"{where}, input", int, 1)
-    rows = body["steps"]
-    if not isinstance(rows, list) or not rows:
-        raise NetworkError(f"{where}: 'steps' must be a non-empty list, got {rows!r}")
-    steps = tuple(_parse_step(row, f"{where}, step {i}") for i, row in enumerate(rows))
-    note = body.get("note", "")
-    if not isinstance(note, str):
-        raise NetworkError(f"{where}: 'note' must be a string, got {note!r}")
-    network = Network(name, channels, size, steps, note)
-    _check_chain(network, where)
-    return network
+    steps = tuple(_step(row) for row in body["steps"])
+    return Network(name, int(inp["channels"]), int(inp["size"]), steps, body.get("note", ""))
+
+
+def _output(step: Step, c: int, h: int, w: int) -> tuple[int, int, int]:
+    """(channels, height, width) out of `step` on a c x h x w input; ValueError if its window does not fit."""
+    if isinstance(step, ConvStep):
+        s = step.shape(h, w)
+        return s.co, s.ho, s.wo
+    return (c, *step.output_size(h, w))
+
+
+def _pool_padding(step: Step, at: schema.FieldPath) -> list[schema.Problem]:
+    if isinstance(step, ConvStep):
+        return []
+    try:
+        check_pool(step.kernel, step.stride, step.pad)
+    except ValueError as exc:
+        return [schema.wrong((*at, "pad"), str(exc))]
+    return []
+
+
+def _chain_problems(network: Network, where: schema.FieldPath = ()) -> list[schema.Problem]:
+    """What keeps the steps from chaining on the network's input, each at its step's path below `where`: names used
+    twice, a Ci that is not the channels received, a pool padded by more than half its window, and the first window
+    larger than its padded input (the sizes after it are unknown)."""
+    problems: list[schema.Problem] = []
+    c, h, w = network.channels, network.size, network.size
+    first: dict[str, int] = {}  # step index by name
+    for i, step in enumerate(network.steps):
+        at = (*where, "steps", i)
+        if first.setdefault(step.name, i) != i:
+            problems.append(schema.must((*at, "name"), "unique within the network", step.name,
+                                        f"step {first[step.name]} is named {step.name!r} too"))
+        if isinstance(step, ConvStep) and step.ci != c:
+            before = "the input" if i == 0 else f"step {i - 1} ({network.steps[i - 1].name!r})"
+            problems.append(schema.must((*at, "Ci"), f"{c}, the channels of {before}", step.ci))
+        problems += _pool_padding(step, at)
+        try:
+            c, h, w = _output(step, c, h, w)
+        except ValueError as exc:
+            problems.append(schema.wrong(at, f"step {step.name!r} cannot run on its {c}x{h}x{w} input: {exc}"))
+            break
+    return problems
+
+
+def _check_chain(network: Network, origin: str) -> None:
+    problems = _chain_problems(network)
+    if problems:
+        raise NetworkError(*schema.report(origin, problems))
 
 
 def load_networks(text: str, source: str = DATA_FILE) -> dict[str, Network]:
-    """Parse and check the text of a networks file; NetworkError (a ValueError) names what is wrong and where."""
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise NetworkError(f"{source}: not valid YAML: {exc}") from None
-    if not isinstance(data, Mapping) or data.get("format") != FORMAT:
-        got = data.get("format") if isinstance(data, Mapping) else type(data).__name__
-        raise NetworkError(f"{source}: expected a mapping with format: {FORMAT}, got {got!r}")
-    if data.get("version") != VERSION:
-        raise NetworkError(f"{source}: this directconv reads version {VERSION}, the file is version "
-                           f"{data.get('version')!r}")
-    body = data.get("networks")
-    if not isinstance(body, Mapping) or not body:
-        raise NetworkError(f"{source}: 'networks' must be a non-empty mapping of name -> network, got {body!r}")
-    return {str(name): _parse_network(str(name), net, source) for name, net in body.items()}
+    """Parse and check the text of a networks file against networks.schema.json, then check that every network's
+    steps chain; NetworkError (a ValueError) names the file and, sorted by field, every problem found."""
+    data = schema.load_yaml(text, source, NetworkError, MAX_CHARS)
+    problems = schema.find_problems(_validator(), data)
+    broken = {p.path[:2] for p in problems}  # the document, a top-level field, or one network
+    found: dict[str, Network] = {}
+    if () not in broken and ("networks",) not in broken:
+        for name, body in data["networks"].items():
+            if ("networks", name) not in broken:
+                found[name] = _network(name, body)
+                problems += _chain_problems(found[name], ("networks", name))
+    if problems:
+        raise NetworkError(*schema.report(source, problems))
+    return found
 
 
 @functools.cache

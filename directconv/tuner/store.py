@@ -2,7 +2,8 @@
 
 Files: one per machine fingerprint, `<machine id>-<fingerprint id>.yaml`, in the user store (written by the tuner)
 or bundled in directconv/machines/tuned/ (read-only). Lookup reads the user store first, then the bundled one.
-Everything read is validated field by field before it can reach the code generator or a compiler command line.
+Everything read is validated before it can reach the code generator or a compiler command line: against
+store.schema.json (every field's type, bounds and size limits), then the rules between fields in code.
 Writes hold a file lock across read-modify-write and replace the file atomically, so concurrent tuners finishing at
 once leave one valid file holding the best of both.
 """
@@ -12,10 +13,9 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import fcntl
-import math
+import functools
 import os
 import re
-import tempfile
 import threading
 import warnings
 from collections.abc import Iterator
@@ -25,19 +25,22 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from jsonschema.protocols import Validator
 
+from directconv.core import schema
 from directconv.core.config import KernelConfig
 from directconv.core.files import write_atomic
 from directconv.core.paths import store_dir
 from directconv.core.shape import ConvShape
 
-FORMAT = "directconv-tuned/1"
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-_SHAPE_KEYS = ("ci", "co", "h", "w", "kh", "kw", "sh", "sw", "pt", "pb", "pl", "pr")
+_SCHEMA = schema.read_schema(__package__, "store.schema.json")
+FORMAT: str = _SCHEMA["properties"]["format"]["const"]
+_ID = re.compile(_SCHEMA["properties"]["machine"]["pattern"])  # with fullmatch: `$` also matches before a newline
+MAX_CHARS = 16 << 20  # a store file's text: some 700 characters an entry, at most 10000 entries (store.schema.json)
 
 
-class StoreError(ValueError):
-    """A store file that cannot be used: names the file and the problem."""
+class StoreError(schema.DocumentError):
+    """A store file that cannot be used: names the file and every problem (`problems`: one sentence each)."""
 
 
 @dataclass(frozen=True)
@@ -90,102 +93,52 @@ def _bundled_files() -> list[Path]:
 # ---------------------------------------------------------------------------------------------- validation
 
 
-def _fail(path: Path, where: str, expected: str, got: Any) -> StoreError:
-    shown = repr(got)
-    if len(shown) > 80:
-        shown = shown[:77] + "..."
-    return StoreError(f"{path}: {where} must be {expected}, got {shown} ({type(got).__name__})")
+@functools.cache
+def _validator() -> Validator:
+    return schema.build_validator(_SCHEMA)
 
 
-def _int(path: Path, where: str, value: Any, low: int, high: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-        raise _fail(path, where, f"an integer in [{low}, {high}]", value)
-    return value
-
-
-def _float(path: Path, where: str, value: Any, low: float, high: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise _fail(path, where, "a finite number", value)
-    if not low <= value <= high:
-        raise _fail(path, where, f"a number in [{low}, {high}]", value)
-    return float(value)
-
-
-def _text(path: Path, where: str, value: Any, limit: int = 200) -> str:
-    if not isinstance(value, str) or len(value) > limit or any(ord(ch) < 32 for ch in value):
-        raise _fail(path, where, f"a single-line string of at most {limit} characters", value)
-    return value
-
-
-def _entry(path: Path, i: int, raw: Any) -> Entry:
-    where = f"entries[{i}]"
-    if not isinstance(raw, dict):
-        raise _fail(path, where, "a mapping", raw)
-    expected = {f for f in Entry.__dataclass_fields__}
-    unknown = sorted(set(raw) - expected)
-    missing = sorted(expected - set(raw))
-    if unknown:
-        raise StoreError(f"{path}: {where} has unknown keys {unknown}; expected {sorted(expected)}")
-    if missing:
-        raise StoreError(f"{path}: {where} is missing keys {missing}")
-    shape_raw = raw["shape"]
-    if not isinstance(shape_raw, dict) or sorted(shape_raw) != sorted(_SHAPE_KEYS):
-        raise _fail(path, f"{where}.shape", f"a mapping with exactly the keys {list(_SHAPE_KEYS)}", shape_raw)
-    dims = {k: _int(path, f"{where}.shape.{k}", shape_raw[k], 0, 1 << 20) for k in _SHAPE_KEYS}
+def _entry(i: int, raw: dict[str, Any]) -> tuple[Entry | None, list[schema.Problem]]:
+    """The Entry of one entry that passed the schema, or the cross-field rules it breaks."""
+    at = ("entries", i)
     try:
-        shape = ConvShape(**dims)
+        shape = ConvShape(**{k: int(v) for k, v in raw["shape"].items()})
+    except ValueError as exc:  # a kernel larger than the padded input: every field alone passed the schema
+        return None, [schema.wrong((*at, "shape"), f"not a layer: {exc}")]
+    try:
         config = KernelConfig.from_dict(raw["config"])
         config.check_fits(shape)
     except (TypeError, ValueError) as exc:
-        raise StoreError(f"{path}: {where}: {exc}") from None
-    threads = _int(path, f"{where}.threads", raw["threads"], 1, 1024)
+        return None, [schema.wrong((*at, "config"), str(exc))]
+    threads = int(raw["threads"])
     if config.threads != threads:
-        raise StoreError(f"{path}: {where}: config.threads={config.threads} disagrees with threads={threads}")
-    flags = raw["flags"]
-    if not isinstance(flags, list):
-        raise _fail(path, f"{where}.flags", "a list of strings", flags)
-    return Entry(
-        layer=_text(path, f"{where}.layer", raw["layer"], 64),
-        shape=shape,
-        threads=threads,
-        config=config,
-        gflops=_float(path, f"{where}.gflops", raw["gflops"], 0.0, 1e7),
-        spread=_float(path, f"{where}.spread", raw["spread"], 0.0, 1e3),
-        percent_of_peak=_float(path, f"{where}.percent_of_peak", raw["percent_of_peak"], 0.0, 1e4),
-        trials=_int(path, f"{where}.trials", raw["trials"], 0, 10**7),
-        date=_text(path, f"{where}.date", raw["date"], 40),
-        directconv_version=_text(path, f"{where}.directconv_version", raw["directconv_version"], 40),
-        generator_version=_int(path, f"{where}.generator_version", raw["generator_version"], 0, 10**6),
-        compiler=_text(path, f"{where}.compiler", raw["compiler"], 200),
-        flags=tuple(_text(path, f"{where}.flags[{j}]", f, 100) for j, f in enumerate(flags)),
+        return None, [schema.must((*at, "config", "threads"), f"the entry's threads, {threads}", config.threads,
+                                  "an entry records the thread count its configuration was measured at")]
+    entry = Entry(
+        layer=raw["layer"], shape=shape, threads=threads, config=config, gflops=float(raw["gflops"]),
+        spread=float(raw["spread"]), percent_of_peak=float(raw["percent_of_peak"]), trials=int(raw["trials"]),
+        date=raw["date"], directconv_version=raw["directconv_version"],
+        generator_version=int(raw["generator_version"]), compiler=raw["compiler"], flags=tuple(raw["flags"]),
     )
+    return entry, []
 
 
 def parse_store(text: str, path: Path, *, bundled: bool = False) -> StoreFile:
-    """Validate a store file's text (yaml.safe_load only); raise StoreError naming the file and the problem."""
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise StoreError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(raw, dict):
-        raise _fail(path, "the document", "a mapping", raw)
-    expected = {"format", "machine", "fingerprint_id", "fingerprint", "entries"}
-    if set(raw) != expected:
-        raise StoreError(f"{path}: top-level keys must be {sorted(expected)}, got {sorted(raw)}")
-    if raw["format"] != FORMAT:
-        raise _fail(path, "format", repr(FORMAT), raw["format"])
-    machine = raw["machine"]
-    if not isinstance(machine, str) or not _ID.match(machine):
-        raise _fail(path, "machine", "an id of letters, digits, '.', '_' or '-'", machine)
-    fid = raw["fingerprint_id"]
-    if not isinstance(fid, str) or not re.fullmatch(r"[0-9a-f]{8,64}", fid):
-        raise _fail(path, "fingerprint_id", "a hex string", fid)
-    if not isinstance(raw["fingerprint"], dict):
-        raise _fail(path, "fingerprint", "a mapping", raw["fingerprint"])
-    if not isinstance(raw["entries"], list):
-        raise _fail(path, "entries", "a list", raw["entries"])
-    entries = tuple(_entry(path, i, e) for i, e in enumerate(raw["entries"]))
-    return StoreFile(path, machine, fid, raw["fingerprint"], entries, bundled)
+    """Validate a store file's text (yaml.safe_load only) against store.schema.json, then the rules between fields;
+    raise StoreError naming the file and, sorted by field, every problem found."""
+    raw = schema.load_yaml(text, str(path), StoreError, MAX_CHARS)
+    problems = schema.find_problems(_validator(), raw)
+    broken = {p.path[:2] for p in problems}  # the document, a top-level field, or one entry
+    entries: list[Entry] = []
+    if () not in broken and ("entries",) not in broken:
+        for i, item in enumerate(raw["entries"]):
+            if ("entries", i) not in broken:
+                entry, wrongs = _entry(i, item)
+                problems += wrongs
+                entries += [entry] if entry is not None else []
+    if problems:
+        raise StoreError(*schema.report(str(path), problems))
+    return StoreFile(path, raw["machine"], raw["fingerprint_id"], raw["fingerprint"], tuple(entries), bundled)
 
 
 # Parsed files by (path, bundled), with the (mtime_ns, size, inode) they were read at: building a deep network
@@ -294,7 +247,7 @@ def dump_store(machine: str, fingerprint_id: str, fingerprint: dict[str, Any], e
 
 
 def store_path(machine: str, fingerprint_id: str, store: str | Path | None = None) -> Path:
-    if not _ID.match(machine):
+    if not _ID.fullmatch(machine):
         raise ValueError(f"machine id {machine!r} is not a valid file name")
     return store_dir(store) / f"{machine}-{fingerprint_id}.yaml"
 
