@@ -10,11 +10,11 @@ import argparse
 import json
 from typing import Any
 
-from directconv.cli.layers import add_layer_options, selected_layers
+from directconv.cli.layers import add_layer_options, add_machine_option, selected_layers, selected_machine
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--machine", help="bundled machine id or YAML path (default: this host)")
+    add_machine_option(p)
     add_layer_options(p, shape_options=True)
     p.add_argument("--threads", type=int, default=1, help="the thread count the model predicts for (default 1)")
     p.add_argument("--config", metavar="JSON",
@@ -22,7 +22,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    'the predicted ones, e.g. \'{"cob": 16, "wob": 6}\'')
     p.add_argument("--listing", action="store_true", help="print the hot loop's instructions too")
     p.add_argument("--json", action="store_true",
-                   help="print JSON: machine, layer, config, model, compiled, agrees, notes (a list for several layers)")
+                   help="print JSON: machine, layer, config, model, compiled, agrees, notes (a list for several)")
     p.set_defaults(run=run)
 
 
@@ -45,9 +45,9 @@ def _print(result: Any, listing: bool) -> None:
     cfg = result.config
     print(f"{result.layer} on {result.machine}: {cfg.isa} cob={cfg.cob} wob={cfg.wob} unroll={cfg.unroll} "
           f"(flags {' '.join(result.flags)})")
+    named = m["accumulators"] + m["weight_vectors"] + m["broadcast_registers"]
     print(f"  model:    {m['accumulators']} accumulators + {m['weight_vectors']} weight vectors + "
-          f"{m['broadcast_registers']} broadcast = {m['accumulators'] + m['weight_vectors'] + m['broadcast_registers']} "
-          f"of {m['n_reg']} registers; {m['fmas_per_step']} FMAs and {m['loads_per_step']} loads per step; "
+          f"{m['broadcast_registers']} broadcast = {named} of {m['n_reg']} registers; {m['fmas_per_step']} FMAs and {m['loads_per_step']} loads per step; "
           f"N_fma * L_fma = {m['fmas_in_flight_needed']}")
     if c is not None:
         print(f"  compiled: {c['vector_registers_used']} vector registers, {c['accumulators']} accumulators, "
@@ -62,14 +62,7 @@ def run(args: argparse.Namespace) -> int:
     from directconv.kernels.inspect import inspect_kernel
     from directconv.model import predict
 
-    if args.machine:
-        from directconv.machines.loader import load_machine
-
-        machine = load_machine(args.machine)
-    else:
-        from directconv.machines.host import host
-
-        machine = host().machine
+    machine = selected_machine(args)
     results = []
     for layer in selected_layers(args):
         config = _config(predict(layer.shape, machine, args.threads).config, args.config)

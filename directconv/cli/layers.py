@@ -1,4 +1,4 @@
-"""Command-line options that name layers: --layer NAME (repeatable), --network NAME, or an explicit shape."""
+"""Command-line options that name layers (--layer NAME, --network NAME, or an explicit shape) and a machine."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 
 from directconv.core.shape import ConvShape
 from directconv.core.suite import Layer, get_layer, network_layers
+from directconv.machines.machine import Machine
 from directconv.nn.networks import get_network
 
 
@@ -52,3 +53,18 @@ def selected_layers(args: argparse.Namespace, *, required: bool = True) -> list[
     if required and not layers:
         raise ValueError("name at least one layer: --layer NAME, --network NAME (or an explicit shape)")
     return layers
+
+
+def add_machine_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--machine", help="bundled machine id or YAML path (default: this host's description)")
+
+
+def selected_machine(args: argparse.Namespace) -> Machine:
+    """The machine --machine names, else this host's description."""
+    if args.machine:
+        from directconv.machines.loader import load_machine
+
+        return load_machine(args.machine)
+    from directconv.machines.host import host
+
+    return host().machine

@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 
-from directconv.cli.layers import add_layer_options, selected_layers
+from directconv.cli.layers import add_layer_options, add_machine_option, selected_layers, selected_machine
 
 
 def add_predict(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="the model's configuration for a layer on a machine, and why",
                        description="Predict the blocking of a layer on a machine from its description alone.")
-    p.add_argument("--machine", help="bundled machine id or YAML path (default: this host)")
+    add_machine_option(p)
     add_layer_options(p, shape_options=True)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", action="store_true", help="print JSON: config, explanation, space sizes, GFLOP/s")
@@ -21,14 +21,7 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
 def run_predict(args: argparse.Namespace) -> int:
     from directconv.model import predict, search_space
 
-    if args.machine:
-        from directconv.machines.loader import load_machine
-
-        machine = load_machine(args.machine)
-    else:
-        from directconv.machines.host import host
-
-        machine = host().machine
+    machine = selected_machine(args)
     out = []
     for layer in selected_layers(args):
         plan = predict(layer.shape, machine, args.threads)

@@ -9,9 +9,11 @@ from __future__ import annotations
 import argparse
 import json
 
+from directconv.cli.layers import add_machine_option, selected_machine
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--machine", help="bundled machine id or YAML path (default: this host's description)")
+    add_machine_option(p)
     p.add_argument("--json", action="store_true", help="print JSON: machine, how, passed, failed, cases")
     p.set_defaults(run=run)
 
@@ -19,14 +21,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from directconv.kernels.selftest import cases, how_to_run, run_case, SelfTest
 
-    if args.machine:
-        from directconv.machines.loader import load_machine
-
-        machine = load_machine(args.machine)
-    else:
-        from directconv.machines.host import host
-
-        machine = host().machine
+    machine = selected_machine(args)
     how, detail = how_to_run(machine)
     sweep = cases(machine)
     if not args.json:
