@@ -6,12 +6,15 @@ each test gets a fresh database on it. The storage conformance tests run on SQLi
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
@@ -24,14 +27,17 @@ import pytest
 import sqlalchemy
 
 from directconv.cli.main import main
-from directconv.kernels.codegen import GENERATOR_VERSION
 from directconv.core.config import KernelConfig
 from directconv.core.isa import ISAS, host_isa
 from directconv.core.shape import ConvShape
+from directconv.kernels.codegen import GENERATOR_VERSION
 from directconv.machines.probe.fingerprint import fingerprint_id
 from directconv.tuner import fleet, locks, store
+from directconv.tuner.backend import RealBackend
+from directconv.tuner.compile import Built
+from directconv.tuner.measure import Measurer
 from directconv.tuner.storage import _with_driver, fail_dead_trials, open_storage, study_name
-from directconv.tuner.tune import claim
+from directconv.tuner.trials import claim, measured
 
 POSTGRES_ENV = "DIRECTCONV_TEST_POSTGRES_URL"
 NO_SERVER = f"set {POSTGRES_ENV} (e.g. .ci/run starts a local server)"
@@ -59,11 +65,23 @@ def postgres_url() -> Iterator[str]:
     admin.dispose()
 
 
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> Iterator[str]:
+    """An SQLite database in memory-backed storage where there is one: commits there cost no disk sync."""
+    shm = Path("/dev/shm")
+    if not (shm.is_dir() and os.access(shm, os.W_OK)):
+        yield f"sqlite:///{tmp_path / 'studies.db'}"
+        return
+    folder = Path(tempfile.mkdtemp(prefix="directconv-test-", dir=shm))
+    try:
+        yield f"sqlite:///{folder / 'studies.db'}"
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'studies.db'}"
-    return request.getfixturevalue("postgres_url")
+def storage_url(request: pytest.FixtureRequest) -> str:
+    return request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "postgres_url")
 
 
 def _env(tmp_path: Path) -> dict[str, str]:
@@ -82,20 +100,42 @@ def test_measuring_waits_for_compiles_and_compiles_share(tmp_path, monkeypatch):
         with locks.measuring():
             measured.set()
 
-    with locks.compiling():
-        with locks.compiling():  # a second compile (another descriptor, like another process) is not blocked
-            thread = threading.Thread(target=measure)
-            thread.start()
-            assert not measured.wait(0.3), "a measurement started while candidates were compiling"
+    # Two compiles at once (two descriptors, like two processes): the second is not blocked by the first.
+    with locks.compiling(), locks.compiling():
+        thread = threading.Thread(target=measure)
+        thread.start()
+        assert not measured.wait(0.3), "a measurement started while candidates were compiling"
     assert measured.wait(5), "the measurement never started after the compiles ended"
     thread.join()
+
+
+def test_every_measurement_holds_the_host_lock_rounds_included(tmp_path):
+    """Measurer(exclusive=...) is entered around each measurement, the interleaved rounds' too (RealBackend passes
+    locks.measuring). A library that does not load is an error reply, not the end of the worker."""
+    held: list[str] = []
+
+    @contextlib.contextmanager
+    def exclusive() -> Iterator[None]:
+        held.append("enter")
+        yield
+        held.append("exit")
+
+    config = KernelConfig(host_isa(), LANES, 2)
+    shape = ConvShape.from_args(8, LANES, 6, 6, 3, 3, 1, 1)
+    built = {config.compile_key(): Built(tmp_path / "missing.so")}
+    with Measurer(timeout=60, exclusive=exclusive) as measurer:
+        first = measurer.measure(config, shape, tmp_path / "missing.so")
+        per_round = measurer.rounds([config], shape, built, 3, drop_failed=True)
+    assert first.status == "error" and "missing.so" in first.detail
+    assert per_round == [{}, {}, {}] and held == ["enter", "exit"] * 2, "a failed finalist is not measured again"
+    assert RealBackend().measurer.exclusive is locks.measuring
 
 
 RACE = textwrap.dedent(
     """
     import sys, time, optuna
     from directconv.tuner.storage import open_storage
-    from directconv.tuner.tune import claim
+    from directconv.tuner.trials import claim
     url, name, start = sys.argv[1], sys.argv[2], float(sys.argv[3])
     rdb = open_storage(url)
     study = optuna.load_study(study_name=name, storage=rdb)
@@ -116,6 +156,7 @@ RACE = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_a_configuration_is_claimed_once_among_racing_processes(storage_url):
     """The claim lock on each backend: four processes draw the same four configurations at the same moment."""
     name = "directconv-test/claims"
@@ -124,12 +165,35 @@ def test_a_configuration_is_claimed_once_among_racing_processes(storage_url):
     procs = [subprocess.Popen([sys.executable, "-c", RACE, storage_url, name, str(start)], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for _ in range(4)]
     outs = [p.communicate(timeout=120) for p in procs]
-    for p, (_, err) in zip(procs, outs):
+    for p, (_, err) in zip(procs, outs, strict=True):
         assert p.returncode == 0, err
     won = [key for out, _ in outs for key in out.split()]
     assert sorted(won) == [f"config-{i}" for i in range(4)], "each configuration claimed by exactly one process"
 
 
+def test_a_configuration_is_claimed_once_and_given_back_once_if_its_process_dies(sqlite_url):
+    """Claimed: nobody else gets it. Its process died before measuring (FAIL without a status): free again, once;
+    a configuration whose process died twice counts as failed, so a candidate that kills its tuner is not retried
+    forever."""
+    rdb = open_storage(sqlite_url)
+    study = optuna.create_study(storage=rdb, study_name="directconv-test/deaths")
+    for death in range(2):
+        trial = study.ask()
+        assert claim(rdb, study, trial, "config-0"), f"free again after {death} deaths"
+        probe = study.ask()
+        assert not claim(rdb, study, probe, "config-0"), "claimed while its worker is alive"
+        study.tell(probe, state=optuna.trial.TrialState.PRUNED)
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)  # died: failed by the next worker, no status
+    assert not claim(rdb, study, study.ask(), "config-0")
+    assert list(measured(study)) == ["config-0"]
+    measured_trial = study.ask()
+    assert claim(rdb, study, measured_trial, "config-1")
+    measured_trial.set_user_attr("status", "ok")
+    study.tell(measured_trial, 1.0)
+    assert not claim(rdb, study, study.ask(), "config-1"), "a measured configuration is never claimed again"
+
+
+@pytest.mark.slow
 def test_a_dead_workers_configuration_goes_back_once(storage_url):
     """A worker on another host stops sending heartbeats: its claim is failed and its configuration freed, once."""
     rdb = open_storage(storage_url, grace_seconds=1)
@@ -190,8 +254,8 @@ def _study(url: str, fp: dict, machine: str, shape: ConvShape, results: list[flo
 SMALL = ConvShape.from_args(8, 2 * LANES, 9, 11, 3, 3, 1, 1)
 
 
-def test_export_files_each_fingerprint_apart_and_filters_by_machine(tmp_path):
-    url = f"sqlite:///{tmp_path / 'studies.db'}"
+def test_export_files_each_fingerprint_apart_and_filters_by_machine(sqlite_url, tmp_path):
+    url = sqlite_url
     a, b = _fingerprint("cpu a"), _fingerprint("cpu b")
     _study(url, a, "alpha", SMALL, [10.0, 30.0, None, 20.0])
     _study(url, b, "beta", SMALL, [5.0])
@@ -216,8 +280,8 @@ def test_export_files_each_fingerprint_apart_and_filters_by_machine(tmp_path):
     assert [r.status for r in again] == ["kept"], "a second export of the same study changes nothing"
 
 
-def test_export_refuses_what_the_store_would_reject(tmp_path):
-    url = f"sqlite:///{tmp_path / 'studies.db'}"
+def test_export_refuses_what_the_store_would_reject(sqlite_url, tmp_path):
+    url = sqlite_url
     fp = _fingerprint("cpu")
     mixed = _study(url, fp, "alpha", SMALL, [10.0])
     study = optuna.load_study(study_name=mixed, storage=url)
@@ -237,8 +301,8 @@ def test_export_refuses_what_the_store_would_reject(tmp_path):
         fleet.export(f"sqlite:///{tmp_path / 'typo.db'}")
 
 
-def test_store_export_command(tmp_path, capsys):
-    url = f"sqlite:///{tmp_path / 'studies.db'}"
+def test_store_export_command(sqlite_url, tmp_path, capsys):
+    url = sqlite_url
     _study(url, _fingerprint("cpu"), "alpha", SMALL, [10.0, 12.5])
     assert main(["store", "export", "--storage", url, "--store", str(tmp_path / "store"), "--json"]) == 0
     (row,) = json.loads(capsys.readouterr().out)
@@ -248,6 +312,33 @@ def test_store_export_command(tmp_path, capsys):
 
 
 # ---------------------------------------------------------------------------------------------- workers
+
+
+def test_trials_are_split_evenly_between_at_most_as_many_workers():
+    assert fleet.split_trials(10, 3) == [4, 3, 3]
+    assert fleet.split_trials(2, 4) == [1, 1], "no worker without a trial"
+    assert fleet.split_trials(5, 1) == [5]
+    with pytest.raises(ValueError, match=r"`trials >= 1 and workers >= 1` must hold, but got \(trials=3, workers=0\)"):
+        fleet.split_trials(3, 0)
+
+
+def _row(layer: str, best: float | None, predicted: float | None, measured: int, failures: list) -> dict:
+    return {"layer": layer, "best_config": {"wob": best}, "best_gflops": best, "predicted_config": {"wob": 1},
+            "predicted_gflops": predicted, "gain": None, "percent_of_peak": None, "trials": measured,
+            "confirmation_rounds": 0, "measured_now": measured, "failed_now": len(failures), "seconds": measured,
+            "stored": best is not None, "failures": failures}
+
+
+def test_workers_rows_merge_into_one_row_per_layer():
+    """The best of any worker, the model's figure from whichever measured it, the work of all of them."""
+    first = [_row("a", 30.0, None, 3, [["k1", "crashed", "SIGSEGV"]]), _row("b", None, None, 2, [])]
+    second = [_row("a", 20.0, 10.0, 4, []), _row("b", 5.0, 5.0, 2, [])]
+    a, b = fleet.merge_rows([first, second])
+    assert (a["best_gflops"], a["predicted_gflops"], a["gain"]) == (30.0, 10.0, 3.0)
+    assert (a["measured_now"], a["failed_now"], a["trials"], a["workers"]) == (7, 1, 4, 2)
+    assert a["failures"] == [["k1", "crashed", "SIGSEGV"]] and a["stored"]
+    assert (b["best_gflops"], b["gain"], b["measured_now"]) == (5.0, 1.0, 4)
+
 
 WORKER = textwrap.dedent(
     """
@@ -279,6 +370,7 @@ def _measured(trials: list[optuna.trial.FrozenTrial]) -> list[optuna.trial.Froze
             and t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)]
 
 
+@pytest.mark.slow
 @pytest.mark.postgres
 @pytest.mark.compiler
 def test_workers_share_a_study_and_survive_a_killed_worker(postgres_url, tmp_path):
@@ -300,7 +392,7 @@ def test_workers_share_a_study_and_survive_a_killed_worker(postgres_url, tmp_pat
     before = {t.number for t in _measured(_trials(rdb)) if t.user_attrs.get("pid") == victim.pid}
     assert before, "the killed worker had measured something"
     outs = [p.communicate(timeout=180) for p in survivors]
-    for p, (out, err) in zip(survivors, outs):
+    for p, (_, err) in zip(survivors, outs, strict=True):
         assert p.returncode == 0, err
 
     trials = _trials(rdb)
@@ -321,17 +413,18 @@ def test_workers_share_a_study_and_survive_a_killed_worker(postgres_url, tmp_pat
     assert row["entry"]["gflops"] == round(best.value, 3) and row["entry"]["trials"] == len(measured)
 
 
-@pytest.mark.postgres
+@pytest.mark.slow
 @pytest.mark.compiler
-def test_tune_with_workers_splits_the_trials(postgres_url, tmp_path):
+def test_tune_with_workers_splits_the_trials(storage_url, tmp_path):
+    """`directconv tune --workers 2`: two spawned workers share the layer's study, the trials split between them."""
     env = _env(tmp_path)
     shape = ["--ci", str(FLEET.ci), "--co", str(FLEET.co), "--h", "12", "--w", "12", "--kh", "3", "--kw", "3",
              "--pad", "1"]
     done = subprocess.run([sys.executable, "-m", "directconv", "tune", *shape, "--trials", "5", "--workers", "2",
-                           "--min-time", "0.03", "--storage", postgres_url, "--json", str(tmp_path / "out.json")],
+                           "--min-time", "0.03", "--storage", storage_url, "--json", str(tmp_path / "out.json")],
                           env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     (row,) = json.loads((tmp_path / "out.json").read_text())["layers"]
     assert (row["workers"], row["measured_now"], row["trials"]) == (2, 5, 5)
-    keys = [t.user_attrs["config_key"] for t in _measured(_trials(open_storage(postgres_url)))]
+    keys = [t.user_attrs["config_key"] for t in _measured(_trials(open_storage(storage_url)))]
     assert len(keys) == len(set(keys)) == 5

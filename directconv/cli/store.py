@@ -28,12 +28,7 @@ def run_export(args: argparse.Namespace) -> int:
 
     results = export(args.storage, machine=args.machine, store_dir=args.store)
     if args.json:
-        print(json.dumps([
-            {"study": r.study, "machine": r.machine, "fingerprint_id": r.fingerprint_id, "status": r.status,
-             "detail": r.detail, "entry": r.entry.to_dict() if r.entry else None,
-             "file": str(r.path) if r.path else None}
-            for r in results
-        ], indent=1))
+        print(json.dumps([r.to_dict() for r in results], indent=1))
     else:
         print(f"exporting {len(results)} studies from {shown_url(args.storage)}")
         for r in results:

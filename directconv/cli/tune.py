@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Sequence
 
 from directconv.cli.layers import add_layer_options, selected_layers
 from directconv.tuner.tune import SAMPLERS
@@ -30,106 +31,57 @@ def add_tune(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run_tune)
 
 
-def tune_layers(layers: list[tuple[str, dict]], trials: int, options: dict, progress: bool = True) -> list[dict]:
-    """Tune (name, shape dict) layers one after the other; a summary row per layer. Also a --workers process's job."""
-    from directconv.core.shape import ConvShape
-    from directconv.tuner.tuning import tune
-
-    rows = []
-    for name, shape in layers:
-        t = tune(ConvShape(**shape), trials=trials, layer=name, progress=progress, **options)
-        r = t.result
-        pred, best = t.predicted, t.best
-        rows.append({
-            "layer": name,
-            "predicted_config": pred.config.to_dict() if pred else None,
-            "predicted_gflops": pred.gflops if pred else None,
-            "best_config": best.config.to_dict() if best else None,
-            "best_gflops": best.gflops if best else None,
-            "gain": t.gain,
-            "percent_of_peak": t.percent_of_peak,
-            "trials": r.trials_total,
-            "confirmation_rounds": max((m.samples for m in r.confirmed), default=0),
-            "measured_now": r.measured_now,
-            "failed_now": r.failed_now,
-            "seconds": r.seconds,
-            "stored": t.written,
-            "failures": [[key, status, detail.splitlines()[0] if detail else ""] for key, status, detail in r.failures],
-        })
-    return rows
-
-
-def _merge(per_worker: list[list[dict]]) -> list[dict]:
-    """One row per layer from the workers' rows: the best of any worker, the work of all of them."""
-    merged = []
-    for rows in zip(*per_worker):
-        best = max(rows, key=lambda r: r["best_gflops"] or 0.0)
-        pred = next((r for r in rows if r["predicted_gflops"] is not None), rows[0])
-        gain = None
-        if best["best_gflops"] and pred["predicted_gflops"]:
-            gain = best["best_gflops"] / pred["predicted_gflops"]
-        merged.append({
-            **best, "predicted_config": pred["predicted_config"], "predicted_gflops": pred["predicted_gflops"],
-            "gain": gain, "trials": max(r["trials"] for r in rows),
-            "measured_now": sum(r["measured_now"] for r in rows), "failed_now": sum(r["failed_now"] for r in rows),
-            "seconds": max(r["seconds"] for r in rows), "stored": any(r["stored"] for r in rows),
-            "failures": [f for r in rows for f in r["failures"]], "workers": len(rows),
-        })
-    return merged
-
-
 def run_tune(args: argparse.Namespace) -> int:
+    from directconv.tuner.fleet import tune_fleet
+
     if args.workers < 1:
         raise ValueError(f"--workers must be >= 1, got {args.workers}")
     if args.trials < 1:
         raise ValueError(f"--trials must be >= 1, got {args.trials}")
-    layers = [(layer.name, layer.shape.to_dict()) for layer in selected_layers(args)]
-    options = {"threads": args.threads, "storage": args.storage, "machine": args.machine, "sampler": args.sampler,
-               "timeout": args.timeout, "store_dir": args.store, "min_time": args.min_time, "statistic": args.statistic}
-    status = 0
-    if args.workers == 1:
-        rows = tune_layers(layers, args.trials, options)
-    else:
-        from directconv.tuner.fleet import run_workers
+    layers = [(layer.name, layer.shape) for layer in selected_layers(args)]
+    settings = {"threads": args.threads, "storage": args.storage, "machine": args.machine, "sampler": args.sampler,
+                "timeout": args.timeout, "store_dir": args.store, "min_time": args.min_time,
+                "statistic": args.statistic}
+    fleet = tune_fleet(layers, trials=args.trials, workers=args.workers, settings=settings)
+    for o in fleet.failed:
+        print(f"worker {o.index + 1} of {fleet.workers} failed (exit status {o.exitcode}); its completed trials are "
+              "in the study: run the same command again to resume")
+    if not fleet.rows:
+        return 1
+    print_rows(fleet.rows)
+    if args.json:
+        from directconv.core.files import write_json
 
-        n = min(args.workers, args.trials)
-        budgets = [args.trials // n + (i < args.trials % n) for i in range(n)]
-        # Only the first worker draws a progress line: several redrawing one terminal line would garble it.
-        jobs = [{"layers": layers, "trials": b, "options": options, "progress": i == 0} for i, b in enumerate(budgets)]
-        outcomes = run_workers(tune_layers, jobs)
-        for o in outcomes:
-            if not o.ok:
-                print(f"worker {o.index + 1} of {n} failed (exit status {o.exitcode}); its completed trials are in "
-                      "the study: run the same command again to resume")
-                status = 1
-        finished = [o.result for o in outcomes if o.ok]
-        if not finished:
-            return 1
-        rows = _merge(finished)
+        write_json(args.json, {"layers": list(fleet.rows)})
+    return 1 if fleet.failed or not all(r["best_config"] for r in fleet.rows) else 0
+
+
+def print_rows(rows: Sequence[dict]) -> None:
+    """The failed candidates, then a table row per layer (tuner.fleet.layer_row's fields)."""
     for row in rows:
         for key, why, detail in row["failures"]:
             print(f"  failed candidate {key}: {why}: {detail}")
     print()
-    head = f"{'layer':32} {'predicted':>22} {'GFLOP/s':>8} {'tuned':>22} {'GFLOP/s':>8} {'gain':>6} {'%peak':>6} {'trials':>6} {'time':>7}"
+    head = (f"{'layer':32} {'predicted':>22} {'GFLOP/s':>8} {'tuned':>22} {'GFLOP/s':>8} {'gain':>6} {'%peak':>6} "
+            f"{'trials':>6} {'time':>7}")
     print(head)
     print("-" * len(head))
     for row in rows:
-        def short(c):
-            return "-" if c is None else f"{c['cob']}x{c['wob']} cib={c['cib'] or 'all'} u{c['unroll']}"
-        def num(v, fmt):
-            return "-" if v is None else format(v, fmt)
-        print(f"{row['layer']:32} {short(row['predicted_config']):>22} {num(row['predicted_gflops'], '8.1f')} "
-              f"{short(row['best_config']):>22} {num(row['best_gflops'], '8.1f')} {num(row['gain'], '6.2f')} "
-              f"{num(row['percent_of_peak'], '6.1f')} {row['trials']:>6} {row['seconds']:>6.0f}s")
+        print(f"{row['layer']:32} {_short(row['predicted_config']):>22} {_num(row['predicted_gflops'], '8.1f')} "
+              f"{_short(row['best_config']):>22} {_num(row['best_gflops'], '8.1f')} {_num(row['gain'], '6.2f')} "
+              f"{_num(row['percent_of_peak'], '6.1f')} {row['trials']:>6} {row['seconds']:>6.0f}s")
     rounds = max((r.get("confirmation_rounds", 0) for r in rows), default=0)
     if rounds:
         print(f"GFLOP/s: the study's fastest and the model's configuration timed again side by side, median of "
               f"{rounds} interleaved rounds")
-    if args.json:
-        from directconv.core.files import write_json
 
-        write_json(args.json, {"layers": rows})
-    return status if all(r["best_config"] for r in rows) else 1
+
+def _short(c: dict | None) -> str:
+    return "-" if c is None else f"{c['cob']}x{c['wob']} cib={c['cib'] or 'all'} u{c['unroll']}"
+
+
+def _num(v: float | None, fmt: str) -> str:
+    return "-" if v is None else format(v, fmt)
 
 
 def add_show(sub: argparse._SubParsersAction) -> None:

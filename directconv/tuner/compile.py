@@ -8,9 +8,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from directconv.kernels import codegen, compiler, runtime
 from directconv.core.config import KernelConfig
 from directconv.core.shape import ConvShape
+from directconv.kernels import codegen, compiler, runtime
 
 # Test-only fault injection: rewrites the generated source of a candidate before it is compiled.
 SourceHook = Callable[[KernelConfig, str], str]
@@ -45,4 +45,4 @@ def compile_all(
     workers = jobs or max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         results = pool.map(one, variants.values())
-        return dict(zip(variants.keys(), results))
+        return dict(zip(variants.keys(), results, strict=True))

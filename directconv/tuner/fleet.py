@@ -2,7 +2,9 @@
 
 Workers: `run_workers` starts one fresh interpreter per job (spawned, so no database connection or lock is
 inherited), waits for all of them and reports each one's outcome; a worker that dies does not stop the others, and
-its completed trials are already in the study (see tune.py for how its unfinished ones are given back).
+its completed trials are already in the study (see trials.py for how its unfinished ones are given back).
+`tune_fleet` tunes layers with several such workers sharing each layer's study, the trials split between them, and
+merges what they report into one summary row per layer (what `directconv tune --workers N` prints).
 
 Export: every directconv study in a storage (`directconv/<fingerprint id>/<geometry>/t<threads>/gen<N>`) names the
 machine fingerprint it was measured on, and its user attrs hold the host identity and the full fingerprint;
@@ -19,7 +21,7 @@ import multiprocessing
 import os
 import re
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,15 +29,15 @@ from typing import Any
 import optuna
 import sqlalchemy
 
-from directconv.kernels.codegen import GENERATOR_VERSION
 from directconv.core.config import KernelConfig
 from directconv.core.files import write_json
 from directconv.core.shape import ConvShape
+from directconv.kernels.codegen import GENERATOR_VERSION
 from directconv.machines.probe.fingerprint import fingerprint_id as fingerprint_id_of
-
 from directconv.tuner import store
 from directconv.tuner.storage import _sqlite_path, open_storage
-from directconv.tuner.tune import _measured
+from directconv.tuner.trials import measured
+from directconv.tuner.tuning import Tuned, tune
 
 STUDY_NAME = re.compile(r"^directconv/(?P<fid>[^/]+)/(?P<geometry>[^/]+)/t(?P<threads>[0-9]+)/gen(?P<gen>[0-9]+)$")
 TRIAL_PROVENANCE = ("compiler", "flags", "peak_gflops", "directconv_version")
@@ -71,7 +73,7 @@ def run_workers(target: Callable[..., Any], jobs: list[dict[str, Any]]) -> list[
     with tempfile.TemporaryDirectory(prefix="directconv-workers-") as tmp:
         outs = [os.path.join(tmp, f"worker-{i}.json") for i in range(len(jobs))]
         procs = [ctx.Process(target=_run_job, args=(target, job, out), name=f"directconv-worker-{i}")
-                 for i, (job, out) in enumerate(zip(jobs, outs))]
+                 for i, (job, out) in enumerate(zip(jobs, outs, strict=True))]
         for p in procs:
             p.start()
         try:
@@ -85,13 +87,102 @@ def run_workers(target: Callable[..., Any], jobs: list[dict[str, Any]]) -> list[
                 p.join()
             raise
         outcomes = []
-        for i, (p, out) in enumerate(zip(procs, outs)):
+        for i, (p, out) in enumerate(zip(procs, outs, strict=True)):
             result = None
             if p.exitcode == 0 and os.path.exists(out):
                 with open(out) as f:
                     result = json.load(f)
             outcomes.append(WorkerOutcome(i, p.exitcode if p.exitcode is not None else -1, result))
         return outcomes
+
+
+# ---------------------------------------------------------------------------------------------- tuning layers
+
+
+def layer_row(name: str, t: Tuned) -> dict[str, Any]:
+    """The summary of one tuned layer, JSON-ready (what `directconv tune --json` writes per layer)."""
+    r, pred, best = t.result, t.predicted, t.best
+    return {
+        "layer": name,
+        "predicted_config": pred.config.to_dict() if pred else None,
+        "predicted_gflops": pred.gflops if pred else None,
+        "best_config": best.config.to_dict() if best else None,
+        "best_gflops": best.gflops if best else None,
+        "gain": t.gain,
+        "percent_of_peak": t.percent_of_peak,
+        "trials": r.trials_total,
+        "confirmation_rounds": max((m.samples for m in r.confirmed), default=0),
+        "measured_now": r.measured_now,
+        "failed_now": r.failed_now,
+        "seconds": r.seconds,
+        "stored": t.written,
+        "failures": [[key, status, detail.splitlines()[0] if detail else ""] for key, status, detail in r.failures],
+    }
+
+
+def tune_layers(layers: Sequence[tuple[str, ConvShape]], trials: int, settings: Mapping[str, Any],
+                progress: bool = True) -> list[dict[str, Any]]:
+    """Tune (name, shape) layers one after the other with directconv.tune(trials=trials, **settings); a summary row
+    per layer. Also the job of every `tune_fleet` worker process."""
+    return [layer_row(name, tune(shape, trials=trials, layer=name, progress=progress, **settings))
+            for name, shape in layers]
+
+
+def split_trials(trials: int, workers: int) -> list[int]:
+    """Each worker's share of `trials`, as even as can be; no more workers than trials (each measures one at least)."""
+    if trials < 1 or workers < 1:
+        raise ValueError(f"`trials >= 1 and workers >= 1` must hold, but got (trials={trials}, workers={workers})")
+    n = min(workers, trials)
+    return [trials // n + (i < trials % n) for i in range(n)]
+
+
+def merge_rows(per_worker: Sequence[Sequence[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """One row per layer from the workers' rows: the best of any worker, the work of all of them."""
+    merged = []
+    for rows in zip(*per_worker, strict=True):
+        best = max(rows, key=lambda r: r["best_gflops"] or 0.0)
+        pred = next((r for r in rows if r["predicted_gflops"] is not None), rows[0])
+        gain = None
+        if best["best_gflops"] and pred["predicted_gflops"]:
+            gain = best["best_gflops"] / pred["predicted_gflops"]
+        merged.append({
+            **best, "predicted_config": pred["predicted_config"], "predicted_gflops": pred["predicted_gflops"],
+            "gain": gain, "trials": max(r["trials"] for r in rows),
+            "measured_now": sum(r["measured_now"] for r in rows), "failed_now": sum(r["failed_now"] for r in rows),
+            "seconds": max(r["seconds"] for r in rows), "stored": any(r["stored"] for r in rows),
+            "failures": [f for r in rows for f in r["failures"]], "workers": len(rows),
+        })
+    return merged
+
+
+@dataclass(frozen=True)
+class FleetResult:
+    """What tune_fleet did: a row per layer (merged over the workers that finished; empty if none did)."""
+
+    rows: tuple[dict[str, Any], ...]
+    workers: int  # worker processes started (1: tuned in this process)
+    failed: tuple[WorkerOutcome, ...]  # workers that died or failed; their completed trials are in the studies
+
+
+def tune_fleet(layers: Sequence[tuple[str, ConvShape]], *, trials: int, workers: int = 1,
+               settings: Mapping[str, Any] | None = None, progress: bool = True) -> FleetResult:
+    """Tune `layers` with `workers` processes sharing each layer's study, `trials` per layer split between them.
+
+    settings: the other keyword arguments of directconv.tune (threads, storage, machine, sampler, timeout,
+    store_dir, min_time, statistic). One worker tunes in this process; several are spawned (run_workers) and
+    need a storage they can share (the default SQLite file is, on one host).
+    """
+    budgets = split_trials(trials, workers)
+    settings = dict(settings or {})
+    if len(budgets) == 1:
+        return FleetResult(tuple(tune_layers(layers, trials, settings, progress)), 1, ())
+    # Only the first worker draws a progress line: several redrawing one terminal line would garble it.
+    jobs = [{"layers": list(layers), "trials": b, "settings": settings, "progress": progress and i == 0}
+            for i, b in enumerate(budgets)]
+    outcomes = run_workers(tune_layers, jobs)
+    finished = [o.result for o in outcomes if o.ok]
+    return FleetResult(tuple(merge_rows(finished)) if finished else (), len(budgets),
+                       tuple(o for o in outcomes if not o.ok))
 
 
 # ---------------------------------------------------------------------------------------------- export
@@ -112,6 +203,11 @@ class Exported:
     detail: str = ""
     entry: store.Entry | None = None
     path: Path | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"study": self.study, "machine": self.machine, "fingerprint_id": self.fingerprint_id,
+                "status": self.status, "detail": self.detail, "entry": self.entry.to_dict() if self.entry else None,
+                "file": str(self.path) if self.path else None}
 
 
 def shown_url(url: str) -> str:
@@ -153,7 +249,7 @@ def entry_of(study: optuna.Study) -> tuple[store.Entry | None, str]:
     if attrs["threads"] != int(m["threads"]):
         raise ExportError(f"study {name!r}: threads attr {attrs['threads']!r} disagrees with the name "
                           f"(t{m['threads']})")
-    done = _measured(study)
+    done = measured(study)
     complete = [t for t in done.values() if t.state == optuna.trial.TrialState.COMPLETE]
     if not complete:
         return None, f"no correct configuration measured yet ({len(done)} trials measured)"
@@ -173,7 +269,7 @@ def entry_of(study: optuna.Study) -> tuple[store.Entry | None, str]:
             gflops=round(best.value, 3), spread=round(t.get("spread") or 0.0, 4),
             percent_of_peak=round(100 * best.value / peak, 2), trials=len(done),
             # Optuna records local wall-clock time without a zone; read as this host's local time.
-            date=completed.astimezone(dt.timezone.utc).isoformat(timespec="seconds"),
+            date=completed.astimezone(dt.UTC).isoformat(timespec="seconds"),
             directconv_version=t["directconv_version"], generator_version=generator, compiler=t["compiler"],
             flags=tuple(t["flags"]),
         )

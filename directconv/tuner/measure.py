@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -15,11 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from directconv.tuner.harness import schedule
 from directconv.core.config import KernelConfig
 from directconv.core.shape import ConvShape
-
 from directconv.tuner.compile import Built
+from directconv.tuner.harness import schedule
 
 STATUSES = ("ok", "wrong", "crashed", "timeout", "compile_error", "error")
 
@@ -103,14 +103,18 @@ class Measurer:
 
     timeout: seconds one candidate may take (correctness check + timing) before it counts as hung.
     statistic: "median" (default, robust on a shared machine) or "min".
+    exclusive: held around every measurement, rounds included (the tuner passes locks.measuring, so that nothing
+    else on the host compiles or measures meanwhile); default: nothing.
     """
 
-    def __init__(self, *, timeout: float = 60.0, min_time: float = 0.2, statistic: str = "median") -> None:
+    def __init__(self, *, timeout: float = 60.0, min_time: float = 0.2, statistic: str = "median",
+                 exclusive: Callable[[], contextlib.AbstractContextManager[object]] | None = None) -> None:
         if statistic not in ("median", "min"):
             raise ValueError(f"statistic must be 'median' or 'min', got {statistic!r}")
         self.timeout = timeout
         self.min_time = min_time
         self.statistic = statistic
+        self.exclusive = exclusive or contextlib.nullcontext
         self._worker: _Worker | None = None
 
     def __enter__(self) -> Measurer:
@@ -125,6 +129,10 @@ class Measurer:
             self._worker = None
 
     def measure(self, config: KernelConfig, shape: ConvShape, library: Path) -> Measurement:
+        with self.exclusive():
+            return self._measure(config, shape, library)
+
+    def _measure(self, config: KernelConfig, shape: ConvShape, library: Path) -> Measurement:
         if self._worker is None:
             self._worker = _Worker()
         payload = {"lib": str(library), "config": config.to_dict(), "shape": shape.to_dict(), "min_time": self.min_time}
@@ -155,19 +163,41 @@ class Measurer:
         )
 
     def rounds(self, configs: Sequence[KernelConfig], shape: ConvShape, built: Mapping[tuple, Built], rounds: int,
-               on_round: Callable[[int], None] | None = None) -> list[dict[KernelConfig, float]]:
-        """GFLOP/s of every configuration in each of `rounds` rounds, the order rotating from round to round
-        (bench.harness.schedule). Within a round every configuration meets the same machine, so ratios taken inside
-        one round carry across the host's phases where absolute figures do not. A configuration that fails in a
-        round is missing from that round. built: compile_all's result for `configs`; on_round(r) after round r."""
-        per_round = []
-        for r, order in enumerate(schedule(configs, rounds)):
-            got = {}
-            for config in order:
-                m = self.measure(config, shape, built[config.compile_key()].library)
-                if m.ok:
-                    got[config] = m.gflops
-            per_round.append(got)
-            if on_round is not None:
-                on_round(r)
-        return per_round
+               on_round: Callable[[int], None] | None = None, *, drop_failed: bool = False
+               ) -> list[dict[KernelConfig, float]]:
+        """interleaved_rounds over this worker; built: compile_all's result for `configs`."""
+        def one(config: KernelConfig) -> Measurement:
+            library = built[config.compile_key()].library
+            if library is None:
+                return Measurement(config, "compile_error", detail=built[config.compile_key()].error[:2000])
+            return self.measure(config, shape, library)
+
+        return interleaved_rounds(one, configs, rounds, on_round=on_round, drop_failed=drop_failed)
+
+
+def interleaved_rounds(measure: Callable[[KernelConfig], Measurement], configs: Sequence[KernelConfig], rounds: int,
+                       *, on_round: Callable[[int], None] | None = None, drop_failed: bool = False
+                       ) -> list[dict[KernelConfig, float]]:
+    """GFLOP/s of every configuration in each of `rounds` rounds, the order rotating from round to round
+    (harness.schedule). Within a round every configuration meets the same machine, so ratios taken inside one round
+    carry across the host's phases where absolute figures do not. A configuration that fails in a round is missing
+    from that round, and with drop_failed from every later one too (a finalist that crashes now is out, rather than
+    paying its crash or timeout again every round). on_round(r) after round r."""
+    if rounds < 0:
+        raise ValueError(f"`rounds >= 0` must hold, but got rounds={rounds}")
+    dropped: set[KernelConfig] = set()
+    per_round = []
+    for r, order in enumerate(schedule(configs, rounds)):
+        got = {}
+        for config in order:
+            if config in dropped:
+                continue
+            m = measure(config)
+            if m.ok and m.gflops is not None:
+                got[config] = m.gflops
+            elif drop_failed:
+                dropped.add(config)
+        per_round.append(got)
+        if on_round is not None:
+            on_round(r)
+    return per_round

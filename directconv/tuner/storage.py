@@ -17,9 +17,9 @@ from pathlib import Path
 import optuna
 import sqlalchemy
 
-from directconv.kernels.codegen import GENERATOR_VERSION
 from directconv.core.paths import data_dir
 from directconv.core.shape import ConvShape
+from directconv.kernels.codegen import GENERATOR_VERSION
 
 HEARTBEAT_SECONDS = 5
 GRACE_SECONDS = 20

@@ -6,18 +6,19 @@ import datetime as dt
 import functools
 from dataclasses import dataclass
 
-from directconv.core.version import __version__
-from directconv.machines.host import host
-from directconv.kernels.codegen import GENERATOR_VERSION
-from directconv.kernels.compiler import BASE_FLAGS, find_compiler
 from directconv.core.isa import get_isa
 from directconv.core.shape import ConvShape
+from directconv.core.version import __version__
+from directconv.kernels.codegen import GENERATOR_VERSION
+from directconv.kernels.compiler import BASE_FLAGS, find_compiler
+from directconv.machines.host import host
 from directconv.machines.loader import load_machine
 from directconv.machines.machine import Machine
 from directconv.tuner import store
+from directconv.tuner.backend import RealBackend
 from directconv.tuner.locks import measuring
 from directconv.tuner.measure import Measurement
-from directconv.tuner.tune import TuneResult
+from directconv.tuner.tune import Provenance, TuneOptions, TuneResult
 from directconv.tuner.tune import tune as run_study
 
 
@@ -79,6 +80,9 @@ def tune(
     storage: any Optuna storage URL; default an SQLite file in the user data directory. The study and its trials
     keep what `directconv store export` needs to rebuild the store entry (host identity, compiler, flags, peak).
     """
+    # Invalid options fail here, before the peak is measured.
+    options = TuneOptions(trials=trials, sampler=sampler, timeout=timeout, progress=progress,
+                          label=layer or shape.describe())
     h = host()
     if machine is None:
         desc = h.machine
@@ -88,15 +92,15 @@ def tune(
         desc = load_machine(machine)
     peak = measured_peak(threads) if threads not in desc.peak_gflops else desc.peak_gflops[threads]
     compiler = find_compiler()
-    result = run_study(
-        shape, machine=desc, fingerprint_id=h.fingerprint_id, trials=trials, threads=threads, storage=storage,
-        sampler=sampler, timeout=timeout, progress=progress, label=layer or shape.describe(), min_time=min_time,
-        statistic=statistic,
-        study_attrs={"host_machine": h.machine.id, "fingerprint_id": h.fingerprint_id, "fingerprint": h.fingerprint,
-                     **({"layer": layer} if layer else {})},
-        trial_attrs={"compiler": compiler.version, "flags": list(BASE_FLAGS) + list(get_isa(desc.isa).flags),
-                     "peak_gflops": peak, "directconv_version": __version__},
+    provenance = Provenance(
+        study={"host_machine": h.machine.id, "fingerprint_id": h.fingerprint_id, "fingerprint": h.fingerprint,
+               **({"layer": layer} if layer else {})},
+        trial={"compiler": compiler.version, "flags": list(BASE_FLAGS) + list(get_isa(desc.isa).flags),
+               "peak_gflops": peak, "directconv_version": __version__},
     )
+    with RealBackend(min_time=min_time, statistic=statistic) as backend:
+        result = run_study(shape, machine=desc, fingerprint_id=h.fingerprint_id, threads=threads, storage=storage,
+                           options=options, backend=backend, provenance=provenance)
     best = result.best
     entry = None
     written = False
@@ -104,7 +108,7 @@ def tune(
         entry = store.Entry(
             layer=layer, shape=shape, threads=threads, config=best.config, gflops=round(best.gflops, 3),
             spread=round(best.spread or 0.0, 4), percent_of_peak=round(100 * best.gflops / peak, 2),
-            trials=result.trials_total, date=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            trials=result.trials_total, date=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             directconv_version=__version__, generator_version=GENERATOR_VERSION,
             compiler=compiler.version, flags=tuple(BASE_FLAGS) + tuple(get_isa(best.config.isa).flags),
         )

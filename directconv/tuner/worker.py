@@ -19,10 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from directconv.kernels import layout, runtime
 from directconv.core.config import KernelConfig
-from directconv.kernels.reference import conv2d_reference, tolerance
 from directconv.core.shape import ConvShape
+from directconv.kernels import layout, runtime
+from directconv.kernels.reference import conv2d_reference, tolerance
 
 _problems: dict[ConvShape, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
 
