@@ -1,7 +1,7 @@
 """Load check of a shared tuning storage: N worker processes asking and telling against one study at once.
 
 Each worker does what a tuner does per candidate, minus compiling and timing: ask, suggest the kernel parameters,
-claim the configuration (tune.claim: the per-study lock and the measured/in-flight check), record owner and
+claim the configuration (trials.claim: the per-study lock and the measured/in-flight check), record owner and
 provenance attrs and a heartbeat, then tell. Workers start together on a barrier; the figure is completed trials per
 second of wall time over all workers, with every error counted (an error ends that trial, not the worker).
 After each round the study is checked: trial count, duplicate trial numbers, configurations claimed twice.
@@ -30,7 +30,7 @@ import sqlalchemy
 
 from directconv.tuner.fleet import shown_url
 from directconv.tuner.storage import open_storage, owner
-from directconv.tuner.tune import claim
+from directconv.tuner.trials import claim
 
 from provenance import provenance_line
 

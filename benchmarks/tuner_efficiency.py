@@ -25,7 +25,8 @@ from directconv.core.config import KernelConfig
 from directconv.core.shape import ConvShape
 from directconv.tuner.compile import compile_all
 from directconv.tuner.measure import Measurer
-from directconv.tuner.tune import tune
+from directconv.tuner.backend import RealBackend
+from directconv.tuner.tune import TuneOptions, tune
 
 from provenance import provenance, read_json, write_json
 
@@ -56,17 +57,10 @@ def run(mode: str, shape: ConvShape, trials: int, seed: int, workdir: Path) -> s
     # One database per run: trials_to_reach reads the only study in it.
     url = f"sqlite:///{workdir / f'{mode}-{seed}-{abs(hash(shape))}.db'}"
     space = "pruned" if mode == "model" else "unpruned"
-    try:  # the tuner's options and backends
-        from directconv.tuner.backend import RealBackend
-        from directconv.tuner.tune import TuneOptions
-    except ImportError:  # a tuner that takes them as keywords
-        tune(shape, machine=host().machine, fingerprint_id=f"efficiency-{mode}", trials=trials, storage=url,
-             sampler="tpe", space=space, seed=seed, progress=False, min_time=0.2)
-    else:
-        with RealBackend(min_time=0.2) as backend:
-            tune(shape, machine=host().machine, fingerprint_id=f"efficiency-{mode}", storage=url,
-                 options=TuneOptions(trials=trials, sampler="tpe", space=space, seed=seed, progress=False),
-                 backend=backend)
+    with RealBackend(min_time=0.2) as backend:
+        tune(shape, machine=host().machine, fingerprint_id=f"efficiency-{mode}", storage=url,
+             options=TuneOptions(trials=trials, sampler="tpe", space=space, seed=seed, progress=False),
+             backend=backend)
     return url
 
 

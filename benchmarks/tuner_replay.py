@@ -4,7 +4,7 @@ benchmarks/tuner_efficiency.py runs the tuner on the device; on a shared, noisy 
 moves its target, and one run per mode says little. Here every configuration's GFLOP/s comes from the
 sweep (benchmarks/model_sweep.py: every configuration of the unpruned space measured, the leaders, the prediction
 and the pruned space's best re-measured in interleaved rounds), and the tuner runs for real in simulation mode
-(tune(..., simulate=...): the same Optuna study, sampler, model seeding and deduplication, with a table lookup in
+(tune(..., backend=SimulatedBackend(...)): the same Optuna study, sampler, model seeding and deduplication, with a table lookup in
 place of compiling and timing), many seeds per mode:
   - model: the model's pruned space with its top configurations enqueued first (directconv's default);
   - plain: TPE alone on the unpruned space, nothing enqueued.
@@ -34,7 +34,8 @@ from directconv.machines.loader import load_machine
 from directconv.model import search_space
 from directconv.tuner.measure import Measurement
 from directconv.tuner.params import config_key
-from directconv.tuner.tune import tune
+from directconv.tuner.backend import SimulatedBackend
+from directconv.tuner.tune import TuneOptions, tune
 
 from provenance import provenance, read_json, write_json
 
@@ -74,16 +75,10 @@ def replay(shape: ConvShape, machine, table: dict[str, float], mode: str, trials
 
     url = f"sqlite:///{tmp / f'{mode}-{seed}.db'}"
     space = "pruned" if mode == "model" else "unpruned"
-    try:  # the tuner's options and backends
-        from directconv.tuner.backend import SimulatedBackend
-        from directconv.tuner.tune import TuneOptions
-    except ImportError:  # a tuner that takes them as keywords
-        tune(shape, machine=machine, fingerprint_id=f"replay-{mode}", trials=trials, storage=url, sampler="tpe",
-             space=space, seed=seed, progress=False, simulate=simulate)
-    else:
-        tune(shape, machine=machine, fingerprint_id=f"replay-{mode}", storage=url,
-             options=TuneOptions(trials=trials, sampler="tpe", space=space, seed=seed, progress=False),
-             backend=SimulatedBackend(simulate))
+    # No confirmation rounds: the replay reads the search's history, which they do not change.
+    options = TuneOptions(trials=trials, sampler="tpe", space=space, seed=seed, progress=False, confirm_rounds=0)
+    tune(shape, machine=machine, fingerprint_id=f"replay-{mode}", storage=url, options=options,
+         backend=SimulatedBackend(simulate))
     study = optuna.load_study(study_name=optuna.get_all_study_summaries(url)[0].study_name, storage=url)
     return [t.value for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
             if "status" in t.user_attrs and not t.user_attrs.get("duplicate_of")]

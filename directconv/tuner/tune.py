@@ -34,7 +34,7 @@ from directconv.tuner.storage import GRACE_SECONDS, fail_dead_trials, open_stora
 from directconv.tuner.trials import Heartbeat, claim, in_flight, measured, measurement_from, record
 from directconv.tuner.trials import ask as ask_trial
 
-__all__ = ["SAMPLERS", "Provenance", "TuneOptions", "TuneResult", "claim", "make_sampler", "tune"]
+__all__ = ["SAMPLERS", "Provenance", "TuneOptions", "TuneResult", "make_sampler", "tune"]
 
 SAMPLERS = ("tpe", "cmaes", "grid", "random")
 SPACES = ("pruned", "unpruned")
