@@ -33,6 +33,7 @@ def _run(cache: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_second_process_does_not_compile(tmp_path):
     first = _run(str(tmp_path))
     second = _run(str(tmp_path))

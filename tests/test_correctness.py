@@ -141,6 +141,7 @@ def test_blocked_chain_relu_and_bias(rng: np.random.Generator, random_layer) -> 
     threads=st.integers(1, 2),
     seed=st.integers(0, 2**32 - 1),
 )
+@pytest.mark.slow
 def test_property_random_layers(n, ci, co, h, w, kh, kw, sh, sw, pads, threads, seed, random_layer) -> None:
     pt, pb, pl, pr = pads
     assume(kh <= h + pt + pb and kw <= w + pl + pr)  # invalid layers have their own tests

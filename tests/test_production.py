@@ -246,6 +246,7 @@ def _tune_suite_layers(tmp_path: Path) -> None:
         record(shape, predict(shape, host().machine, 1).config.replace(unroll=1), layer=name)
 
 
+@pytest.mark.slow
 def test_second_process_loads_a_tuned_network_without_a_compiler(isolated):
     _tune_suite_layers(isolated)
     first = subprocess.run([sys.executable, "-c", COLD, *COLD_LAYERS], env=_cold_env(isolated), capture_output=True,
@@ -268,6 +269,7 @@ def test_second_process_loads_a_tuned_network_without_a_compiler(isolated):
     assert f"{len(COLD_LAYERS)} of {len(COLD_LAYERS)} layers load from the cache" in shown.stdout
 
 
+@pytest.mark.slow
 def test_second_process_runs_no_compiler_process_at_all(isolated):
     """With the compiler installed, a warm start does not even run `cc --version`: the banner is remembered per
     compiler binary in the cache. A wrapper compiler logs every invocation to prove it."""

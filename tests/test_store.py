@@ -66,6 +66,7 @@ for i in range(20):
 """
 
 
+@pytest.mark.slow
 def test_concurrent_writers_keep_the_best_of_both(tmp_path):
     procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path), str(w)]) for w in (0, 1)]
     assert [p.wait(timeout=120) for p in procs] == [0, 0]
