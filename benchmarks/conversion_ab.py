@@ -15,12 +15,11 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
-
-from directconv.tuner.harness import interleaved_medians, time_batch
-from directconv.kernels import convert, layout
-from directconv.core.suite import get_layer
-
 from provenance import provenance, write_json
+
+from directconv.core.suite import get_layer
+from directconv.kernels import convert, layout
+from directconv.tuner.harness import interleaved_medians, time_batch
 
 DEFAULT_LAYERS = ("vgg16:conv1_2", "resnet50:res2_1x1_64to256", "resnet50:res4_3x3", "alexnet:conv1")
 
@@ -51,13 +50,23 @@ def main() -> int:
             seconds = interleaved_medians({k: partial(time_batch, fn, calls) for k, fn in runs.items()}, args.rounds)
             for impl, t in seconds.items():
                 base = seconds["to_blocked numpy"]
-                rows.append({"layer": name, "tensor": side, "shape": [1, c, h, w], "impl": impl, "ms": round(t * 1e3, 4),
-                             "gb_per_s": round(nbytes / t / 1e9, 2), "speedup_over_numpy": round(base / t, 2)})
-                print(f"{name:30} {side:6} {impl:18} {t * 1e3:8.3f} ms {nbytes / t / 1e9:6.1f} GB/s  x{base / t:.2f}",
-                      flush=True)
+                rows.append(
+                    {
+                        "layer": name,
+                        "tensor": side,
+                        "shape": [1, c, h, w],
+                        "impl": impl,
+                        "ms": round(t * 1e3, 4),
+                        "gb_per_s": round(nbytes / t / 1e9, 2),
+                        "speedup_over_numpy": round(base / t, 2),
+                    }
+                )
+                print(
+                    f"{name:30} {side:6} {impl:18} {t * 1e3:8.3f} ms {nbytes / t / 1e9:6.1f} GB/s  x{base / t:.2f}",
+                    flush=True,
+                )
     if args.json:
-        write_json(args.json, {"provenance": provenance(),
-                               "lanes": args.lanes, "rounds": args.rounds, "rows": rows})
+        write_json(args.json, {"provenance": provenance(), "lanes": args.lanes, "rounds": args.rounds, "rows": rows})
     return 0
 
 

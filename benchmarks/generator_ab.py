@@ -20,15 +20,14 @@ from pathlib import Path
 from types import ModuleType
 
 import numpy as np
+from provenance import provenance, write_json
 
 import directconv as dc
-from directconv.tuner.harness import geomean, interleaved_medians
-from directconv.kernels import codegen, compiler, layout, runtime
 from directconv.core.isa import get_isa
-from directconv.kernels.reference import conv2d_reference, tolerance
 from directconv.core.suite import get_layer, suite
-
-from provenance import provenance, write_json
+from directconv.kernels import codegen, compiler, layout, runtime
+from directconv.kernels.reference import conv2d_reference, tolerance
+from directconv.tuner.harness import geomean, interleaved_medians
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -38,8 +37,10 @@ def baseline_codegen(rev: str) -> ModuleType:
     path = "directconv/kernels/codegen.py"
     shown = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:{path}"], capture_output=True, text=True)
     if shown.returncode != 0:
-        raise SystemExit(f"no {path} at {rev} (a revision from before the package moved into directconv/ cannot be "
-                         f"loaded beside the current one): {shown.stderr.strip()}")
+        raise SystemExit(
+            f"no {path} at {rev} (a revision from before the package moved into directconv/ cannot be "
+            f"loaded beside the current one): {shown.stderr.strip()}"
+        )
     spec = importlib.util.spec_from_loader("directconv.kernels._codegen_baseline", loader=None)
     module = importlib.util.module_from_spec(spec)
     module.__package__ = "directconv.kernels"
@@ -50,8 +51,9 @@ def baseline_codegen(rev: str) -> ModuleType:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--baseline", required=True,
-                    help="git revision whose directconv/kernels/codegen.py is the baseline")
+    ap.add_argument(
+        "--baseline", required=True, help="git revision whose directconv/kernels/codegen.py is the baseline"
+    )
     ap.add_argument("--layer", action="append", help="suite layers (default: all 22)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=7)
@@ -86,24 +88,55 @@ def main() -> int:
             err = float(np.abs(y - ref).max() / np.abs(ref).max())
             if err > tolerance(s.ci, s.kh, s.kw):
                 raise SystemExit(f"{layer.name}: the {label} kernel is wrong (relative error {err:.2e})")
-        def run(k: runtime.CompiledKernel) -> float:
-            return float(np.median(k.bench(xb, wp, bias, out, cib=cfg.cib, rows=cfg.rows, parallel=cfg.parallel,
-                                           threads=args.threads, min_seconds=args.min_time)))
+
+        def run(k: runtime.CompiledKernel, xb=xb, wp=wp, bias=bias, out=out, cfg=cfg) -> float:
+            return float(
+                np.median(
+                    k.bench(
+                        xb,
+                        wp,
+                        bias,
+                        out,
+                        cib=cfg.cib,
+                        rows=cfg.rows,
+                        parallel=cfg.parallel,
+                        threads=args.threads,
+                        min_seconds=args.min_time,
+                    )
+                )
+            )
 
         # Rotated order (A B, B A, ...): whichever runs second in a round is not always the same one.
         seconds = interleaved_medians({label: partial(run, k) for label, k in kernels.items()}, args.rounds)
         g = {label: s.flops() / t / 1e9 for label, t in seconds.items()}
-        row = {"layer": layer.name, "config": cfg.to_dict(), "source": choice.source,
-               "old_gflops": round(g["old"], 2), "new_gflops": round(g["new"], 2), "ratio": round(g["new"] / g["old"], 3)}
+        row = {
+            "layer": layer.name,
+            "config": cfg.to_dict(),
+            "source": choice.source,
+            "old_gflops": round(g["old"], 2),
+            "new_gflops": round(g["new"], 2),
+            "ratio": round(g["new"] / g["old"], 3),
+        }
         rows.append(row)
-        print(f"{layer.name:30} {cfg.cob}x{cfg.wob} wo={s.kernel_view().wo:4}  old {g['old']:6.1f}  new {g['new']:6.1f}"
-              f"  ratio {row['ratio']:.3f}", flush=True)
+        print(
+            f"{layer.name:30} {cfg.cob}x{cfg.wob} wo={s.kernel_view().wo:4}  old {g['old']:6.1f}  new {g['new']:6.1f}"
+            f"  ratio {row['ratio']:.3f}",
+            flush=True,
+        )
     geo = geomean([r["ratio"] for r in rows])
     print(f"geomean ratio new/old: {geo:.3f} over {len(rows)} layers")
     if args.json:
-        write_json(args.json, {"provenance": provenance(),
-                               "baseline": args.baseline, "threads": args.threads, "rounds": args.rounds,
-                               "layers": rows, "geomean_ratio": round(geo, 4)})
+        write_json(
+            args.json,
+            {
+                "provenance": provenance(),
+                "baseline": args.baseline,
+                "threads": args.threads,
+                "rounds": args.rounds,
+                "layers": rows,
+                "geomean_ratio": round(geo, 4),
+            },
+        )
     return 0
 
 

@@ -26,20 +26,19 @@ from pathlib import Path
 
 import numpy as np
 import yaml
+from provenance import provenance, read_json, write_json
 from scipy.stats import spearmanr
 
-from directconv.tuner.harness import schedule
-from directconv.kernels.compiler import find_compiler
-from directconv.core.suite import get_layer
-from directconv.machines.loader import dump_machine, load_machine, parse_machine
 from directconv.core.config import KernelConfig
 from directconv.core.shape import ConvShape
+from directconv.core.suite import get_layer
+from directconv.kernels.compiler import find_compiler
+from directconv.machines.loader import dump_machine, load_machine, parse_machine
 from directconv.model import estimate_config, predict, search_space, unpruned_space
 from directconv.tuner.compile import compile_all
+from directconv.tuner.harness import schedule
 from directconv.tuner.measure import Measurer
 from directconv.tuner.params import config_key
-
-from provenance import provenance, read_json, write_json
 
 ANCHOR_EVERY = 8  # configurations between two timings of the anchor
 TOP_PRUNED = 3  # the pruned space's first-pass leaders re-measured in the final rounds
@@ -60,13 +59,23 @@ def rescore(path: Path) -> int:
     for layer in doc["layers"]:
         shape = ConvShape(**layer["shape"])
         measured = [(KernelConfig.from_dict(r["config"]), r["gflops"]) for r in layer["first_pass"]]
-        print(f"{layer['layer']:30} rho {rank_correlation(shape, machine, measured):+.3f} over {len(measured)} "
-              f"configurations (recorded: {layer['spearman_predicted_vs_measured']:+.3f})")
+        print(
+            f"{layer['layer']:30} rho {rank_correlation(shape, machine, measured):+.3f} over {len(measured)} "
+            f"configurations (recorded: {layer['spearman_predicted_vs_measured']:+.3f})"
+        )
     return 0
 
 
-def anchored_pass(name: str, measurer: Measurer, shape: ConvShape, anchor_config: KernelConfig, built: dict,
-                  order: list, raw: dict, local: list) -> dict:
+def anchored_pass(
+    name: str,
+    measurer: Measurer,
+    shape: ConvShape,
+    anchor_config: KernelConfig,
+    built: dict,
+    order: list,
+    raw: dict,
+    local: list,
+) -> dict:
     """Each configuration's speed relative to the anchor timed around its group: one pass over `order`.
 
     The machine drifts: on a shared host the same kernel runs faster or slower for minutes at a time, and a
@@ -107,8 +116,9 @@ def anchored_pass(name: str, measurer: Measurer, shape: ConvShape, anchor_config
     return relative
 
 
-def sweep_layer(name: str, machine, min_time: float, final_min_time: float, final_rounds: int, top: int,
-                first_passes: int = 2) -> dict:
+def sweep_layer(
+    name: str, machine, min_time: float, final_min_time: float, final_rounds: int, top: int, first_passes: int = 2
+) -> dict:
     shape = get_layer(name).shape
     configs = list(unpruned_space(shape, machine, 1))
     plan = predict(shape, machine, 1)
@@ -119,8 +129,12 @@ def sweep_layer(name: str, machine, min_time: float, final_min_time: float, fina
     local: list[float] = []
     with Measurer(min_time=min_time, timeout=120) as measurer:
         # Passes in alternating orders: drift that the anchor misses lands early in one pass and late in the next.
-        passes = [anchored_pass(name, measurer, shape, plan.config, built, configs if k % 2 == 0 else configs[::-1],
-                                raw, local) for k in range(first_passes)]
+        passes = [
+            anchored_pass(
+                name, measurer, shape, plan.config, built, configs if k % 2 == 0 else configs[::-1], raw, local
+            )
+            for k in range(first_passes)
+        ]
     scale = float(np.median(local))
     first: dict = {}
     for c in configs:
@@ -141,18 +155,21 @@ def sweep_layer(name: str, machine, min_time: float, final_min_time: float, fina
         "spearman_predicted_vs_measured": round(float(rho), 3),
         "first_passes": first_passes,
         "anchor_gflops": {"median": round(scale, 2), "min": round(min(local), 2), "max": round(max(local), 2)},
-        "first_pass": [{"config": c.to_dict(), "gflops": round(g, 2), "raw_gflops": round(raw[c], 2)}
-                       for c, g in measured],
+        "first_pass": [
+            {"config": c.to_dict(), "gflops": round(g, 2), "raw_gflops": round(raw[c], 2)} for c, g in measured
+        ],
     }
 
 
-def finals(name: str, shape: ConvShape, machine, first: dict, min_time: float, rounds: int, top: int,
-           built: dict | None = None) -> dict:
+def finals(
+    name: str, shape: ConvShape, machine, first: dict, min_time: float, rounds: int, top: int, built: dict | None = None
+) -> dict:
     """Re-measure the first pass's leaders, the pruned space's leaders and the prediction in interleaved rounds.
 
     Split halves: the even rounds pick the exhaustive best and the pruned space's best (by the median of each
-    one's speed relative to the prediction timed in the same round), the odd rounds measure them. Picking the fastest of a dozen configurations that are within noise of each other and quoting the same
-    rounds' figure would flatter the pick (the winner's curse) and make the larger group look faster. Fractions
+    one's speed relative to the prediction timed in the same round), the odd rounds measure them. Picking the
+    fastest of a dozen configurations that are within noise of each other and quoting the same rounds' figure
+    would flatter the pick (the winner's curse) and make the larger group look faster. Fractions
     are medians over the odd rounds of the ratio measured within each round.
     """
     plan = predict(shape, machine, 1)
@@ -186,15 +203,28 @@ def finals(name: str, shape: ConvShape, machine, first: dict, min_time: float, r
     best_pruned = max((c for c in finalists if c in pruned), key=relative)
     return {
         "final_rounds": rounds,
-        "finalists": [{"config": c.to_dict(), "pruned": c in pruned, "pick_gflops": round(median_over(pick, c), 2),
-                       "pick_relative_to_predicted": round(relative(c), 3),
-                       "judge_gflops": round(median_over(judge, c), 2)} for c in finalists],
+        "finalists": [
+            {
+                "config": c.to_dict(),
+                "pruned": c in pruned,
+                "pick_gflops": round(median_over(pick, c), 2),
+                "pick_relative_to_predicted": round(relative(c), 3),
+                "judge_gflops": round(median_over(judge, c), 2),
+            }
+            for c in finalists
+        ],
         "exhaustive_best": {"config": best.to_dict(), "gflops": round(median_over(judge, best), 2)},
-        "predicted": {"config": plan.config.to_dict(), "gflops": round(median_over(judge, plan.config), 2),
-                      "fraction_of_best": round(fraction(plan.config, best), 3),
-                      "model_gflops": round(plan.predicted_gflops, 1)},
-        "pruned_best": {"config": best_pruned.to_dict(), "gflops": round(median_over(judge, best_pruned), 2),
-                        "fraction_of_best": round(fraction(best_pruned, best), 3)},
+        "predicted": {
+            "config": plan.config.to_dict(),
+            "gflops": round(median_over(judge, plan.config), 2),
+            "fraction_of_best": round(fraction(plan.config, best), 3),
+            "model_gflops": round(plan.predicted_gflops, 1),
+        },
+        "pruned_best": {
+            "config": best_pruned.to_dict(),
+            "gflops": round(median_over(judge, best_pruned), 2),
+            "fraction_of_best": round(fraction(best_pruned, best), 3),
+        },
         "pruned_size": len(pruned),
     }
 
@@ -210,13 +240,26 @@ def refinal(path: Path, out: Path, min_time: float, rounds: int, top: int) -> in
         first = {KernelConfig.from_dict(r["config"]): r["gflops"] for r in layer["first_pass"]}
         result = finals(layer["layer"], shape, machine, first, min_time, rounds, top)
         result["reduction"] = layer["unpruned_size"] / result["pruned_size"]
-        layers.append({**layer, **result, "spearman_predicted_vs_measured":
-                       round(rank_correlation(shape, machine, list(first.items())), 3)})
+        layers.append(
+            {
+                **layer,
+                **result,
+                "spearman_predicted_vs_measured": round(rank_correlation(shape, machine, list(first.items())), 3),
+            }
+        )
         report(layers[-1])
     run = provenance()
-    write_json(out, {**doc, "provenance": run, "date": run["date"], "machine": dump_machine(machine),
-                     "first_pass_from": {"file": path.name, "date": doc["date"], "provenance": doc.get("provenance")},
-                     "layers": layers})
+    write_json(
+        out,
+        {
+            **doc,
+            "provenance": run,
+            "date": run["date"],
+            "machine": dump_machine(machine),
+            "first_pass_from": {"file": path.name, "date": doc["date"], "provenance": doc.get("provenance")},
+            "layers": layers,
+        },
+    )
     return 0
 
 
@@ -240,28 +283,52 @@ def refine(path: Path, out: Path, min_time: float, rounds: int, within: float) -
         first = {KernelConfig.from_dict(r["config"]): r["gflops"] for r in layer["first_pass"]}
         top = max(first.values())
         plan = predict(shape, machine, 1)
-        chosen = list(dict.fromkeys([*search_space(shape, machine, 1).configs,
-                                     *(c for c, g in first.items() if g >= within * top)]))
+        chosen = list(
+            dict.fromkeys(
+                [*search_space(shape, machine, 1).configs, *(c for c, g in first.items() if g >= within * top)]
+            )
+        )
         built = compile_all(list(dict.fromkeys([*chosen, plan.config])), shape)
         raw: dict = {}
         local: list[float] = []
         ratios: dict = {c: [] for c in chosen}
         with Measurer(min_time=min_time, timeout=120) as measurer:
             for r, order in enumerate(schedule(chosen, rounds)):  # rotate: drift hits all alike
-                for c, ratio in anchored_pass(name, measurer, shape, plan.config, built,
-                                              order if r % 2 == 0 else order[::-1], raw, local).items():
+                for c, ratio in anchored_pass(
+                    name, measurer, shape, plan.config, built, order if r % 2 == 0 else order[::-1], raw, local
+                ).items():
                     if ratio is not None:
                         ratios[c].append(ratio)
         scale = float(np.median(local))
-        refined = [{"config": c.to_dict(), "gflops": round(float(np.median(v)) * scale, 2), "samples": len(v)}
-                   for c, v in ratios.items() if len(v) == rounds]
-        layers.append({**layer, "refined": refined, "refine": {
-            "rounds": rounds, "min_time": min_time, "within_first_pass_best": within, "configs": len(chosen),
-            "anchor": plan.config.to_dict(),
-            "anchor_gflops": {"median": round(scale, 2), "min": round(min(local), 2), "max": round(max(local), 2)}}})
+        refined = [
+            {"config": c.to_dict(), "gflops": round(float(np.median(v)) * scale, 2), "samples": len(v)}
+            for c, v in ratios.items()
+            if len(v) == rounds
+        ]
+        layers.append(
+            {
+                **layer,
+                "refined": refined,
+                "refine": {
+                    "rounds": rounds,
+                    "min_time": min_time,
+                    "within_first_pass_best": within,
+                    "configs": len(chosen),
+                    "anchor": plan.config.to_dict(),
+                    "anchor_gflops": {
+                        "median": round(scale, 2),
+                        "min": round(min(local), 2),
+                        "max": round(max(local), 2),
+                    },
+                },
+            }
+        )
         best = max(refined, key=lambda e: e["gflops"])
-        print(f"{name}: {len(refined)} configurations re-measured {rounds}x; best {best['gflops']} "
-              f"{config_key(KernelConfig.from_dict(best['config']))} (first pass best {top})", flush=True)
+        print(
+            f"{name}: {len(refined)} configurations re-measured {rounds}x; best {best['gflops']} "
+            f"{config_key(KernelConfig.from_dict(best['config']))} (first pass best {top})",
+            flush=True,
+        )
     run = provenance()
     write_json(out, {**doc, "refined_date": run["date"], "refine_provenance": run, "layers": layers})
     return 0
@@ -279,20 +346,39 @@ def report(r: dict) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--machine", default="host",
-                    help="machine id or YAML path describing this host (default: this host's description)")
+    ap.add_argument(
+        "--machine",
+        default="host",
+        help="machine id or YAML path describing this host (default: this host's description)",
+    )
     ap.add_argument("--layer", action="append")
     ap.add_argument("--rescore", type=Path, help="recompute the rank correlation of a committed result, no measuring")
     ap.add_argument("--min-time", type=float, default=0.03, help="seconds of timing per configuration, first pass")
-    ap.add_argument("--first-passes", type=int, default=2,
-                    help="passes over the whole space, in alternating orders, averaged (default 2)")
-    ap.add_argument("--refinal", type=Path, help="only the final rounds again, under the current model, from this "
-                    "committed sweep's first pass (with --out)")
-    ap.add_argument("--refine", type=Path, help="re-measure the pruned space and the first pass's leaders of this "
-                    "committed sweep in anchored rounds, for the tuner replay (with --out)")
+    ap.add_argument(
+        "--first-passes",
+        type=int,
+        default=2,
+        help="passes over the whole space, in alternating orders, averaged (default 2)",
+    )
+    ap.add_argument(
+        "--refinal",
+        type=Path,
+        help="only the final rounds again, under the current model, from this "
+        "committed sweep's first pass (with --out)",
+    )
+    ap.add_argument(
+        "--refine",
+        type=Path,
+        help="re-measure the pruned space and the first pass's leaders of this "
+        "committed sweep in anchored rounds, for the tuner replay (with --out)",
+    )
     ap.add_argument("--refine-rounds", type=int, default=6)
-    ap.add_argument("--refine-within", type=float, default=0.85,
-                    help="first-pass configurations at least this fraction of the first pass's best are re-measured")
+    ap.add_argument(
+        "--refine-within",
+        type=float,
+        default=0.85,
+        help="first-pass configurations at least this fraction of the first pass's best are re-measured",
+    )
     ap.add_argument("--final-rounds", type=int, default=30)
     ap.add_argument("--final-min-time", type=float, default=0.1, help="seconds of timing per finalist per round")
     ap.add_argument("--top", type=int, default=8, help="first-pass leaders re-measured in the final rounds")
@@ -318,8 +404,9 @@ def main() -> int:
         machine = load_machine(args.machine)
     results = []
     for name in args.layer:
-        r = sweep_layer(name, machine, args.min_time, args.final_min_time, args.final_rounds, args.top,
-                        args.first_passes)
+        r = sweep_layer(
+            name, machine, args.min_time, args.final_min_time, args.final_rounds, args.top, args.first_passes
+        )
         results.append(r)
         report(r)
     run = provenance()

@@ -15,13 +15,12 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
+from provenance import provenance, write_json
 
 import directconv as dc
-from directconv.tuner.harness import interleaved_medians, time_batch
 from directconv.kernels import layout
 from directconv.nn.networks import PoolStep, get_network
-
-from provenance import provenance, write_json
+from directconv.tuner.harness import interleaved_medians, time_batch
 
 LANES = 8
 
@@ -31,7 +30,7 @@ def chain_pools() -> dict[tuple[int, int, int, int, int], str]:
     found: dict[tuple[int, int, int, int, int], str] = {}
     for name in ("alexnet", "vgg16", "resnet50", "googlenet"):
         network = get_network(name)
-        for step, (c, h, _) in zip(network.steps, network.activations()):
+        for step, (c, h, _) in zip(network.steps, network.activations()[:-1], strict=True):
             if isinstance(step, PoolStep):
                 found.setdefault((c, h, step.kernel, step.stride, step.pad), f"{name}:{step.name}")
     return found
@@ -57,13 +56,24 @@ def main() -> int:
         seconds = interleaved_medians({name: partial(time_batch, fn, calls) for name, fn in runs.items()}, args.rounds)
         base = seconds["numpy"]
         for impl, t in seconds.items():
-            rows.append({"pool": where, "channels": c, "size": h, "kernel": k, "stride": s, "padding": p,
-                         "impl": impl, "ms": round(t * 1e3, 4), "speedup_over_numpy": round(base / t, 2)})
-            print(f"{where:22} {c:4}x{h:3}x{h:<3} k{k} s{s} p{p}  {impl:6} {t * 1e3:8.3f} ms  x{base / t:.2f}",
-                  flush=True)
+            rows.append(
+                {
+                    "pool": where,
+                    "channels": c,
+                    "size": h,
+                    "kernel": k,
+                    "stride": s,
+                    "padding": p,
+                    "impl": impl,
+                    "ms": round(t * 1e3, 4),
+                    "speedup_over_numpy": round(base / t, 2),
+                }
+            )
+            print(
+                f"{where:22} {c:4}x{h:3}x{h:<3} k{k} s{s} p{p}  {impl:6} {t * 1e3:8.3f} ms  x{base / t:.2f}", flush=True
+            )
     if args.json:
-        write_json(args.json, {"provenance": provenance(),
-                               "lanes": LANES, "rounds": args.rounds, "rows": rows})
+        write_json(args.json, {"provenance": provenance(), "lanes": LANES, "rounds": args.rounds, "rows": rows})
     return 0
 
 

@@ -18,16 +18,15 @@ from pathlib import Path
 
 import numpy as np
 import yaml
+from provenance import provenance, read_json, write_json
 
-from directconv.tuner.harness import interleaved_medians
-from directconv.kernels import layout, runtime
 from directconv.core.config import KernelConfig
-from directconv.kernels.reference import conv2d_reference, tolerance
 from directconv.core.shape import ConvShape
+from directconv.kernels import layout, runtime
+from directconv.kernels.reference import conv2d_reference, tolerance
 from directconv.machines.loader import load_machine
 from directconv.model import predict
-
-from provenance import provenance, read_json, write_json
+from directconv.tuner.harness import interleaved_medians
 
 
 def main() -> int:
@@ -64,24 +63,51 @@ def main() -> int:
             if np.abs(y - ref).max() > tolerance(s.ci, s.kh, s.kw) * np.abs(ref).max():
                 raise SystemExit(f"{layer['layer']}: {label} config {cfg} computes a wrong answer")
             prepared[label] = (k, cfg, xb, wp, bias, out)
+
         def run(k, cfg, xb, wp, bias, out) -> float:
-            return float(np.median(k.bench(xb, wp, bias, out, cib=cfg.cib, rows=cfg.rows, parallel=cfg.parallel,
-                                           threads=1, min_seconds=args.min_time)))
+            return float(
+                np.median(
+                    k.bench(
+                        xb,
+                        wp,
+                        bias,
+                        out,
+                        cib=cfg.cib,
+                        rows=cfg.rows,
+                        parallel=cfg.parallel,
+                        threads=1,
+                        min_seconds=args.min_time,
+                    )
+                )
+            )
 
         seconds = interleaved_medians({label: partial(run, *p) for label, p in prepared.items()}, args.rounds)
         g = {label: s.flops() / t / 1e9 for label, t in seconds.items()}
-        row = {"layer": layer["layer"], **{f"{k}_config": c.to_dict() for k, c in candidates.items()},
-               **{f"{k}_gflops": round(v, 2) for k, v in g.items()},
-               "now_fraction_of_best": round(g["now"] / g["best"], 3),
-               "swept_fraction_of_best": round(g["swept"] / g["best"], 3)}
+        row = {
+            "layer": layer["layer"],
+            **{f"{k}_config": c.to_dict() for k, c in candidates.items()},
+            **{f"{k}_gflops": round(v, 2) for k, v in g.items()},
+            "now_fraction_of_best": round(g["now"] / g["best"], 3),
+            "swept_fraction_of_best": round(g["swept"] / g["best"], 3),
+        }
         rows.append(row)
         short = {k: f"{c.cob}x{c.wob} cib={c.cib or 'all'} u{c.unroll}" for k, c in candidates.items()}
-        print(f"{layer['layer']:28} now {short['now']:20} {g['now']:6.1f} | best {short['best']:20} {g['best']:6.1f} | "
-              f"swept prediction {short['swept']:20} {g['swept']:6.1f} | now/best {g['now'] / g['best']:.1%}",
-              flush=True)
+        print(
+            f"{layer['layer']:28} now {short['now']:20} {g['now']:6.1f} | best {short['best']:20} {g['best']:6.1f} | "
+            f"swept prediction {short['swept']:20} {g['swept']:6.1f} | now/best {g['now'] / g['best']:.1%}",
+            flush=True,
+        )
     if args.json:
-        write_json(args.json, {"provenance": provenance(),
-                               "sweep": args.sweep.name, "machine": machine.id, "rounds": args.rounds, "layers": rows})
+        write_json(
+            args.json,
+            {
+                "provenance": provenance(),
+                "sweep": args.sweep.name,
+                "machine": machine.id,
+                "rounds": args.rounds,
+                "layers": rows,
+            },
+        )
     return 0
 
 

@@ -65,8 +65,10 @@ def provenance_line(note: str | None = None) -> str:
     commit = p["commit"] or "none (not a git checkout)"
     if p["uncommitted_changes"]:
         commit += " with uncommitted changes"
-    line = f"provenance: date {p['date']}; commit {commit}; machine {p['machine']} ({p['cpu']}, fingerprint " \
-           f"{p['fingerprint_id']})"
+    line = (
+        f"provenance: date {p['date']}; commit {commit}; machine {p['machine']} ({p['cpu']}, fingerprint "
+        f"{p['fingerprint_id']})"
+    )
     return line + (f"; {note}" if note else "")
 
 
@@ -105,8 +107,10 @@ def stamp(path: str | Path, note: str | None = None) -> bool:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description="Add this checkout's and this machine's provenance to result files "
-                                 "written by other commands (run it on the machine that produced them).")
+    ap = argparse.ArgumentParser(
+        description="Add this checkout's and this machine's provenance to result files "
+        "written by other commands (run it on the machine that produced them)."
+    )
     ap.add_argument("files", nargs="+", type=Path)
     ap.add_argument("--note", help="what the run was for")
     args = ap.parse_args()

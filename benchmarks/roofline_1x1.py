@@ -22,16 +22,15 @@ import time
 from pathlib import Path
 
 import numpy as np
+from provenance import provenance, write_json
 
 import directconv
-from directconv.tuner.peak import peak_once
-from directconv.kernels.layout import blocks
 from directconv.core.suite import suite
+from directconv.kernels.layout import blocks
 from directconv.model.split import operand_bytes
 from directconv.tuner.compile import compile_all
 from directconv.tuner.measure import Measurer
-
-from provenance import provenance, write_json
+from directconv.tuner.peak import peak_once
 
 DRAM_BYTES = 512 * 2**20  # far beyond any last-level cache of a 2-core slice
 
@@ -66,8 +65,10 @@ def main() -> int:
         ap.error("the bandwidth probe is single-threaded numpy: --threads 1 only")
     layers = [layer for layer in suite() if layer.shape.kh == layer.shape.kw == 1]
     configs = {layer.name: directconv.default_config(layer.shape, threads=1) for layer in layers}
-    built = {layer.name: compile_all([configs[layer.name]], layer.shape)[configs[layer.name].compile_key()]
-             for layer in layers}
+    built = {
+        layer.name: compile_all([configs[layer.name]], layer.shape)[configs[layer.name].compile_key()]
+        for layer in layers
+    }
     peaks, dram = [], []
     gflops: dict[str, list[float]] = {layer.name: [] for layer in layers}
     with Measurer(min_time=0.1, timeout=120) as measurer:
@@ -78,9 +79,13 @@ def main() -> int:
                 m = measurer.measure(configs[layer.name], layer.shape, built[layer.name].library)
                 gflops[layer.name].append(m.gflops if m.ok else float("nan"))
     peak, bw_dram = statistics.median(peaks), statistics.median(dram)
-    print(f"FMA peak {peak:.1f} GFLOP/s; copy bandwidth {bw_dram / 1e9:.1f} GB/s from memory (read + write, 1 thread, "
-          f"medians of {args.rounds} rounds)")
-    print(f"{'layer':30} {'MB/call':>8} {'FLOP/B':>7} {'mem roof':>9} {'roofline':>9} {'GFLOP/s':>8} {'of roofline':>12}")
+    print(
+        f"FMA peak {peak:.1f} GFLOP/s; copy bandwidth {bw_dram / 1e9:.1f} GB/s from memory (read + write, 1 thread, "
+        f"medians of {args.rounds} rounds)"
+    )
+    print(
+        f"{'layer':30} {'MB/call':>8} {'FLOP/B':>7} {'mem roof':>9} {'roofline':>9} {'GFLOP/s':>8} {'of roofline':>12}"
+    )
     rows = []
     for layer in layers:
         s = layer.shape
@@ -89,16 +94,35 @@ def main() -> int:
         roof_mem = intensity * bw_dram / 1e9
         roofline = min(peak, roof_mem)
         got = statistics.median(gflops[layer.name])
-        rows.append({"layer": layer.name, "config": configs[layer.name].to_dict(), "bytes": nbytes,
-                     "flop_per_byte": round(intensity, 2), "memory_roof_gflops": round(roof_mem, 1),
-                     "roofline_gflops": round(roofline, 1), "bound": "memory" if roof_mem < peak else "compute",
-                     "gflops": round(got, 1), "fraction_of_roofline": round(got / roofline, 3)})
-        print(f"{layer.name:30} {nbytes / 1e6:8.2f} {intensity:7.1f} {roof_mem:9.1f} {roofline:9.1f} {got:8.1f} "
-              f"{got / roofline:12.0%}")
+        rows.append(
+            {
+                "layer": layer.name,
+                "config": configs[layer.name].to_dict(),
+                "bytes": nbytes,
+                "flop_per_byte": round(intensity, 2),
+                "memory_roof_gflops": round(roof_mem, 1),
+                "roofline_gflops": round(roofline, 1),
+                "bound": "memory" if roof_mem < peak else "compute",
+                "gflops": round(got, 1),
+                "fraction_of_roofline": round(got / roofline, 3),
+            }
+        )
+        print(
+            f"{layer.name:30} {nbytes / 1e6:8.2f} {intensity:7.1f} {roof_mem:9.1f} {roofline:9.1f} {got:8.1f} "
+            f"{got / roofline:12.0%}"
+        )
     if args.json:
-        write_json(args.json, {"provenance": provenance(),
-                               "threads": 1, "rounds": args.rounds, "fma_peak_gflops": round(peak, 1),
-                               "copy_bandwidth_memory_gbs": round(bw_dram / 1e9, 2), "layers": rows})
+        write_json(
+            args.json,
+            {
+                "provenance": provenance(),
+                "threads": 1,
+                "rounds": args.rounds,
+                "fma_peak_gflops": round(peak, 1),
+                "copy_bandwidth_memory_gbs": round(bw_dram / 1e9, 2),
+                "layers": rows,
+            },
+        )
     return 0
 
 

@@ -16,14 +16,14 @@ import statistics
 import sys
 from pathlib import Path
 
-from directconv.machines.host import host
+from provenance import provenance, write_json
+
 from directconv.core.suite import get_layer, suite
+from directconv.machines.host import host
 from directconv.model import predict
 from directconv.model.split import ROWS_PER_TASK
 from directconv.tuner.compile import compile_all
 from directconv.tuner.measure import Measurer
-
-from provenance import provenance, write_json
 
 
 def main() -> int:
@@ -39,26 +39,45 @@ def main() -> int:
     for name in args.layer or [layer.name for layer in suite()]:
         shape = get_layer(name).shape
         model = predict(shape, machine, args.threads).config
-        splits = {"model": model, "co": model.replace(parallel="co", rows=None),
-                  "rows1": model.replace(parallel="rows", rows=1),
-                  f"rows{ROWS_PER_TASK}": model.replace(parallel="rows", rows=ROWS_PER_TASK)}
+        splits = {
+            "model": model,
+            "co": model.replace(parallel="co", rows=None),
+            "rows1": model.replace(parallel="rows", rows=1),
+            f"rows{ROWS_PER_TASK}": model.replace(parallel="rows", rows=ROWS_PER_TASK),
+        }
         configs = {k: c for k, c in splits.items() if k == "model" or c != model}  # the model's own runs once
         built = compile_all(list(configs.values()), shape)
         with Measurer(min_time=args.min_time, timeout=120) as measurer:
             per_round = measurer.rounds(list(configs.values()), shape, built, args.rounds)
         gflops = {k: [r.get(c, float("nan")) for r in per_round] for k, c in configs.items()}
-        row = {"layer": name, "model": {"parallel": model.parallel, "rows": model.rows, "cob": model.cob,
-                                        "wob": model.wob},
-               "splits": {k: {"gflops": round(statistics.median(v), 2),
-                              "vs_model": round(statistics.median(a / b for a, b in zip(v, gflops["model"])), 3)}
-                          for k, v in gflops.items()}}
+        row = {
+            "layer": name,
+            "model": {"parallel": model.parallel, "rows": model.rows, "cob": model.cob, "wob": model.wob},
+            "splits": {
+                k: {
+                    "gflops": round(statistics.median(v), 2),
+                    "vs_model": round(statistics.median(a / b for a, b in zip(v, gflops["model"], strict=True)), 3),
+                }
+                for k, v in gflops.items()
+            },
+        }
         rows_out.append(row)
-        print(f"{name:30} model {model.parallel}/{model.rows or 'all'}: " + "  ".join(
-            f"{k} {r['gflops']:6.1f} ({r['vs_model']:.3f})" for k, r in row["splits"].items()), flush=True)
+        print(
+            f"{name:30} model {model.parallel}/{model.rows or 'all'}: "
+            + "  ".join(f"{k} {r['gflops']:6.1f} ({r['vs_model']:.3f})" for k, r in row["splits"].items()),
+            flush=True,
+        )
     if args.json:
-        write_json(args.json, {"provenance": provenance(),
-                               "machine": machine.id, "threads": args.threads, "rounds": args.rounds,
-                               "layers": rows_out})
+        write_json(
+            args.json,
+            {
+                "provenance": provenance(),
+                "machine": machine.id,
+                "threads": args.threads,
+                "rounds": args.rounds,
+                "layers": rows_out,
+            },
+        )
     return 0
 
 

@@ -27,12 +27,11 @@ from pathlib import Path
 
 import optuna
 import sqlalchemy
+from provenance import provenance_line
 
 from directconv.tuner.fleet import shown_url
 from directconv.tuner.storage import open_storage, owner
 from directconv.tuner.trials import claim
-
-from provenance import provenance_line
 
 
 def _quiet() -> None:
@@ -51,10 +50,17 @@ def worker(url: str, name: str, trials: int, barrier, out) -> None:
         try:
             trial = study.ask()
             rdb.record_heartbeat(trial._trial_id)
-            params = (trial.suggest_int("cob", 1, 8), trial.suggest_int("wob", 1, 16),
-                      trial.suggest_int("cib", 1, 64), trial.suggest_categorical("parallel", ["co", "rows"]))
+            params = (
+                trial.suggest_int("cob", 1, 8),
+                trial.suggest_int("wob", 1, 16),
+                trial.suggest_int("cib", 1, 64),
+                trial.suggest_categorical("parallel", ["co", "rows"]),
+            )
             key = f"{os.getpid()}-{uuid.uuid4().hex[:8]}-{params}"  # distinct: the lock and checks, not duplicates
-            for attr, value in {"config": dict(zip(("cob", "wob", "cib", "parallel"), params)), **owner()}.items():
+            for attr, value in {
+                "config": dict(zip(("cob", "wob", "cib", "parallel"), params, strict=True)),
+                **owner(),
+            }.items():
                 trial.set_user_attr(attr, value)
             if not claim(rdb, study, trial, key):
                 raise RuntimeError(f"configuration {key} refused although no other worker can draw it")
@@ -92,10 +98,15 @@ def round_(url: str, run: str, n: int, trials: int, keep: bool) -> dict:
     if not keep:
         optuna.delete_study(study_name=name, storage=rdb)
     return {
-        "workers": n, "trials": len(latencies), "seconds": wall, "per_second": len(latencies) / wall,
+        "workers": n,
+        "trials": len(latencies),
+        "seconds": wall,
+        "per_second": len(latencies) / wall,
         "median_ms": 1e3 * statistics.median(latencies) if latencies else float("nan"),
         "p95_ms": 1e3 * sorted(latencies)[int(0.95 * (len(latencies) - 1))] if latencies else float("nan"),
-        "errors": errors, "complete": complete, "dup_numbers": sum(c > 1 for c in numbers.values()),
+        "errors": errors,
+        "complete": complete,
+        "dup_numbers": sum(c > 1 for c in numbers.values()),
         "dup_keys": sum(c > 1 for c in keys.values()),
     }
 
@@ -123,10 +134,12 @@ def main() -> int:
     lines = [
         "directconv storage load check (benchmarks/storage_load.py)",
         provenance_line(),
-        f"date {time.strftime('%Y-%m-%d')}; storage {backend} {server_version(args.storage)}; optuna {optuna.__version__}; "
+        f"date {time.strftime('%Y-%m-%d')}; storage {backend} {server_version(args.storage)}; "
+        f"optuna {optuna.__version__}; "
         f"sqlalchemy {sqlalchemy.__version__}; python {platform.python_version()}; {os.cpu_count()} CPUs, "
         f"load average {os.getloadavg()[0]:.1f} at the start (workers and server share these CPUs)",
-        f"each worker: {args.trials} x (ask, heartbeat, 4 suggests, 4 attrs, claim under the study lock, 4 attrs, tell); "
+        f"each worker: {args.trials} x (ask, heartbeat, 4 suggests, 4 attrs, claim under the study lock, 4 attrs, "
+        "tell); "
         "studies start empty",
         "",
         f"{'workers':>7} {'trials':>6} {'seconds':>8} {'trials/s':>9} {'median ms':>10} {'p95 ms':>8} {'errors':>6} "
@@ -136,14 +149,16 @@ def main() -> int:
     all_errors = []
     for n in counts:
         r = round_(args.storage, run, n, args.trials, args.keep)
-        line = (f"{r['workers']:>7} {r['trials']:>6} {r['seconds']:>8.2f} {r['per_second']:>9.1f} {r['median_ms']:>10.1f} "
-                f"{r['p95_ms']:>8.1f} {len(r['errors']):>6} {r['dup_numbers']:>11} {r['dup_keys']:>10}")
+        line = (
+            f"{r['workers']:>7} {r['trials']:>6} {r['seconds']:>8.2f} {r['per_second']:>9.1f} {r['median_ms']:>10.1f} "
+            f"{r['p95_ms']:>8.1f} {len(r['errors']):>6} {r['dup_numbers']:>11} {r['dup_keys']:>10}"
+        )
         print(line, flush=True)
         lines.append(line)
         all_errors += [f"n={n}: {e}" for e in r["errors"]]
     if all_errors:
         lines += ["", "errors (first 20):"] + [f"  {e}" for e in all_errors[:20]]
-        print("\n".join(lines[-min(21, len(all_errors) + 1):]))
+        print("\n".join(lines[-min(21, len(all_errors) + 1) :]))
     print(f"(storage {shown_url(args.storage)})")
     if args.out:
         Path(args.out).write_text("\n".join(lines) + "\n")

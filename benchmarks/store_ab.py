@@ -17,11 +17,11 @@ import statistics
 import sys
 from pathlib import Path
 
+from provenance import provenance, write_json
+
 from directconv.tuner.compile import compile_all
 from directconv.tuner.measure import Measurer
 from directconv.tuner.store import read_store
-
-from provenance import provenance, write_json
 
 
 def main() -> int:
@@ -50,17 +50,35 @@ def main() -> int:
             built = compile_all(list(configs.values()), shape)
             per_round = measurer.rounds(list(configs.values()), shape, built, args.rounds)
             gflops = {k: [r.get(c, float("nan")) for r in per_round] for k, c in configs.items()}
-            ratio = statistics.median(a / b for a, b in zip(gflops["new"], gflops["old"]))
-            rows.append({**row, "old_gflops": round(statistics.median(gflops["old"]), 2),
-                         "new_gflops": round(statistics.median(gflops["new"]), 2), "new_over_old": round(ratio, 3)})
-            print(f"{entry.layer:30} old {rows[-1]['old_gflops']:6.1f}  new {rows[-1]['new_gflops']:6.1f}  "
-                  f"new/old {ratio:.3f}", flush=True)
+            ratio = statistics.median(a / b for a, b in zip(gflops["new"], gflops["old"], strict=True))
+            rows.append(
+                {
+                    **row,
+                    "old_gflops": round(statistics.median(gflops["old"]), 2),
+                    "new_gflops": round(statistics.median(gflops["new"]), 2),
+                    "new_over_old": round(ratio, 3),
+                }
+            )
+            print(
+                f"{entry.layer:30} old {rows[-1]['old_gflops']:6.1f}  new {rows[-1]['new_gflops']:6.1f}  "
+                f"new/old {ratio:.3f}",
+                flush=True,
+            )
     geomean = math.exp(statistics.fmean(math.log(r["new_over_old"]) for r in rows)) if rows else float("nan")
     print(f"geomean new/old over {len(rows)} layers: {geomean:.3f}")
     if args.json:
-        write_json(args.json, {"provenance": provenance(),
-                               "old": args.old.name, "new": args.new.name, "threads": args.threads,
-                               "rounds": args.rounds, "geomean_new_over_old": round(geomean, 3), "layers": rows})
+        write_json(
+            args.json,
+            {
+                "provenance": provenance(),
+                "old": args.old.name,
+                "new": args.new.name,
+                "threads": args.threads,
+                "rounds": args.rounds,
+                "geomean_new_over_old": round(geomean, 3),
+                "layers": rows,
+            },
+        )
     return 0
 
 

@@ -33,21 +33,29 @@ def main() -> int:
     args = ap.parse_args()
     one = {r["layer"]: r for r in read_json(args.one)["layers"]}
     two = {r["layer"]: r for r in read_json(args.two)["layers"]}
-    print("| layer | 1T model config | 1T model GFLOP/s | 1T tuned | 1T GFLOP/s | 1T gain | 1T % peak | 2T model config | "
-          "2T tuned | 2T GFLOP/s | 2T gain | 2T % peak |")
+    print(
+        "| layer | 1T model config | 1T model GFLOP/s | 1T tuned | 1T GFLOP/s | 1T gain | 1T % peak | "
+        "2T model config | "
+        "2T tuned | 2T GFLOP/s | 2T gain | 2T % peak |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name, r in one.items():
         t = two.get(name, {})
-        print(f"| {name} | {short(r['predicted_config'])} | {num(r['predicted_gflops'], '.1f')} | "
-              f"{short(r['best_config'])} | {num(r['best_gflops'], '.1f')} | {num(r['gain'], '.2f')} | "
-              f"{num(r['percent_of_peak'], '.0f')}% | {short(t.get('predicted_config'))} | {short(t.get('best_config'))} | "
-              f"{num(t.get('best_gflops'), '.1f')} | {num(t.get('gain'), '.2f')} | {num(t.get('percent_of_peak'), '.0f')}% |")
+        print(
+            f"| {name} | {short(r['predicted_config'])} | {num(r['predicted_gflops'], '.1f')} | "
+            f"{short(r['best_config'])} | {num(r['best_gflops'], '.1f')} | {num(r['gain'], '.2f')} | "
+            f"{num(r['percent_of_peak'], '.0f')}% | {short(t.get('predicted_config'))} | "
+            f"{short(t.get('best_config'))} | {num(t.get('best_gflops'), '.1f')} | {num(t.get('gain'), '.2f')} | "
+            f"{num(t.get('percent_of_peak'), '.0f')}% |"
+        )
     print()
     for label, summary in (("1 thread", one), ("2 threads", two)):
         gains = [r["gain"] for r in summary.values() if r.get("gain")]
         if gains:
-            print(f"{label}: tuned over predicted, geomean {statistics.geometric_mean(gains):.3f} over {len(gains)} "
-                  f"layers; predicted within 10% of tuned on {sum(g <= 1.1 for g in gains)} of {len(gains)}.")
+            print(
+                f"{label}: tuned over predicted, geomean {statistics.geometric_mean(gains):.3f} over {len(gains)} "
+                f"layers; predicted within 10% of tuned on {sum(g <= 1.1 for g in gains)} of {len(gains)}."
+            )
     return 0
 
 

@@ -19,16 +19,15 @@ import tempfile
 from pathlib import Path
 
 import optuna
+from provenance import provenance, read_json, write_json
 
-from directconv.machines.host import host
 from directconv.core.config import KernelConfig
 from directconv.core.shape import ConvShape
+from directconv.machines.host import host
+from directconv.tuner.backend import RealBackend
 from directconv.tuner.compile import compile_all
 from directconv.tuner.measure import Measurer
-from directconv.tuner.backend import RealBackend
 from directconv.tuner.tune import TuneOptions, tune
-
-from provenance import provenance, read_json, write_json
 
 WITHIN = 0.97
 
@@ -58,9 +57,14 @@ def run(mode: str, shape: ConvShape, trials: int, seed: int, workdir: Path) -> s
     url = f"sqlite:///{workdir / f'{mode}-{seed}-{abs(hash(shape))}.db'}"
     space = "pruned" if mode == "model" else "unpruned"
     with RealBackend(min_time=0.2) as backend:
-        tune(shape, machine=host().machine, fingerprint_id=f"efficiency-{mode}", storage=url,
-             options=TuneOptions(trials=trials, sampler="tpe", space=space, seed=seed, progress=False),
-             backend=backend)
+        tune(
+            shape,
+            machine=host().machine,
+            fingerprint_id=f"efficiency-{mode}",
+            storage=url,
+            options=TuneOptions(trials=trials, sampler="tpe", space=space, seed=seed, progress=False),
+            backend=backend,
+        )
     return url
 
 
@@ -85,8 +89,14 @@ def main() -> int:
                 for seed in range(args.seeds):
                     url = run(mode, shape, trials, seed, Path(tmp))
                     _, history = trials_to_reach(url, WITHIN * ref)
-                    results.append({"seed": seed, "trials_run": len(history), "history": history,
-                                    "best_gflops": round(max((v for v in history if v), default=0.0), 2)})
+                    results.append(
+                        {
+                            "seed": seed,
+                            "trials_run": len(history),
+                            "history": history,
+                            "best_gflops": round(max((v for v in history if v), default=0.0), 2),
+                        }
+                    )
                 row[mode] = results
             # The target: the best of everything measured in this session (the sweep's best re-measured, and what
             # either search found), so that a noisy reference cannot make "within 3%" trivially true.
@@ -97,11 +107,23 @@ def main() -> int:
                     reached = next((i for i, v in enumerate(r["history"], 1) if v and v >= WITHIN * best_now), None)
                     r["trials_to_within_3pct"] = reached
             rows.append(row)
-            print(layer["layer"], "target", row["target_gflops"],
-                  {m: [(r["trials_to_within_3pct"], r["trials_run"], r["best_gflops"]) for r in row[m]]
-                   for m in ("model", "plain")}, flush=True)
-    doc = {"provenance": provenance(), "within": WITHIN,
-           "machine": host().machine.id, "fingerprint": host().fingerprint_id, "layers": rows}
+            print(
+                layer["layer"],
+                "target",
+                row["target_gflops"],
+                {
+                    m: [(r["trials_to_within_3pct"], r["trials_run"], r["best_gflops"]) for r in row[m]]
+                    for m in ("model", "plain")
+                },
+                flush=True,
+            )
+    doc = {
+        "provenance": provenance(),
+        "within": WITHIN,
+        "machine": host().machine.id,
+        "fingerprint": host().fingerprint_id,
+        "layers": rows,
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_json(args.out, doc)
     return 0

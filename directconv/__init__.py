@@ -6,6 +6,11 @@ register-blocked C kernel on channel-blocked (NCHWc) activations, generated and 
 
 from __future__ import annotations
 
+from directconv.core.config import KernelConfig
+from directconv.core.shape import ConvShape
+from directconv.core.suite import get_layer, network_layers
+from directconv.core.version import __version__
+from directconv.kernels.reference import conv2d_reference
 from directconv.nn.api import (
     BlockedTensor,
     PackedWeights,
@@ -16,16 +21,9 @@ from directconv.nn.api import (
     pack_weights,
     to_blocked,
 )
-from directconv.core.config import KernelConfig
 from directconv.nn.layer import Conv2d
 from directconv.nn.pool import MaxPool2d
 from directconv.nn.sequential import Sequential
-from directconv.kernels.reference import conv2d_reference
-from directconv.core.shape import ConvShape
-from directconv.core.suite import get_layer, network_layers
-
-from directconv.core.version import __version__
-
 
 # Loaded on first use, not on import, so that a process that only runs layers carries none of them: machine
 # descriptions (jsonschema), the model, the tuner and the config store (Optuna, SQLAlchemy), this machine's
@@ -59,6 +57,7 @@ def __getattr__(name: str):
     if name == "networks":  # the bundled network definitions (dc.networks.build("resnet50"))
         return importlib.import_module("directconv.nn.networks")
     raise AttributeError(f"module 'directconv' has no attribute {name!r}")
+
 
 __all__ = [
     "BlockedTensor",

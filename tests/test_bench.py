@@ -38,6 +38,7 @@ def test_interleaved_medians_rotates_the_order_and_takes_medians():
         def call() -> float:
             calls.append(name)
             return values.pop(0)
+
         return call
 
     medians = harness.interleaved_medians({"a": run("a", [3.0, 1.0, 2.0]), "b": run("b", [9.0, 7.0, 8.0])}, 3)
@@ -330,24 +331,51 @@ def test_registry_selects_in_its_order_and_sets_aside_what_does_not_import() -> 
 
 def _fake_kind(answers: dict[str, float], peer: set[str]) -> kind.Kind:
     """A bench of two one-number problems; each implementation answers its number times the problem's."""
-    impls = tuple(Impl(name, f"answers {factor}x", lambda p, t, f=factor: Prepared(lambda: p * f, np.asarray),
-                       peer=name in peer) for name, factor in answers.items())
-    report = Report("Fakes:", "Missing", "Cells: median ms.", (median_column(3),), (), lambda r: "WRONG",
-                    lambda r: [], by_threads=True)
+    impls = tuple(
+        Impl(name, f"answers {factor}x", lambda p, t, f=factor: Prepared(lambda: p * f, np.asarray), peer=name in peer)
+        for name, factor in answers.items()
+    )
+    report = Report(
+        "Fakes:",
+        "Missing",
+        "Cells: median ms.",
+        (median_column(3),),
+        (),
+        lambda r: "WRONG",
+        lambda r: [],
+        by_threads=True,
+    )
 
     def groups(request: kind.Request, impls: tuple[Impl[float], ...], peaks: dict[int, Peak]):
         for value in (1.0, 2.0):
-            case = Case(f"p{value:g}", 10**6, np.float64(value),
-                        lambda y, v=value: Check(bool(np.isclose(y, v)), float(abs(y - v)), 1e-9), "the value")
+            case = Case(
+                f"p{value:g}",
+                10**6,
+                np.float64(value),
+                lambda y, v=value: Check(bool(np.isclose(y, v)), float(abs(y - v)), 1e-9),
+                "the value",
+            )
             results = [r for t in request.threads for r in run(case, impls, t, peaks[t], request.settings)]
-            yield kind.Group(results, [{"problem": r.problem, "impl": r.impl, "status": r.status} for r in results],
-                                f"table of {case.name}", sections={"seen": case.name})
+            yield kind.Group(
+                results,
+                [{"problem": r.problem, "impl": r.impl, "status": r.status} for r in results],
+                f"table of {case.name}",
+                sections={"seen": case.name},
+            )
 
     def finish(results, impls, peaks):
         return f"summary of {len(results)} results", {"summary": len(results)}
 
-    return kind.Kind("fake-bench", Registry(impls), report, lambda r: {"fake": True}, groups,
-                        sections=("seen", "summary"), finish=finish, show_peaks=True)
+    return kind.Kind(
+        "fake-bench",
+        Registry(impls),
+        report,
+        lambda r: {"fake": True},
+        groups,
+        sections=("seen", "summary"),
+        finish=finish,
+        show_peaks=True,
+    )
 
 
 def test_session_prints_each_table_rewrites_the_json_and_fails_only_for_directconv(
@@ -365,7 +393,11 @@ def test_session_prints_each_table_rewrites_the_json_and_fails_only_for_directco
     assert data["format"] == "fake-bench" and data["settings"]["fake"] is True and data["settings"]["threads"] == [1]
     assert (data["seen"], data["summary"]) == ("p2", 4) and "duration_seconds" in data["metadata"]
     assert [(r["problem"], r["impl"], r["status"]) for r in data["records"]] == [
-        ("p1", "ours", OK), ("p1", "peer", WRONG), ("p2", "ours", OK), ("p2", "peer", WRONG)]
+        ("p1", "ours", OK),
+        ("p1", "peer", WRONG),
+        ("p2", "ours", OK),
+        ("p2", "peer", WRONG),
+    ]
     assert session.run(_fake_kind({"ours": 3.0}, peer=set()), request) == 1  # directconv wrong: 1
     assert "directconv bench: ours on p1 at 1 thread(s): wrong" in capsys.readouterr().err
 

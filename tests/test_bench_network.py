@@ -63,10 +63,28 @@ def test_table_lines_up_wrong_and_failed_rows_and_notes_why() -> None:
     peak = Peak("avx2", 1, 100.0, (100.0,), 12)
     wrong = Check(False, 0.5, 1e-3, "max relative error 5.00e-01 exceeds the tolerance 1.00e-03")
     results = [
-        Result("net", "directconv-nchw", 1, OK, 10**9, peak, Check(True, 0.0, 1e-3), Timing((0.01,), 1),
-               memory=MemoryUsage(64 * 2**20, 2**20, 63 * 2**20)),
-        Result("net", "directconv-blocked", 1, WRONG, 10**9, peak, wrong, checked_against="directconv-nchw output",
-               memory_note="the child process failed (exit 1): boom"),
+        Result(
+            "net",
+            "directconv-nchw",
+            1,
+            OK,
+            10**9,
+            peak,
+            Check(True, 0.0, 1e-3),
+            Timing((0.01,), 1),
+            memory=MemoryUsage(64 * 2**20, 2**20, 63 * 2**20),
+        ),
+        Result(
+            "net",
+            "directconv-blocked",
+            1,
+            WRONG,
+            10**9,
+            peak,
+            wrong,
+            checked_against="directconv-nchw output",
+            memory_note="the child process failed (exit 1): boom",
+        ),
         Result("net", "onnxruntime", 1, FAILED, 10**9, peak, error="RuntimeError: nope"),
     ]
     lines = table(end_to_end.REPORT, [r.impl for r in results], [1], results).splitlines()

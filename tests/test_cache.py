@@ -75,7 +75,10 @@ def test_missing_compiler_names_what_to_install(monkeypatch):
     compiler.find_compiler.cache_clear()
     monkeypatch.setenv("CC", "no-such-cc-anywhere")
     try:
-        with pytest.raises(compiler.CompilerNotFoundError, match=r"no working C compiler found \(tried no-such-cc-anywhere\).*install gcc"):
+        with pytest.raises(
+            compiler.CompilerNotFoundError,
+            match=r"no working C compiler found \(tried no-such-cc-anywhere\).*install gcc",
+        ):
             compiler.find_compiler()
     finally:
         compiler.find_compiler.cache_clear()

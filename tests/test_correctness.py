@@ -70,7 +70,9 @@ def _configs_for(shape: dc.ConvShape, isa: str) -> list[dc.KernelConfig]:
             if cib is not None and cib > -(-shape.ci // lanes) * lanes:
                 cib = None
             rows = None if rows is None else min(rows, shape.ho)
-            out.append(dc.KernelConfig(isa, vectors * lanes, wob, cib=cib, rows=rows, parallel=parallel, threads=threads))
+            out.append(
+                dc.KernelConfig(isa, vectors * lanes, wob, cib=cib, rows=rows, parallel=parallel, threads=threads)
+            )
     return out
 
 
@@ -84,7 +86,9 @@ def _configs_for(shape: dc.ConvShape, isa: str) -> list[dc.KernelConfig]:
     ],
     ids=["3x3-tails", "5x3-strided-asym", "1x1-wide"],
 )
-def test_every_config_and_isa_matches_reference(rng: np.random.Generator, isa: str, geometry: tuple, random_layer) -> None:
+def test_every_config_and_isa_matches_reference(
+    rng: np.random.Generator, isa: str, geometry: tuple, random_layer
+) -> None:
     """Register blocks (full and partial tiles), cache blocks, parallel axes and ISAs all give the right answer."""
     n, ci, co, h, w, kh, kw, stride, padding = geometry
     x, wt, bias = random_layer(rng, n, ci, co, h, w, kh, kw)
@@ -126,7 +130,9 @@ def test_blocked_chain_relu_and_bias(rng: np.random.Generator, random_layer) -> 
     assert_close(dc.from_blocked(hidden), ref1, 10, 3, 3)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
 @given(
     n=st.integers(1, 2),
     ci=st.integers(1, 20),

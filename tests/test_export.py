@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 
 from directconv.cli.main import main
+from directconv.core.shape import ConvShape
+from directconv.core.suite import get_layer
 from directconv.kernels import cross
 from directconv.kernels.compiler import CompilerNotFoundError
 from directconv.kernels.reference import conv2d_reference, tolerance
-from directconv.core.shape import ConvShape
-from directconv.core.suite import get_layer
 
 # A suite layer (5x5, padding), a 1x1 layer (run as one long row), and an explicit shape with channel tails,
 # stride 2 and padding.
@@ -88,23 +88,41 @@ def write_driver(folder: Path, manifest: dict, kk: str) -> Path:
     for layer in manifest["layers"]:
         c = layer["c_name"]
         up = c.upper()
-        rows.append(f"    {{{up}_CI, {up}_CO, {up}_H, {up}_W, {up}_HO, {up}_WO, {c}_packed_weights_floats, "
-                    f"{c}_pack_weights, {c}_run_blocked, {up}_BIAS_FLOATS}},")
+        rows.append(
+            f"    {{{up}_CI, {up}_CO, {up}_H, {up}_W, {up}_HO, {up}_WO, {c}_packed_weights_floats, "
+            f"{c}_pack_weights, {c}_run_blocked, {up}_BIAS_FLOATS}},"
+        )
     path = folder / "driver.c"
     path.write_text(DRIVER % {"table": "\n".join(rows), "p": prefix, "P": prefix.upper(), "kk": kk})
     return path
 
 
-def check_layer(run_prefix: tuple[str, ...], driver: Path, index: int, shape: ConvShape, tmp: Path, rng,
-                batch: int = 2, threads: int = 2, relu: bool = True) -> None:
+def check_layer(
+    run_prefix: tuple[str, ...],
+    driver: Path,
+    index: int,
+    shape: ConvShape,
+    tmp: Path,
+    rng,
+    batch: int = 2,
+    threads: int = 2,
+    relu: bool = True,
+) -> None:
     x = rng.standard_normal((batch, shape.ci, shape.h, shape.w)).astype(np.float32)
     w = rng.standard_normal((shape.co, shape.ci, shape.kh, shape.kw)).astype(np.float32)
     b = rng.standard_normal(shape.co).astype(np.float32)
     files = {name: tmp / f"{name}{index}.f32" for name in ("x", "w", "b", "y")}
     for name, array in (("x", x), ("w", w), ("b", b)):
         array.astype("<f4").tofile(files[name])
-    cmd = [*run_prefix, str(driver), str(index), *(str(files[n]) for n in ("x", "w", "b", "y")), str(batch),
-           str(threads), str(int(relu))]
+    cmd = [
+        *run_prefix,
+        str(driver),
+        str(index),
+        *(str(files[n]) for n in ("x", "w", "b", "y")),
+        str(batch),
+        str(threads),
+        str(int(relu)),
+    ]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     got = np.fromfile(files["y"], dtype="<f4").reshape(batch, shape.co, shape.ho, shape.wo)
@@ -121,8 +139,9 @@ def driver_with_kk(folder: Path, manifest: dict) -> Path:
     """The driver, with each layer's kh*kw (for the size of its OIHW weights) from the header's macros."""
     kks = ", ".join(f"{layer['c_name'].upper()}_KH * {layer['c_name'].upper()}_KW" for layer in manifest["layers"])
     path = write_driver(folder, manifest, "layer_kk[L - layers]")
-    text = path.read_text().replace("static const layer_t layers[]", f"static const int layer_kk[] = {{{kks}}};\n"
-                                    "static const layer_t layers[]", 1)
+    text = path.read_text().replace(
+        "static const layer_t layers[]", f"static const int layer_kk[] = {{{kks}}};\nstatic const layer_t layers[]", 1
+    )
     path.write_text(text)
     return path
 
@@ -130,21 +149,48 @@ def driver_with_kk(folder: Path, manifest: dict) -> Path:
 @pytest.mark.compiler
 def test_export_builds_and_matches_the_reference(tmp_path, rng):
     out = tmp_path / "export"
-    manifest = export(out, "--layer", "googlenet:3a_5x5", "--layer", "resnet50:res2_1x1_256to64", *EXPLICIT,
-                      "--prefix", "net")
+    manifest = export(
+        out, "--layer", "googlenet:3a_5x5", "--layer", "resnet50:res2_1x1_256to64", *EXPLICIT, "--prefix", "net"
+    )
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["Makefile", "README.md", "manifest.json", "directconv.h", "directconv_common.c", "layer_googlenet_3a_5x5.c",
-         "layer_resnet50_res2_1x1_256to64.c", "layer_shape2.c"])
+        [
+            "Makefile",
+            "README.md",
+            "manifest.json",
+            "directconv.h",
+            "directconv_common.c",
+            "layer_googlenet_3a_5x5.c",
+            "layer_resnet50_res2_1x1_256to64.c",
+            "layer_shape2.c",
+        ]
+    )
     assert manifest["machine"] and manifest["kernel_generator_version"] >= 1 and len(manifest["layers"]) == 3
     cc = cross.find_target_compiler(None).path
-    build = subprocess.run(["make", "-C", str(out), f"CC={cc}", "CFLAGS=-Wall -Wextra -Werror"],
-                           capture_output=True, text=True)
+    build = subprocess.run(
+        ["make", "-C", str(out), f"CC={cc}", "CFLAGS=-Wall -Wextra -Werror"], capture_output=True, text=True
+    )
     assert build.returncode == 0, build.stderr
     assert (out / "libdirectconv_export.a").is_file() and (out / "libdirectconv_export.so").is_file()
     driver = driver_with_kk(out, manifest)
     exe = tmp_path / "driver"
-    link = subprocess.run([cc, "-O1", "-Wall", "-Wextra", "-Werror", "-fopenmp", "-I", str(out), str(driver),
-                           str(out / "libdirectconv_export.a"), "-o", str(exe)], capture_output=True, text=True)
+    link = subprocess.run(
+        [
+            cc,
+            "-O1",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-fopenmp",
+            "-I",
+            str(out),
+            str(driver),
+            str(out / "libdirectconv_export.a"),
+            "-o",
+            str(exe),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert link.returncode == 0, link.stderr
     shapes = [get_layer("googlenet:3a_5x5").shape, get_layer("resnet50:res2_1x1_256to64").shape, EXPLICIT_SHAPE]
     for index, shape in enumerate(shapes):
@@ -170,9 +216,25 @@ def test_export_for_cortex_a57_cross_compiles_and_runs_under_qemu(tmp_path, rng)
     if qemu is None:
         pytest.skip("cross-compiled cleanly; running it needs qemu-user: apt-get install qemu-user")
     exe = tmp_path / "driver-a57"
-    link = subprocess.run([cc, "-O1", "-static", "-Wall", "-Wextra", "-Werror", "-fopenmp", "-I", str(out),
-                           str(driver_with_kk(out, manifest)), str(out / "libdirectconv_export.a"), "-o", str(exe)],
-                          capture_output=True, text=True)
+    link = subprocess.run(
+        [
+            cc,
+            "-O1",
+            "-static",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-fopenmp",
+            "-I",
+            str(out),
+            str(driver_with_kk(out, manifest)),
+            str(out / "libdirectconv_export.a"),
+            "-o",
+            str(exe),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert link.returncode == 0, link.stderr
     check_layer(qemu, exe, 1, EXPLICIT_SHAPE, tmp_path, rng)
 
@@ -188,8 +250,10 @@ def test_non_empty_out_is_refused_without_force(tmp_path, capsys):
     assert main(["export", "--layer", "googlenet:3a_5x5", "--out", str(tmp_path), "--machine", "cortex-a57"]) == 2
     assert "is not empty" in capsys.readouterr().err
     # --force replaces only an earlier export, never a folder of other files.
-    assert main(["export", "--layer", "googlenet:3a_5x5", "--out", str(tmp_path), "--machine", "cortex-a57",
-                 "--force"]) == 2
+    assert (
+        main(["export", "--layer", "googlenet:3a_5x5", "--out", str(tmp_path), "--machine", "cortex-a57", "--force"])
+        == 2
+    )
     assert "holds no earlier export" in capsys.readouterr().err
     assert (tmp_path / "mine.txt").read_text() == "keep me"
 
@@ -224,5 +288,4 @@ def test_makefile_and_manifest_carry_the_machine_flags():
     assert "-mcpu=cortex-a57" in manifest["compiler_flags"] and "-march=native" not in files["Makefile"]
     assert manifest["layers"][0]["config"] == plan.config.to_dict()
     with pytest.raises(ValueError, match="does not match machine"):
-        export_files([ExportLayer("x", shape, plan.config, "model")],
-                     cross.target_for(load_machine("zen3")), "p")
+        export_files([ExportLayer("x", shape, plan.config, "model")], cross.target_for(load_machine("zen3")), "p")

@@ -162,8 +162,15 @@ def test_a_configuration_is_claimed_once_among_racing_processes(storage_url):
     name = "directconv-test/claims"
     optuna.create_study(storage=open_storage(storage_url), study_name=name)
     start = time.time() + 4
-    procs = [subprocess.Popen([sys.executable, "-c", RACE, storage_url, name, str(start)], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", RACE, storage_url, name, str(start)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
     outs = [p.communicate(timeout=120) for p in procs]
     for p, (_, err) in zip(procs, outs, strict=True):
         assert p.returncode == 0, err
@@ -231,8 +238,16 @@ def _fingerprint(name: str) -> dict:
     return {"version": 1, "arch": "x86_64", "model_name": name, "features": ["avx2", "fma"]}
 
 
-def _study(url: str, fp: dict, machine: str, shape: ConvShape, results: list[float | None], *,
-           generator: int = GENERATOR_VERSION, provenance: bool = True) -> str:
+def _study(
+    url: str,
+    fp: dict,
+    machine: str,
+    shape: ConvShape,
+    results: list[float | None],
+    *,
+    generator: int = GENERATOR_VERSION,
+    provenance: bool = True,
+) -> str:
     """A study as directconv.tune leaves it (COMPLETE trials for floats, a failed measurement for None)."""
     name = study_name(fingerprint_id(fp), shape, 1).replace(f"/gen{GENERATOR_VERSION}", f"/gen{generator}")
     study = optuna.create_study(storage=open_storage(url), study_name=name, direction="maximize")
@@ -243,9 +258,16 @@ def _study(url: str, fp: dict, machine: str, shape: ConvShape, results: list[flo
         study.set_user_attr(k, v)
     for i, gflops in enumerate(results):
         config = KernelConfig(host_isa(), LANES, 1 + i, unroll=1)
-        user = {"config_key": f"k{i}", "config": config.to_dict(), "status": "ok" if gflops else "crashed",
-                "spread": 0.01, "compiler": "cc 1.0", "flags": ["-O3"], "peak_gflops": 100.0,
-                "directconv_version": "0.1.0"}
+        user = {
+            "config_key": f"k{i}",
+            "config": config.to_dict(),
+            "status": "ok" if gflops else "crashed",
+            "spread": 0.01,
+            "compiler": "cc 1.0",
+            "flags": ["-O3"],
+            "peak_gflops": 100.0,
+            "directconv_version": "0.1.0",
+        }
         state = optuna.trial.TrialState.COMPLETE if gflops else optuna.trial.TrialState.FAIL
         study.add_trial(optuna.trial.create_trial(state=state, value=gflops, user_attrs=user))
     return name
@@ -323,10 +345,22 @@ def test_trials_are_split_evenly_between_at_most_as_many_workers():
 
 
 def _row(layer: str, best: float | None, predicted: float | None, measured: int, failures: list) -> dict:
-    return {"layer": layer, "best_config": {"wob": best}, "best_gflops": best, "predicted_config": {"wob": 1},
-            "predicted_gflops": predicted, "gain": None, "percent_of_peak": None, "trials": measured,
-            "confirmation_rounds": 0, "measured_now": measured, "failed_now": len(failures), "seconds": measured,
-            "stored": best is not None, "failures": failures}
+    return {
+        "layer": layer,
+        "best_config": {"wob": best},
+        "best_gflops": best,
+        "predicted_config": {"wob": 1},
+        "predicted_gflops": predicted,
+        "gain": None,
+        "percent_of_peak": None,
+        "trials": measured,
+        "confirmation_rounds": 0,
+        "measured_now": measured,
+        "failed_now": len(failures),
+        "seconds": measured,
+        "stored": best is not None,
+        "failures": failures,
+    }
 
 
 def test_workers_rows_merge_into_one_row_per_layer():
@@ -356,8 +390,9 @@ FLEET = ConvShape.from_args(16, 2 * LANES, 12, 12, 3, 3, 1, 1)
 
 def _worker(url: str, trials: int, env: dict[str, str]) -> subprocess.Popen:
     args = [str(v) for v in (url, trials, FLEET.ci, FLEET.co, FLEET.h)]
-    return subprocess.Popen([sys.executable, "-c", WORKER, *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", WORKER, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def _trials(storage: optuna.storages.BaseStorage) -> list[optuna.trial.FrozenTrial]:
@@ -366,8 +401,13 @@ def _trials(storage: optuna.storages.BaseStorage) -> list[optuna.trial.FrozenTri
 
 
 def _measured(trials: list[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenTrial]:
-    return [t for t in trials if "status" in t.user_attrs and not t.user_attrs.get("duplicate_of")
-            and t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)]
+    return [
+        t
+        for t in trials
+        if "status" in t.user_attrs
+        and not t.user_attrs.get("duplicate_of")
+        and t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)
+    ]
 
 
 @pytest.mark.slow
@@ -404,8 +444,24 @@ def test_workers_share_a_study_and_survive_a_killed_worker(postgres_url, tmp_pat
     assert len(measured) == len(by_victim) + sum(int(out.split()[-1]) for out, _ in outs), "the trial count adds up"
     assert not [t for t in trials if t.state == optuna.trial.TrialState.RUNNING], "no trial left running"
 
-    done = subprocess.run([sys.executable, "-m", "directconv", "store", "export", "--storage", url, "--json",
-                           "--store", str(tmp_path / "exported")], env=env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "directconv",
+            "store",
+            "export",
+            "--storage",
+            url,
+            "--json",
+            "--store",
+            str(tmp_path / "exported"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     (row,) = json.loads(done.stdout)
     best = max((t for t in measured if t.state == optuna.trial.TrialState.COMPLETE), key=lambda t: t.value)
@@ -418,11 +474,45 @@ def test_workers_share_a_study_and_survive_a_killed_worker(postgres_url, tmp_pat
 def test_tune_with_workers_splits_the_trials(storage_url, tmp_path):
     """`directconv tune --workers 2`: two spawned workers share the layer's study, the trials split between them."""
     env = _env(tmp_path)
-    shape = ["--ci", str(FLEET.ci), "--co", str(FLEET.co), "--h", "12", "--w", "12", "--kh", "3", "--kw", "3",
-             "--pad", "1"]
-    done = subprocess.run([sys.executable, "-m", "directconv", "tune", *shape, "--trials", "5", "--workers", "2",
-                           "--min-time", "0.03", "--storage", storage_url, "--json", str(tmp_path / "out.json")],
-                          env=env, capture_output=True, text=True, timeout=300)
+    shape = [
+        "--ci",
+        str(FLEET.ci),
+        "--co",
+        str(FLEET.co),
+        "--h",
+        "12",
+        "--w",
+        "12",
+        "--kh",
+        "3",
+        "--kw",
+        "3",
+        "--pad",
+        "1",
+    ]
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "directconv",
+            "tune",
+            *shape,
+            "--trials",
+            "5",
+            "--workers",
+            "2",
+            "--min-time",
+            "0.03",
+            "--storage",
+            storage_url,
+            "--json",
+            str(tmp_path / "out.json"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     (row,) = json.loads((tmp_path / "out.json").read_text())["layers"]
     assert (row["workers"], row["measured_now"], row["trials"]) == (2, 5, 5)

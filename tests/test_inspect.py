@@ -133,8 +133,18 @@ def test_inspect_command_json(capsys) -> None:
 
 @pytest.mark.compiler
 def test_inspect_explains_a_tile_too_large_for_the_registers(capsys) -> None:
-    status = main(["inspect", "--machine", "haswell", "--layer", "vgg16:conv3_2", "--config",
-                   '{"cob": 32, "wob": 6, "unroll": 1}', "--json"])
+    status = main(
+        [
+            "inspect",
+            "--machine",
+            "haswell",
+            "--layer",
+            "vgg16:conv3_2",
+            "--config",
+            '{"cob": 32, "wob": 6, "unroll": 1}',
+            "--json",
+        ]
+    )
     doc = json.loads(capsys.readouterr().out)
     assert status == 1 and doc["agrees"] is False
     assert doc["compiled"]["spills"] > 0

@@ -23,13 +23,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from directconv.kernels import codegen, cross, layout
-from directconv.kernels.compiler import BASE_FLAGS, CompileError, CompilerNotFoundError
 from directconv.core.config import KernelConfig
 from directconv.core.isa import host_isas
-from directconv.kernels.reference import conv2d_reference, tolerance
 from directconv.core.shape import ConvShape
 from directconv.core.suite import get_layer
+from directconv.kernels import codegen, cross, layout
+from directconv.kernels.compiler import BASE_FLAGS, CompileError, CompilerNotFoundError
+from directconv.kernels.reference import conv2d_reference, tolerance
 from directconv.machines.loader import bundled_machines, load_machine, machine_to_data, parse_machine
 from directconv.machines.machine import Machine
 from directconv.model.predict import predict
@@ -82,8 +82,15 @@ def need_flags(machine: Machine, cc: str | None = None) -> None:
 
 
 def check_against_reference(
-    machine: Machine, config: KernelConfig, shape: ConvShape, batch: int, *, relu: bool = False, cc: str | None = None,
-    prefix: tuple[str, ...] | None = None, seed: int = 0,
+    machine: Machine,
+    config: KernelConfig,
+    shape: ConvShape,
+    batch: int,
+    *,
+    relu: bool = False,
+    cc: str | None = None,
+    prefix: tuple[str, ...] | None = None,
+    seed: int = 0,
 ) -> None:
     """Build the driver for `machine`, run it on random operands and compare with the float64 reference."""
     rng = np.random.default_rng(seed)
@@ -93,13 +100,19 @@ def check_against_reference(
     lanes = config.lanes
     exe = cross.build_for_machine(config, shape, machine, "executable", cc=cc)
     yb = cross.run_driver(
-        exe, cross.target_for(machine).arch, config, shape, layout.nchw_to_blocked(x, lanes),
-        layout.pack_weights(w, lanes, config.cob), layout.pack_bias(b, shape.co, lanes, config.cob), relu=relu,
+        exe,
+        cross.target_for(machine).arch,
+        config,
+        shape,
+        layout.nchw_to_blocked(x, lanes),
+        layout.pack_weights(w, lanes, config.cob),
+        layout.pack_bias(b, shape.co, lanes, config.cob),
+        relu=relu,
         prefix=prefix,
     )
     assert np.isfinite(yb).all(), "the kernel left outputs unwritten (the driver starts them as NaN)"
     # Channels past C_o are zero: the next layer reads whole channel blocks.
-    assert not yb.transpose(0, 1, 4, 2, 3).reshape(batch, -1, shape.ho, shape.wo)[:, shape.co:].any()
+    assert not yb.transpose(0, 1, 4, 2, 3).reshape(batch, -1, shape.ho, shape.wo)[:, shape.co :].any()
     y = layout.blocked_to_nchw(yb, shape.co).astype(np.float64)
     ref = conv2d_reference(x, w, b, stride=(shape.sh, shape.sw), padding=(shape.pt, shape.pb, shape.pl, shape.pr))
     if relu:
@@ -174,8 +187,17 @@ def test_target_flags_come_from_the_description(machine: Machine) -> None:
     ("machine_id", "flags"),
     [
         ("zen3", ("-march=znver3", "-mavx2", "-mfma")),
-        ("skylake-sp", ("-march=skylake-avx512", "-mprefer-vector-width=512", "-mavx512f", "-mavx512vl", "-mfma",
-                        "-mprefer-vector-width=512")),
+        (
+            "skylake-sp",
+            (
+                "-march=skylake-avx512",
+                "-mprefer-vector-width=512",
+                "-mavx512f",
+                "-mavx512vl",
+                "-mfma",
+                "-mprefer-vector-width=512",
+            ),
+        ),
         ("piledriver", ("-march=bdver2", "-mavx")),  # FMA from the CPU (bdver2), not from the "avx" ISA
         ("cortex-a57", ("-mcpu=cortex-a57",)),
         ("generic", ()),
@@ -242,8 +264,15 @@ def test_driver_runs_natively(machine_id: str, case: tuple) -> None:
     geometry, batch, (vectors, wob, cib), threads = case
     shape = ConvShape.from_args(*geometry)
     lanes = machine.n_vec
-    config = KernelConfig(isa, vectors * lanes, wob, cib=None if cib is None else cib * lanes, threads=threads,
-                          parallel="rows" if threads > 1 else "co", rows=2 if threads > 1 else None)
+    config = KernelConfig(
+        isa,
+        vectors * lanes,
+        wob,
+        cib=None if cib is None else cib * lanes,
+        threads=threads,
+        parallel="rows" if threads > 1 else "co",
+        rows=2 if threads > 1 else None,
+    )
     check_against_reference(machine, config, shape, batch)
 
 
@@ -253,8 +282,9 @@ def test_fma_only_where_the_description_has_it() -> None:
     shape = ConvShape.from_args(16, 16, 8, 8, 3, 3, 1, 1)
     config = KernelConfig("avx", 16, 4)
     with_fma = cross.build_for_machine(config, shape, load_machine("piledriver"), "asm").read_text()
-    without = cross.build_for_machine(config, shape, variant("piledriver", compiler_flags=["-march=sandybridge"]),
-                                      "asm").read_text()
+    without = cross.build_for_machine(
+        config, shape, variant("piledriver", compiler_flags=["-march=sandybridge"]), "asm"
+    ).read_text()
     assert re.search(r"\bvfmadd\w*ps\s.*%ymm", with_fma)
     assert not re.search(r"\bvfmadd", without)
     assert re.search(r"\bvmulps\s.*%ymm", without) and re.search(r"\bvaddps\s.*%ymm", without)
@@ -264,8 +294,14 @@ def test_fma_only_where_the_description_has_it() -> None:
 # GCC 12 kept one accumulator on the stack. These cases check that no chosen tile spills.
 X86_ASM_CASES = [
     pytest.param(machine_id, register, layer, id=f"{machine_id}-{layer}")
-    for machine_id, register in (("skylake-sp", "zmm"), ("icelake-sp", "zmm"), ("sapphire-rapids", "zmm"),
-                                 ("zen4", "zmm"), ("zen3", "ymm"), ("haswell", "ymm"))
+    for machine_id, register in (
+        ("skylake-sp", "zmm"),
+        ("icelake-sp", "zmm"),
+        ("sapphire-rapids", "zmm"),
+        ("zen4", "zmm"),
+        ("zen3", "ymm"),
+        ("haswell", "ymm"),
+    )
     for layer in ("resnet50:res4_3x3", "resnet50:res4_1x1_1024to256")
 ]
 
@@ -311,8 +347,10 @@ def test_avx512_runs_under_qemu_x86_64() -> None:
     except RuntimeError as exc:
         if "exit -4" in str(exc):  # killed by SIGILL
             version = subprocess.run(["qemu-x86_64", "--version"], capture_output=True, text=True).stdout.split("\n")[0]
-            pytest.skip(f"{version} does not emulate AVX-512 (SIGILL on the first zmm instruction); the AVX-512 "
-                        "kernels are checked by compiling them only")
+            pytest.skip(
+                f"{version} does not emulate AVX-512 (SIGILL on the first zmm instruction); the AVX-512 "
+                "kernels are checked by compiling them only"
+            )
         raise
 
 
@@ -368,9 +406,23 @@ def test_cortex_a57_export_cross_compiles_cleanly() -> None:
         shape = get_layer(layer).shape
         source = codegen.generate(predict(shape, machine).config, shape)
         result = subprocess.run(
-            [comp.path, *(f for f in BASE_FLAGS if f not in ("-fPIC", "-shared")), *target.flags,
-             "-Wall", "-Wextra", "-Werror", "-x", "c", "-c", "-o", "/dev/null", "-"],
-            input=source, capture_output=True, text=True,
+            [
+                comp.path,
+                *(f for f in BASE_FLAGS if f not in ("-fPIC", "-shared")),
+                *target.flags,
+                "-Wall",
+                "-Wextra",
+                "-Werror",
+                "-x",
+                "c",
+                "-c",
+                "-o",
+                "/dev/null",
+                "-",
+            ],
+            input=source,
+            capture_output=True,
+            text=True,
         )
         assert result.returncode == 0, f"{layer}: {result.stderr[:2000]}"
         assert cross.build_for_machine(predict(shape, machine).config, shape, machine, "object").stat().st_size > 0
@@ -401,8 +453,9 @@ def test_neon_kernel_matches_reference_under_qemu(case: tuple) -> None:
     prefix = need_arch("aarch64")
     geometry, batch, (vectors, wob, cib), threads, parallel, rows, relu = case
     shape = ConvShape.from_args(*geometry)
-    config = KernelConfig("neon", 4 * vectors, wob, cib=None if cib is None else 4 * cib, rows=rows,
-                          parallel=parallel, threads=threads)
+    config = KernelConfig(
+        "neon", 4 * vectors, wob, cib=None if cib is None else 4 * cib, rows=rows, parallel=parallel, threads=threads
+    )
     check_against_reference(load_machine("cortex-a57"), config, shape, batch, relu=relu, prefix=prefix)
 
 

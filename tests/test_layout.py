@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from directconv.core.shape import ConvShape
 from directconv.kernels import layout
 from directconv.kernels.codegen import plan_tiles
-from directconv.core.shape import ConvShape
 
 
 @pytest.mark.parametrize("channels, lanes", [(1, 8), (8, 8), (13, 8), (35, 16), (6, 4), (3, 1)])
@@ -57,8 +57,11 @@ def test_unpadded_1x1_layers_run_as_one_long_row():
     view = s.kernel_view()
     assert (view.h, view.w, view.ho, view.wo) == (1, 196, 1, 196)
     assert view.flops() == s.flops()
-    for other in (ConvShape.from_args(64, 256, 14, 14, 1, 1, 2, 0), ConvShape.from_args(64, 256, 14, 14, 1, 1, 1, 1),
-                  ConvShape.from_args(64, 256, 14, 14, 3, 3, 1, 1)):
+    for other in (
+        ConvShape.from_args(64, 256, 14, 14, 1, 1, 2, 0),
+        ConvShape.from_args(64, 256, 14, 14, 1, 1, 1, 1),
+        ConvShape.from_args(64, 256, 14, 14, 3, 3, 1, 1),
+    ):
         assert other.kernel_view() == other
 
 
@@ -73,21 +76,28 @@ def test_kernel_buffers_start_on_a_cache_line():
     """Packed weights, bias and blocked activations are 64-byte aligned, so no vector load straddles two lines."""
     x = np.ones((1, 19, 7, 9), np.float32)
     w = np.ones((37, 19, 3, 3), np.float32)
-    for a in (layout.nchw_to_blocked(x, 8), layout.pack_weights(w, 8, 16), layout.pack_bias(None, 37, 8, 16),
-              layout.empty_aligned((3, 5, 7))):
+    for a in (
+        layout.nchw_to_blocked(x, 8),
+        layout.pack_weights(w, 8, 16),
+        layout.pack_bias(None, 37, 8, 16),
+        layout.empty_aligned((3, 5, 7)),
+    ):
         assert a.ctypes.data % layout.ALIGN == 0 and a.flags.c_contiguous and a.dtype == np.float32
 
 
 # The C conversions (kernels/convert.py) against the numpy reference above: bit for bit, since they only move floats.
 @pytest.mark.compiler
-@pytest.mark.parametrize("n, channels, h, w, lanes", [
-    (1, 3, 227, 227, 8),  # a network's input: one partial channel block, many pixel runs
-    (2, 13, 5, 7, 8),  # batch, a full block and a tail
-    (1, 64, 56, 56, 8),  # 3136 pixels: a full run of 2048 and a partial one
-    (1, 35, 9, 9, 16),
-    (1, 6, 4, 3, 4),
-    (1, 1, 1, 1, 8),
-])
+@pytest.mark.parametrize(
+    "n, channels, h, w, lanes",
+    [
+        (1, 3, 227, 227, 8),  # a network's input: one partial channel block, many pixel runs
+        (2, 13, 5, 7, 8),  # batch, a full block and a tail
+        (1, 64, 56, 56, 8),  # 3136 pixels: a full run of 2048 and a partial one
+        (1, 35, 9, 9, 16),
+        (1, 6, 4, 3, 4),
+        (1, 1, 1, 1, 8),
+    ],
+)
 @pytest.mark.parametrize("threads", [1, 2])
 def test_c_conversions_match_the_numpy_reference(rng, n, channels, h, w, lanes, threads):
     from directconv.kernels import convert

@@ -44,8 +44,19 @@ SOURCED = tuple(SCHEMA["properties"]["sources"]["required"])  # numbers every de
 OPTIONAL_NUMBERS = tuple(optional_defaults())
 
 REQUIRED_IDS = {
-    "haswell", "piledriver", "cortex-a57", "skylake-sp", "icelake-sp", "sapphire-rapids", "zen2", "zen3", "zen4",
-    "neoverse-n1", "neoverse-v1", "apple-m1", "generic",
+    "haswell",
+    "piledriver",
+    "cortex-a57",
+    "skylake-sp",
+    "icelake-sp",
+    "sapphire-rapids",
+    "zen2",
+    "zen3",
+    "zen4",
+    "neoverse-n1",
+    "neoverse-v1",
+    "apple-m1",
+    "generic",
 }
 
 
@@ -59,8 +70,17 @@ def empty_user_store(tmp_path, monkeypatch) -> Path:
 def _valid_data(machine_id: str = "testbox") -> dict:
     """A minimal valid description as plain data (the probe's view)."""
     return {
-        "id": machine_id, "name": "Test CPU", "vendor": "Test", "isa": "avx2", "n_vec": 8, "n_reg": 16, "n_fma": 2,
-        "l_fma": 5, "freq_ghz": 3.5, "cores": 4, "threads_per_core": 2,
+        "id": machine_id,
+        "name": "Test CPU",
+        "vendor": "Test",
+        "isa": "avx2",
+        "n_vec": 8,
+        "n_reg": 16,
+        "n_fma": 2,
+        "l_fma": 5,
+        "freq_ghz": 3.5,
+        "cores": 4,
+        "threads_per_core": 2,
         "caches": [
             {"level": 1, "size_kib": 32, "ways": 8, "line_bytes": 64, "shared_by_cores": 1},
             {"level": 2, "size_kib": 256, "ways": 8, "line_bytes": 64, "shared_by_cores": 1},
@@ -146,7 +166,10 @@ def test_factors_measured_on_one_machine_say_so_elsewhere():
 
 def test_intel_documents_twice_the_l2_bandwidth_of_zen():
     assert {m.id: m.l2_bytes_per_cycle for m in bundled_machines() if m.id in ("zen3", "zen4", "skylake-sp")} == {
-        "zen3": 32, "zen4": 32, "skylake-sp": 64}
+        "zen3": 32,
+        "zen4": 32,
+        "skylake-sp": 64,
+    }
 
 
 # ---- schema.json -----------------------------------------------------------------------------------------------------
@@ -170,8 +193,11 @@ def test_schema_holds_no_isa_table():
 
 def test_every_optional_number_has_a_default_and_needs_a_source():
     properties = SCHEMA["properties"]
-    optional = [name for name, p in properties.items()
-                if name not in SCHEMA["required"] and p.get("type") in ("number", "integer")]
+    optional = [
+        name
+        for name, p in properties.items()
+        if name not in SCHEMA["required"] and p.get("type") in ("number", "integer")
+    ]
     assert optional == list(OPTIONAL_NUMBERS)
     for name in optional:
         assert SCHEMA["dependentSchemas"][name] == {"properties": {"sources": {"required": [name]}}}
@@ -226,8 +252,17 @@ BROKEN = {
 }
 # What schema.json alone does not catch: the cross-field rules, the ISA names and lanes of core.isa, NaN (JSON has
 # none) and a newline before `$` (Python's regexes allow it, JSON Schema's ECMA-262 ones do not).
-LOADER_ONLY = {"id-not-stem", "cache-sizes-decrease", "cache-level-duplicate", "cache-shared-by-too-many",
-               "nan-frequency", "peak-too-many-threads", "unknown-isa", "n-vec-isa-mismatch", "flag-newline"}
+LOADER_ONLY = {
+    "id-not-stem",
+    "cache-sizes-decrease",
+    "cache-level-duplicate",
+    "cache-shared-by-too-many",
+    "nan-frequency",
+    "peak-too-many-threads",
+    "unknown-isa",
+    "n-vec-isa-mismatch",
+    "flag-newline",
+}
 
 
 def test_every_fixture_is_covered():
@@ -245,8 +280,9 @@ def test_broken_file_names_file_and_field(stem, field):
     assert isinstance(info.value, ValueError)
 
 
-@pytest.mark.parametrize(("stem", "expected"), [("not-a-mapping", "must be a YAML mapping"),
-                                                ("bad-yaml", "not valid YAML")])
+@pytest.mark.parametrize(
+    ("stem", "expected"), [("not-a-mapping", "must be a YAML mapping"), ("bad-yaml", "not valid YAML")]
+)
 def test_unparseable_file_names_file(stem, expected):
     path = FIXTURES / f"{stem}.yaml"
     with pytest.raises(MachineError, match=expected) as info:
@@ -357,8 +393,11 @@ def test_parse_machine_rejects(dotted, value, field):
 def test_an_optional_number_needs_a_source(name):
     data = _valid_data()
     data[name] = optional_defaults()[name]
-    with pytest.raises(MachineError, match=rf"'sources' must say where every number came from, but has no entry for "
-                                           rf"{name}; add e.g. `{name}: "):
+    with pytest.raises(
+        MachineError,
+        match=rf"'sources' must say where every number came from, but has no entry for "
+        rf"{name}; add e.g. `{name}: ",
+    ):
         parse_machine(data, "probe")
     data["sources"][name] = "doc"
     assert getattr(parse_machine(data, "probe"), name) == optional_defaults()[name]
@@ -384,12 +423,44 @@ def test_parse_machine_accepts_optional_fields_and_integral_floats():
     assert isinstance(m, Machine)
 
 
-GOOD_FLAGS = ["-march=haswell", "-mtune=znver3", "-mcpu=neoverse-v1+sve", "-mfpu=neon-fp-armv8", "-mavx2",
-              "-mno-avx512f", "-mfma", "-mprefer-vector-width=512", "-march=x86-64-v3"]
-BAD_FLAGS = ["-O3", "-fplugin=/tmp/x.so", "-march=haswell -O3", "-march='x'", '-march="x"', "-march=$(id)",
-             "-march=`id`", "-mavx2;", "march=haswell", "-mprefer-vector-width=1024", "-mprefer-vector-width=512 ",
-             "-m", "-Wl,-rpath,/tmp", "-march=haswell\n", "-march=", "--param=x", "-mAVX2", "-specs=/tmp/x",
-             "@/tmp/flags", "-o/etc/passwd", "-march=a/b", "-mavx2\x00", " -mavx2", "-march=znver3|id", 3]
+GOOD_FLAGS = [
+    "-march=haswell",
+    "-mtune=znver3",
+    "-mcpu=neoverse-v1+sve",
+    "-mfpu=neon-fp-armv8",
+    "-mavx2",
+    "-mno-avx512f",
+    "-mfma",
+    "-mprefer-vector-width=512",
+    "-march=x86-64-v3",
+]
+BAD_FLAGS = [
+    "-O3",
+    "-fplugin=/tmp/x.so",
+    "-march=haswell -O3",
+    "-march='x'",
+    '-march="x"',
+    "-march=$(id)",
+    "-march=`id`",
+    "-mavx2;",
+    "march=haswell",
+    "-mprefer-vector-width=1024",
+    "-mprefer-vector-width=512 ",
+    "-m",
+    "-Wl,-rpath,/tmp",
+    "-march=haswell\n",
+    "-march=",
+    "--param=x",
+    "-mAVX2",
+    "-specs=/tmp/x",
+    "@/tmp/flags",
+    "-o/etc/passwd",
+    "-march=a/b",
+    "-mavx2\x00",
+    " -mavx2",
+    "-march=znver3|id",
+    3,
+]
 
 
 @pytest.mark.parametrize("flag", GOOD_FLAGS)
@@ -443,13 +514,25 @@ def _machines(draw) -> dict:
     data = {
         "id": draw(st.from_regex(r"[a-z0-9][a-z0-9_-]{0,20}", fullmatch=True)),
         "name": draw(st.text(min_size=1, max_size=50).filter(str.strip)),
-        "vendor": "v", "isa": isa, "n_vec": n_vec, "n_reg": draw(st.integers(1, 256)),
-        "n_fma": draw(st.floats(0.01, 8, **_finite)), "l_fma": draw(st.floats(1, 64, **_finite)),
-        "freq_ghz": draw(st.floats(0.01, 10, **_finite)), "cores": cores,
+        "vendor": "v",
+        "isa": isa,
+        "n_vec": n_vec,
+        "n_reg": draw(st.integers(1, 256)),
+        "n_fma": draw(st.floats(0.01, 8, **_finite)),
+        "l_fma": draw(st.floats(1, 64, **_finite)),
+        "freq_ghz": draw(st.floats(0.01, 10, **_finite)),
+        "cores": cores,
         "threads_per_core": draw(st.integers(1, 8)),
-        "caches": [{"level": i + 1, "size_kib": s, "ways": draw(st.integers(1, 1024)),
-                    "line_bytes": draw(st.sampled_from(LINE_BYTES)),
-                    "shared_by_cores": draw(st.integers(1, cores))} for i, s in enumerate(sizes)],
+        "caches": [
+            {
+                "level": i + 1,
+                "size_kib": s,
+                "ways": draw(st.integers(1, 1024)),
+                "line_bytes": draw(st.sampled_from(LINE_BYTES)),
+                "shared_by_cores": draw(st.integers(1, cores)),
+            }
+            for i, s in enumerate(sizes)
+        ],
         "compiler_flags": draw(st.lists(st.sampled_from(GOOD_FLAGS), max_size=3)),
         "sources": dict.fromkeys(SOURCED, "probed"),
         "notes": draw(st.text(max_size=200)),
@@ -521,12 +604,14 @@ def test_machines_dir_resolution(monkeypatch, tmp_path):
 @pytest.fixture
 def populated_store(empty_user_store) -> Path:
     """A user haswell that shadows the bundled one, a new machine, and a broken file."""
-    haswell = dataclasses.replace(load_machine("haswell"), freq_ghz=3.9, sources={
-        **load_machine("haswell").sources, "freq_ghz": "probed"})
+    haswell = dataclasses.replace(
+        load_machine("haswell"), freq_ghz=3.9, sources={**load_machine("haswell").sources, "freq_ghz": "probed"}
+    )
     save_machine(haswell, empty_user_store / "haswell.yaml")
     save_machine(parse_machine(_valid_data("mybox"), "test"), empty_user_store / "mybox.yaml")
-    (empty_user_store / "broken.yaml").write_text((FIXTURES / "flag-plugin.yaml").read_text().replace(
-        "id: flag-plugin", "id: broken"))
+    (empty_user_store / "broken.yaml").write_text(
+        (FIXTURES / "flag-plugin.yaml").read_text().replace("id: flag-plugin", "id: broken")
+    )
     (empty_user_store / "README.txt").write_text("not a machine")
     return empty_user_store
 
@@ -538,7 +623,9 @@ def test_user_file_shadows_bundled(populated_store):
     assert next(m for m in bundled_machines() if m.id == "haswell").freq_ghz == 3.5
     entries = [e for e in list_machines() if e.id == "haswell"]
     assert [(e.origin, e.shadows, e.shadowed_by) for e in entries] == [
-        ("user", True, None), ("bundled", False, str(populated_store / "haswell.yaml"))]
+        ("user", True, None),
+        ("bundled", False, str(populated_store / "haswell.yaml")),
+    ]
 
 
 def test_broken_user_file_is_listed_with_its_error(populated_store):
@@ -602,8 +689,14 @@ def test_cli_shows_one_machine(capsys):
 
 def test_module_entry_point_lists_machines_as_json(empty_user_store):
     env = {**os.environ, "DIRECTCONV_MACHINES_DIR": str(empty_user_store)}
-    done = subprocess.run([sys.executable, "-m", "directconv", "machines", "--json"], capture_output=True, text=True,
-                          env=env, timeout=120, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "directconv", "machines", "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     listing = json.loads(done.stdout)
     assert len(listing) >= 13

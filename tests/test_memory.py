@@ -56,10 +56,22 @@ def test_compiled_kernel_calls_no_allocator():
         pytest.skip("needs nm (binutils) to list the kernel library's imported symbols")
     shape = dc.ConvShape.from_args(19, 37, 11, 13, 3, 3, 1, 1)
     kernel = runtime.load(dc.default_config(shape, threads=2), shape)
-    undefined = subprocess.run([nm, "-D", "--undefined-only", str(kernel.path)], capture_output=True, text=True,
-                               check=True)
+    undefined = subprocess.run(
+        [nm, "-D", "--undefined-only", str(kernel.path)], capture_output=True, text=True, check=True
+    )
     imported = {line.split()[-1].split("@")[0] for line in undefined.stdout.splitlines() if line.strip()}
-    allocators = {"malloc", "calloc", "realloc", "posix_memalign", "aligned_alloc", "memalign", "valloc", "mmap",
-                  "alloca", "__libc_malloc", "free"}
+    allocators = {
+        "malloc",
+        "calloc",
+        "realloc",
+        "posix_memalign",
+        "aligned_alloc",
+        "memalign",
+        "valloc",
+        "mmap",
+        "alloca",
+        "__libc_malloc",
+        "free",
+    }
     assert imported & allocators == set(), imported
     assert any(name.startswith("GOMP_") for name in imported)  # the listing is real: OpenMP is imported

@@ -19,9 +19,20 @@ from directconv.model.split import CO_BALANCE_MIN, ROWS_PER_TASK, choose_paralle
 
 def machine(isa: str, n_vec: int, n_reg: int, n_fma: float, l_fma: float, l1=32, l2=1024, cores=4) -> Machine:
     return Machine(
-        id=f"test-{isa}", name="test", vendor="test", isa=isa, n_vec=n_vec, n_reg=n_reg, n_fma=n_fma, l_fma=l_fma,
-        freq_ghz=3.0, cores=cores, threads_per_core=1,
-        caches=(Cache(1, l1, 8, 64, 1), Cache(2, l2, 16, 64, 1)), compiler_flags=(), sources={},
+        id=f"test-{isa}",
+        name="test",
+        vendor="test",
+        isa=isa,
+        n_vec=n_vec,
+        n_reg=n_reg,
+        n_fma=n_fma,
+        l_fma=l_fma,
+        freq_ghz=3.0,
+        cores=cores,
+        threads_per_core=1,
+        caches=(Cache(1, l1, 8, 64, 1), Cache(2, l2, 16, 64, 1)),
+        compiler_flags=(),
+        sources={},
     )
 
 
@@ -300,8 +311,11 @@ PINNED = [
 ]
 
 
-@pytest.mark.parametrize(("machine_id", "layer", "threads", "config", "gflops"), PINNED,
-                         ids=[f"{m}-{layer}-t{t}" for m, layer, t, _, _ in PINNED])
+@pytest.mark.parametrize(
+    ("machine_id", "layer", "threads", "config", "gflops"),
+    PINNED,
+    ids=[f"{m}-{layer}-t{t}" for m, layer, t, _, _ in PINNED],
+)
 def test_pinned_predictions(machine_id, layer, threads, config, gflops):
     plan = predict(get_layer(layer).shape, load_machine(machine_id), threads)
     c = plan.config

@@ -59,8 +59,11 @@ def test_with_input_cuts_and_resizes_and_checks_again() -> None:
     assert alexnet.with_input(steps=2).names == ("conv1", "pool1")
     with pytest.raises(ValueError, match=r"steps must be an int in 1\.\.7"):
         alexnet.with_input(steps=8)
-    with pytest.raises(NetworkError, match=r"alexnet on a 15x15 input: field 'steps\[1\]': step 'pool1' cannot run "
-                                           r"on its 96x2x2 input: pooling window 3 is larger than the padded input 2"):
+    with pytest.raises(
+        NetworkError,
+        match=r"alexnet on a 15x15 input: field 'steps\[1\]': step 'pool1' cannot run "
+        r"on its 96x2x2 input: pooling window 3 is larger than the padded input 2",
+    ):
         alexnet.with_input(15)  # conv1 gives 2x2
     with pytest.raises(ValueError, match="unknown network 'lenet'; defined networks: alexnet"):
         networks.get_network("lenet")
@@ -97,8 +100,11 @@ def _c2(**fields) -> str:
     [
         ("steps:", "steps: [", "not valid YAML"),
         # networks.schema.json
-        ("format: directconv-networks", "format: other",
-         r"field 'format' must be 'directconv-networks', got 'other' \(str\); a networks file starts with"),
+        (
+            "format: directconv-networks",
+            "format: other",
+            r"field 'format' must be 'directconv-networks', got 'other' \(str\); a networks file starts with",
+        ),
         ("version: 1", "version: 2", r"field 'version' must be 1, the version this directconv reads, got 2 \(int\)"),
         ("version: 1", "version: true", r"field 'version' must be 1, the version this directconv reads, got True"),
         ("version: 1", "versions: 1", r"unknown field 'versions': did you mean 'version'\?"),
@@ -110,10 +116,16 @@ def _c2(**fields) -> str:
         ("    input:", "    comment: x\n    input:", r"unknown field 'networks.tiny.comment': expected only note"),
         (INPUT, "input: {channels: 3}", r"missing required field 'networks.tiny.input.size'"),
         (INPUT, "input: [3, 16]", r"field 'networks.tiny.input' must be a mapping of channels and size"),
-        (INPUT, "input: {channels: 3, size: 16.5}",
-         r"field 'networks.tiny.input.size' must be a positive integer <= 16384, got 16.5 \(float\)"),
-        (INPUT, "input: {channels: 0, size: 16}",
-         r"field 'networks.tiny.input.channels' must be a positive integer <= 16384, got 0"),
+        (
+            INPUT,
+            "input: {channels: 3, size: 16.5}",
+            r"field 'networks.tiny.input.size' must be a positive integer <= 16384, got 16.5 \(float\)",
+        ),
+        (
+            INPUT,
+            "input: {channels: 0, size: 16}",
+            r"field 'networks.tiny.input.channels' must be a positive integer <= 16384, got 0",
+        ),
         ("    steps:\n", "    steps: []\n    old:\n", r"field 'networks.tiny.steps' must be a list of 1 to 1000 steps"),
         (C2, "[c2]", STEP2 + r"' must be a mapping with an op \(conv or maxpool\) and the fields of that op"),
         (C2, _c2(op="avgpool"), STEP2 + r".op' must be 'conv' or 'maxpool', got 'avgpool' \(str\)"),
@@ -128,17 +140,29 @@ def _c2(**fields) -> str:
         (C2, _c2(name="c" * 40), STEP2 + r".name' must be a name of letters, digits, .* at most 39 characters"),
         (C2, _c2(stride=None, strides=1), STEP2 + r".strides': did you mean 'stride'\? expected only " + C2_FIELDS),
         (C2, _c2(relu=None), r"missing required field 'networks.tiny.steps\[2\].relu'; required fields: " + C2_FIELDS),
-        (C2, "{name: c2, op: maxpool, kernel: 2, stride: 2, pad: 0, relu: true}",
-         r"unknown field 'networks.tiny.steps\[2\].relu': .*expected only name, op, kernel, stride, pad"),
+        (
+            C2,
+            "{name: c2, op: maxpool, kernel: 2, stride: 2, pad: 0, relu: true}",
+            r"unknown field 'networks.tiny.steps\[2\].relu': .*expected only name, op, kernel, stride, pad",
+        ),
         # rules between fields, in code
         (C2, _c2(Ci=7), STEP2 + r".Ci' must be 8, the channels of step 1 \('p1'\), got 7 \(int\)"),
-        (C2, _c2(kernel=9), STEP2 + r"': step 'c2' cannot run on its 8x8x8 input: kernel 9x9 is larger than the padded "
-         r"input 8x8"),
-        (C2, "{name: p1, op: maxpool, kernel: 2, stride: 2, pad: 0}",
-         STEP2 + r".name' must be unique within the network, got 'p1' \(str\); step 1 is named 'p1' too"),
-        ("{name: p1, op: maxpool, kernel: 2, stride: 2, pad: 0}",
-         "{name: p1, op: maxpool, kernel: 2, stride: 2, pad: 2}",
-         r"field 'networks.tiny.steps\[1\].pad': padding must be at most kernel // 2 = 1"),
+        (
+            C2,
+            _c2(kernel=9),
+            STEP2 + r"': step 'c2' cannot run on its 8x8x8 input: kernel 9x9 is larger than the padded "
+            r"input 8x8",
+        ),
+        (
+            C2,
+            "{name: p1, op: maxpool, kernel: 2, stride: 2, pad: 0}",
+            STEP2 + r".name' must be unique within the network, got 'p1' \(str\); step 1 is named 'p1' too",
+        ),
+        (
+            "{name: p1, op: maxpool, kernel: 2, stride: 2, pad: 0}",
+            "{name: p1, op: maxpool, kernel: 2, stride: 2, pad: 2}",
+            r"field 'networks.tiny.steps\[1\].pad': padding must be at most kernel // 2 = 1",
+        ),
     ],
 )
 def test_bad_network_files_say_where_and_what(old: str, new: str, message: str) -> None:
@@ -151,9 +175,11 @@ def test_bad_network_files_say_where_and_what(old: str, new: str, message: str) 
 
 
 def test_a_networks_file_with_several_problems_reports_all_of_them_sorted_by_field() -> None:
-    bad = (GOOD.replace("version: 1", "version: 2")
-           .replace("kernel: 3, stride: 1, pad: 1, relu: true", "kernel: 3, stride: 1, pad: 1, relu: yes please")
-           .replace(C2, _c2(Ci=7, name="p1")))
+    bad = (
+        GOOD.replace("version: 1", "version: 2")
+        .replace("kernel: 3, stride: 1, pad: 1, relu: true", "kernel: 3, stride: 1, pad: 1, relu: yes please")
+        .replace(C2, _c2(Ci=7, name="p1"))
+    )
     bad += "  other:\n    input: {channels: 3, size: 4}\n    steps:\n      - " + _c2(Ci=3, kernel=5) + "\n"
     with pytest.raises(NetworkError) as info:
         networks.load_networks(bad, "two.yaml")
@@ -162,20 +188,28 @@ def test_a_networks_file_with_several_problems_reports_all_of_them_sorted_by_fie
         "field 'networks.tiny.steps[0].relu' must be true or false, got 'yes please' (str)",
         "field 'version' must be 1, the version this directconv reads, got 2 (int)",
     ]
-    assert [p[:len(start)] for p, start in zip(info.value.problems, expected, strict=True)] == expected
+    assert [p[: len(start)] for p, start in zip(info.value.problems, expected, strict=True)] == expected
     assert str(info.value).startswith("two.yaml: 3 problems:\n")
     # A network with a problem in its fields is not chained (its names and Ci wait for its fields); a valid one is.
     fixed = bad.replace("relu: yes please", "relu: true")
     with pytest.raises(NetworkError) as info:
         networks.load_networks(fixed, "two.yaml")
     assert [p.split("'")[1] for p in info.value.problems] == [
-        "networks.other.steps[0]", "networks.tiny.steps[2].Ci", "networks.tiny.steps[2].name", "version"]
+        "networks.other.steps[0]",
+        "networks.tiny.steps[2].Ci",
+        "networks.tiny.steps[2].name",
+        "version",
+    ]
 
 
 def test_networks_schema_documents_every_field() -> None:
     schema = networks._SCHEMA
-    rules = [*schema["properties"].values(), *schema["$defs"].values(),
-             *schema["$defs"]["network"]["properties"].values(), *schema["$defs"]["conv"]["properties"].values()]
+    rules = [
+        *schema["properties"].values(),
+        *schema["$defs"].values(),
+        *schema["$defs"]["network"]["properties"].values(),
+        *schema["$defs"]["conv"]["properties"].values(),
+    ]
     # A $ref is documented where it points; a step's op is documented once, in the step.
     assert all(rule.get("description") or "$ref" in rule or rule.get("const") in ("conv", "maxpool") for rule in rules)
     assert (networks.FORMAT, networks.VERSION) == ("directconv-networks", 1)

@@ -69,8 +69,9 @@ def test_parameters_cell(name: str) -> None:
             f"{name}: the parameters cell may only assign values to names, found: {ast.unparse(statement)}"
         )
         assigned.update(t.id for t in statement.targets)
-    assert set(QUICK[name]) <= assigned, f"{name}: quick-run parameters not in the parameters cell: " \
-        f"{sorted(set(QUICK[name]) - assigned)}"
+    assert set(QUICK[name]) <= assigned, (
+        f"{name}: quick-run parameters not in the parameters cell: {sorted(set(QUICK[name]) - assigned)}"
+    )
 
 
 @pytest.mark.parametrize("name", sorted(QUICK))
@@ -109,12 +110,18 @@ def kernel_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A sandbox for one notebook run; returns the working directory. The kernel inherits this environment."""
     pytest.importorskip("nbclient", reason="executing the notebooks needs nbclient (the `test` extra)")
     pytest.importorskip("nbformat", reason="executing the notebooks needs nbformat (the `test` extra)")
-    kernelspec = pytest.importorskip("ipykernel.kernelspec",
-                                     reason="executing the notebooks needs ipykernel (the `test` extra)")
+    kernelspec = pytest.importorskip(
+        "ipykernel.kernelspec", reason="executing the notebooks needs ipykernel (the `test` extra)"
+    )
     pytest.importorskip("matplotlib", reason="the notebooks plot with matplotlib (the `test` extra)")
-    for var, name in (("DIRECTCONV_CACHE_DIR", "cache"), ("DIRECTCONV_STORE_DIR", "store"),
-                      ("DIRECTCONV_DATA_DIR", "data"), ("DIRECTCONV_MACHINES_DIR", "machines"),
-                      ("IPYTHONDIR", "ipython"), ("JUPYTER_RUNTIME_DIR", "runtime")):
+    for var, name in (
+        ("DIRECTCONV_CACHE_DIR", "cache"),
+        ("DIRECTCONV_STORE_DIR", "store"),
+        ("DIRECTCONV_DATA_DIR", "data"),
+        ("DIRECTCONV_MACHINES_DIR", "machines"),
+        ("IPYTHONDIR", "ipython"),
+        ("JUPYTER_RUNTIME_DIR", "runtime"),
+    ):
         monkeypatch.setenv(var, str(tmp_path / name))
     monkeypatch.delenv("MPLBACKEND", raising=False)  # the kernel's inline backend, whatever the caller uses
     # The kernel must import this same directconv, installed or from a checkout (as the tuner's worker does).
@@ -138,8 +145,9 @@ def run_notebook(name: str, workdir: Path) -> tuple[str, int]:
     injected = nbformat.v4.new_code_cell("\n".join(f"{key} = {value!r}" for key, value in QUICK[name].items()))
     injected.metadata["tags"] = ["injected-parameters"]
     nb.cells.insert(index + 1, injected)
-    NotebookClient(nb, kernel_name="python3", timeout=CELL_TIMEOUT,
-                   resources={"metadata": {"path": str(workdir)}}).execute()
+    NotebookClient(
+        nb, kernel_name="python3", timeout=CELL_TIMEOUT, resources={"metadata": {"path": str(workdir)}}
+    ).execute()
     texts, images = [], 0
     for cell in nb.cells:
         for output in cell.get("outputs", []):
@@ -186,7 +194,7 @@ def test_production_notebook(kernel_env: Path) -> None:
     assert "all correct" in text
     assert "NCHW in and out on both sides" in text
     layers = directconv.network_layers("resnet50")
-    for layer in layers[:QUICK["03_production.ipynb"]["MAX_LAYERS"]]:
+    for layer in layers[: QUICK["03_production.ipynb"]["MAX_LAYERS"]]:
         assert layer.name in text
     assert layers[-1].name not in text  # the injected MAX_LAYERS replaced the notebook's own
     assert "geometric mean" in text

@@ -18,10 +18,11 @@ from pathlib import Path
 import archspec.cpu
 import pytest
 import yaml
+
 from directconv.core.isa import get_isa, host_isa
+from directconv.kernels import fma
 from directconv.machines.loader import bundled_machines, load_machine, parse_machine, save_machine
 from directconv.machines.machine import Machine
-
 from directconv.machines.probe import (
     Performance,
     RawHost,
@@ -39,7 +40,6 @@ from directconv.machines.probe import (
 )
 from directconv.machines.probe.cpuinfo import archspec_for, parse_cpuinfo
 from directconv.machines.probe.describe import round_latency, round_throughput
-from directconv.kernels import fma
 from directconv.tuner.fma import QUICK, measure, thread_counts
 from directconv.tuner.harness import summarize
 
@@ -66,24 +66,53 @@ def caches_of(f) -> list[tuple[int, float, int, int, int]]:
 
 EXPECTED = {
     ZEN3: dict(
-        arch="x86_64", vendor="AMD", model_name="AMD EPYC", family="25", model="1", stepping="1",
+        arch="x86_64",
+        vendor="AMD",
+        model_name="AMD EPYC",
+        family="25",
+        model="1",
+        stepping="1",
         # archspec sees Zen 3 through a hypervisor that hides some flags, and calls it zen2.
-        archspec="zen2", isas=("avx2", "avx", "scalar"), packages=1, cores=2, threads_per_core=1,
+        archspec="zen2",
+        isas=("avx2", "avx", "scalar"),
+        packages=1,
+        cores=2,
+        threads_per_core=1,
         caches=[(1, 32, 8, 64, 1), (2, 512, 8, 64, 1), (3, 32768, 16, 64, 2)],
-        has={"avx2", "fma", "hypervisor"}, lacks={"avx512f"},
+        has={"avx2", "fma", "hypervisor"},
+        lacks={"avx512f"},
     ),
     XEON: dict(
-        arch="x86_64", vendor="Intel", model_name="Intel(R) Xeon(R) Gold 6248 CPU @ 2.50GHz", family="6", model="85",
-        stepping="7", archspec="cascadelake", isas=("avx512", "avx2", "avx", "scalar"), packages=2, cores=20,
+        arch="x86_64",
+        vendor="Intel",
+        model_name="Intel(R) Xeon(R) Gold 6248 CPU @ 2.50GHz",
+        family="6",
+        model="85",
+        stepping="7",
+        archspec="cascadelake",
+        isas=("avx512", "avx2", "avx", "scalar"),
+        packages=2,
+        cores=20,
         threads_per_core=2,
         caches=[(1, 32, 8, 64, 1), (2, 1024, 16, 64, 1), (3, 28160, 11, 64, 20)],
-        has={"avx512f", "avx512vl", "avx512_vnni", "fma"}, lacks={"hypervisor", "amx_tile"},
+        has={"avx512f", "avx512vl", "avx512_vnni", "fma"},
+        lacks={"hypervisor", "amx_tile"},
     ),
     N1: dict(
-        arch="aarch64", vendor="Arm", model_name="", family="0x41", model="0xd0c", stepping="r3p1",
-        archspec="neoverse_n1", isas=("neon", "scalar"), packages=1, cores=16, threads_per_core=1,
+        arch="aarch64",
+        vendor="Arm",
+        model_name="",
+        family="0x41",
+        model="0xd0c",
+        stepping="r3p1",
+        archspec="neoverse_n1",
+        isas=("neon", "scalar"),
+        packages=1,
+        cores=16,
+        threads_per_core=1,
         caches=[(1, 64, 4, 64, 1), (2, 1024, 8, 64, 1), (3, 32768, 16, 64, 16)],
-        has={"asimd", "asimddp", "fphp"}, lacks={"sve"},
+        has={"asimd", "asimddp", "fphp"},
+        lacks={"sve"},
     ),
 }
 
@@ -178,8 +207,18 @@ def test_fingerprint_is_stable_and_distinct_across_hosts():
     # Pinned: a change here re-keys every stored tuning result, so it must be deliberate (bump FINGERPRINT_VERSION).
     assert ids == {ZEN3: "1a3beb86f23afb10", XEON: "9fe0561c5d59f25f", N1: "74614b61f7f79335"}
     fp = fingerprint(facts(XEON))
-    assert fp["features"] == ["avx", "avx2", "avx512_vnni", "avx512bw", "avx512cd", "avx512dq", "avx512f", "avx512vl",
-                              "f16c", "fma"]
+    assert fp["features"] == [
+        "avx",
+        "avx2",
+        "avx512_vnni",
+        "avx512bw",
+        "avx512cd",
+        "avx512dq",
+        "avx512f",
+        "avx512vl",
+        "f16c",
+        "fma",
+    ]
     assert (fp["vendor"], fp["family"], fp["model"], fp["stepping"], fp["cores"]) == ("Intel", "6", "85", "7", 20)
 
 
@@ -280,13 +319,26 @@ def test_a_core_unlike_any_bundled_one_matches_none_and_says_why():
 
 def _machine(**changes) -> Machine:
     base = dict(
-        id="a", name="A", vendor="AMD", isa="avx2", n_vec=8, n_reg=16, n_fma=2, l_fma=4, freq_ghz=3.0, cores=8,
+        id="a",
+        name="A",
+        vendor="AMD",
+        isa="avx2",
+        n_vec=8,
+        n_reg=16,
+        n_fma=2,
+        l_fma=4,
+        freq_ghz=3.0,
+        cores=8,
         threads_per_core=1,
-        caches=[{"level": 1, "size_kib": 32, "ways": 8, "line_bytes": 64, "shared_by_cores": 1},
-                {"level": 2, "size_kib": 512, "ways": 8, "line_bytes": 64, "shared_by_cores": 1},
-                {"level": 3, "size_kib": 32768, "ways": 16, "line_bytes": 64, "shared_by_cores": 8}],
-        compiler_flags=[], sources={k: "test" for k in ("n_vec", "n_reg", "n_fma", "l_fma", "freq_ghz", "cores",
-                                                         "threads_per_core", "caches")},
+        caches=[
+            {"level": 1, "size_kib": 32, "ways": 8, "line_bytes": 64, "shared_by_cores": 1},
+            {"level": 2, "size_kib": 512, "ways": 8, "line_bytes": 64, "shared_by_cores": 1},
+            {"level": 3, "size_kib": 32768, "ways": 16, "line_bytes": 64, "shared_by_cores": 8},
+        ],
+        compiler_flags=[],
+        sources={
+            k: "test" for k in ("n_vec", "n_reg", "n_fma", "l_fma", "freq_ghz", "cores", "threads_per_core", "caches")
+        },
     )
     base.update(changes)
     return parse_machine(base, "test")
@@ -295,19 +347,35 @@ def _machine(**changes) -> Machine:
 def test_comparison_blocks_on_register_level_facts_only():
     host = _machine()
     assert compare(host, _machine(id="b", vendor="amd", cores=64)).matches
-    l3 = compare(host, _machine(id="c", caches=[{**c, "size_kib": s} for c, s in zip(
-        _machine_caches(), (32, 512, 16384))]))
+    l3 = compare(
+        host,
+        _machine(
+            id="c", caches=[{**c, "size_kib": s} for c, s in zip(_machine_caches(), (32, 512, 16384), strict=True)]
+        ),
+    )
     assert l3.matches and l3.aside == ("L3 16384 KiB vs 32768 KiB here",)
-    l2 = compare(host, _machine(id="d", caches=[{**c, "size_kib": s} for c, s in zip(
-        _machine_caches(), (32, 1024, 32768))]))
+    l2 = compare(
+        host,
+        _machine(
+            id="d", caches=[{**c, "size_kib": s} for c, s in zip(_machine_caches(), (32, 1024, 32768), strict=True)]
+        ),
+    )
     assert not l2.matches and l2.differences == ("L2 1024 KiB vs 512 KiB here",)
     assert compare(host, _machine(id="e", n_fma=1)).differences == ("n_fma 1 vs 2 here",)
     assert best_match(host, []).explain() == "no bundled machine to compare with"
 
 
 def _machine_caches() -> list[dict]:
-    return [{"level": c.level, "size_kib": c.size_kib, "ways": c.ways, "line_bytes": c.line_bytes,
-             "shared_by_cores": c.shared_by_cores} for c in _machine().caches]
+    return [
+        {
+            "level": c.level,
+            "size_kib": c.size_kib,
+            "ways": c.ways,
+            "line_bytes": c.line_bytes,
+            "shared_by_cores": c.shared_by_cores,
+        }
+        for c in _machine().caches
+    ]
 
 
 # ---- The microbenchmarks -------------------------------------------------------------------------------------------
@@ -397,4 +465,3 @@ def test_probe_command_refuses_an_out_file_not_named_after_the_id(tmp_path):
 def test_probe_is_a_listed_subcommand():
     done = subprocess.run([sys.executable, "-m", "directconv", "--help"], capture_output=True, text=True)
     assert done.returncode == 0 and "probe" in done.stdout
-

@@ -17,13 +17,12 @@ import pytest
 import yaml
 
 import directconv as dc
-from directconv.tuner import select
-from directconv.machines.host import host
 from directconv.core.paths import UnsafeDirectoryError
 from directconv.kernels import compiler, runtime
 from directconv.kernels.reference import conv2d_reference, tolerance
+from directconv.machines.host import host
 from directconv.model import estimate_config, predict
-from directconv.tuner import store
+from directconv.tuner import select, store
 
 pytestmark = pytest.mark.compiler
 
@@ -41,9 +40,19 @@ def isolated(tmp_path, monkeypatch):
 def record(shape: dc.ConvShape, config: dc.KernelConfig, layer: str = "") -> None:
     h = host()
     entry = store.Entry(
-        layer=layer, shape=shape, threads=config.threads, config=config, gflops=50.0, spread=0.01,
-        percent_of_peak=50.0, trials=12, date="2026-11-30T00:00:00+00:00", directconv_version=dc.__version__,
-        generator_version=2, compiler="cc", flags=(),
+        layer=layer,
+        shape=shape,
+        threads=config.threads,
+        config=config,
+        gflops=50.0,
+        spread=0.01,
+        percent_of_peak=50.0,
+        trials=12,
+        date="2026-11-30T00:00:00+00:00",
+        directconv_version=dc.__version__,
+        generator_version=2,
+        compiler="cc",
+        flags=(),
     )
     store.record(entry, machine=h.machine.id, fingerprint_id=h.fingerprint_id, fingerprint=h.fingerprint)
 
@@ -195,7 +204,7 @@ def test_one_conv2d_called_from_many_threads(isolated, rng):
         t.start()
     for t in threads:
         t.join()
-    for x, y in zip(inputs, results):
+    for x, y in zip(inputs, results, strict=True):
         check(y, x, w, b, 1, relu=True)
     assert compiler.stats.compiled - before == 1, "concurrent first calls must compile the kernel once"
     assert len(conv.bindings) == 1
@@ -233,8 +242,12 @@ COLD_LIBRARIES = len(COLD_LAYERS) + 1  # each layer's kernel, and the NCHW <-> b
 
 
 def _cold_env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    return {**os.environ, "DIRECTCONV_STORE_DIR": str(tmp_path / "store"), "DIRECTCONV_CACHE_DIR": str(tmp_path / "cache"),
-            **extra}
+    return {
+        **os.environ,
+        "DIRECTCONV_STORE_DIR": str(tmp_path / "store"),
+        "DIRECTCONV_CACHE_DIR": str(tmp_path / "cache"),
+        **extra,
+    }
 
 
 def _tune_suite_layers(tmp_path: Path) -> None:
@@ -249,20 +262,35 @@ def _tune_suite_layers(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_second_process_loads_a_tuned_network_without_a_compiler(isolated):
     _tune_suite_layers(isolated)
-    first = subprocess.run([sys.executable, "-c", COLD, *COLD_LAYERS], env=_cold_env(isolated), capture_output=True,
-                           text=True, timeout=600)
+    first = subprocess.run(
+        [sys.executable, "-c", COLD, *COLD_LAYERS], env=_cold_env(isolated), capture_output=True, text=True, timeout=600
+    )
     assert first.returncode == 0, first.stderr
     # No compiler at all in the second process: $CC names nothing and PATH holds no compiler.
     no_cc = _cold_env(isolated, CC=str(isolated / "no-such-cc"), PATH=str(isolated / "empty-bin"))
-    second = subprocess.run([sys.executable, "-c", COLD, *COLD_LAYERS], env=no_cc, capture_output=True, text=True,
-                            timeout=600)
+    second = subprocess.run(
+        [sys.executable, "-c", COLD, *COLD_LAYERS], env=no_cc, capture_output=True, text=True, timeout=600
+    )
     assert second.returncode == 0, second.stderr
     a, b = json.loads(first.stdout.splitlines()[-1]), json.loads(second.stdout.splitlines()[-1])
     assert a["compiled"] == COLD_LIBRARIES and b["compiled"] == 0 and b["hits"] == COLD_LIBRARIES
     assert a["layers"] == b["layers"] and all(src == "tuned" for src, _ in b["layers"].values())
-    shown = subprocess.run([sys.executable, "-m", "directconv", "show", "--cache", "--threads", "1",
-                            *[f"--layer={n}" for n in COLD_LAYERS]], env=no_cc, capture_output=True, text=True,
-                           timeout=300)
+    shown = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "directconv",
+            "show",
+            "--cache",
+            "--threads",
+            "1",
+            *[f"--layer={n}" for n in COLD_LAYERS],
+        ],
+        env=no_cc,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert shown.returncode == 0, shown.stderr
     assert "compiler: none found" in shown.stdout
     assert shown.stdout.count("cached, verified: loads without the compiler") == len(COLD_LAYERS)
@@ -281,13 +309,15 @@ def test_second_process_runs_no_compiler_process_at_all(isolated):
     wrapper.write_text(f'#!/bin/sh\necho "$*" >> "{log}"\nexec "{real}" "$@"\n')
     wrapper.chmod(0o755)
     env = _cold_env(isolated, CC=str(wrapper))
-    first = subprocess.run([sys.executable, "-c", COLD, *COLD_LAYERS], env=env, capture_output=True, text=True,
-                           timeout=600)
+    first = subprocess.run(
+        [sys.executable, "-c", COLD, *COLD_LAYERS], env=env, capture_output=True, text=True, timeout=600
+    )
     assert first.returncode == 0, first.stderr
     calls_first = log.read_text().splitlines()
     assert any("--version" in c for c in calls_first) and sum("-shared" in c for c in calls_first) == COLD_LIBRARIES
-    second = subprocess.run([sys.executable, "-c", COLD, *COLD_LAYERS], env=env, capture_output=True, text=True,
-                            timeout=600)
+    second = subprocess.run(
+        [sys.executable, "-c", COLD, *COLD_LAYERS], env=env, capture_output=True, text=True, timeout=600
+    )
     assert second.returncode == 0, second.stderr
     assert log.read_text().splitlines() == calls_first, "the second process must not run the compiler"
     assert json.loads(second.stdout.splitlines()[-1])["compiled"] == 0
@@ -298,10 +328,14 @@ def test_without_compiler_or_cache_the_error_says_both(isolated, rng, monkeypatc
     compiler.find_compiler.cache_clear()
     try:
         _, w, _ = layer_data(rng, 3, 5, 7, 7, 3)
-        with pytest.raises(compiler.CompilerNotFoundError, match=r"no working C compiler.*holds no build of this kernel"):
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                dc.Conv2d(w, threads=1, input_size=(7, 7))
+        with (
+            pytest.raises(
+                compiler.CompilerNotFoundError, match=r"no working C compiler.*holds no build of this kernel"
+            ),
+            warnings.catch_warnings(),
+        ):
+            warnings.simplefilter("ignore")
+            dc.Conv2d(w, threads=1, input_size=(7, 7))
     finally:
         compiler.find_compiler.cache_clear()
 
@@ -351,8 +385,10 @@ def test_hostile_store_entry_never_reaches_the_compiler(isolated, rng):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         conv = dc.Conv2d(w, b, padding=1, threads=1, input_size=(9, 9))
-    assert any("ignoring a broken config store file" in str(c.message) and "KernelConfig.cob must be an int"
-               in str(c.message) for c in caught)
+    assert any(
+        "ignoring a broken config store file" in str(c.message) and "KernelConfig.cob must be an int" in str(c.message)
+        for c in caught
+    )
     assert conv.source == "model"
     check(conv(x), x, w, b, 1)
     for c_file in Path(os.environ["DIRECTCONV_CACHE_DIR"]).rglob("*.c"):

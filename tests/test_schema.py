@@ -16,8 +16,13 @@ SCHEMA = {
     "additionalProperties": False,
     "required": ["name", "count"],
     "properties": {
-        "name": {"type": "string", "pattern": "^[a-z]+$", "maxLength": 16,
-                 "x-expected": "a lowercase word", "x-hint": "names become file names"},
+        "name": {
+            "type": "string",
+            "pattern": "^[a-z]+$",
+            "maxLength": 16,
+            "x-expected": "a lowercase word",
+            "x-hint": "names become file names",
+        },
         "count": {"type": "integer", "minimum": 1, "maximum": 8},
         "ratio": {"type": "number", "minimum": 0, "maximum": 1},
         "kind": {"enum": ["a", "b"]},
@@ -50,19 +55,22 @@ def test_a_valid_document_has_no_problems(validator):
 @pytest.mark.parametrize("value", [True, False, float("nan"), float("inf"), -float("inf"), 2.5, "2"])
 def test_integers_refuse_bool_nan_infinity_fractions_and_strings(validator, value):
     assert texts(validator, {"name": "abc", "count": value}) == [
-        f"field 'count' must be a positive integer <= 8, got {schema.show(value)}"]
+        f"field 'count' must be a positive integer <= 8, got {schema.show(value)}"
+    ]
 
 
 @pytest.mark.parametrize("value", [True, float("nan"), float("inf")])
 def test_numbers_refuse_bool_nan_and_infinity(validator, value):
     assert texts(validator, {"name": "abc", "count": 1, "ratio": value}) == [
-        f"field 'ratio' must be a finite number >= 0 and <= 1, got {schema.show(value)}"]
+        f"field 'ratio' must be a finite number >= 0 and <= 1, got {schema.show(value)}"
+    ]
 
 
 def test_dollar_ends_the_string_even_before_a_trailing_newline(validator):
     # Python's `$` matches before a final newline; JSON Schema's (ECMA-262) does not.
     assert texts(validator, {"name": "abc\n", "count": 1}) == [
-        "field 'name' must be a lowercase word, got 'abc\\n' (str); names become file names"]
+        "field 'name' must be a lowercase word, got 'abc\\n' (str); names become file names"
+    ]
 
 
 def test_unknown_keys_get_the_closest_allowed_key_as_suggestion(validator):
@@ -76,8 +84,7 @@ def test_unknown_keys_get_the_closest_allowed_key_as_suggestion(validator):
 
 
 def test_rules_in_words_from_const_enum_type_and_bounds(validator):
-    data = {"count": 1, "kind": "c", "format": "small/2", "label": "", "items": [1, -1, 2],
-            "by_thread": {"0": 1}}
+    data = {"count": 1, "kind": "c", "format": "small/2", "label": "", "items": [1, -1, 2], "by_thread": {"0": 1}}
     assert texts(validator, data) == [
         "field 'by_thread' must be keyed by a thread count, got '0' (str)",
         "field 'format' must be 'small/1', got 'small/2' (str)",
@@ -94,8 +101,13 @@ def test_the_document_itself_is_named_when_it_is_the_problem(validator):
 
 
 def test_problems_sort_by_path_indices_before_names_and_one_per_field():
-    problems = [Problem(("b",), "b"), Problem(("a", 10), "a10"), Problem(("a", 2, "x"), "a2x"),
-                Problem(("a", 2), "a2"), Problem(("b",), "b again: a second rule of the same field")]
+    problems = [
+        Problem(("b",), "b"),
+        Problem(("a", 10), "a10"),
+        Problem(("a", 2, "x"), "a2x"),
+        Problem(("a", 2), "a2"),
+        Problem(("b",), "b again: a second rule of the same field"),
+    ]
     message, sentences = schema.report("doc.yaml", problems)
     assert sentences == ("a2", "a2x", "a10", "b")
     assert message == "doc.yaml: 4 problems:\n  - a2\n  - a2x\n  - a10\n  - b"
@@ -119,7 +131,8 @@ def test_a_long_report_lists_the_first_hundred_and_keeps_all():
 
 def test_rules_in_code_are_worded_like_the_schema_ones():
     assert schema.must(("caches", 1, "ways"), "at most 8", 9, "fix it").text == (
-        "field 'caches[1].ways' must be at most 8, got 9 (int); fix it")
+        "field 'caches[1].ways' must be at most 8, got 9 (int); fix it"
+    )
     assert schema.wrong(("entries", 0, "shape"), "not a layer").text == "field 'entries[0].shape': not a layer"
     assert schema.missing(("a", "b"), ["b", "c"]).keyword == "required"
 
@@ -143,7 +156,9 @@ def test_an_invalid_schema_is_refused():
 
 def test_yaml_is_read_safely_with_integer_keys_as_json_has_them():
     assert schema.load_yaml("a: {1: x, null: y}\nb: [1, 2]\n", "f", SmallError, 1000) == {
-        "a": {"1": "x", None: "y"}, "b": [1, 2]}
+        "a": {"1": "x", None: "y"},
+        "b": [1, 2],
+    }
     with pytest.raises(SmallError, match=r"^f: not valid YAML: could not determine a constructor"):
         schema.load_yaml("!!python/object/apply:os.system ['echo pwned']\n", "f", SmallError, 1000)
     with pytest.raises(SmallError, match=r"^f: not valid YAML: "):
@@ -161,6 +176,7 @@ def test_yaml_too_long_too_deep_or_too_large_is_refused():
         schema.load_yaml("a: &a [1, *a]\n", "f", SmallError, 1000)
     # Nine lines, 10**9 values once the aliases are followed: refused after MAX_VALUES of them.
     bomb = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
-        f"{n}: &{n} [{', '.join(['*' + p] * 10)}]\n" for p, n in zip("abcdefgh", "bcdefghi", strict=True))
+        f"{n}: &{n} [{', '.join(['*' + p] * 10)}]\n" for p, n in zip("abcdefgh", "bcdefghi", strict=True)
+    )
     with pytest.raises(SmallError, match=rf"^f: too large: more than {schema.MAX_VALUES} values"):
         schema.load_yaml(bomb, "f", SmallError, 1000)

@@ -20,8 +20,9 @@ ONE_PER_ISA = ["sapphire-rapids", "zen3", "piledriver", "cortex-a57", "generic"]
 def _runnable(machine_id: str) -> None:
     machine = load_machine(machine_id)
     arch = cross.target_for(machine).arch
-    if arch not in (None, cross.host_arch()) and (shutil.which(f"qemu-{arch}") is None
-                                                  or shutil.which(f"{cross.TRIPLES[arch]}-gcc") is None):
+    if arch not in (None, cross.host_arch()) and (
+        shutil.which(f"qemu-{arch}") is None or shutil.which(f"{cross.TRIPLES[arch]}-gcc") is None
+    ):
         pytest.skip(f"needs qemu-user and the {arch} cross compiler: apt-get install qemu-user gcc-{arch}-linux-gnu")
 
 

@@ -28,13 +28,17 @@ UFUNC_SCRATCH_BYTES = 3 * np.getbufsize() * 4
 
 
 def maxpool64(x: np.ndarray, kernel: int, stride: int, padding: int) -> np.ndarray:
-    padded = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (padding, padding), (padding, padding)),
-                    constant_values=-np.inf)
+    padded = np.pad(
+        x.astype(np.float64), ((0, 0), (0, 0), (padding, padding), (padding, padding)), constant_values=-np.inf
+    )
     return sliding_window_view(padded, (kernel, kernel), axis=(2, 3))[:, :, ::stride, ::stride].max(axis=(4, 5))
 
 
-def reference_chain(model: dc.Sequential, x: np.ndarray, weights: list[tuple[np.ndarray, np.ndarray]],
-                    ) -> tuple[np.ndarray, float]:
+def reference_chain(
+    model: dc.Sequential,
+    x: np.ndarray,
+    weights: list[tuple[np.ndarray, np.ndarray]],
+) -> tuple[np.ndarray, float]:
     """float64, step by step (conv2d_reference, ReLU, numpy max-pool); and the summed per-layer tolerance."""
     y = x.astype(np.float64)
     pairs = iter(weights)
@@ -84,8 +88,9 @@ def small_chain(rng: np.random.Generator, threads: int = 2) -> tuple[dc.Sequenti
 # --- blocked max-pool (in C, numpy without a compiler) ------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kernel, stride, padding", [(3, 2, 1), (3, 2, 0), (2, 2, 0), (2, 1, 1), (3, 1, 1), (5, 3, 2),
-                                                     (1, 1, 0), (4, 3, 2)])
+@pytest.mark.parametrize(
+    "kernel, stride, padding", [(3, 2, 1), (3, 2, 0), (2, 2, 0), (2, 1, 1), (3, 1, 1), (5, 3, 2), (1, 1, 0), (4, 3, 2)]
+)
 @pytest.mark.parametrize("lanes", [4, 8, 16])
 def test_maxpool_matches_numpy_reference(rng, kernel: int, stride: int, padding: int, lanes: int) -> None:
     x = rng.standard_normal((2, 11, 13, 9)).astype(np.float32)  # odd sizes, 11 channels: a partial block
@@ -237,8 +242,10 @@ def test_a_call_allocates_only_the_pair_of_buffers(rng) -> None:
     # Step i writes buffer i % 2: a blocked call keeps the intermediates there, an NCHW call also the input (in
     # buffer 1) and the last output.
     assert plan.buffer_floats(1, nchw=False) == (max(sizes[0], sizes[2]), max(sizes[1], sizes[3]))
-    assert plan.buffer_floats(1, nchw=True) == (max(sizes[0], sizes[2], sizes[4]),
-                                                max(sizes[1], sizes[3], plan.input.floats(1, lanes)))
+    assert plan.buffer_floats(1, nchw=True) == (
+        max(sizes[0], sizes[2], sizes[4]),
+        max(sizes[1], sizes[3], plan.input.floats(1, lanes)),
+    )
     buffers = 4 * sum(plan.buffer_floats(1, nchw=False))
     slack = BOOKKEEPING_BYTES + UFUNC_SCRATCH_BYTES  # see the constants: nothing the size of an activation
     assert buffers > 2 * slack  # else the bounds below would prove little
@@ -295,12 +302,18 @@ def test_sequential_errors_say_what_was_expected(rng) -> None:
         dc.Sequential([dc.MaxPool2d(2), dc.MaxPool2d(2)], names=["only one"])
     broken = dc.Sequential([dc.Conv2d(w8, b8, padding=1), dc.MaxPool2d(2), dc.Conv2d(w4, b4)])
     x = rng.standard_normal((1, 3, 12, 12)).astype(np.float32)
-    with pytest.raises(ValueError, match=r"step 2 \('conv2'\), on a 8x6x6 input: expects 5 input channels, but step 1 "
-                                         r"\('pool1'\) gives 8"):
+    with pytest.raises(
+        ValueError,
+        match=r"step 2 \('conv2'\), on a 8x6x6 input: expects 5 input channels, but step 1 "
+        r"\('pool1'\) gives 8",
+    ):
         broken(x)
     model = dc.Sequential([dc.Conv2d(w8, b8, padding=1), dc.MaxPool2d(2)])
-    with pytest.raises(ValueError, match=r"step 0 \('conv0'\), on a 4x12x12 input: expects 3 input channels, but the "
-                                         r"input gives 4"):
+    with pytest.raises(
+        ValueError,
+        match=r"step 0 \('conv0'\), on a 4x12x12 input: expects 3 input channels, but the "
+        r"input gives 4",
+    ):
         model(rng.standard_normal((1, 4, 12, 12)).astype(np.float32))
     with pytest.raises(TypeError, match="x must be float32, got float64"):
         model(x.astype(np.float64))

@@ -21,9 +21,19 @@ SHAPE = ConvShape.from_args(16, 32, 8, 8, 3, 3, 1, 1)
 
 def entry(gflops: float, wob: int = 4, threads: int = 1, shape: ConvShape = SHAPE) -> store.Entry:
     return store.Entry(
-        layer="", shape=shape, threads=threads, config=KernelConfig("avx2", 16, wob, threads=threads),
-        gflops=gflops, spread=0.02, percent_of_peak=gflops, trials=10, date="2026-11-29T00:00:00+00:00",
-        directconv_version="0.1.0", generator_version=1, compiler="gcc 12", flags=("-mavx2", "-mfma"),
+        layer="",
+        shape=shape,
+        threads=threads,
+        config=KernelConfig("avx2", 16, wob, threads=threads),
+        gflops=gflops,
+        spread=0.02,
+        percent_of_peak=gflops,
+        trials=10,
+        date="2026-11-29T00:00:00+00:00",
+        directconv_version="0.1.0",
+        generator_version=1,
+        compiler="gcc 12",
+        flags=("-mavx2", "-mfma"),
     )
 
 
@@ -72,7 +82,10 @@ def test_concurrent_writers_keep_the_best_of_both(tmp_path):
     assert [p.wait(timeout=120) for p in procs] == [0, 0]
     parsed = store.read_store(tmp_path / f"testbox-{FID}.yaml")
     assert len(parsed.entries) == 20
-    assert all(e.config.wob == 2 and e.gflops == 11.0 + i for i, e in enumerate(sorted(parsed.entries, key=lambda e: e.shape.h)))
+    assert all(
+        e.config.wob == 2 and e.gflops == 11.0 + i
+        for i, e in enumerate(sorted(parsed.entries, key=lambda e: e.shape.h))
+    )
     assert not list(tmp_path.glob("*.tmp"))
 
 
@@ -104,7 +117,7 @@ BOUNDS = r" must be a finite number >= 0 and <= "
     "field, value, message",
     [
         # KernelConfig.from_dict checks the config's own fields
-        ("entries.0.config.cob", "16; system(\"rm -rf /\")", r"KernelConfig.cob must be an int"),
+        ("entries.0.config.cob", '16; system("rm -rf /")', r"KernelConfig.cob must be an int"),
         ("entries.0.config.flags", "-fplugin=/tmp/evil.so", r"unknown KernelConfig keys \['flags'\]"),
         ("entries.0.config.wob", 10**9, r"KernelConfig.wob must be in \[1, 64\]"),
         ("entries.0.config.isa", "avx2 -fplugin=x", r"KernelConfig.isa must be one of"),
@@ -127,8 +140,12 @@ BOUNDS = r" must be a finite number >= 0 and <= "
         ("entries.0.trials", 10**8, E0 + r".trials' must be an integer >= 0 and <= 10000000"),
         ("entries.0.generator_version", -1, E0 + r".generator_version' must be an integer >= 0 and <= 1000000"),
         ("entries.0.config", "avx2", E0 + r".config' must be a mapping of KernelConfig fields"),
-        ("entries.0.compiler", "gcc\n#include </etc/passwd>", E0 + r".compiler' must be a single-line string of at "
-         r"most 200 characters"),
+        (
+            "entries.0.compiler",
+            "gcc\n#include </etc/passwd>",
+            E0 + r".compiler' must be a single-line string of at "
+            r"most 200 characters",
+        ),
         ("entries.0.date", "2026" * 11, E0 + r".date' must be a single-line string of at most 40"),
         ("entries.0.directconv_version", 1, E0 + r".directconv_version' must be a single-line string"),
         ("entries.0.layer", "x" * 65, E0 + r".layer' must be a single-line string of at most 64"),
@@ -142,8 +159,12 @@ BOUNDS = r" must be a finite number >= 0 and <= "
         ("machine", "../../etc/passwd", r"field 'machine' must be an id of letters, digits"),
         ("machine", "testbox\n", r"field 'machine' must be an id of letters, digits"),
         ("fingerprint_id", "0123456789ABCDEF", r"field 'fingerprint_id' must be a string of 8 to 64 lowercase hex"),
-        ("format", "directconv-tuned/2", r"field 'format' must be 'directconv-tuned/1', got 'directconv-tuned/2' "
-         r"\(str\); the file was written by another"),
+        (
+            "format",
+            "directconv-tuned/2",
+            r"field 'format' must be 'directconv-tuned/1', got 'directconv-tuned/2' "
+            r"\(str\); the file was written by another",
+        ),
         ("fingerprint", ["x"], r"field 'fingerprint' must be a mapping of at most 64 fields"),
         ("fingerprint", {f"k{i}": i for i in range(65)}, r"field 'fingerprint' must be a mapping of at most 64"),
         ("fingerprint.model_name", "x" * 201, r"field 'fingerprint.model_name' must be a number, true, false"),
@@ -183,7 +204,7 @@ def test_a_store_file_with_several_problems_reports_all_of_them_sorted_by_field(
         "field 'entries[1].config.threads' must be the entry's threads, 1, got 4",
         "field 'fingerprint_id' must be a string of 8 to 64 lowercase hex digits, got 'xyz'",
     ]
-    assert [p[:len(start)] for p, start in zip(info.value.problems, expected, strict=True)] == expected
+    assert [p[: len(start)] for p, start in zip(info.value.problems, expected, strict=True)] == expected
     assert str(info.value).startswith(f"{path}: 5 problems:\n")
     assert all(f"\n  - {p}" in str(info.value) for p in info.value.problems)
 
@@ -194,13 +215,16 @@ def test_not_a_mapping_too_long_and_alias_bombs_are_refused(tmp_path):
     with pytest.raises(store.StoreError, match=r"too long to be read"):
         store.parse_store(" " * (store.MAX_CHARS + 1), tmp_path / "x.yaml")
     bomb = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
-        f"{n}: &{n} [{', '.join(['*' + p] * 10)}]\n" for p, n in zip("abcdefg", "bcdefgh", strict=True))
+        f"{n}: &{n} [{', '.join(['*' + p] * 10)}]\n" for p, n in zip("abcdefg", "bcdefgh", strict=True)
+    )
     with pytest.raises(store.StoreError, match=r"too large: more than 1000000 values"):
         store.parse_store(bomb, tmp_path / "x.yaml")
     with pytest.raises(store.StoreError) as info:
         store.parse_store(f"entries: [{'0, ' * 10001}]", tmp_path / "x.yaml")
-    assert any(p.startswith("field 'entries' must be a list of at most 10000 entries, got [0, 0, ")
-               for p in info.value.problems)
+    assert any(
+        p.startswith("field 'entries' must be a list of at most 10000 entries, got [0, 0, ")
+        for p in info.value.problems
+    )
 
 
 def test_store_schema_names_the_fields_of_entry_and_shape():

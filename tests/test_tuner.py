@@ -38,9 +38,20 @@ from directconv.tuner.tune import MAX_DUPLICATES_IN_A_ROW, TuneOptions, tune
 
 ISA = ISAS[host_isa()]
 MACHINE = Machine(
-    id="test-host", name="test", vendor="test", isa=ISA.name, n_vec=ISA.lanes, n_reg=ISA.registers, n_fma=2,
-    l_fma=4, freq_ghz=3.0, cores=2, threads_per_core=1,
-    caches=(Cache(1, 32, 8, 64, 1), Cache(2, 512, 8, 64, 1)), compiler_flags=(), sources={},
+    id="test-host",
+    name="test",
+    vendor="test",
+    isa=ISA.name,
+    n_vec=ISA.lanes,
+    n_reg=ISA.registers,
+    n_fma=2,
+    l_fma=4,
+    freq_ghz=3.0,
+    cores=2,
+    threads_per_core=1,
+    caches=(Cache(1, 32, 8, 64, 1), Cache(2, 512, 8, 64, 1)),
+    compiler_flags=(),
+    sources={},
 )
 SHAPE = ConvShape.from_args(8, 2 * ISA.lanes, 10, 12, 3, 3, 1, 1)
 # Twice the input channels: a pruned space (capped at 1/20 of the unpruned one) with six compiled variants.
@@ -52,10 +63,15 @@ SEARCH = ConvShape.from_args(32, 64, 14, 14, 3, 3, 1, 1)
 FAULTS: dict[str, Measurement] = {
     "crashed": Measurement(KernelConfig(ISA.name, ISA.lanes, 1), "crashed", detail="worker killed by SIGSEGV"),
     "timeout": Measurement(KernelConfig(ISA.name, ISA.lanes, 1), "timeout", detail="hung: no answer within 5 s"),
-    "compile_error": Measurement(KernelConfig(ISA.name, ISA.lanes, 1), "compile_error",
-                                 detail="kernel.c:1:1: error: unknown type name 'this'"),
-    "wrong": Measurement(KernelConfig(ISA.name, ISA.lanes, 1), "wrong", max_rel_error=1.0,
-                         detail="max relative error 1 > tolerance 1e-05"),
+    "compile_error": Measurement(
+        KernelConfig(ISA.name, ISA.lanes, 1), "compile_error", detail="kernel.c:1:1: error: unknown type name 'this'"
+    ),
+    "wrong": Measurement(
+        KernelConfig(ISA.name, ISA.lanes, 1),
+        "wrong",
+        max_rel_error=1.0,
+        detail="max relative error 1 > tolerance 1e-05",
+    ),
 }
 
 
@@ -79,8 +95,9 @@ def table(shape: ConvShape, faults: Mapping[tuple, str] | None = None):
 def faulty_backend(shape: ConvShape, faults: Mapping[tuple, str]) -> SimulatedBackend:
     """Every failure a candidate can have, as recorded data: compile errors by variant, the rest as outcomes."""
     builds = {k: FAULTS[f].detail for k, f in faults.items() if f == "compile_error"}
-    return SimulatedBackend(table(shape, {k: f for k, f in faults.items() if f != "compile_error"}),
-                            compile_errors=builds)
+    return SimulatedBackend(
+        table(shape, {k: f for k, f in faults.items() if f != "compile_error"}), compile_errors=builds
+    )
 
 
 @pytest.fixture
@@ -110,10 +127,15 @@ def trials_of(url: str) -> list[optuna.trial.FrozenTrial]:
 def measured_keys(url: str) -> list[str]:
     """Keys of the trials measured and told. A trial whose process died between recording its measurement and
     telling Optuna is failed by the next worker and its configuration handed back: not counted here."""
-    return [t.user_attrs["config_key"] for t in trials_of(url)
-            if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)
-            and "config_key" in t.user_attrs and not t.user_attrs.get("duplicate_of")
-            and t.user_attrs.get("status") and t.user_attrs.get("failure") != "process died while measuring"]
+    return [
+        t.user_attrs["config_key"]
+        for t in trials_of(url)
+        if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)
+        and "config_key" in t.user_attrs
+        and not t.user_attrs.get("duplicate_of")
+        and t.user_attrs.get("status")
+        and t.user_attrs.get("failure") != "process died while measuring"
+    ]
 
 
 def variants(shape: ConvShape) -> list[KernelConfig]:
@@ -131,14 +153,21 @@ def test_failures_are_trials_and_the_study_goes_on(url):
     configs = search_space(FAULT_SHAPE, MACHINE).configs
     faulty = {v.compile_key(): fault for v, fault in zip(variants(FAULT_SHAPE)[1:5], FAULTS, strict=True)}
     backend = faulty_backend(FAULT_SHAPE, faulty)
-    result = tune(FAULT_SHAPE, machine=MACHINE, fingerprint_id="faults", storage=url, backend=backend,
-                  options=options(trials=len(configs), confirm_rounds=0))
+    result = tune(
+        FAULT_SHAPE,
+        machine=MACHINE,
+        fingerprint_id="faults",
+        storage=url,
+        backend=backend,
+        options=options(trials=len(configs), confirm_rounds=0),
+    )
     assert result.measured_now == len(configs), "the study went on to the end"
     assert {status for _, status, _ in result.failures} == set(FAULTS)
     assert result.failed_now == sum(c.compile_key() in faulty for c in configs) == len(result.failures)
     assert result.best is not None and result.best.config.compile_key() not in faulty
-    assert all(c.compile_key() != k for c in backend.measured for k, f in faulty.items() if f == "compile_error"), \
+    assert all(c.compile_key() != k for c in backend.measured for k, f in faulty.items() if f == "compile_error"), (
         "a candidate that failed to compile is never measured"
+    )
     details = {status: detail for _, status, detail in result.failures}
     assert all(details[status] == FAULTS[status].detail for status in FAULTS)
     failed = [t for t in trials_of(url) if t.state == optuna.trial.TrialState.FAIL]
@@ -149,8 +178,14 @@ def test_failures_are_trials_and_the_study_goes_on(url):
 def test_the_model_goes_first_and_nothing_is_compiled(url, tmp_path, monkeypatch):
     """The simulated search is the real one (seeding, sampler, dedup) against a table: nothing compiled or timed."""
     monkeypatch.setenv("DIRECTCONV_CACHE_DIR", str(tmp_path / "cache"))
-    result = tune(SHAPE, machine=MACHINE, fingerprint_id="replay", storage=url, backend=SimulatedBackend(table(SHAPE)),
-                  options=options(trials=12))
+    result = tune(
+        SHAPE,
+        machine=MACHINE,
+        fingerprint_id="replay",
+        storage=url,
+        backend=SimulatedBackend(table(SHAPE)),
+        options=options(trials=12),
+    )
     assert result.measured_now == result.space_size == len(search_space(SHAPE, MACHINE)) and result.failed_now == 0
     trials = [t for t in trials_of(url) if not t.user_attrs.get("duplicate_of")]
     assert trials[0].user_attrs["config_key"] == config_key(predict(SHAPE, MACHINE).config)
@@ -162,8 +197,14 @@ def test_the_model_goes_first_and_nothing_is_compiled(url, tmp_path, monkeypatch
 
 
 def test_the_unpruned_baseline_is_not_seeded_by_the_model(url):
-    result = tune(SHAPE, machine=MACHINE, fingerprint_id="replay", storage=url, backend=SimulatedBackend(table(SHAPE)),
-                  options=options(trials=3, space="unpruned", seed=0, confirm_rounds=0))
+    result = tune(
+        SHAPE,
+        machine=MACHINE,
+        fingerprint_id="replay",
+        storage=url,
+        backend=SimulatedBackend(table(SHAPE)),
+        options=options(trials=3, space="unpruned", seed=0, confirm_rounds=0),
+    )
     assert result.measured_now == 3 and result.space_size > 3
     trials = [t for t in trials_of(url) if not t.user_attrs.get("duplicate_of")]
     assert not any("fixed_params" in t.system_attrs for t in trials), "the model-free baseline enqueues nothing"
@@ -204,14 +245,20 @@ def test_finalists_are_timed_again_side_by_side_before_one_is_called_best(url):
         return simulated(config, SEARCH, gflops_of(config))
 
     backend = SimulatedBackend(drifting)
-    result = tune(SEARCH, machine=MACHINE, fingerprint_id="confirm", storage=url, backend=backend,
-                  options=options(trials=6, confirm_top=3, confirm_rounds=3))
+    result = tune(
+        SEARCH,
+        machine=MACHINE,
+        fingerprint_id="confirm",
+        storage=url,
+        backend=backend,
+        options=options(trials=6, confirm_top=3, confirm_rounds=3),
+    )
     complete = [t for t in trials_of(url) if t.state == optuna.trial.TrialState.COMPLETE]
     top3 = [t.user_attrs["config_key"] for t in sorted(complete, key=lambda t: t.value, reverse=True)[:3]]
     finalists = [m.config for m in result.confirmed]
     assert [config_key(c) for c in finalists] == top3 + [config_key(plan)]
     assert all(m.samples == 3 and "interleaved" in m.detail for m in result.confirmed)
-    assert backend.measured[result.measured_now:] == [c for order in schedule(finalists, 3) for c in order]
+    assert backend.measured[result.measured_now :] == [c for order in schedule(finalists, 3) for c in order]
     assert result.best.config == plan and result.best.gflops == pytest.approx(1000.0)
     assert result.predicted == result.best
 
@@ -227,9 +274,14 @@ def test_a_finalist_that_fails_now_drops_out(url):
             return Measurement(config, "crashed", detail="worker killed by SIGSEGV")
         return simulated(config, FAULT_SHAPE, gflops_of(config))
 
-    result = tune(FAULT_SHAPE, machine=MACHINE, fingerprint_id="drop", storage=url,
-                  backend=SimulatedBackend(crashing_leader),
-                  options=options(trials=len(configs), confirm_top=3, confirm_rounds=4))
+    result = tune(
+        FAULT_SHAPE,
+        machine=MACHINE,
+        fingerprint_id="drop",
+        storage=url,
+        backend=SimulatedBackend(crashing_leader),
+        options=options(trials=len(configs), confirm_top=3, confirm_rounds=4),
+    )
     assert leader not in [m.config for m in result.confirmed] and len(result.confirmed) >= 2
     assert seen[config_key(leader)] == 2, "dropped after its first failing round, not retried every round"
     assert result.best.config != leader
@@ -237,9 +289,14 @@ def test_a_finalist_that_fails_now_drops_out(url):
 
 def test_the_timeout_ends_the_search(url):
     started = time.monotonic()
-    result = tune(SEARCH, machine=MACHINE, fingerprint_id="timeout", storage=url,
-                  backend=SimulatedBackend(table(SEARCH), delay=0.1),
-                  options=options(trials=25, timeout=0.5, confirm_rounds=0))
+    result = tune(
+        SEARCH,
+        machine=MACHINE,
+        fingerprint_id="timeout",
+        storage=url,
+        backend=SimulatedBackend(table(SEARCH), delay=0.1),
+        options=options(trials=25, timeout=0.5, confirm_rounds=0),
+    )
     assert result.measured_now < 25 and time.monotonic() - started < 10
 
 
@@ -269,8 +326,14 @@ def test_an_interrupted_run_resumes_losing_nothing_and_measuring_nothing_twice(u
     for t in running:
         study._storage.set_trial_user_attr(t._trial_id, "pid", gone.pid)
 
-    resumed = tune(SEARCH, machine=MACHINE, fingerprint_id="resume", storage=url,
-                   backend=SimulatedBackend(outcome), options=options(trials=3, seed=2, confirm_rounds=0))
+    resumed = tune(
+        SEARCH,
+        machine=MACHINE,
+        fingerprint_id="resume",
+        storage=url,
+        backend=SimulatedBackend(outcome),
+        options=options(trials=3, seed=2, confirm_rounds=0),
+    )
     after = measured_keys(url)
     assert set(before) <= set(after), "completed trials survive"
     assert len(after) == len(set(after)) == len(before) + resumed.measured_now, "no configuration measured twice"
@@ -284,14 +347,27 @@ def test_an_interrupted_run_resumes_losing_nothing_and_measuring_nothing_twice(u
 
 def test_tuners_sharing_a_study_never_measure_a_configuration_twice(url):
     """Two tuners at once on one SQLite study (threads here; processes in the slow test): the claims hold."""
-    tune(SEARCH, machine=MACHINE, fingerprint_id="shared", storage=url, backend=SimulatedBackend(table(SEARCH)),
-         options=options(trials=1, confirm_rounds=0))  # the study exists before the race
+    tune(
+        SEARCH,
+        machine=MACHINE,
+        fingerprint_id="shared",
+        storage=url,
+        backend=SimulatedBackend(table(SEARCH)),
+        options=options(trials=1, confirm_rounds=0),
+    )  # the study exists before the race
     results = []
 
     def worker(seed: int) -> None:
-        results.append(tune(SEARCH, machine=MACHINE, fingerprint_id="shared", storage=url,
-                            backend=SimulatedBackend(table(SEARCH), delay=0.005),
-                            options=options(trials=4, seed=seed, batch=2, confirm_rounds=0)))
+        results.append(
+            tune(
+                SEARCH,
+                machine=MACHINE,
+                fingerprint_id="shared",
+                storage=url,
+                backend=SimulatedBackend(table(SEARCH), delay=0.005),
+                options=options(trials=4, seed=seed, batch=2, confirm_rounds=0),
+            )
+        )
 
     threads = [threading.Thread(target=worker, args=(seed,)) for seed in (1, 2)]
     for t in threads:
@@ -333,8 +409,12 @@ RUN = textwrap.dedent(
 
 
 def _spawn(url: str, trials: int, delay: float, seed: int) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", RUN, url, str(trials), str(delay), str(seed)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", RUN, url, str(trials), str(delay), str(seed)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _measured_so_far(url: str) -> int:
@@ -366,8 +446,9 @@ def test_kill_9_then_resume_loses_nothing_and_measures_nothing_twice(tmp_path):
     # A trial the process had just asked for, before marking it with its owner, waits out the heartbeat's grace
     # period; it claims no configuration meanwhile.
     left = [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
-    assert len(left) <= 1 and not any("config_key" in t.user_attrs for t in left), \
+    assert len(left) <= 1 and not any("config_key" in t.user_attrs for t in left), (
         "the killed process's trials are marked failed, not left running"
+    )
     failed_dead = [t for t in trials if t.user_attrs.get("failure") == "process died while measuring"]
     assert len(failed_dead) <= TuneOptions().batch  # at most the killed batch
 
@@ -390,6 +471,7 @@ def test_two_processes_share_one_study_without_duplicates(tmp_path):
 def _inject(faulty: Mapping[tuple, str]):
     """A RealBackend source hook that makes the kernels of `faulty` variants crash, hang, fail to compile or answer
     wrong, for real."""
+
     def inject(config: KernelConfig, source: str) -> str:
         fault = faulty.get(config.compile_key())
         entry = "    if (batch < 1 ||"
@@ -400,8 +482,10 @@ def _inject(faulty: Mapping[tuple, str]):
         if fault == "compile_error":
             return source + "\nthis is not C;\n"
         if fault == "wrong":
-            return source.replace("VSTORE(out_r + PLANE * 0 + (ptrdiff_t)(k0 + 0) * CB, a0_0);",
-                                  "VSTORE(out_r + PLANE * 0 + (ptrdiff_t)(k0 + 0) * CB, a0_0 + 1.0f);")
+            return source.replace(
+                "VSTORE(out_r + PLANE * 0 + (ptrdiff_t)(k0 + 0) * CB, a0_0);",
+                "VSTORE(out_r + PLANE * 0 + (ptrdiff_t)(k0 + 0) * CB, a0_0 + 1.0f);",
+            )
         return source
 
     return inject
@@ -417,8 +501,14 @@ def test_real_crash_hang_compile_error_and_wrong_answer_are_failed_trials(tmp_pa
     faulty = {v.compile_key(): fault for v, fault in zip(variants(FAULT_SHAPE)[1:5], FAULTS, strict=True)}
     url = f"sqlite:///{tmp_path / 'study.db'}"
     with RealBackend(timeout=5, min_time=0.01, source_hook=_inject(faulty)) as backend:
-        result = tune(FAULT_SHAPE, machine=MACHINE, fingerprint_id="test", storage=url, backend=backend,
-                      options=options(trials=len(configs), confirm_rounds=2))
+        result = tune(
+            FAULT_SHAPE,
+            machine=MACHINE,
+            fingerprint_id="test",
+            storage=url,
+            backend=backend,
+            options=options(trials=len(configs), confirm_rounds=2),
+        )
     assert {status for _, status, _ in result.failures} == set(FAULTS)
     assert result.best is not None and result.best.config.compile_key() not in faulty
     assert result.measured_now == len(configs)  # the study went on to the end
@@ -433,12 +523,21 @@ def test_real_crash_hang_compile_error_and_wrong_answer_are_failed_trials(tmp_pa
 @pytest.mark.compiler
 def test_tune_show_then_conv2d_uses_the_stored_config(tmp_path):
     """End to end through the command line: tune a small layer, list it, and see conv2d pick it."""
-    env = {**os.environ, "DIRECTCONV_STORE_DIR": str(tmp_path / "store"), "DIRECTCONV_DATA_DIR": str(tmp_path / "data"),
-           "DIRECTCONV_CACHE_DIR": str(tmp_path / "cache")}
+    env = {
+        **os.environ,
+        "DIRECTCONV_STORE_DIR": str(tmp_path / "store"),
+        "DIRECTCONV_DATA_DIR": str(tmp_path / "data"),
+        "DIRECTCONV_CACHE_DIR": str(tmp_path / "cache"),
+    }
     cli = [sys.executable, "-m", "directconv"]
     shape_args = ["--ci", "8", "--co", "16", "--h", "9", "--w", "11", "--kh", "3", "--kw", "3", "--pad", "1"]
-    done = subprocess.run(cli + ["tune", *shape_args, "--trials", "4", "--min-time", "0.02"], env=env,
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        cli + ["tune", *shape_args, "--trials", "4", "--min-time", "0.02"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr
     assert "gain" in done.stdout and "%peak" in done.stdout
     assert "median of 5 interleaved rounds" in done.stdout, "the finalists were confirmed"

@@ -80,20 +80,31 @@ def header(problem: NetworkProblem, threads: int, peak: Peak, float64_check: Che
         cut.append(f"first {len(n.steps)} steps")
     load = "" if other_cpus is None else f", other load {other_cpus:.2f} CPUs"
     verdict = "ok" if float64_check.correct else f"WRONG: {float64_check.problem}"
-    return "\n".join([
-        f"{n.name} end to end{' (' + ', '.join(cut) + ')' if cut else ''}, {report.threads_label(threads)}: {convs} "
-        f"convolutions + {pools} max-pool{'' if pools == 1 else 's'}, 1x{n.channels}x{n.size}x{n.size} -> "
-        f"1x{c}x{h}x{w}, {n.flops() * 1e-9:.2f} GFLOP in the convolutions; FMA peak {peak.gflops:.1f} GFLOP/s"
-        f"{load}",
-        *([f"  ({n.note})"] if n.note else []),
-        f"directconv against the float64 step-by-step reference: max relative error "
-        f"{float64_check.max_rel_error:.1e} (tolerance {float64_check.tolerance:.1e}): {verdict}",
-    ])
+    return "\n".join(
+        [
+            f"{n.name} end to end{' (' + ', '.join(cut) + ')' if cut else ''}, {report.threads_label(threads)}: "
+            f"{convs} "
+            f"convolutions + {pools} max-pool{'' if pools == 1 else 's'}, 1x{n.channels}x{n.size}x{n.size} -> "
+            f"1x{c}x{h}x{w}, {n.flops() * 1e-9:.2f} GFLOP in the convolutions; FMA peak {peak.gflops:.1f} GFLOP/s"
+            f"{load}",
+            *([f"  ({n.note})"] if n.note else []),
+            f"directconv against the float64 step-by-step reference: max relative error "
+            f"{float64_check.max_rel_error:.1e} (tolerance {float64_check.tolerance:.1e}): {verdict}",
+        ]
+    )
 
 
 def record(r: Result) -> dict[str, Any]:
-    return {"network": r.problem, "impl": r.impl, "threads": r.threads, "checked_against": r.checked_against,
-            "flops": r.flops, **r.measured_fields(), **r.memory_fields(), "working_memory_bytes": r.memory_bytes}
+    return {
+        "network": r.problem,
+        "impl": r.impl,
+        "threads": r.threads,
+        "checked_against": r.checked_against,
+        "flops": r.flops,
+        **r.measured_fields(),
+        **r.memory_fields(),
+        "working_memory_bytes": r.memory_bytes,
+    }
 
 
 def network_record(problem: NetworkProblem, float64_check: Check) -> dict[str, Any]:
@@ -132,8 +143,7 @@ def _options(request: Request) -> dict[str, Any]:
         raise ValueError(f"--end-to-end needs --network NAME (one of {', '.join(networks())})")
     for name in request.networks:
         get_network(name).with_input(request.input_size, request.steps)  # a bad cut fails now, before any timing
-    return {"end_to_end": True, "networks": _names(request), "input_size": request.input_size,
-            "steps": request.steps}
+    return {"end_to_end": True, "networks": _names(request), "input_size": request.input_size, "steps": request.steps}
 
 
 def _groups(request: Request, impls: Sequence[Impl[NetworkProblem]], peaks: dict[int, Peak]) -> Iterator[Group]:
@@ -148,8 +158,11 @@ def _groups(request: Request, impls: Sequence[Impl[NetworkProblem]], peaks: dict
             other = next((r.other_cpus for r in results if r.other_cpus is not None), None)
             text = header(case.problem, t, peaks[t], verified, other) + "\n" + report.table(REPORT, names, [t], results)
             del case  # its model and reference: not kept beside the next one's
-            failures = [] if verified.correct else [
-                f"directconv on {name} at {t} thread(s) fails the float64 check: {verified.problem}"]
+            failures = (
+                []
+                if verified.correct
+                else [f"directconv on {name} at {t} thread(s) fails the float64 check: {verified.problem}"]
+            )
             yield Group(results, [record(r) for r in results], text, failures, {"networks": list(runs)})
 
 

@@ -53,8 +53,9 @@ class LayerProblem:
     def case(self) -> Case[LayerProblem]:
         """The problem ready to run: every implementation judged against the float64 answer, computed now."""
         reference = self.reference()
-        return Case(self.layer.name, self.shape.flops(), self, lambda y: check_output(y, reference, self.shape),
-                    FLOAT64)
+        return Case(
+            self.layer.name, self.shape.flops(), self, lambda y: check_output(y, reference, self.shape), FLOAT64
+        )
 
 
 def check_output(y: Any, reference: np.ndarray, shape: ConvShape) -> Check:

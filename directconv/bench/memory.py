@@ -92,7 +92,10 @@ def measure_memory(spec: NetworkSpec, impl_name: str, timeout: float = TIMEOUT_S
     try:
         proc = subprocess.run(
             [sys.executable, "-m", "directconv.bench.memory", spec.to_json(), impl_name],
-            capture_output=True, text=True, timeout=timeout, env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env,
         )
     except subprocess.TimeoutExpired:
         return f"the child process took longer than {timeout:.0f} s"

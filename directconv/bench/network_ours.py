@@ -32,8 +32,9 @@ def prepare_nchw(problem: NetworkProblem, threads: int) -> Prepared:
     def call() -> np.ndarray:
         return model(x)
 
-    return Prepared(call, np.asarray, extra_memory_bytes=_working_memory(model, problem, nchw=True),
-                    note=config_sources(model))
+    return Prepared(
+        call, np.asarray, extra_memory_bytes=_working_memory(model, problem, nchw=True), note=config_sources(model)
+    )
 
 
 def prepare_blocked(problem: NetworkProblem, threads: int) -> Prepared:
@@ -48,8 +49,12 @@ def prepare_blocked(problem: NetworkProblem, threads: int) -> Prepared:
     def call() -> directconv.BlockedTensor:
         return model.forward_blocked(xb, out=out)
 
-    return Prepared(call, directconv.from_blocked, extra_memory_bytes=_working_memory(model, problem, nchw=False),
-                    note=config_sources(model))
+    return Prepared(
+        call,
+        directconv.from_blocked,
+        extra_memory_bytes=_working_memory(model, problem, nchw=False),
+        note=config_sources(model),
+    )
 
 
 IMPLS: tuple[Impl[NetworkProblem], ...] = (

@@ -81,14 +81,26 @@ def onnx_chain_model(problem: NetworkProblem) -> bytes:
             initializers += [numpy_helper.from_array(w, f"w{i}"), numpy_helper.from_array(b, f"b{i}")]
             k, s, p = step.kernel, step.stride, step.pad
             conv_out = f"{out}_conv" if step.relu else out
-            nodes.append(helper.make_node("Conv", [current, f"w{i}", f"b{i}"], [conv_out], name=step.name,
-                                          kernel_shape=[k, k], strides=[s, s], pads=[p, p, p, p]))
+            nodes.append(
+                helper.make_node(
+                    "Conv",
+                    [current, f"w{i}", f"b{i}"],
+                    [conv_out],
+                    name=step.name,
+                    kernel_shape=[k, k],
+                    strides=[s, s],
+                    pads=[p, p, p, p],
+                )
+            )
             if step.relu:
                 nodes.append(helper.make_node("Relu", [conv_out], [out], name=f"{step.name}_relu"))
         else:
             k, s, p = step.kernel, step.stride, step.pad
-            nodes.append(helper.make_node("MaxPool", [current], [out], name=step.name, kernel_shape=[k, k],
-                                          strides=[s, s], pads=[p, p, p, p]))
+            nodes.append(
+                helper.make_node(
+                    "MaxPool", [current], [out], name=step.name, kernel_shape=[k, k], strides=[s, s], pads=[p, p, p, p]
+                )
+            )
         current = out
     n = problem.network
     graph = helper.make_graph(

@@ -69,8 +69,16 @@ def layer_table(layer: Layer, impl_names: Sequence[str], thread_counts: Sequence
 
 
 def record(layer: Layer, r: Result) -> dict[str, Any]:
-    return {"layer": layer.name, "shape": layer.shape.to_dict(), "flops": r.flops, "impl": r.impl,
-            "threads": r.threads, **r.measured_fields(), "extra_memory_bytes": r.memory_bytes, "config": r.config}
+    return {
+        "layer": layer.name,
+        "shape": layer.shape.to_dict(),
+        "flops": r.flops,
+        "impl": r.impl,
+        "threads": r.threads,
+        **r.measured_fields(),
+        "extra_memory_bytes": r.memory_bytes,
+        "config": r.config,
+    }
 
 
 def _options(request: Request) -> dict[str, Any]:

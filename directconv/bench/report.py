@@ -109,9 +109,7 @@ def peak_line(peaks: dict[int, Peak]) -> str:
     return f"FMA peak ({some.isa}, {some.accumulators} chains, median of {len(some.samples)} runs): {text} GFLOP/s"
 
 
-def table(
-    report: Report, impl_names: Sequence[str], thread_counts: Sequence[int], results: Sequence[Result]
-) -> str:
+def table(report: Report, impl_names: Sequence[str], thread_counts: Sequence[int], results: Sequence[Result]) -> str:
     """One row per implementation that has results, the timed columns per thread count, then the notes."""
     by_key = {(r.impl, r.threads): r for r in results}
     headings = " ".join(column.heading() for column in report.timed)

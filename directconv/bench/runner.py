@@ -142,20 +142,22 @@ def run(case: Case[P], impls: Sequence[Impl[P]], threads: int, peak: Peak, setti
     for impl in impls:
         o = outcomes[impl.name]
         p = o.prepared
-        results.append(Result(
-            problem=case.name,
-            impl=impl.name,
-            threads=threads,
-            status=o.status,
-            flops=case.flops,
-            peak=peak,
-            check=o.check,
-            timing=o.timing,
-            checked_against=case.checked_against,
-            memory_bytes=None if p is None else p.extra_memory_bytes,
-            config=None if p is None else p.config,
-            note="" if p is None else p.note,
-            error=o.error,
-            other_cpus=o.other_cpus,
-        ))
+        results.append(
+            Result(
+                problem=case.name,
+                impl=impl.name,
+                threads=threads,
+                status=o.status,
+                flops=case.flops,
+                peak=peak,
+                check=o.check,
+                timing=o.timing,
+                checked_against=case.checked_against,
+                memory_bytes=None if p is None else p.extra_memory_bytes,
+                config=None if p is None else p.config,
+                note="" if p is None else p.note,
+                error=o.error,
+                other_cpus=o.other_cpus,
+            )
+        )
     return results

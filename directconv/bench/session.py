@@ -55,8 +55,11 @@ def run(kind: Kind, request: Request) -> int:
         records += group.records
         sections.update(group.sections)
         failures += group.failures
-        failures += [f"{r.impl} on {r.problem} at {r.threads} thread(s): {r.status}"
-                     for r in group.results if r.impl in ours and r.status != OK]
+        failures += [
+            f"{r.impl} on {r.problem} at {r.threads} thread(s): {r.status}"
+            for r in group.results
+            if r.impl in ours and r.status != OK
+        ]
         print(flush=True)
         print(group.text, flush=True)
         save()  # after every table: an interrupted run leaves a valid file with what it measured
@@ -86,8 +89,10 @@ def _check(request: Request) -> None:
 def _warn_if_oversubscribed(threads: Sequence[int]) -> None:
     cpus = directconv.available_threads()
     if max(threads) > cpus:
-        print(f"warning: {max(threads)} threads requested, {cpus} CPUs available: threads will share cores",
-              file=sys.stderr)
+        print(
+            f"warning: {max(threads)} threads requested, {cpus} CPUs available: threads will share cores",
+            file=sys.stderr,
+        )
 
 
 def _options(request: Request, available: Sequence[Impl[Any]]) -> dict[str, Any]:

@@ -67,21 +67,25 @@ def _over_best_peer(ok: Speeds, layers: list[str], peer_names: list[str]) -> lis
         peers = [(ok[(layer, p)], p) for p in peer_names if (layer, p) in ok]
         if (layer, OURS) in ok and peers:
             best, best_name = max(peers)
-            rows.append({
-                "layer": layer,
-                "blocked_gflops": ok[(layer, OURS)],
-                "best_peer": best_name,
-                "best_peer_gflops": best,
-                "ratio": ok[(layer, OURS)] / best,
-            })
+            rows.append(
+                {
+                    "layer": layer,
+                    "blocked_gflops": ok[(layer, OURS)],
+                    "best_peer": best_name,
+                    "best_peer_gflops": best,
+                    "ratio": ok[(layer, OURS)] / best,
+                }
+            )
     return rows
 
 
 def summary_text(data: dict[str, Any]) -> str:
     lines = []
     for part in data.values():
-        lines.append(f"Summary, {threads_label(part['threads'])} (FMA peak {part['peak_gflops']:.1f} GFLOP/s): "
-                     "geomean over layers")
+        lines.append(
+            f"Summary, {threads_label(part['threads'])} (FMA peak {part['peak_gflops']:.1f} GFLOP/s): "
+            "geomean over layers"
+        )
         lines.append(f"  {'implementation':<{NAME_WIDTH}} {'GFLOP/s':>8} {'%peak':>6} {'layers':>6}")
         for name, g in part["geomean"].items():
             lines.append(f"  {name:<{NAME_WIDTH}} {g['gflops']:8.1f} {g['percent_of_peak']:5.0f}% {g['layers']:6d}")

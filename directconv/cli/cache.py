@@ -7,16 +7,16 @@ import json
 import os
 import stat
 
-from directconv.nn.api import available_threads
-from directconv.kernels import compiler, runtime
 from directconv.cli.layers import selected_layers
 from directconv.core.suite import Layer
+from directconv.kernels import compiler, runtime
+from directconv.nn.api import available_threads
 
 
 def _default_layers(threads: int) -> list[Layer]:
     """The layers this host has tuned entries for (what a deployment loads), else the whole suite."""
-    from directconv.machines.host import host
     from directconv.core.suite import suite
+    from directconv.machines.host import host
     from directconv.tuner import store
 
     tuned = {(f.entry.shape, f.entry.threads) for f in store.entries_for(host().fingerprint_id)}
@@ -30,9 +30,16 @@ def cache_rows(layers: list[Layer], threads: int) -> list[dict]:
     for layer in layers:
         choice = choose_config(layer.shape, threads, warn=False)
         path = runtime.cached_library(choice.config, layer.shape)
-        rows.append({"layer": layer.name, "threads": threads, "source": choice.source,
-                     "config": choice.config.to_dict(), "cached": path is not None,
-                     "library": str(path) if path else None})
+        rows.append(
+            {
+                "layer": layer.name,
+                "threads": threads,
+                "source": choice.source,
+                "config": choice.config.to_dict(),
+                "cached": path is not None,
+                "library": str(path) if path else None,
+            }
+        )
     return rows
 
 
@@ -49,19 +56,26 @@ def print_cache_report(args: argparse.Namespace) -> int:
     mode = f"{stat.S_IMODE(folder.stat().st_mode):o}" if folder.is_dir() else "absent"
     rows = cache_rows(layers, threads)
     if args.json:
-        print(json.dumps({"cache_dir": str(folder), "mode": mode, "compiler": who, "libraries": len(libraries),
-                          "layers": rows}, indent=1))
+        print(
+            json.dumps(
+                {"cache_dir": str(folder), "mode": mode, "compiler": who, "libraries": len(libraries), "layers": rows},
+                indent=1,
+            )
+        )
         return 0
     size = sum(p.stat().st_size for p in libraries) / 2**20
-    print(f"kernel cache {folder} (mode {mode}, owner uid {folder.stat().st_uid if folder.is_dir() else '-'}, "
-          f"this user {os.getuid()}): {len(libraries)} libraries, {size:.1f} MiB")
+    print(
+        f"kernel cache {folder} (mode {mode}, owner uid {folder.stat().st_uid if folder.is_dir() else '-'}, "
+        f"this user {os.getuid()}): {len(libraries)} libraries, {size:.1f} MiB"
+    )
     print(f"compiler: {who}")
     for r in rows:
         c = r["config"]
         state = "cached, verified: loads without the compiler" if r["cached"] else "not cached: the first load compiles"
         print(f"  {r['layer']:32} t{r['threads']} {r['source']:7} {c['cob']}x{c['wob']} u{c['unroll']}  {state}")
     missing = sum(not r["cached"] for r in rows)
-    print(f"{len(rows) - missing} of {len(rows)} layers load from the cache" + (
-        f"; {missing} would compile (load them once on this machine while it has its compiler)"
-        if missing else ""))
+    print(
+        f"{len(rows) - missing} of {len(rows)} layers load from the cache"
+        + (f"; {missing} would compile (load them once on this machine while it has its compiler)" if missing else "")
+    )
     return 0

@@ -15,9 +15,12 @@ from directconv.cli.layers import add_layer_options, selected_layers
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_layer_options(p, shape_options=True)
-    p.add_argument("--machine", metavar="ID_OR_YAML",
-                   help="bundled machine id or YAML path to generate for (default: this host, with its tuned "
-                   "configurations where the config store has them, else the model's)")
+    p.add_argument(
+        "--machine",
+        metavar="ID_OR_YAML",
+        help="bundled machine id or YAML path to generate for (default: this host, with its tuned "
+        "configurations where the config store has them, else the model's)",
+    )
     p.add_argument("--threads", type=int, default=1, help="thread count the configurations are chosen for")
     p.add_argument("--out", required=True, metavar="DIR", help="folder to write (must not exist or be empty)")
     p.add_argument("--force", action="store_true", help="replace DIR when it holds an earlier export")
@@ -44,8 +47,10 @@ def _check_out(out: Path, force: bool) -> None:
         raise ValueError(f"--out {out} is not empty; {hint}")
     if not earlier:
         # --force replaces a whole folder, so only one this command wrote: never a folder of someone's files.
-        raise ValueError(f"--out {out} is not empty and holds no earlier export (no directconv manifest.json), so "
-                         "--force does not replace it; name a new or empty folder")
+        raise ValueError(
+            f"--out {out} is not empty and holds no earlier export (no directconv manifest.json), so "
+            "--force does not replace it; name a new or empty folder"
+        )
 
 
 def write_atomically(files: dict[str, str], out: Path, force: bool) -> None:
@@ -71,8 +76,8 @@ def write_atomically(files: dict[str, str], out: Path, force: bool) -> None:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from directconv.kernels.export import ExportLayer, check_prefix, export_files
     from directconv.kernels import cross
+    from directconv.kernels.export import ExportLayer, check_prefix, export_files
 
     check_prefix(args.prefix)
     if args.threads < 1:
@@ -80,8 +85,10 @@ def run_export(args: argparse.Namespace) -> int:
     out = Path(args.out)
     _check_out(out, args.force)  # before any work: a refusal should be immediate
     layers = selected_layers(args)
-    provenance: dict[str, object] = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                                     "threads": args.threads}
+    provenance: dict[str, object] = {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "threads": args.threads,
+    }
     chosen: list[ExportLayer] = []
     if args.machine:
         from directconv.machines.loader import load_machine
@@ -100,15 +107,20 @@ def run_export(args: argparse.Namespace) -> int:
         h = host()
         machine = h.machine
         target = cross.target_for(machine)
-        provenance.update(config_origin="this host: config store, else model", fingerprint_id=h.fingerprint_id,
-                          host_machine_source=h.source)
+        provenance.update(
+            config_origin="this host: config store, else model",
+            fingerprint_id=h.fingerprint_id,
+            host_machine_source=h.source,
+        )
         for layer in layers:
             choice = choose_config(layer.shape, args.threads, warn=False)
             chosen.append(ExportLayer(layer.name, layer.shape, choice.config, choice.source, choice.detail))
     files = export_files(chosen, target, args.prefix, provenance)
     write_atomically(files, out, args.force)
-    print(f"wrote {out}/ for machine {target.machine} ({target.isa}): {len(chosen)} layer(s), "
-          f"{len(files)} files; build with `make -C {out}`")
+    print(
+        f"wrote {out}/ for machine {target.machine} ({target.isa}): {len(chosen)} layer(s), "
+        f"{len(files)} files; build with `make -C {out}`"
+    )
     for exported in chosen:
         cfg, described = exported.config, exported.shape.describe()
         label = described if exported.name == described else f"{exported.name}: {described}"

@@ -17,12 +17,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_machine_option(p)
     add_layer_options(p, shape_options=True)
     p.add_argument("--threads", type=int, default=1, help="the thread count the model predicts for (default 1)")
-    p.add_argument("--config", metavar="JSON",
-                   help='inspect this configuration instead of the prediction: a JSON object whose keys override '
-                   'the predicted ones, e.g. \'{"cob": 16, "wob": 6}\'')
+    p.add_argument(
+        "--config",
+        metavar="JSON",
+        help="inspect this configuration instead of the prediction: a JSON object whose keys override "
+        'the predicted ones, e.g. \'{"cob": 16, "wob": 6}\'',
+    )
     p.add_argument("--listing", action="store_true", help="print the hot loop's instructions too")
-    p.add_argument("--json", action="store_true",
-                   help="print JSON: machine, layer, config, model, compiled, agrees, notes (a list for several)")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print JSON: machine, layer, config, model, compiled, agrees, notes (a list for several)",
+    )
     p.set_defaults(run=run)
 
 
@@ -43,16 +49,23 @@ def _config(base: Any, override: str | None) -> Any:
 def _print(result: Any, listing: bool) -> None:
     c, m = result.compiled, result.model
     cfg = result.config
-    print(f"{result.layer} on {result.machine}: {cfg.isa} cob={cfg.cob} wob={cfg.wob} unroll={cfg.unroll} "
-          f"(flags {' '.join(result.flags)})")
+    print(
+        f"{result.layer} on {result.machine}: {cfg.isa} cob={cfg.cob} wob={cfg.wob} unroll={cfg.unroll} "
+        f"(flags {' '.join(result.flags)})"
+    )
     named = m["accumulators"] + m["weight_vectors"] + m["broadcast_registers"]
-    print(f"  model:    {m['accumulators']} accumulators + {m['weight_vectors']} weight vectors + "
-          f"{m['broadcast_registers']} broadcast = {named} of {m['n_reg']} registers; {m['fmas_per_step']} FMAs and {m['loads_per_step']} loads per step; "
-          f"N_fma * L_fma = {m['fmas_in_flight_needed']}")
+    print(
+        f"  model:    {m['accumulators']} accumulators + {m['weight_vectors']} weight vectors + "
+        f"{m['broadcast_registers']} broadcast = {named} of {m['n_reg']} registers; "
+        f"{m['fmas_per_step']} FMAs and {m['loads_per_step']} loads per step; "
+        f"N_fma * L_fma = {m['fmas_in_flight_needed']}"
+    )
     if c is not None:
-        print(f"  compiled: {c['vector_registers_used']} vector registers, {c['accumulators']} accumulators, "
-              f"{c['spills']} spills, {c['reloads']} reloads; {c['fmas_per_step']:g} FMAs and "
-              f"{c['loads_per_step']:g} loads per step ({c['steps_in_loop']:g} steps per loop pass)")
+        print(
+            f"  compiled: {c['vector_registers_used']} vector registers, {c['accumulators']} accumulators, "
+            f"{c['spills']} spills, {c['reloads']} reloads; {c['fmas_per_step']:g} FMAs and "
+            f"{c['loads_per_step']:g} loads per step ({c['steps_in_loop']:g} steps per loop pass)"
+        )
     print(f"  {'agrees' if result.agrees else 'DISAGREES'}" + "".join(f"\n  - {n}" for n in result.notes))
     if listing and result.loop is not None:
         print(result.loop.listing())

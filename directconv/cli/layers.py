@@ -11,11 +11,17 @@ from directconv.nn.networks import get_network
 
 
 def add_layer_options(p: argparse.ArgumentParser, *, shape_options: bool = False) -> None:
-    p.add_argument("--layer", action="append", default=[], metavar="NAME",
-                   help="suite layer, e.g. vgg16:conv3_2 (repeatable)")
-    p.add_argument("--network", action="append", default=[], choices=("alexnet", "vgg16", "resnet50", "googlenet"),
-                   help="every convolution layer of a network: its suite layers and every other shape of its "
-                   "chain in directconv/nn/networks.yaml, named network:step (repeatable)")
+    p.add_argument(
+        "--layer", action="append", default=[], metavar="NAME", help="suite layer, e.g. vgg16:conv3_2 (repeatable)"
+    )
+    p.add_argument(
+        "--network",
+        action="append",
+        default=[],
+        choices=("alexnet", "vgg16", "resnet50", "googlenet"),
+        help="every convolution layer of a network: its suite layers and every other shape of its "
+        "chain in directconv/nn/networks.yaml, named network:step (repeatable)",
+    )
     if shape_options:
         g = p.add_argument_group("explicit shape (instead of --layer)")
         for name in ("ci", "co", "h", "w", "kh", "kw"):

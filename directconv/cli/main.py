@@ -6,7 +6,6 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-
 # (name, module with add_arguments(parser), help, description). Modules load when the parser is built, one each.
 _SUBCOMMANDS: tuple[tuple[str, str, str, str], ...] = (
     (

@@ -9,8 +9,11 @@ from directconv.cli.layers import add_layer_options, add_machine_option, selecte
 
 
 def add_predict(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("predict", help="the model's configuration for a layer on a machine, and why",
-                       description="Predict the blocking of a layer on a machine from its description alone.")
+    p = sub.add_parser(
+        "predict",
+        help="the model's configuration for a layer on a machine, and why",
+        description="Predict the blocking of a layer on a machine from its description alone.",
+    )
     add_machine_option(p)
     add_layer_options(p, shape_options=True)
     p.add_argument("--threads", type=int, default=1)
@@ -27,12 +30,18 @@ def run_predict(args: argparse.Namespace) -> int:
         plan = predict(layer.shape, machine, args.threads)
         space = search_space(layer.shape, machine, args.threads)
         if args.json:
-            out.append({
-                "layer": layer.name, "machine": machine.id, "config": plan.config.to_dict(),
-                "explanation": [str(r) for r in plan.reasons], "space_size": len(space),
-                "unpruned_size": space.unpruned_size, "predicted_gflops": round(plan.predicted_gflops, 2),
-                "cuts": list(space.cuts),
-            })
+            out.append(
+                {
+                    "layer": layer.name,
+                    "machine": machine.id,
+                    "config": plan.config.to_dict(),
+                    "explanation": [str(r) for r in plan.reasons],
+                    "space_size": len(space),
+                    "unpruned_size": space.unpruned_size,
+                    "predicted_gflops": round(plan.predicted_gflops, 2),
+                    "cuts": list(space.cuts),
+                }
+            )
         else:
             print(f"{layer.name}: {layer.shape.describe()}")
             print(plan.explain())

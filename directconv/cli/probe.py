@@ -6,16 +6,15 @@ the description. Exit status 0 on success, 2 on bad arguments or a failed probe 
 
 from __future__ import annotations
 
-from directconv.core.paths import machines_dir
-
 import argparse
 import re
 import sys
 from pathlib import Path
 
+from directconv.core.paths import machines_dir
 from directconv.machines.loader import ID_PATTERN, bundled_machines, dump_machine, save_machine
 from directconv.machines.probe import facts as facts_mod
-from directconv.machines.probe.describe import Performance, default_id, describe
+from directconv.machines.probe.describe import default_id, describe
 from directconv.machines.probe.facts import HostFacts
 from directconv.machines.probe.fingerprint import fingerprint, fingerprint_id
 from directconv.machines.probe.match import best_match
@@ -25,7 +24,8 @@ from directconv.tuner.fma import DEFAULT, QUICK, FmaProbe, measure
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the probe options to `parser` and make `run` its action (parser.set_defaults(run=...))."""
     parser.add_argument(
-        "--quick", action="store_true",
+        "--quick",
+        action="store_true",
         help=f"{QUICK.rounds} short rounds instead of {DEFAULT.rounds}: a few seconds, rougher numbers",
     )
     parser.add_argument(
@@ -33,12 +33,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     where = parser.add_mutually_exclusive_group()
     where.add_argument(
-        "--out", type=Path, metavar="FILE",
+        "--out",
+        type=Path,
+        metavar="FILE",
         help="write the description to FILE, named <id>.yaml (default: <user machine store>/<id>.yaml)",
     )
     where.add_argument("--no-write", action="store_true", help="print the description, write nothing")
     parser.add_argument(
-        "--record", type=Path, metavar="FILE",
+        "--record",
+        type=Path,
+        metavar="FILE",
         help="also save the raw detection inputs (/proc/cpuinfo, sysfs files) as JSON: for bug reports and tests",
     )
     parser.set_defaults(run=run)

@@ -19,7 +19,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from directconv.kernels.selftest import cases, how_to_run, run_case, SelfTest
+    from directconv.kernels.selftest import SelfTest, cases, how_to_run, run_case
 
     machine = selected_machine(args)
     how, detail = how_to_run(machine)
@@ -34,8 +34,10 @@ def run(args: argparse.Namespace) -> int:
             cfg = result.config
             verdict = "ok  " if result.passed else "FAIL"
             error = f"  max rel. error {result.max_rel_error:.2g}" if result.max_rel_error is not None else ""
-            print(f"  {verdict} {case.name:<34} {cfg['cob']}x{cfg['wob']} t{cfg['threads']}{error}"
-                  + (f"\n       {result.error}" if result.error else ""))
+            print(
+                f"  {verdict} {case.name:<34} {cfg['cob']}x{cfg['wob']} t{cfg['threads']}{error}"
+                + (f"\n       {result.error}" if result.error else "")
+            )
     report = SelfTest(machine.id, how, detail, tuple(results))
     if args.json:
         print(json.dumps(report.to_dict(), indent=1))

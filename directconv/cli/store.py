@@ -9,14 +9,16 @@ import json
 def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="store_command", metavar="ACTION", required=True)
     e = sub.add_parser(
-        "export", help="write the best configuration of every study in a tuning storage into the config store",
+        "export",
+        help="write the best configuration of every study in a tuning storage into the config store",
         description="For every directconv study in the storage (every machine fingerprint, layer and thread count), "
         "take the best correct trial, validate it as the config store validates what it reads, and record it in "
         "the config store (kept only where faster than what the store holds). Production machines then read the "
         "YAML files and never need the database.",
     )
-    e.add_argument("--storage", required=True,
-                   help="Optuna storage URL the tuners used, e.g. postgresql://user@host/db")
+    e.add_argument(
+        "--storage", required=True, help="Optuna storage URL the tuners used, e.g. postgresql://user@host/db"
+    )
     e.add_argument("--machine", help="only this machine: a machine id or a fingerprint id (default: every machine)")
     e.add_argument("--store", help="config store directory (default: $DIRECTCONV_STORE_DIR or the XDG data dir)")
     e.add_argument("--json", action="store_true", help="print JSON")
@@ -36,8 +38,10 @@ def run_export(args: argparse.Namespace) -> int:
             head = f"  {r.status:9} {r.machine} ({r.fingerprint_id}) {where}"
             if r.entry is not None:
                 c = r.entry.config
-                head += (f" t{r.entry.threads}: {c.cob}x{c.wob} cib={c.cib or 'all'} u{c.unroll} {c.parallel} "
-                         f"{r.entry.gflops:.1f} GFLOP/s, {r.entry.trials} trials")
+                head += (
+                    f" t{r.entry.threads}: {c.cob}x{c.wob} cib={c.cib or 'all'} u{c.unroll} {c.parallel} "
+                    f"{r.entry.gflops:.1f} GFLOP/s, {r.entry.trials} trials"
+                )
             print(head + (f" -> {r.path}" if r.status == "written" else ""))
             if r.detail:
                 print(f"            {r.detail}")

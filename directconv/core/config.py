@@ -61,7 +61,8 @@ class KernelConfig:
             _check_int("cib", self.cib, lanes, 1 << 16)
             if self.cib % lanes:
                 raise ValueError(
-                    f"KernelConfig.cib (C_i,b) must be a multiple of the {self.isa} vector width {lanes}, got {self.cib}"
+                    f"KernelConfig.cib (C_i,b) must be a multiple of the {self.isa} vector width {lanes}, "
+                    f"got {self.cib}"
                 )
         if self.rows is not None:
             _check_int("rows", self.rows, 1, 1 << 16)

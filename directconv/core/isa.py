@@ -31,8 +31,16 @@ class Isa:
 ISAS: dict[str, Isa] = {
     isa.name: isa
     for isa in (
-        Isa("avx512", 16, 32, True, ("-mavx512f", "-mavx512vl", "-mfma", "-mprefer-vector-width=512"), ("avx512f", "fma"),
-            "v", fma_broadcast=True),
+        Isa(
+            "avx512",
+            16,
+            32,
+            True,
+            ("-mavx512f", "-mavx512vl", "-mfma", "-mprefer-vector-width=512"),
+            ("avx512f", "fma"),
+            "v",
+            fma_broadcast=True,
+        ),
         Isa("avx2", 8, 16, True, ("-mavx2", "-mfma"), ("avx2", "fma"), "x"),
         Isa("avx", 8, 16, False, ("-mavx",), ("avx",), "x"),
         Isa("neon", 4, 32, True, (), ("asimd",), "w", fma_broadcast=True),

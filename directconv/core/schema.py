@@ -119,8 +119,10 @@ def as_json(data: Any, origin: str, error: type[DocumentError]) -> Any:
 
     def copy(value: Any, depth: int) -> Any:
         if next(counter) > MAX_VALUES:
-            raise error(f"{origin}: too large: more than {MAX_VALUES} values, counting each use of a YAML alias; "
-                        f"write repeated parts out, or split the file")
+            raise error(
+                f"{origin}: too large: more than {MAX_VALUES} values, counting each use of a YAML alias; "
+                f"write repeated parts out, or split the file"
+            )
         if depth > MAX_DEPTH:
             raise error(f"{origin}: nested more than {MAX_DEPTH} levels deep (does a YAML alias refer to itself?)")
         if isinstance(value, Mapping):
@@ -193,8 +195,10 @@ class _Short(reprlib.Repr):
             return "{}"
         if level <= 0:
             return "{...}"
-        pieces = [f"{self.repr1(k, level - 1)}: {self.repr1(v, level - 1)}"
-                  for k, v in itertools.islice(x.items(), self.maxdict)]
+        pieces = [
+            f"{self.repr1(k, level - 1)}: {self.repr1(v, level - 1)}"
+            for k, v in itertools.islice(x.items(), self.maxdict)
+        ]
         return "{" + ", ".join(pieces + (["..."] if len(x) > self.maxdict else [])) + "}"
 
 
@@ -216,8 +220,15 @@ def _num(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else str(x)
 
 
-_KINDS = {"object": "a mapping", "array": "a list", "string": "a string", "boolean": "true or false", "null": "null",
-          "integer": "an integer", "number": "a finite number"}
+_KINDS = {
+    "object": "a mapping",
+    "array": "a list",
+    "string": "a string",
+    "boolean": "true or false",
+    "null": "null",
+    "integer": "an integer",
+    "number": "a finite number",
+}
 
 
 def _bounded(kind: str, rule: Mapping[str, Any]) -> str:
@@ -277,8 +288,9 @@ def unknown(path: FieldPath, allowed: Sequence[str], keyword: str = "") -> Probl
 
 def missing(path: FieldPath, required: Sequence[str]) -> Problem:
     """The problem of a required field left out."""
-    return Problem(path, f"missing required field {field_name(path)!r}; required fields: {', '.join(required)}",
-                   "required")
+    return Problem(
+        path, f"missing required field {field_name(path)!r}; required fields: {', '.join(required)}", "required"
+    )
 
 
 def _problems_of(error: jsonschema.ValidationError) -> list[Problem]:

@@ -10,8 +10,10 @@ def _pair(value: Any, what: str) -> tuple[int, int]:
     """Accept an int or a pair of ints, as torch does for stride and padding."""
     if isinstance(value, (int,)) and not isinstance(value, bool):
         return int(value), int(value)
-    if isinstance(value, (tuple, list)) and len(value) == 2 and all(
-        isinstance(v, int) and not isinstance(v, bool) for v in value
+    if (
+        isinstance(value, (tuple, list))
+        and len(value) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
     ):
         return int(value[0]), int(value[1])
     raise TypeError(f"{what} must be an int or a pair of ints, got {value!r}")
@@ -89,7 +91,9 @@ class ConvShape:
             )
 
     @classmethod
-    def from_args(cls, ci: int, co: int, h: int, w: int, kh: int, kw: int, stride: Any = 1, padding: Any = 0) -> ConvShape:
+    def from_args(
+        cls, ci: int, co: int, h: int, w: int, kh: int, kw: int, stride: Any = 1, padding: Any = 0
+    ) -> ConvShape:
         sh, sw = normalize_stride(stride)
         pt, pb, pl, pr = normalize_padding(padding)
         return cls(ci=ci, co=co, h=h, w=w, kh=kh, kw=kw, sh=sh, sw=sw, pt=pt, pb=pb, pl=pl, pr=pr)

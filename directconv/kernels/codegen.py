@@ -89,7 +89,9 @@ def _vector_prelude(lanes: int, pin_constraint: str | None, aarch64: bool = Fals
     # PIN keeps a loaded weight vector in a register: otherwise GCC folds the load into every multiply-add that
     # uses it (x86 memory operands), reading each weight vector W_o,b times per step instead of once.
     pin = f'#define PIN(v) __asm__("" : "+{pin_constraint}"(v))' if pin_constraint else "#define PIN(v) ((void)0)"
-    return (_AARCH64_NO_PRESCHEDULE if aarch64 else "") + f"""
+    return (
+        (_AARCH64_NO_PRESCHEDULE if aarch64 else "")
+        + f"""
 typedef float vf __attribute__((vector_size({4 * lanes})));
 typedef float vfu __attribute__((vector_size({4 * lanes}), aligned(4)));  /* unaligned access */
 typedef int vi __attribute__((vector_size({4 * lanes})));
@@ -98,11 +100,11 @@ typedef int vi __attribute__((vector_size({4 * lanes})));
 #define VRELU(v) ((vf)((vi)(v) & (vi)((v) > (vf){{0}})))
 {pin}
 """
+    )
 
 
 def _emit_tile(name: str, shape: ConvShape, cfg: KernelConfig, vecs: int, tile: Tile, ci_tail: int, nbi: int) -> str:
     lanes = cfg.lanes
-    cob = cfg.cob
     w = tile.width
     acc = [[f"a{kk}_{v}" for v in range(vecs)] for kk in range(w)]
     lines: list[str] = []
@@ -189,6 +191,10 @@ def generate(cfg: KernelConfig, shape: ConvShape, *, pin: bool = True) -> str:
     vecs = cfg.vectors
     nj = -(-nbo // vecs)
     v_tail = nbo - (nj - 1) * vecs
+    # The last output-channel block runs the narrower row function when C_o leaves a tail of vectors.
+    tail_call = (
+        f"if (j == NJ - 1) row_v{v_tail}(in_b, wt_j, out_r, bias_j, oh, ib0, ib1, fin); else " if v_tail != vecs else ""
+    )
     tiles = plan_tiles(shape, cfg.wob)
 
     out: list[str] = []
@@ -200,12 +206,28 @@ def generate(cfg: KernelConfig, shape: ConvShape, *, pin: bool = True) -> str:
     out.append("#include <stddef.h>\n#include <time.h>")
     out.append(_vector_prelude(lanes, isa.register_constraint if pin else None, aarch64=isa.name == "neon"))
     consts = dict(
-        CB=lanes, COB=cfg.cob, H=shape.h, W=shape.w, KH=shape.kh, KW=shape.kw, SH=shape.sh, SW=shape.sw,
-        PT=shape.pt, PL=shape.pl, HO=shape.ho, WO=shape.wo, NBI=nbi, NBO=nbo, NJ=nj, VEC=vecs,
+        CB=lanes,
+        COB=cfg.cob,
+        H=shape.h,
+        W=shape.w,
+        KH=shape.kh,
+        KW=shape.kw,
+        SH=shape.sh,
+        SW=shape.sw,
+        PT=shape.pt,
+        PL=shape.pl,
+        HO=shape.ho,
+        WO=shape.wo,
+        NBI=nbi,
+        NBO=nbo,
+        NJ=nj,
+        VEC=vecs,
     )
     out.extend(f"#define {k} {v}" for k, v in consts.items())
     out.append("#define PLANE ((ptrdiff_t)HO * WO * CB)  /* distance between two output channel blocks */")
-    out.append("enum { FIN_NO = 0, FIN_PLAIN = 1, FIN_RELU = 2 };  /* is this the last cache block, and fuse a ReLU? */")
+    out.append(
+        "enum { FIN_NO = 0, FIN_PLAIN = 1, FIN_RELU = 2 };  /* is this the last cache block, and fuse a ReLU? */"
+    )
 
     variants = [vecs] + ([v_tail] if v_tail != vecs else [])
     for nv in variants:
@@ -223,7 +245,7 @@ def generate(cfg: KernelConfig, shape: ConvShape, *, pin: bool = True) -> str:
             "    const int n_hi = H - ih0 < KH ? H - ih0 : KH;",
             "    const int init = ib0 == 0;",
         ]
-        for name, tile in zip(names, tiles):
+        for name, tile in zip(names, tiles, strict=True):
             if tile.count == 1:
                 body.append(
                     f"    {name}(in_b, wt_j, out_r, bias_j, {tile.first * cfg.wob}, ih0, n_lo, n_hi, ib0, ib1, init, fin);"
@@ -264,7 +286,7 @@ def generate(cfg: KernelConfig, shape: ConvShape, *, pin: bool = True) -> str:
             const int fin = ib1 < NBI ? FIN_NO : relu ? FIN_RELU : FIN_PLAIN;
             for (int oh = r0; oh < r1; ++oh) {{
                 float *out_r = out_j + (size_t)oh * WO * CB;
-                {"if (j == NJ - 1) row_v%d(in_b, wt_j, out_r, bias_j, oh, ib0, ib1, fin); else " % v_tail if v_tail != vecs else ""}row_v{vecs}(in_b, wt_j, out_r, bias_j, oh, ib0, ib1, fin);
+                {tail_call}row_v{vecs}(in_b, wt_j, out_r, bias_j, oh, ib0, ib1, fin);
             }}
         }}
     }}

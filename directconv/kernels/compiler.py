@@ -7,12 +7,9 @@ Libraries are written to a temporary name and renamed into place, so concurrent 
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import json
 import logging
 import os
-import shutil
 import subprocess
 import tempfile
 import threading
@@ -33,6 +30,7 @@ BASE_FLAGS: tuple[str, ...] = (
     "-ffp-contract=fast",
     "-fno-trapping-math",
 )
+
 
 class CompileError(RuntimeError):
     """The C compiler rejected a source; the message carries the compiler's own output."""
@@ -101,8 +99,11 @@ def lookup(source: str, flags: tuple[str, ...], *, name: str = "kernel") -> Path
     """
     key = source_key(source, BASE_FLAGS + tuple(flags))
     folder = cache_dir() / key[:2]
-    found = sorted(folder.glob(f"{name}-{key}-*.so"), key=lambda p: p.stat().st_mtime, reverse=True) \
-        if folder.is_dir() else []
+    found = (
+        sorted(folder.glob(f"{name}-{key}-*.so"), key=lambda p: p.stat().st_mtime, reverse=True)
+        if folder.is_dir()
+        else []
+    )
     return next((p for p in found if verified(p)), None)
 
 
@@ -133,8 +134,9 @@ def build(source: str, flags: tuple[str, ...], *, name: str = "kernel") -> Path:
     except CompilerNotFoundError as exc:
         cached = lookup(source, flags, name=name)
         if cached is None:
-            raise CompilerNotFoundError(f"{exc} (and the kernel cache {cache_dir()} holds no build of this kernel)") \
-                from None
+            raise CompilerNotFoundError(
+                f"{exc} (and the kernel cache {cache_dir()} holds no build of this kernel)"
+            ) from None
         _log_hit(cached, "no compiler on this machine; built earlier")
         return cached
     all_flags = BASE_FLAGS + tuple(flags)
@@ -147,7 +149,10 @@ def build(source: str, flags: tuple[str, ...], *, name: str = "kernel") -> Path:
 
 
 def publish(
-    target: Path, source: str, command: Callable[[Path, Path, Path], list[str]], what: str,
+    target: Path,
+    source: str,
+    command: Callable[[Path, Path, Path], list[str]],
+    what: str,
     extra: dict[str, str] | None = None,
 ) -> Path:
     """Return `target` if cached and intact; else build it in a private temporary folder and rename it into place.

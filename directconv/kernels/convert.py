@@ -56,8 +56,10 @@ def _pointer(a: np.ndarray) -> Any:
 
 def _check_out(out: np.ndarray, shape: tuple[int, ...]) -> None:
     if out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous or not out.flags.writeable:
-        raise ValueError(f"out must be a writeable C-contiguous float32 array of shape {shape}, got "
-                         f"{out.dtype} {out.shape} (contiguous={out.flags.c_contiguous})")
+        raise ValueError(
+            f"out must be a writeable C-contiguous float32 array of shape {shape}, got "
+            f"{out.dtype} {out.shape} (contiguous={out.flags.c_contiguous})"
+        )
 
 
 def to_blocked(x: np.ndarray, lanes: int, *, threads: int = 1, out: np.ndarray | None = None) -> np.ndarray:
@@ -89,8 +91,14 @@ def max_pool(x: np.ndarray, y: np.ndarray, kernel: int, stride: int, padding: in
     if lib is None:
         return False
     n, nb, h, w, _ = x.shape
-    if lib.dc_max_pool(_pointer(x), _pointer(y), n * nb, h, w, y.shape[2], y.shape[3], kernel, stride, padding,
-                       max(1, threads)) != 0:
-        raise ValueError(f"dc_max_pool refused {x.shape} -> {y.shape}, kernel {kernel}, stride {stride}, "
-                         f"padding {padding}, threads {threads}")
+    if (
+        lib.dc_max_pool(
+            _pointer(x), _pointer(y), n * nb, h, w, y.shape[2], y.shape[3], kernel, stride, padding, max(1, threads)
+        )
+        != 0
+    ):
+        raise ValueError(
+            f"dc_max_pool refused {x.shape} -> {y.shape}, kernel {kernel}, stride {stride}, "
+            f"padding {padding}, threads {threads}"
+        )
     return True

@@ -55,8 +55,13 @@ KINDS: tuple[str, ...] = get_args(Kind)
 SUFFIXES: dict[str, str] = {"shared": ".so", "object": ".o", "asm": ".s", "executable": ".bin"}
 
 # The architecture an ISA's code runs on; None: portable C that any compiler builds for any architecture.
-ISA_ARCH: dict[str, str | None] = {"avx512": "x86_64", "avx2": "x86_64", "avx": "x86_64", "neon": "aarch64",
-                                   "scalar": None}
+ISA_ARCH: dict[str, str | None] = {
+    "avx512": "x86_64",
+    "avx2": "x86_64",
+    "avx": "x86_64",
+    "neon": "aarch64",
+    "scalar": None,
+}
 # GNU target triples: the prefix of a cross compiler's name (Debian: gcc-aarch64-linux-gnu installs
 # aarch64-linux-gnu-gcc) and of the qemu-user binary that runs the result.
 TRIPLES: dict[str, str] = {"x86_64": "x86_64-linux-gnu", "aarch64": "aarch64-linux-gnu"}
@@ -123,7 +128,7 @@ def target_for(machine: Machine) -> Target:
                 "machine, so the kernel could not be built elsewhere; name the CPU instead (e.g. -march=znver3, "
                 "-mcpu=neoverse-n1; `directconv probe` writes such a description for this host)"
             )
-    disabled = {f[len("-mno-"):] for f in flags if f.startswith("-mno-")}
+    disabled = {f[len("-mno-") :] for f in flags if f.startswith("-mno-")}
     conflicts = [f for f in isa.flags if f.startswith("-m") and f[2:] in disabled]
     if conflicts:
         raise ValueError(
@@ -132,15 +137,20 @@ def target_for(machine: Machine) -> Target:
             "the -mno- flag"
         )
     fallbacks = tuple(tuple(f) + isa.flags for f in machine.compiler_flag_fallbacks)
-    return Target(machine=machine.id, isa=isa.name, arch=ISA_ARCH[isa.name], flags=flags + isa.flags,
-                  fallbacks=fallbacks)
+    return Target(
+        machine=machine.id, isa=isa.name, arch=ISA_ARCH[isa.name], flags=flags + isa.flags, fallbacks=fallbacks
+    )
 
 
 @functools.cache
 def accepts(compiler_path: str, flags: tuple[str, ...]) -> bool:
     """Whether the compiler takes `flags` (compiles an empty translation unit with them)."""
-    result = subprocess.run([compiler_path, *flags, "-x", "c", "-c", "-o", os.devnull, "-"], input="int dc;\n",
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [compiler_path, *flags, "-x", "c", "-c", "-o", os.devnull, "-"],
+        input="int dc;\n",
+        capture_output=True,
+        text=True,
+    )
     return result.returncode == 0
 
 
@@ -155,8 +165,10 @@ def resolve_flags(target: Target, cc: str | None = None) -> tuple[tuple[str, ...
         return target.flags, ""
     for flags in target.fallbacks:
         if accepts(comp.path, flags):
-            return flags, (f"{comp.path} ({comp.version}) rejects {' '.join(target.flags)}; built with the "
-                           f"machine's fallback {' '.join(flags)}")
+            return flags, (
+                f"{comp.path} ({comp.version}) rejects {' '.join(target.flags)}; built with the "
+                f"machine's fallback {' '.join(flags)}"
+            )
     return target.flags, ""
 
 
@@ -301,8 +313,17 @@ def run_driver(
     out_shape = (batch, blocks(shape.co, lanes), shape.ho, shape.wo, lanes)
     expected = {
         "input": (x, (batch, blocks(shape.ci, lanes), shape.h, shape.w, lanes)),
-        "weights": (weights, (blocks(blocks(shape.co, lanes) * lanes, config.cob), blocks(shape.ci, lanes),
-                              shape.kh, shape.kw, lanes, config.cob)),
+        "weights": (
+            weights,
+            (
+                blocks(blocks(shape.co, lanes) * lanes, config.cob),
+                blocks(shape.ci, lanes),
+                shape.kh,
+                shape.kw,
+                lanes,
+                config.cob,
+            ),
+        ),
         "bias": (bias, (blocks(blocks(shape.co, lanes) * lanes, config.cob) * config.cob,)),
     }
     for what, (array, want) in expected.items():
@@ -322,8 +343,19 @@ def run_driver(
         for n, array in (("in", x), ("wt", weights), ("bias", bias)):
             # Both architectures we target are little-endian; '<f4' says so rather than assuming the host is.
             np.ascontiguousarray(array, dtype="<f4").tofile(files[n])
-        args = [files["in"], files["wt"], files["bias"], files["out"], out_floats, batch, cib_blocks, rows,
-                parallel_rows, config.threads, int(relu)]
+        args = [
+            files["in"],
+            files["wt"],
+            files["bias"],
+            files["out"],
+            out_floats,
+            batch,
+            cib_blocks,
+            rows,
+            parallel_rows,
+            config.threads,
+            int(relu),
+        ]
         cmd = [*prefix, str(executable), *map(str, args)]
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
         if result.returncode != 0:

@@ -21,10 +21,10 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from directconv.kernels import codegen, compiler, cross
 from directconv.core.config import KernelConfig
-from directconv.kernels.layout import blocks
 from directconv.core.shape import ConvShape
+from directconv.kernels import codegen, compiler, cross
+from directconv.kernels.layout import blocks
 
 __all__ = ["EXPORT_VERSION", "ExportLayer", "check_prefix", "export_files", "layer_c_names"]
 
@@ -36,9 +36,46 @@ OPT_FLAGS: tuple[str, ...] = tuple(f for f in compiler.BASE_FLAGS if f != "-shar
 
 _IDENTIFIER = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,31}")
 _C_KEYWORDS = frozenset(
-    "auto break case char const continue default do double else enum extern float for goto if inline int long "
-    "register restrict return short signed sizeof static struct switch typedef union unsigned void volatile while "
-    "asm bool true false".split()
+    [
+        "auto",
+        "break",
+        "case",
+        "char",
+        "const",
+        "continue",
+        "default",
+        "do",
+        "double",
+        "else",
+        "enum",
+        "extern",
+        "float",
+        "for",
+        "goto",
+        "if",
+        "inline",
+        "int",
+        "long",
+        "register",
+        "restrict",
+        "return",
+        "short",
+        "signed",
+        "sizeof",
+        "static",
+        "struct",
+        "switch",
+        "typedef",
+        "union",
+        "unsigned",
+        "void",
+        "volatile",
+        "while",
+        "asm",
+        "bool",
+        "true",
+        "false",
+    ]
 )
 
 
@@ -95,8 +132,14 @@ def _layer_facts(layer: ExportLayer) -> dict[str, int]:
     nj = blocks(nbo * lanes, cfg.cob)
     cib_blocks, rows, parallel_rows = cross.driver_arguments(cfg, s)
     return dict(
-        lanes=lanes, nbi=blocks(s.ci, lanes), nbo=nbo, nj=nj, cib_blocks=cib_blocks, rows=rows,
-        parallel_rows=parallel_rows, weights=nj * blocks(s.ci, lanes) * s.kh * s.kw * lanes * cfg.cob,
+        lanes=lanes,
+        nbi=blocks(s.ci, lanes),
+        nbo=nbo,
+        nj=nj,
+        cib_blocks=cib_blocks,
+        rows=rows,
+        parallel_rows=parallel_rows,
+        weights=nj * blocks(s.ci, lanes) * s.kh * s.kw * lanes * cfg.cob,
         bias=nj * cfg.cob,
     )
 
@@ -106,17 +149,19 @@ def _layer_api_decls(p: str, c: str, layer: ExportLayer) -> str:
     f = _layer_facts(layer)
     P, C = p.upper(), c.upper()
     pad = f"{s.pt},{s.pb},{s.pl},{s.pr}"
-    cfg_text = (f"isa={cfg.isa} C_o,b={cfg.cob} W_o,b={cfg.wob} unroll={cfg.unroll} "
-                f"C_i,b={cfg.cib if cfg.cib is not None else 'all'} rows={cfg.rows if cfg.rows is not None else 'all'} "
-                f"parallel={cfg.parallel} threads={cfg.threads}")
+    cfg_text = (
+        f"isa={cfg.isa} C_o,b={cfg.cob} W_o,b={cfg.wob} unroll={cfg.unroll} "
+        f"C_i,b={cfg.cib if cfg.cib is not None else 'all'} rows={cfg.rows if cfg.rows is not None else 'all'} "
+        f"parallel={cfg.parallel} threads={cfg.threads}"
+    )
     return f"""
 /* ---- {_c_comment(layer.name)} ----
  * shape:  C_i={s.ci} -> C_o={s.co}, input {s.h}x{s.w}, kernel {s.kh}x{s.kw}, stride {s.sh}x{s.sw},
  *         padding top,bottom,left,right = {pad}, output {s.ho}x{s.wo}
  * config: {cfg_text}
- *         ({layer.source}{': ' + _c_comment(layer.detail.splitlines()[0]) if layer.detail else ''})
- * blocked input  {P}_{C}_IN_FLOATS  per image: [{f['nbi']}][{s.h}][{s.w}][{f['lanes']}]
- * blocked output {P}_{C}_OUT_FLOATS per image: [{f['nbo']}][{s.ho}][{s.wo}][{f['lanes']}]
+ *         ({layer.source}{": " + _c_comment(layer.detail.splitlines()[0]) if layer.detail else ""})
+ * blocked input  {P}_{C}_IN_FLOATS  per image: [{f["nbi"]}][{s.h}][{s.w}][{f["lanes"]}]
+ * blocked output {P}_{C}_OUT_FLOATS per image: [{f["nbo"]}][{s.ho}][{s.wo}][{f["lanes"]}]
  */
 #define {P}_{C}_CI {s.ci}
 #define {P}_{C}_CO {s.co}
@@ -126,11 +171,11 @@ def _layer_api_decls(p: str, c: str, layer: ExportLayer) -> str:
 #define {P}_{C}_KW {s.kw}
 #define {P}_{C}_HO {s.ho}
 #define {P}_{C}_WO {s.wo}
-#define {P}_{C}_IN_FLOATS {f['nbi'] * s.h * s.w * f['lanes']}
-#define {P}_{C}_OUT_FLOATS {f['nbo'] * s.ho * s.wo * f['lanes']}
-#define {P}_{C}_BIAS_FLOATS {f['bias']}
+#define {P}_{C}_IN_FLOATS {f["nbi"] * s.h * s.w * f["lanes"]}
+#define {P}_{C}_OUT_FLOATS {f["nbo"] * s.ho * s.wo * f["lanes"]}
+#define {P}_{C}_BIAS_FLOATS {f["bias"]}
 
-/* Floats of the packed weights ({f['weights']}); the packed bias has {P}_{C}_BIAS_FLOATS. */
+/* Floats of the packed weights ({f["weights"]}); the packed bias has {P}_{C}_BIAS_FLOATS. */
 size_t {p}_{c}_packed_weights_floats(void);
 /* oihw: [C_o][C_i][kh][kw] float32; bias: [C_o] or NULL (zeros). Writes the packed layouts the kernel reads. */
 void {p}_{c}_pack_weights(const float *oihw, const float *bias, float *packed_w, float *packed_bias);
@@ -149,8 +194,8 @@ int {p}_{c}_bench(const float *in, const float *wt, const float *bias, float *ou
 
 def header_text(p: str, c_names: list[str], layers: list[ExportLayer], machine_id: str, lanes: int) -> str:
     P = p.upper()
-    listing = "\n".join(f" *   {p}_{c}  {_label(layer)}" for c, layer in zip(c_names, layers))
-    decls = "".join(_layer_api_decls(p, c, layer) for c, layer in zip(c_names, layers))
+    listing = "\n".join(f" *   {p}_{c}  {_label(layer)}" for c, layer in zip(c_names, layers, strict=True))
+    decls = "".join(_layer_api_decls(p, c, layer) for c, layer in zip(c_names, layers, strict=True))
     return f"""/* directconv export for machine {machine_id}: direct-convolution kernels and their C API.
  * Generated by `directconv export`; the exact configurations and provenance are in manifest.json.
  *
@@ -250,31 +295,31 @@ def layer_text(p: str, c: str, layer: ExportLayer) -> str:
 
 size_t {p}_{c}_packed_weights_floats(void)
 {{
-    return {f['weights']};
+    return {f["weights"]};
 }}
 
-/* packed_w [{f['nj']}][{f['nbi']}][{s.kh}][{s.kw}][{f['lanes']}][{cfg.cob}] from OIHW, zero past C_o and C_i (kernels/layout.py). */
+/* packed_w [{f["nj"]}][{f["nbi"]}][{s.kh}][{s.kw}][{f["lanes"]}][{cfg.cob}] from OIHW, zero past C_o and C_i (kernels/layout.py). */
 void {p}_{c}_pack_weights(const float *oihw, const float *bias, float *packed_w, float *packed_bias)
 {{
     size_t i = 0;
-    for (int j = 0; j < {f['nj']}; ++j)
-        for (int ib = 0; ib < {f['nbi']}; ++ib)
+    for (int j = 0; j < {f["nj"]}; ++j)
+        for (int ib = 0; ib < {f["nbi"]}; ++ib)
             for (int y = 0; y < {s.kh}; ++y)
                 for (int x = 0; x < {s.kw}; ++x)
-                    for (int l = 0; l < {f['lanes']}; ++l)
+                    for (int l = 0; l < {f["lanes"]}; ++l)
                         for (int o = 0; o < {cfg.cob}; ++o) {{
-                            const int oc = j * {cfg.cob} + o, ic = ib * {f['lanes']} + l;
+                            const int oc = j * {cfg.cob} + o, ic = ib * {f["lanes"]} + l;
                             packed_w[i++] = oc < {s.co} && ic < {s.ci}
                                 ? oihw[(((size_t)oc * {s.ci} + ic) * {s.kh} + y) * {s.kw} + x] : 0.0f;
                         }}
-    for (int o = 0; o < {f['bias']}; ++o) packed_bias[o] = bias && o < {s.co} ? bias[o] : 0.0f;
+    for (int o = 0; o < {f["bias"]}; ++o) packed_bias[o] = bias && o < {s.co} ? bias[o] : 0.0f;
 }}
 
 int {p}_{c}_run_blocked(const float *in_blocked, const float *packed_w, const float *packed_bias, float *out_blocked,
                         int batch, int threads, int relu)
 {{
-    return dc_conv(in_blocked, packed_w, packed_bias, out_blocked, batch, {f['cib_blocks']}, {f['rows']},
-                   {f['parallel_rows']}, threads > 0 ? threads : {cfg.threads}, relu != 0);
+    return dc_conv(in_blocked, packed_w, packed_bias, out_blocked, batch, {f["cib_blocks"]}, {f["rows"]},
+                   {f["parallel_rows"]}, threads > 0 ? threads : {cfg.threads}, relu != 0);
 }}
 """
 
@@ -293,10 +338,10 @@ AR = {triple}-ar
 endif
 """
     objects = " ".join(s[:-2] + ".o" for s in sources)
-    return f"""# directconv export for machine {target.machine} ({target.isa}{', ' + target.arch if target.arch else ''}).
+    return f"""# directconv export for machine {target.machine} ({target.isa}{", " + target.arch if target.arch else ""}).
 # `make` builds {LIBRARY}.a and {LIBRARY}.so. Extra flags: make CFLAGS="-Wall -Wextra"; another compiler: make CC=...
-{tools}TARGET_FLAGS = {' '.join(target.flags)}
-OPT_FLAGS = {' '.join(OPT_FLAGS)}
+{tools}TARGET_FLAGS = {" ".join(target.flags)}
+OPT_FLAGS = {" ".join(OPT_FLAGS)}
 CFLAGS ?=
 ALL_CFLAGS = $(OPT_FLAGS) $(TARGET_FLAGS) $(CFLAGS)
 OBJECTS = {objects}
@@ -323,7 +368,8 @@ clean:
 def readme_text(p: str, c_names: list[str], layers: list[ExportLayer], target: cross.Target, lanes: int) -> str:
     rows = "\n".join(
         f"| `{p}_{c}` | {layer.name} | {layer.shape.describe()} | cob={layer.config.cob} wob={layer.config.wob} "
-        f"({layer.source}) |" for c, layer in zip(c_names, layers)
+        f"({layer.source}) |"
+        for c, layer in zip(c_names, layers, strict=True)
     )
     cc = f"{cross.TRIPLES[target.arch]}-gcc" if target.arch and target.arch != cross.host_arch() else "cc"
     first = f"{p}_{c_names[0]}"
@@ -343,8 +389,8 @@ make                      # {LIBRARY}.a and {LIBRARY}.so, CC={cc}
 {cc} -O3 -fopenmp my_program.c -I. -L. -l:{LIBRARY}.a -o my_program
 ```
 
-Without make: `{cc} {' '.join(OPT_FLAGS)} {' '.join(target.flags)} -c *.c`, then link the objects with
-`-fopenmp`. Keep the flags: `{' '.join(target.flags)}` selects the instructions the kernels were generated for.
+Without make: `{cc} {" ".join(OPT_FLAGS)} {" ".join(target.flags)} -c *.c`, then link the objects with
+`-fopenmp`. Keep the flags: `{" ".join(target.flags)}` selects the instructions the kernels were generated for.
 
 ## Call
 
@@ -366,8 +412,9 @@ machine, configurations and the directconv version that produced them.
 """
 
 
-def manifest(prefix: str, c_names: list[str], layers: list[ExportLayer], target: cross.Target,
-             provenance: dict[str, Any]) -> dict[str, Any]:
+def manifest(
+    prefix: str, c_names: list[str], layers: list[ExportLayer], target: cross.Target, provenance: dict[str, Any]
+) -> dict[str, Any]:
     from directconv.core.version import __version__
 
     return {
@@ -382,15 +429,22 @@ def manifest(prefix: str, c_names: list[str], layers: list[ExportLayer], target:
         "prefix": prefix,
         **provenance,
         "layers": [
-            {"name": layer.name, "c_name": f"{prefix}_{c}", "shape": layer.shape.to_dict(),
-             "config": layer.config.to_dict(), "config_source": layer.source, "config_detail": layer.detail}
-            for c, layer in zip(c_names, layers)
+            {
+                "name": layer.name,
+                "c_name": f"{prefix}_{c}",
+                "shape": layer.shape.to_dict(),
+                "config": layer.config.to_dict(),
+                "config_source": layer.source,
+                "config_detail": layer.detail,
+            }
+            for c, layer in zip(c_names, layers, strict=True)
         ],
     }
 
 
-def export_files(layers: list[ExportLayer], target: cross.Target, prefix: str = "dc",
-                 provenance: dict[str, Any] | None = None) -> dict[str, str]:
+def export_files(
+    layers: list[ExportLayer], target: cross.Target, prefix: str = "dc", provenance: dict[str, Any] | None = None
+) -> dict[str, str]:
     """File name -> text of an export of `layers` for `target` (see the module docstring).
 
     Raises ValueError for an invalid prefix, no layers, or a config whose ISA is not the target's.
@@ -406,9 +460,11 @@ def export_files(layers: list[ExportLayer], target: cross.Target, prefix: str = 
             )
     lanes = layers[0].config.lanes
     c_names = layer_c_names([layer.name for layer in layers])
-    files = {"directconv.h": header_text(prefix, c_names, layers, target.machine, lanes),
-             "directconv_common.c": common_text(prefix)}
-    for c, layer in zip(c_names, layers):
+    files = {
+        "directconv.h": header_text(prefix, c_names, layers, target.machine, lanes),
+        "directconv_common.c": common_text(prefix),
+    }
+    for c, layer in zip(c_names, layers, strict=True):
         files[f"layer_{c}.c"] = layer_text(prefix, c, layer)
     sources = [name for name in files if name.endswith(".c")]
     files["Makefile"] = makefile_text(target, sources)

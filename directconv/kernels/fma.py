@@ -30,9 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-
-from directconv.kernels import compiler, ffi
 from directconv.core.isa import Isa, get_isa
+from directconv.kernels import compiler, ffi
 
 SIGNATURES = """
 double dc_probe_add(long iters);

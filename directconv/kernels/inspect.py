@@ -23,8 +23,19 @@ from directconv.kernels import cross
 from directconv.machines.machine import Machine
 from directconv.model.estimate import registers_needed, spare_registers
 
-__all__ = ["Dialect", "HotLoop", "Inspection", "Instruction", "dialect_for", "disassemble", "hot_loop", "inspect_kernel",
-           "model_plan", "objdump_for", "parse_listing"]
+__all__ = [
+    "Dialect",
+    "HotLoop",
+    "Inspection",
+    "Instruction",
+    "dialect_for",
+    "disassemble",
+    "hot_loop",
+    "inspect_kernel",
+    "model_plan",
+    "objdump_for",
+    "parse_listing",
+]
 
 
 @dataclass(frozen=True)
@@ -45,13 +56,28 @@ _X86_MEMORY = re.compile(r"\(%\w+")
 _X86_STACK = re.compile(r"\(%(rsp|rbp)\b")
 
 DIALECTS: dict[str, Dialect] = {
-    "x86_fma": Dialect("x86", re.compile(r"^vfmadd\d*ps\b"), re.compile(r"^vfmadd\d*ps\b"), _X86_REGISTER, True,
-                       _X86_MEMORY, _X86_STACK),
+    "x86_fma": Dialect(
+        "x86",
+        re.compile(r"^vfmadd\d*ps\b"),
+        re.compile(r"^vfmadd\d*ps\b"),
+        _X86_REGISTER,
+        True,
+        _X86_MEMORY,
+        _X86_STACK,
+    ),
     # AVX without FMA: a multiply, then an add into the accumulator.
-    "x86_mul_add": Dialect("x86", re.compile(r"^vmulps\b"), re.compile(r"^vaddps\b"), _X86_REGISTER, True,
-                           _X86_MEMORY, _X86_STACK),
-    "aarch64": Dialect("aarch64", re.compile(r"^fmla\s+v\d+\.4s"), re.compile(r"^fmla\s+v\d+\.4s"),
-                       re.compile(r"\b[vqds](\d+)\b"), False, re.compile(r"\["), re.compile(r"\[sp\b")),
+    "x86_mul_add": Dialect(
+        "x86", re.compile(r"^vmulps\b"), re.compile(r"^vaddps\b"), _X86_REGISTER, True, _X86_MEMORY, _X86_STACK
+    ),
+    "aarch64": Dialect(
+        "aarch64",
+        re.compile(r"^fmla\s+v\d+\.4s"),
+        re.compile(r"^fmla\s+v\d+\.4s"),
+        re.compile(r"\b[vqds](\d+)\b"),
+        False,
+        re.compile(r"\["),
+        re.compile(r"\[sp\b"),
+    ),
 }
 _BRANCH = re.compile(r"^(j\w+|b(\.\w+)?|cbn?z|tbn?z)\s+(?:[wx]\d+,\s*(?:#\d+,\s*)?)?([0-9a-f]+)\b")
 
@@ -85,8 +111,11 @@ def objdump_for(arch: str) -> str:
             return path
     raise FileNotFoundError(
         f"no objdump for {arch} object files: install binutils"
-        + (f" and binutils-{arch}-linux-gnu (Debian/Ubuntu: apt-get install binutils-{arch}-linux-gnu)"
-           if arch != "x86_64" else " (Debian/Ubuntu: apt-get install binutils)")
+        + (
+            f" and binutils-{arch}-linux-gnu (Debian/Ubuntu: apt-get install binutils-{arch}-linux-gnu)"
+            if arch != "x86_64"
+            else " (Debian/Ubuntu: apt-get install binutils)"
+        )
     )
 
 
@@ -97,8 +126,7 @@ def _reads(objdump: str, arch: str) -> bool:
 
 def disassemble(obj: Path, arch: str) -> list[Instruction]:
     """The instructions of `obj` (an object file or a shared library) in address order."""
-    result = subprocess.run([objdump_for(arch), "-d", "--no-show-raw-insn", str(obj)], capture_output=True,
-                            text=True)
+    result = subprocess.run([objdump_for(arch), "-d", "--no-show-raw-insn", str(obj)], capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"objdump failed on {obj} (exit {result.returncode}): {result.stderr.strip()[:2000]}")
     return parse_listing(result.stdout, arch)
@@ -157,7 +185,7 @@ def _destination(dialect: Dialect, operands: str) -> int | None:
 
 
 def _memory_role(dialect: Dialect, ins: Instruction) -> str | None:
-    """"load", "store" or None: whether the instruction moves a vector register from or to memory."""
+    """ "load", "store" or None: whether the instruction moves a vector register from or to memory."""
     ops = ins.operands
     if not dialect.memory.search(ops) or not _registers(dialect, ops):
         return None
@@ -190,8 +218,9 @@ def analyse(dialect: Dialect, body: list[Instruction]) -> HotLoop:
             reloads += filled if on_stack else 0
         elif role == "store":
             spills += len(_registers(dialect, ins.operands)) if on_stack else 0
-    return HotLoop(tuple(body), multiply_adds, tuple(sorted(accumulators)), tuple(sorted(registers)), loads, spills,
-                   reloads)
+    return HotLoop(
+        tuple(body), multiply_adds, tuple(sorted(accumulators)), tuple(sorted(registers)), loads, spills, reloads
+    )
 
 
 def hot_loop(code: list[Instruction], dialect: Dialect) -> HotLoop | None:
@@ -220,9 +249,16 @@ class Inspection:
     loop: HotLoop | None
 
     def to_dict(self) -> dict[str, object]:
-        return {"machine": self.machine, "layer": self.layer, "config": self.config.to_dict(),
-                "flags": list(self.flags), "model": dict(self.model), "compiled": self.compiled,
-                "agrees": self.agrees, "notes": list(self.notes)}
+        return {
+            "machine": self.machine,
+            "layer": self.layer,
+            "config": self.config.to_dict(),
+            "flags": list(self.flags),
+            "model": dict(self.model),
+            "compiled": self.compiled,
+            "agrees": self.agrees,
+            "notes": list(self.notes),
+        }
 
 
 def model_plan(machine: Machine, shape: ConvShape, config: KernelConfig) -> dict[str, int]:
@@ -259,8 +295,10 @@ def _compare(plan: dict[str, int], loop: HotLoop) -> tuple[dict[str, object], bo
     agrees = True
     if loop.spills or loop.reloads:
         agrees = False
-        notes.append(f"the hot loop moves vector registers to or from the stack ({loop.spills} stores, {loop.reloads} "
-                     f"loads): the tile needs more registers than the compiler kept free")
+        notes.append(
+            f"the hot loop moves vector registers to or from the stack ({loop.spills} stores, {loop.reloads} "
+            f"loads): the tile needs more registers than the compiler kept free"
+        )
     if len(loop.vector_registers) > plan["n_reg"]:
         agrees = False
         notes.append(f"{len(loop.vector_registers)} vector registers named, more than the {plan['n_reg']} there are")
@@ -271,15 +309,22 @@ def _compare(plan: dict[str, int], loop: HotLoop) -> tuple[dict[str, object], bo
         agrees = False
         notes.append(f"{len(loop.accumulators)} registers accumulate, the plan has {e} accumulators")
     if e < plan["fmas_in_flight_needed"]:
-        notes.append(f"E = {e} accumulators is under N_fma * L_fma = {plan['fmas_in_flight_needed']}: the tile is "
-                     f"latency-bound by choice (a narrow layer or a small register file)")
+        notes.append(
+            f"E = {e} accumulators is under N_fma * L_fma = {plan['fmas_in_flight_needed']}: the tile is "
+            f"latency-bound by choice (a narrow layer or a small register file)"
+        )
     if len(loop.vector_registers) > plan["registers_budget"]:
-        notes.append(f"the compiler named {len(loop.vector_registers)} registers, {len(loop.vector_registers) - plan['registers_budget']} "
-                     f"more than the model's budget of {plan['registers_budget']} (loads of the next step in flight)")
+        notes.append(
+            f"the compiler named {len(loop.vector_registers)} registers, "
+            f"{len(loop.vector_registers) - plan['registers_budget']} more than the model's budget of "
+            f"{plan['registers_budget']} (loads of the next step in flight)"
+        )
     loads = compiled["loads_per_step"]
     if isinstance(loads, float) and abs(loads - plan["loads_per_step"]) > 1e-9:
-        notes.append(f"{loads:g} loads per step against the model's {plan['loads_per_step']} (weight vectors + one "
-                     f"broadcast per column)")
+        notes.append(
+            f"{loads:g} loads per step against the model's {plan['loads_per_step']} (weight vectors + one "
+            f"broadcast per column)"
+        )
     return compiled, agrees, notes
 
 
@@ -298,12 +343,20 @@ def inspect_kernel(machine: Machine, shape: ConvShape, config: KernelConfig, lay
     loop = hot_loop(code, dialect_for(config.isa, fused))
     plan = model_plan(machine, shape, config)
     if loop is None:
-        return Inspection(machine.id, layer or shape.describe(), config, flags, plan, None, False,
-                          ("no loop of vector multiply-adds found in the code",), None)
+        return Inspection(
+            machine.id,
+            layer or shape.describe(),
+            config,
+            flags,
+            plan,
+            None,
+            False,
+            ("no loop of vector multiply-adds found in the code",),
+            None,
+        )
     compiled, agrees, notes = _compare(plan, loop)
     if flags_note:
         notes.insert(0, flags_note)
     if not fused:
         notes.insert(0, "no fused multiply-add in the machine's flags: each step multiplies, then adds")
-    return Inspection(machine.id, layer or shape.describe(), config, flags, plan, compiled, agrees,
-                      tuple(notes), loop)
+    return Inspection(machine.id, layer or shape.describe(), config, flags, plan, compiled, agrees, tuple(notes), loop)

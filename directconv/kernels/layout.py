@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import numpy as np
 
-
 # Alignment of every buffer the kernels read or write: a cache line. numpy aligns to 16 bytes only (large arrays
 # usually start 16 bytes past a line), so every other 32-byte (AVX2) or every 64-byte (AVX-512) vector load of
 # packed weights and outputs may straddle two cache lines; aligned, none does (measured: docs/design.md).

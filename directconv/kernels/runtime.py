@@ -13,11 +13,11 @@ from typing import Any
 
 import numpy as np
 
-from directconv.kernels import codegen, compiler, ffi
 from directconv.core.config import KernelConfig
 from directconv.core.isa import get_isa
-from directconv.kernels.layout import blocks
 from directconv.core.shape import ConvShape
+from directconv.kernels import codegen, compiler, ffi
+from directconv.kernels.layout import blocks
 
 _DECLARATIONS = codegen.C_SIGNATURE + codegen.C_BENCH_SIGNATURE
 
@@ -94,7 +94,12 @@ class CompiledKernel:
         samples = np.empty(max_samples, dtype=np.float64)
         n = self._lib.dc_bench(
             *self._args(x, weights, bias, out, cib, rows, parallel),
-            threads, warmup, min_seconds, min_samples, max_samples, ffi.doubles(samples),
+            threads,
+            warmup,
+            min_seconds,
+            min_samples,
+            max_samples,
+            ffi.doubles(samples),
         )
         if n < 0:
             raise RuntimeError(f"kernel {self.path.name} rejected its arguments (code {n})")

@@ -72,8 +72,14 @@ class SelfTest:
         return len(self.cases) - self.passed
 
     def to_dict(self) -> dict[str, Any]:
-        return {"machine": self.machine, "how": self.how, "detail": self.detail, "passed": self.passed,
-                "failed": self.failed, "cases": [c.to_dict() for c in self.cases]}
+        return {
+            "machine": self.machine,
+            "how": self.how,
+            "detail": self.detail,
+            "passed": self.passed,
+            "failed": self.failed,
+            "cases": [c.to_dict() for c in self.cases],
+        }
 
 
 # (name, C_i, C_o, H, W, kh, kw, stride, padding (top, bottom, left, right)): tails on both channel counts, strides,
@@ -123,16 +129,20 @@ def how_to_run(machine: Machine) -> tuple[How, str]:
     arch = target.arch or cross.host_arch()
     if arch != cross.host_arch():
         if cross.emulator(arch) is None:
-            raise ValueError(f"cannot run {arch} code on this {cross.host_arch()} host: install qemu-user and the "
-                             f"cross compiler (Debian/Ubuntu: apt-get install qemu-user gcc-{arch}-linux-gnu)")
+            raise ValueError(
+                f"cannot run {arch} code on this {cross.host_arch()} host: install qemu-user and the "
+                f"cross compiler (Debian/Ubuntu: apt-get install qemu-user gcc-{arch}-linux-gnu)"
+            )
         return "qemu", f"{target.isa} code built by the {arch} cross compiler, run under qemu-{arch}"
     runs, why = runs_code_for(machine.compiler_flags)
     if target.isa in host_isas() and runs:
         return "native", f"{target.isa} code built with {machine.id}'s flags, run on this host ({why})"
     stand_in = _host_stand_in(target.isa)
     lacks = why if target.isa in host_isas() else f"this host cannot execute {target.isa}"
-    return "host-isa", (f"{target.isa} code ({ISAS[target.isa].lanes} lanes, {machine.id}'s tiles) compiled for "
-                        f"this host's {stand_in} instead of {machine.id}'s flags: {lacks}")
+    return "host-isa", (
+        f"{target.isa} code ({ISAS[target.isa].lanes} lanes, {machine.id}'s tiles) compiled for "
+        f"this host's {stand_in} instead of {machine.id}'s flags: {lacks}"
+    )
 
 
 def _host_stand_in(isa: str) -> str:
@@ -147,8 +157,12 @@ def _executable(case: Case, machine: Machine, how: How) -> Any:
     if how != "host-isa":
         return cross.build_for_machine(case.config, case.shape, machine, "executable")
     stand_in = ISAS[_host_stand_in(case.config.isa)]
-    target = cross.Target(machine=f"{machine.id} as {stand_in.name}", isa=case.config.isa,
-                          arch=cross.ISA_ARCH[case.config.isa], flags=stand_in.flags)
+    target = cross.Target(
+        machine=f"{machine.id} as {stand_in.name}",
+        isa=case.config.isa,
+        arch=cross.ISA_ARCH[case.config.isa],
+        flags=stand_in.flags,
+    )
     case.config.check_fits(case.shape)
     source = codegen.generate(case.config, case.shape, pin=False)
     return cross.build_standalone(source, target, "executable", name=f"selftest-{machine.id}")
@@ -170,15 +184,23 @@ def run_case(case: Case, machine: Machine, how: How, seed: int = 0) -> CaseResul
     try:
         exe = _executable(case, machine, how)
         prefix = () if how == "host-isa" else None
-        yb = cross.run_driver(exe, cross.ISA_ARCH[config.isa], config, shape, layout.nchw_to_blocked(x, lanes),
-                              layout.pack_weights(w, lanes, config.cob), layout.pack_bias(b, shape.co, lanes, config.cob),
-                              relu=case.relu, prefix=prefix)
+        yb = cross.run_driver(
+            exe,
+            cross.ISA_ARCH[config.isa],
+            config,
+            shape,
+            layout.nchw_to_blocked(x, lanes),
+            layout.pack_weights(w, lanes, config.cob),
+            layout.pack_bias(b, shape.co, lanes, config.cob),
+            relu=case.relu,
+            prefix=prefix,
+        )
     except Exception as exc:  # a failed case is data: the sweep goes on
         return result(f"{type(exc).__name__}: {exc}"[:2000])
     if not np.isfinite(yb).all():
         return result("outputs left unwritten (the driver starts them as NaN)")
     planes = yb.transpose(0, 1, 4, 2, 3).reshape(case.batch, -1, shape.ho, shape.wo)
-    if planes[:, shape.co:].any():
+    if planes[:, shape.co :].any():
         return result("channels past C_o are not zero")
     y = layout.blocked_to_nchw(yb, shape.co).astype(np.float64)
     ref = conv2d_reference(x, w, b, stride=(shape.sh, shape.sw), padding=(shape.pt, shape.pb, shape.pl, shape.pr))

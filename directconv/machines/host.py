@@ -55,19 +55,28 @@ def describe_host(facts: HostFacts, bundled: list[Machine], user: list[Machine])
             return m, f"probed description {m.id!r} from the user machine store"
     provisional = describe(facts, ASSUMED)
     alike = [
-        m for m in bundled
-        if (m.isa, m.n_vec, m.n_reg, m.vendor.lower()) == (provisional.isa, provisional.n_vec, provisional.n_reg, provisional.vendor.lower())
+        m
+        for m in bundled
+        if (m.isa, m.n_vec, m.n_reg, m.vendor.lower())
+        == (provisional.isa, provisional.n_vec, provisional.n_reg, provisional.vendor.lower())
     ]
     if not alike:
-        assumed = {k: "assumed: no bundled machine is like this host; `directconv probe` measures it"
-                   for k in ("n_fma", "l_fma", "freq_ghz")}
+        assumed = {
+            k: "assumed: no bundled machine is like this host; `directconv probe` measures it"
+            for k in ("n_fma", "l_fma", "freq_ghz")
+        }
         return (
             dataclasses.replace(provisional, sources={**provisional.sources, **assumed}),
             "this host's facts with assumed FMA pipes (run `directconv probe` for measured ones)",
         )
     like = min(alike, key=lambda m: _cache_distance(m, provisional))
-    borrowed = describe(facts, Performance(l_fma=like.l_fma, n_fma=like.n_fma, freq_ghz=like.freq_ghz), machine_id=like.id)
-    sources = {**borrowed.sources, **{k: f"bundled {like.id}: {like.sources.get(k, '?')}" for k in ("n_fma", "l_fma", "freq_ghz")}}
+    borrowed = describe(
+        facts, Performance(l_fma=like.l_fma, n_fma=like.n_fma, freq_ghz=like.freq_ghz), machine_id=like.id
+    )
+    sources = {
+        **borrowed.sources,
+        **{k: f"bundled {like.id}: {like.sources.get(k, '?')}" for k in ("n_fma", "l_fma", "freq_ghz")},
+    }
     notes = f"This host's ISA, registers, caches and cores; N_fma, L_fma and clock of the bundled {like.id}."
     return (
         dataclasses.replace(borrowed, sources=sources, notes=notes),

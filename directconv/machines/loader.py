@@ -94,10 +94,13 @@ _SOURCE_ORDER: tuple[str, ...] = (*schema()["properties"]["sources"]["required"]
 
 def _unsourced(names: Sequence[str]) -> Problem:
     first = names[0]
-    return Problem(("sources",), (
-        f"field 'sources' must say where every number came from, but has no entry for {', '.join(names)}; add e.g. "
-        f"`{first}: \"<document, section>\"` or `{first}: probed`"
-    ))
+    return Problem(
+        ("sources",),
+        (
+            f"field 'sources' must say where every number came from, but has no entry for {', '.join(names)}; add e.g. "
+            f'`{first}: "<document, section>"` or `{first}: probed`'
+        ),
+    )
 
 
 def _is_unsourced(problem: Problem) -> bool:
@@ -124,42 +127,67 @@ def _lanes_match_isa(data: Mapping[str, Any], stem: str | None) -> list[Problem]
     lanes = ISAS[isa].lanes
     if n_vec == lanes:
         return []
-    return [must(("n_vec",), f"{lanes} for isa {isa!r} (fp32 lanes per register, directconv.core.isa)", n_vec,
-                  "set n_vec to the lanes of the isa, or name the isa whose registers hold that many fp32")]
+    return [
+        must(
+            ("n_vec",),
+            f"{lanes} for isa {isa!r} (fp32 lanes per register, directconv.core.isa)",
+            n_vec,
+            "set n_vec to the lanes of the isa, or name the isa whose registers hold that many fp32",
+        )
+    ]
 
 
 def _cache_levels(data: Mapping[str, Any], stem: str | None) -> list[Problem]:
     levels = [c["level"] for c in data["caches"]]
     if sorted(levels) != list(range(1, len(levels) + 1)):
-        return [must(("caches",), "a list with levels 1, 2, ... each once and without gaps (1 = L1 data cache)",
-                      levels)]
+        return [
+            must(("caches",), "a list with levels 1, 2, ... each once and without gaps (1 = L1 data cache)", levels)
+        ]
     by_level = sorted(data["caches"], key=lambda c: c["level"])
     for lower, upper in itertools.pairwise(by_level):
         if upper["size_kib"] <= lower["size_kib"]:
             sizes = {f"L{c['level']}": c["size_kib"] for c in by_level}
-            return [must(("caches",), "ordered by size, each level larger than the one below (size_kib per instance)",
-                          sizes, "a cache smaller than the level below it (e.g. a memory-side cache) is better left "
-                          "out and mentioned in notes")]
+            return [
+                must(
+                    ("caches",),
+                    "ordered by size, each level larger than the one below (size_kib per instance)",
+                    sizes,
+                    "a cache smaller than the level below it (e.g. a memory-side cache) is better left "
+                    "out and mentioned in notes",
+                )
+            ]
     return []
 
 
 def _cache_sharing(data: Mapping[str, Any], stem: str | None) -> list[Problem]:
     cores = data["cores"]
-    return [must(("caches", i, "shared_by_cores"), f"at most cores={cores}", c["shared_by_cores"])
-            for i, c in enumerate(data["caches"]) if c["shared_by_cores"] > cores]
+    return [
+        must(("caches", i, "shared_by_cores"), f"at most cores={cores}", c["shared_by_cores"])
+        for i, c in enumerate(data["caches"])
+        if c["shared_by_cores"] > cores
+    ]
 
 
 def _peak_threads(data: Mapping[str, Any], stem: str | None) -> list[Problem]:
     threads = data["cores"] * data["threads_per_core"]
-    return [must(("peak_gflops", key), f"keyed by at most cores * threads_per_core = {threads} threads", int(key))
-            for key in data["peak_gflops"] if int(key) > threads]
+    return [
+        must(("peak_gflops", key), f"keyed by at most cores * threads_per_core = {threads} threads", int(key))
+        for key in data["peak_gflops"]
+        if int(key) > threads
+    ]
 
 
 def _id_is_stem(data: Mapping[str, Any], stem: str | None) -> list[Problem]:
     if stem is None or data["id"] == stem:
         return []
-    return [must(("id",), f"equal to the file name stem {stem!r}", data["id"],
-                  f"rename the file to {data['id']}.yaml or set id: {stem}")]
+    return [
+        must(
+            ("id",),
+            f"equal to the file name stem {stem!r}",
+            data["id"],
+            f"rename the file to {data['id']}.yaml or set id: {stem}",
+        )
+    ]
 
 
 _CrossFieldRule = Callable[[Mapping[str, Any], str | None], list[Problem]]
@@ -187,19 +215,38 @@ def _cross_field_problems(data: Mapping[str, Any], stem: str | None, broken: set
 def _build(data: Mapping[str, Any]) -> Machine:
     """The Machine of a valid description: numbers typed as schema.json types them, caches in level order."""
     properties = schema()["properties"]
-    numbers = {name: int(value) if properties[name]["type"] == "integer" else float(value)
-               for name, value in data.items() if properties[name]["type"] in ("integer", "number")}
-    caches = tuple(sorted(
-        (Cache(level=int(c["level"]), size_kib=float(c["size_kib"]), ways=int(c["ways"]),
-               line_bytes=int(c["line_bytes"]), shared_by_cores=int(c["shared_by_cores"])) for c in data["caches"]),
-        key=lambda c: c.level,
-    ))
+    numbers: dict[str, Any] = {
+        name: int(value) if properties[name]["type"] == "integer" else float(value)
+        for name, value in data.items()
+        if properties[name]["type"] in ("integer", "number")
+    }
+    caches = tuple(
+        sorted(
+            (
+                Cache(
+                    level=int(c["level"]),
+                    size_kib=float(c["size_kib"]),
+                    ways=int(c["ways"]),
+                    line_bytes=int(c["line_bytes"]),
+                    shared_by_cores=int(c["shared_by_cores"]),
+                )
+                for c in data["caches"]
+            ),
+            key=lambda c: c.level,
+        )
+    )
     return Machine(
-        id=data["id"], name=data["name"], vendor=data["vendor"], isa=data["isa"], caches=caches,
-        compiler_flags=tuple(data["compiler_flags"]), sources=dict(data["sources"]),
+        id=data["id"],
+        name=data["name"],
+        vendor=data["vendor"],
+        isa=data["isa"],
+        caches=caches,
+        compiler_flags=tuple(data["compiler_flags"]),
+        sources=dict(data["sources"]),
         compiler_flag_fallbacks=tuple(tuple(flags) for flags in data.get("compiler_flag_fallbacks", ())),
         peak_gflops={int(k): float(v) for k, v in data.get("peak_gflops", {}).items()},
-        notes=data.get("notes", ""), **numbers,
+        notes=data.get("notes", ""),
+        **numbers,
     )
 
 
@@ -251,8 +298,10 @@ def _user_files() -> list[Path]:
     store = machines_dir()
     if not store.is_dir():
         return []
-    return sorted((p for p in store.iterdir() if p.suffix in SUFFIXES and p.is_file() and not p.name.startswith(".")),
-                  key=lambda p: p.name)
+    return sorted(
+        (p for p in store.iterdir() if p.suffix in SUFFIXES and p.is_file() and not p.name.startswith(".")),
+        key=lambda p: p.name,
+    )
 
 
 def bundled_machines() -> list[Machine]:
@@ -299,8 +348,7 @@ def list_machines() -> list[MachineEntry]:
             bundled[stem] = MachineEntry(stem, "bundled", str(f), machine=machine, shadowed_by=shadow)
         except MachineError as exc:
             bundled[stem] = MachineEntry(stem, "bundled", str(f), error=str(exc), shadowed_by=shadow)
-    entries = [MachineEntry(e.id, e.origin, e.path, e.machine, e.error, shadows=e.id in bundled)
-               for e in user.values()]
+    entries = [MachineEntry(e.id, e.origin, e.path, e.machine, e.error, shadows=e.id in bundled) for e in user.values()]
     entries += bundled.values()
     return sorted(entries, key=lambda e: (e.id, e.origin != "user"))
 
@@ -369,8 +417,16 @@ def machine_to_data(machine: Machine) -> dict[str, Any]:
     for name, rule in schema()["properties"].items():
         value = getattr(machine, name)
         if name == "caches":
-            data[name] = [{"level": c.level, "size_kib": _plain(c.size_kib), "ways": c.ways,
-                           "line_bytes": c.line_bytes, "shared_by_cores": c.shared_by_cores} for c in value]
+            data[name] = [
+                {
+                    "level": c.level,
+                    "size_kib": _plain(c.size_kib),
+                    "ways": c.ways,
+                    "line_bytes": c.line_bytes,
+                    "shared_by_cores": c.shared_by_cores,
+                }
+                for c in value
+            ]
         elif name == "compiler_flags":
             data[name] = list(value)
         elif name == "compiler_flag_fallbacks":

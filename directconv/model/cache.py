@@ -58,9 +58,11 @@ class CacheFit:
     ways: int  # ways of the cache
 
     def describe(self, cache: Cache) -> str:
-        return (f"L{self.level} {cache.size_kib:g} KiB = {cache.ways} ways of {cache.size_bytes / cache.ways / 1024:g} "
-                f"KiB; at most {self.channels} channels fit: weights {self.weight_ways} + input {self.other_ways} "
-                f"<= {self.ways} - {RESERVED_WAYS} ways")
+        return (
+            f"L{self.level} {cache.size_kib:g} KiB = {cache.ways} ways of {cache.size_bytes / cache.ways / 1024:g} "
+            f"KiB; at most {self.channels} channels fit: weights {self.weight_ways} + input {self.other_ways} "
+            f"<= {self.ways} - {RESERVED_WAYS} ways"
+        )
 
 
 def input_streams(machine: Machine) -> int:
@@ -93,8 +95,9 @@ def window_bytes_per_block(shape: ConvShape, lanes: int, cache: Cache) -> int:
     return shape.kh * _lines(shape.w * lanes * 4, cache) * cache.line_bytes
 
 
-def _largest_fit(machine: Machine, shape: ConvShape, cob: int, level: int,
-                 other_per_block: Callable[[Cache], int]) -> CacheFit | None:
+def _largest_fit(
+    machine: Machine, shape: ConvShape, cob: int, level: int, other_per_block: Callable[[Cache], int]
+) -> CacheFit | None:
     """Walk C_i,b up in blocks of N_vec channels while the weight block and the other operand (bytes per block of
     N_vec channels, given the cache) fit the ways of cache `level`; None when the description has no such cache."""
     cache = machine.cache(level)

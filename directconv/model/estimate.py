@@ -28,8 +28,9 @@ def spare_registers(shape: ConvShape) -> int:
     return 1 if shape.kh * shape.kw == 1 else 0
 
 
-def step_cycles(machine: Machine, vectors: int, width: int, weights_from_l2: bool = False,
-                long_loop: bool = False) -> float:
+def step_cycles(
+    machine: Machine, vectors: int, width: int, weights_from_l2: bool = False, long_loop: bool = False
+) -> float:
     # Short per-tap loops stretch the latency bound (the next loop's first FMAs wait on this one's last); a 1x1
     # layer's one long loop lets out-of-order issue hide it.
     slack = 1.0 if long_loop else machine.latency_slack
@@ -70,13 +71,27 @@ def tile_efficiency(machine: Machine, vectors: int, width: int, long_loop: bool 
     return (vectors * width / machine.n_fma) / step_cycles(machine, vectors, width, long_loop=long_loop)
 
 
-def layer_seconds(machine: Machine, shape: ConvShape, vectors: int, width: int, threads: int, parallel_balance: float,
-                  weights_from_l2: bool = False) -> float:
+def layer_seconds(
+    machine: Machine,
+    shape: ConvShape,
+    vectors: int,
+    width: int,
+    threads: int,
+    parallel_balance: float,
+    weights_from_l2: bool = False,
+) -> float:
     """Estimated run time of the layer (batch 1): compute cycles / clock, divided over threads with their balance."""
     cycles = row_cycles(machine, shape, vectors, width, weights_from_l2) * shape.ci * taps_executed(shape)
     return cycles / (machine.freq_ghz * 1e9) / (threads * parallel_balance)
 
 
-def predicted_gflops(machine: Machine, shape: ConvShape, vectors: int, width: int, threads: int = 1,
-                     balance: float = 1.0, weights_from_l2: bool = False) -> float:
+def predicted_gflops(
+    machine: Machine,
+    shape: ConvShape,
+    vectors: int,
+    width: int,
+    threads: int = 1,
+    balance: float = 1.0,
+    weights_from_l2: bool = False,
+) -> float:
     return shape.flops() / layer_seconds(machine, shape, vectors, width, threads, balance, weights_from_l2) / 1e9

@@ -129,10 +129,12 @@ def predict(shape: ConvShape, machine: Machine, threads: int = 1) -> Plan:
             f"E = {best.vectors}x{best.width} = {best.accumulators} accumulator vectors "
             f"{'>=' if best.accumulators >= need else '<'} N_fma*L_fma = {machine.n_fma:g}*{machine.l_fma:g} = "
             f"{need:g} (paper eq. 1); registers {best.accumulators} + {best.vectors} weights + 1 broadcast"
-            + (" + 1 spare (1x1 layer)" if spare_registers(shape) else "") + " = "
+            + (" + 1 spare (1x1 layer)" if spare_registers(shape) else "")
+            + " = "
             f"{registers_needed(best.vectors, best.width, spare_registers(shape))} <= N_reg={machine.n_reg} "
             "(eq. 2 with operands); "
-            f"W_o={shape.wo} = {full_t} tile(s)" + (f" + one of {tail_w}" if tail_w else " exactly")
+            f"W_o={shape.wo} = {full_t} tile(s)"
+            + (f" + one of {tail_w}" if tail_w else " exactly")
             + f"; best estimate of {len(tiles)} feasible tiles (full-tile efficiency "
             f"{tile_efficiency(machine, best.vectors, best.width, shape.kh * shape.kw == 1):.0%})",
         ),
@@ -148,14 +150,20 @@ def predict(shape: ConvShape, machine: Machine, threads: int = 1) -> Plan:
     reasons.append(Reason("threads", threads, f"as asked; machine has {machine.cores} cores"))
     unroll = predicted_unroll(shape, machine.n_vec)
     reasons.append(
-        Reason("unroll", unroll, "the channel loop body already holds E FMAs; unrolling it twice halves the "
-               "loop overhead of short channel loops, while 8 lets GCC hoist loads of later iterations and spill "
-               "accumulators (measured on AVX2)" if unroll == PREDICTED_UNROLL else
-               f"C_i={shape.ci} < N_vec={machine.n_vec}: the channel loop runs {shape.ci} times per tap; unrolled, "
-               "GCC hoists its loads and spills (measured on AVX2: hundreds of spill lines at unroll 2)")
+        Reason(
+            "unroll",
+            unroll,
+            "the channel loop body already holds E FMAs; unrolling it twice halves the "
+            "loop overhead of short channel loops, while 8 lets GCC hoist loads of later iterations and spill "
+            "accumulators (measured on AVX2)"
+            if unroll == PREDICTED_UNROLL
+            else f"C_i={shape.ci} < N_vec={machine.n_vec}: the channel loop runs {shape.ci} times per tap; unrolled, "
+            "GCC hoists its loads and spills (measured on AVX2: hundreds of spill lines at unroll 2)",
+        )
     )
-    config = KernelConfig(isa=isa, cob=cob, wob=best.width, cib=cib, rows=rows, parallel=parallel, threads=threads,
-                          unroll=unroll)
+    config = KernelConfig(
+        isa=isa, cob=cob, wob=best.width, cib=cib, rows=rows, parallel=parallel, threads=threads, unroll=unroll
+    )
     seconds = layer_seconds(machine, shape, best.vectors, best.width, threads, balance, best.weights_from_l2)
     return Plan(config, tuple(reasons), shape.flops() / seconds / 1e9, machine.id)
 
@@ -192,8 +200,16 @@ def unpruned_space(shape: ConvShape, machine: Machine, threads: int = 1) -> Iter
             for cib in _cib_ladder(shape, lanes):
                 for unroll in UNROLLS_UNPRUNED:
                     for parallel, rows in splits:
-                        yield KernelConfig(isa, vectors * lanes, width, cib=cib, rows=rows, parallel=parallel,
-                                           threads=threads, unroll=unroll)
+                        yield KernelConfig(
+                            isa,
+                            vectors * lanes,
+                            width,
+                            cib=cib,
+                            rows=rows,
+                            parallel=parallel,
+                            threads=threads,
+                            unroll=unroll,
+                        )
 
 
 def search_space(shape: ConvShape, machine: Machine, threads: int = 1) -> SearchSpace:
@@ -219,8 +235,9 @@ def search_space(shape: ConvShape, machine: Machine, threads: int = 1) -> Search
         for c in sorted(cib_options, key=lambda v: -1 if v is None else v):
             for unroll in UNROLLS_PRUNED:
                 for par, r in sorted(splits, key=str):
-                    config = KernelConfig(plan.config.isa, cob, tile.width, cib=c, rows=r, parallel=par,
-                                          threads=threads, unroll=unroll)
+                    config = KernelConfig(
+                        plan.config.isa, cob, tile.width, cib=c, rows=r, parallel=par, threads=threads, unroll=unroll
+                    )
                     if config in seen:
                         continue
                     seen.add(config)
@@ -229,8 +246,10 @@ def search_space(shape: ConvShape, machine: Machine, threads: int = 1) -> Search
                     bal = balance if (par, r) == (parallel, rows) else (1.0 if threads == 1 else 0.9)
                     # The model does not rank unroll or cache blocks finer than "the predicted one first".
                     penalty = 1.0 + 0.01 * (unroll != plan.config.unroll) + 0.01 * (c != cib)
-                    seconds = layer_seconds(machine, shape, tile.vectors, tile.width, threads, bal,
-                                            tile.weights_from_l2) * penalty
+                    seconds = (
+                        layer_seconds(machine, shape, tile.vectors, tile.width, threads, bal, tile.weights_from_l2)
+                        * penalty
+                    )
                     scored.append((seconds, config))
     scored.sort(key=lambda sc: sc[0])
     # The prediction itself always comes first.
@@ -269,9 +288,15 @@ def estimate_config(shape: ConvShape, machine: Machine, config: KernelConfig) ->
     view = shape.kernel_view()
     vectors = config.cob // machine.n_vec
     from_l2 = weights_level(machine, view, config.cob, config.wob) > 1
-    seconds = layer_seconds(machine, view, vectors, config.wob, config.threads,
-                            split_balance(view, machine, config.parallel, config.rows, config.cob, config.threads),
-                            from_l2)
+    seconds = layer_seconds(
+        machine,
+        view,
+        vectors,
+        config.wob,
+        config.threads,
+        split_balance(view, machine, config.parallel, config.rows, config.cob, config.threads),
+        from_l2,
+    )
     need = registers_needed(vectors, config.wob, spare_registers(view))
     if need > machine.n_reg:
         seconds *= machine.spill_penalty * need / machine.n_reg

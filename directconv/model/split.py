@@ -56,18 +56,33 @@ def choose_parallel(shape: ConvShape, machine: Machine, cob: int, threads: int) 
     inputs, weights = operand_bytes(shape, machine.n_vec)
     sizes = f"input {inputs / 1024:.0f} KiB, weights {weights / 1024:.0f} KiB"
     if inputs > weights:
-        return "rows", rows, rows_balance, (
-            f"{sizes}: the input is the larger operand, so the threads share it: {row_tasks} tasks of one "
-            f"output-channel block x {rows} rows, the blocks varying fastest (balance {rows_balance:.0%})"
+        return (
+            "rows",
+            rows,
+            rows_balance,
+            (
+                f"{sizes}: the input is the larger operand, so the threads share it: {row_tasks} tasks of one "
+                f"output-channel block x {rows} rows, the blocks varying fastest (balance {rows_balance:.0%})"
+            ),
         )
     if co_balance >= CO_BALANCE_MIN:
-        return "co", None, co_balance, (
-            f"the paper's split: {sizes}: the weights are the larger operand, so each thread reads only its own "
-            f"output-channel blocks' weights; {nj} blocks over {threads} threads, balance {co_balance:.0%}"
+        return (
+            "co",
+            None,
+            co_balance,
+            (
+                f"the paper's split: {sizes}: the weights are the larger operand, so each thread reads only its own "
+                f"output-channel blocks' weights; {nj} blocks over {threads} threads, balance {co_balance:.0%}"
+            ),
         )
-    return "rows", rows, rows_balance, (
-        f"{sizes}, but {nj} output-channel blocks divide poorly over {threads} threads (balance {co_balance:.0%}): "
-        f"{row_tasks} tasks of one block x {rows} rows instead, balance {rows_balance:.0%}"
+    return (
+        "rows",
+        rows,
+        rows_balance,
+        (
+            f"{sizes}, but {nj} output-channel blocks divide poorly over {threads} threads (balance {co_balance:.0%}): "
+            f"{row_tasks} tasks of one block x {rows} rows instead, balance {rows_balance:.0%}"
+        ),
     )
 
 

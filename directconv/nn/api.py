@@ -14,11 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from directconv.kernels import convert, layout, runtime
 from directconv.core import checks
 from directconv.core.config import KernelConfig
 from directconv.core.isa import get_isa, host_isa, host_isas
 from directconv.core.shape import ConvShape, normalize_padding, normalize_stride
+from directconv.kernels import convert, layout, runtime
 
 __all__ = [
     "BlockedTensor",
@@ -265,7 +265,12 @@ def conv2d(
     normalize_stride(stride)
     normalize_padding(padding)
     packed = pack_weights(
-        w, bias, input_size=(int(x.shape[2]), int(x.shape[3])), stride=stride, padding=padding, config=config,
+        w,
+        bias,
+        input_size=(int(x.shape[2]), int(x.shape[3])),
+        stride=stride,
+        padding=padding,
+        config=config,
         threads=threads,
     )
     xb = BlockedTensor(convert.to_blocked(x, packed.config.lanes, threads=packed.config.threads), int(x.shape[1]))

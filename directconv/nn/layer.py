@@ -14,11 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from directconv.nn import api
-from directconv.kernels import layout
 from directconv.core import checks
 from directconv.core.config import KernelConfig
 from directconv.core.shape import ConvShape, normalize_padding, normalize_stride
+from directconv.kernels import layout
+from directconv.nn import api
 
 ACTIVATIONS = (None, "relu")
 
@@ -96,8 +96,9 @@ class Conv2d:
     def shape_for(self, height: int, width: int) -> ConvShape:
         """The layer's ConvShape on an input of height x width (raises ValueError if the filter does not fit)."""
         kh, kw = self.kernel_size
-        return ConvShape.from_args(self.in_channels, self.out_channels, height, width, kh, kw, self.stride,
-                                   self.padding)
+        return ConvShape.from_args(
+            self.in_channels, self.out_channels, height, width, kh, kw, self.stride, self.padding
+        )
 
     def output_size(self, height: int, width: int) -> tuple[int, int]:
         s = self.shape_for(height, width)
@@ -130,8 +131,10 @@ class Conv2d:
     def __repr__(self) -> str:
         kh, kw = self.kernel_size
         bound = f", {self.source} config cob={self.config.cob} wob={self.config.wob}" if self._last else ""
-        return (f"Conv2d({self.in_channels}->{self.out_channels}, {kh}x{kw}, stride={self.stride}, "
-                f"padding={self.padding}, activation={self.activation!r}, threads={self.threads}{bound})")
+        return (
+            f"Conv2d({self.in_channels}->{self.out_channels}, {kh}x{kw}, stride={self.stride}, "
+            f"padding={self.padding}, activation={self.activation!r}, threads={self.threads}{bound})"
+        )
 
     # ------------------------------------------------------------------------------------------ setup
 
@@ -161,8 +164,9 @@ class Conv2d:
         else:
             first = next(iter(self._bindings.values())).weights
             weight = layout.unpack_weights(first.data, self.out_channels, self.in_channels)
-        packed = api.pack_weights(weight, self._bias, input_size=(shape.h, shape.w), stride=self.stride,
-                                  padding=self.padding, config=config)
+        packed = api.pack_weights(
+            weight, self._bias, input_size=(shape.h, shape.w), stride=self.stride, padding=self.padding, config=config
+        )
         self._weight = None  # called under self._lock; the binding is stored by the caller right after
         return Binding(shape, packed.config, source, reason, packed)
 
@@ -183,8 +187,10 @@ class Conv2d:
             raise TypeError("out= is for blocked calls; an NCHW call returns a new array")
         x = api._require_float32("x", x, 4, "NCHW")
         if x.shape[1] != self.in_channels:
-            raise ValueError(f"channel mismatch: x has C_i={x.shape[1]} channels (NCHW shape {x.shape}), this layer "
-                             f"expects {self.in_channels}")
+            raise ValueError(
+                f"channel mismatch: x has C_i={x.shape[1]} channels (NCHW shape {x.shape}), this layer "
+                f"expects {self.in_channels}"
+            )
         b = self.bind(int(x.shape[2]), int(x.shape[3]))
         xb = api.to_blocked(x, isa=b.config.isa, threads=b.config.threads)
         return api.from_blocked(api.conv2d_blocked(xb, b.weights, relu=self.activation == "relu"))

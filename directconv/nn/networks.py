@@ -74,8 +74,10 @@ class PoolStep:
     pad: int
 
     def output_size(self, height: int, width: int) -> tuple[int, int]:
-        return (pool_output_size(height, self.kernel, self.stride, self.pad),
-                pool_output_size(width, self.kernel, self.stride, self.pad))
+        return (
+            pool_output_size(height, self.kernel, self.stride, self.pad),
+            pool_output_size(width, self.kernel, self.stride, self.pad),
+        )
 
 
 Step = ConvStep | PoolStep
@@ -110,8 +112,11 @@ class Network:
 
     def conv_shapes(self) -> tuple[tuple[ConvStep, ConvShape], ...]:
         """Every convolution with its layer shape at this network's input size."""
-        return tuple((step, step.shape(h, w)) for step, (_, h, w) in zip(self.steps, self.activations())
-                     if isinstance(step, ConvStep))
+        return tuple(
+            (step, step.shape(h, w))
+            for step, (_, h, w) in zip(self.steps, self.activations()[:-1], strict=True)
+            if isinstance(step, ConvStep)
+        )
 
     def flops(self, batch: int = 1) -> int:
         """FLOPs of the convolutions (ConvShape.flops: multiply-adds count two); pools and ReLUs are not counted."""
@@ -119,10 +124,12 @@ class Network:
 
     def with_input(self, size: int | None = None, steps: int | None = None) -> Network:
         """This network on a size x size input and/or cut after its first `steps` steps (checked again)."""
-        if steps is not None and not (isinstance(steps, int) and not isinstance(steps, bool) and
-                                      1 <= steps <= len(self.steps)):
-            raise ValueError(f"steps must be an int in 1..{len(self.steps)} ({self.name} has {len(self.steps)} "
-                             f"steps), got {steps!r}")
+        if steps is not None and not (
+            isinstance(steps, int) and not isinstance(steps, bool) and 1 <= steps <= len(self.steps)
+        ):
+            raise ValueError(
+                f"steps must be an int in 1..{len(self.steps)} ({self.name} has {len(self.steps)} steps), got {steps!r}"
+            )
         if size is not None and not (isinstance(size, int) and not isinstance(size, bool) and size >= 1):
             raise ValueError(f"input size must be a positive int, got {size!r}")
         cut = replace(self, size=self.size if size is None else size, steps=self.steps[:steps])
@@ -141,8 +148,15 @@ def _validator() -> Validator:
 def _step(row: Mapping[str, Any]) -> Step:
     """The step of a row that passed the schema (integral floats such as 3.0 pass it, hence the ints)."""
     if row["op"] == "conv":
-        return ConvStep(row["name"], int(row["Ci"]), int(row["Co"]), int(row["kernel"]), int(row["stride"]),
-                        int(row["pad"]), row["relu"])
+        return ConvStep(
+            row["name"],
+            int(row["Ci"]),
+            int(row["Co"]),
+            int(row["kernel"]),
+            int(row["stride"]),
+            int(row["pad"]),
+            row["relu"],
+        )
     return PoolStep(row["name"], int(row["kernel"]), int(row["stride"]), int(row["pad"]))
 
 
@@ -181,8 +195,14 @@ def _chain_problems(network: Network, where: schema.FieldPath = ()) -> list[sche
     for i, step in enumerate(network.steps):
         at = (*where, "steps", i)
         if first.setdefault(step.name, i) != i:
-            problems.append(schema.must((*at, "name"), "unique within the network", step.name,
-                                        f"step {first[step.name]} is named {step.name!r} too"))
+            problems.append(
+                schema.must(
+                    (*at, "name"),
+                    "unique within the network",
+                    step.name,
+                    f"step {first[step.name]} is named {step.name!r} too",
+                )
+            )
         if isinstance(step, ConvStep) and step.ci != c:
             before = "the input" if i == 0 else f"step {i - 1} ({network.steps[i - 1].name!r})"
             problems.append(schema.must((*at, "Ci"), f"{c}, the channels of {before}", step.ci))
@@ -266,8 +286,9 @@ class Built:
         return self.network.size
 
 
-def sequential(network: Network, weights: tuple[tuple[np.ndarray, np.ndarray], ...], *,
-               threads: int | None = None) -> Sequential:
+def sequential(
+    network: Network, weights: tuple[tuple[np.ndarray, np.ndarray], ...], *, threads: int | None = None
+) -> Sequential:
     """The Sequential of `network` holding `weights` (one (OIHW, bias) pair per convolution), bound for the
     network's input size (every kernel chosen and compiled now, not at the first call)."""
     convs = [s for s in network.steps if isinstance(s, ConvStep)]
@@ -275,11 +296,20 @@ def sequential(network: Network, weights: tuple[tuple[np.ndarray, np.ndarray], .
         raise ValueError(f"{network.name} has {len(convs)} convolutions, got {len(weights)} weight pairs")
     pairs = iter(weights)
     steps: list[Conv2d | MaxPool2d] = []
-    for step, (_, h, w) in zip(network.steps, network.activations()):
+    for step, (_, h, w) in zip(network.steps, network.activations()[:-1], strict=True):
         if isinstance(step, ConvStep):
             weight, bias = next(pairs)
-            steps.append(Conv2d(weight, bias, stride=step.stride, padding=step.pad,
-                                activation="relu" if step.relu else None, threads=threads, input_size=(h, w)))
+            steps.append(
+                Conv2d(
+                    weight,
+                    bias,
+                    stride=step.stride,
+                    padding=step.pad,
+                    activation="relu" if step.relu else None,
+                    threads=threads,
+                    input_size=(h, w),
+                )
+            )
         else:
             steps.append(MaxPool2d(step.kernel, step.stride, step.pad))
     model = Sequential(steps, names=network.names)

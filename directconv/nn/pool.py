@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from directconv.nn import api
 from directconv.kernels import convert, layout
+from directconv.nn import api
 
 __all__ = ["MaxPool2d", "check_pool", "pool_output_size"]
 
@@ -85,20 +85,17 @@ class MaxPool2d:
         ho, wo = self.output_size(x.height, x.width)
         return x.batch, int(x.data.shape[1]), ho, wo, x.lanes
 
-    def __call__(self, x: api.BlockedTensor, *, out: api.BlockedTensor | None = None,
-                 threads: int = 1) -> api.BlockedTensor:
+    def __call__(
+        self, x: api.BlockedTensor, *, out: api.BlockedTensor | None = None, threads: int = 1
+    ) -> api.BlockedTensor:
         if not isinstance(x, api.BlockedTensor):
-            raise TypeError(
-                f"MaxPool2d runs on a BlockedTensor (see directconv.to_blocked), got {type(x).__name__}"
-            )
+            raise TypeError(f"MaxPool2d runs on a BlockedTensor (see directconv.to_blocked), got {type(x).__name__}")
         expected = self.output_shape(x)
         if out is None:
             out = api.BlockedTensor(layout.empty_aligned(expected), x.channels)
         elif not isinstance(out, api.BlockedTensor) or out.data.shape != expected or out.channels != x.channels:
             got = (out.data.shape, out.channels) if isinstance(out, api.BlockedTensor) else type(out).__name__
-            raise ValueError(
-                f"out must be a BlockedTensor of shape {expected} with {x.channels} channels, got {got}"
-            )
+            raise ValueError(f"out must be a BlockedTensor of shape {expected} with {x.channels} channels, got {got}")
         elif np.shares_memory(out.data, x.data):
             raise ValueError("out must not overlap the input x")
         if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:

@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from directconv.nn import api
-from directconv.kernels import convert, layout
 from directconv.core.isa import get_isa, host_isa
+from directconv.kernels import convert, layout
+from directconv.nn import api
 from directconv.nn.layer import Conv2d
 from directconv.nn.pool import MaxPool2d
 
@@ -91,8 +91,9 @@ class Sequential:
             raise ValueError("Sequential needs at least one step (a Conv2d or a MaxPool2d), got none")
         for i, step in enumerate(self._steps):
             if not isinstance(step, (Conv2d, MaxPool2d)):
-                raise TypeError(f"step {i} must be a directconv.Conv2d or directconv.MaxPool2d, got "
-                                f"{type(step).__name__}")
+                raise TypeError(
+                    f"step {i} must be a directconv.Conv2d or directconv.MaxPool2d, got {type(step).__name__}"
+                )
         if names is None:
             names = [f"{'conv' if isinstance(s, Conv2d) else 'pool'}{i}" for i, s in enumerate(self._steps)]
         names = tuple(names)
@@ -122,7 +123,7 @@ class Sequential:
         return self._steps[index]
 
     def __repr__(self) -> str:
-        inner = "".join(f"\n  ({name}): {step!r}" for name, step in zip(self._names, self._steps))
+        inner = "".join(f"\n  ({name}): {step!r}" for name, step in zip(self._names, self._steps, strict=True))
         return f"Sequential({inner}\n)"
 
     @property
@@ -156,14 +157,15 @@ class Sequential:
         isa: str | None = None
         threads = 1
         first_conv = ""
-        for i, (name, step) in enumerate(zip(self._names, self._steps)):
+        for i, (name, step) in enumerate(zip(self._names, self._steps, strict=True)):
             where = f"step {i} ({name!r})"
             source = "the input" if i == 0 else f"step {i - 1} ({self._names[i - 1]!r})"
             try:
                 if isinstance(step, Conv2d):
                     if step.in_channels != current.channels:
-                        raise ValueError(f"expects {step.in_channels} input channels, but {source} gives "
-                                         f"{current.channels}")
+                        raise ValueError(
+                            f"expects {step.in_channels} input channels, but {source} gives {current.channels}"
+                        )
                     binding = step.bind(current.height, current.width)
                     if isa is None:
                         isa, first_conv = binding.config.isa, where
@@ -180,8 +182,9 @@ class Sequential:
                     ho, wo = step.output_size(current.height, current.width)
                     current = Stage(name, current.channels, ho, wo)
             except ValueError as exc:
-                raise ValueError(f"{where}, on a {current.channels}x{current.height}x{current.width} input: "
-                                 f"{exc}") from None
+                raise ValueError(
+                    f"{where}, on a {current.channels}x{current.height}x{current.width} input: {exc}"
+                ) from None
             outputs.append(current)
         isa = isa or host_isa()
         return Plan(isa, get_isa(isa).lanes, Stage("input", channels, height, width), tuple(outputs), threads)
@@ -208,8 +211,10 @@ class Sequential:
             raise TypeError(f"x must be a BlockedTensor (see directconv.to_blocked), got {type(x).__name__}")
         plan = self.plan(x.channels, x.height, x.width)
         if x.lanes != plan.lanes:
-            raise ValueError(f"x is blocked by {x.lanes} lanes but this chain runs {plan.isa} ({plan.lanes} lanes): "
-                             f"block it with directconv.to_blocked(x, isa={plan.isa!r})")
+            raise ValueError(
+                f"x is blocked by {x.lanes} lanes but this chain runs {plan.isa} ({plan.lanes} lanes): "
+                f"block it with directconv.to_blocked(x, isa={plan.isa!r})"
+            )
         if out is not None:
             expected = plan.outputs[-1].blocked_shape(x.batch, plan.lanes)
             if not isinstance(out, api.BlockedTensor) or out.data.shape != expected:
@@ -232,12 +237,10 @@ class Sequential:
     ) -> api.BlockedTensor:
         current = x
         last = len(self._steps) - 1
-        for i, (step, stage) in enumerate(zip(self._steps, plan.outputs)):
-            target: api.BlockedTensor | None
-            if i < last or last_in_buffer:
-                target = _view(buffers[i % 2], stage, x.batch, plan.lanes)
-            else:
-                target = out  # None: the step allocates the result, which outlives the buffers
+        for i, (step, stage) in enumerate(zip(self._steps, plan.outputs, strict=True)):
+            # Past the last buffered step, `out` (None: the step allocates the result, which outlives the buffers).
+            in_buffer = i < last or last_in_buffer
+            target = _view(buffers[i % 2], stage, x.batch, plan.lanes) if in_buffer else out
             if isinstance(step, MaxPool2d):
                 current = step(current, out=target, threads=plan.threads)
             else:

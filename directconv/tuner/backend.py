@@ -34,14 +34,14 @@ class Backend(Protocol):
         """Check and time one candidate built into `library`; any failure is the Measurement's status."""
         ...
 
-    def rounds(self, configs: Sequence[KernelConfig], shape: ConvShape, built: Mapping[tuple, Built],
-               rounds: int) -> list[dict[KernelConfig, float]]:
+    def rounds(
+        self, configs: Sequence[KernelConfig], shape: ConvShape, built: Mapping[tuple, Built], rounds: int
+    ) -> list[dict[KernelConfig, float]]:
         """GFLOP/s of each configuration in each of `rounds` interleaved rounds (measure.interleaved_rounds); a
         configuration that fails is missing from that round and every later one."""
         ...
 
-    def close(self) -> None:
-        ...
+    def close(self) -> None: ...
 
 
 def measure_built(backend: Backend, config: KernelConfig, shape: ConvShape, built: Built) -> Measurement:
@@ -60,8 +60,14 @@ class RealBackend:
     end-to-end tests can make a real kernel crash, hang, fail to compile or answer wrong).
     """
 
-    def __init__(self, *, timeout: float = CANDIDATE_TIMEOUT, min_time: float = 0.2, statistic: str = "median",
-                 source_hook: SourceHook | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        timeout: float = CANDIDATE_TIMEOUT,
+        min_time: float = 0.2,
+        statistic: str = "median",
+        source_hook: SourceHook | None = None,
+    ) -> None:
         self.source_hook = source_hook
         self.measurer = Measurer(timeout=timeout, min_time=min_time, statistic=statistic, exclusive=measuring)
 
@@ -78,8 +84,9 @@ class RealBackend:
     def measure(self, config: KernelConfig, shape: ConvShape, library: Path) -> Measurement:
         return self.measurer.measure(config, shape, library)
 
-    def rounds(self, configs: Sequence[KernelConfig], shape: ConvShape, built: Mapping[tuple, Built],
-               rounds: int) -> list[dict[KernelConfig, float]]:
+    def rounds(
+        self, configs: Sequence[KernelConfig], shape: ConvShape, built: Mapping[tuple, Built], rounds: int
+    ) -> list[dict[KernelConfig, float]]:
         return self.measurer.rounds(configs, shape, built, rounds, drop_failed=True)
 
     def close(self) -> None:
@@ -99,8 +106,9 @@ class SimulatedBackend:
     order (the study's candidates, then the confirmation rounds').
     """
 
-    def __init__(self, outcome: Outcome, *, compile_errors: Mapping[tuple, str] | None = None,
-                 delay: float = 0.0) -> None:
+    def __init__(
+        self, outcome: Outcome, *, compile_errors: Mapping[tuple, str] | None = None, delay: float = 0.0
+    ) -> None:
         if delay < 0:
             raise ValueError(f"`delay >= 0` must hold, but got delay={delay}")
         self.outcome = outcome
@@ -116,8 +124,10 @@ class SimulatedBackend:
 
     def compile(self, configs: Sequence[KernelConfig], shape: ConvShape) -> Mapping[tuple, Built]:
         keys = dict.fromkeys(c.compile_key() for c in configs)
-        return {k: Built(None, self.compile_errors[k]) if k in self.compile_errors else Built(Path("<simulated>"))
-                for k in keys}
+        return {
+            k: Built(None, self.compile_errors[k]) if k in self.compile_errors else Built(Path("<simulated>"))
+            for k in keys
+        }
 
     def measure(self, config: KernelConfig, shape: ConvShape, library: Path) -> Measurement:
         self.measured.append(config)
@@ -125,10 +135,12 @@ class SimulatedBackend:
             time.sleep(self.delay)
         return self.outcome(config)
 
-    def rounds(self, configs: Sequence[KernelConfig], shape: ConvShape, built: Mapping[tuple, Built],
-               rounds: int) -> list[dict[KernelConfig, float]]:
-        return interleaved_rounds(lambda c: measure_built(self, c, shape, built[c.compile_key()]), configs, rounds,
-                                  drop_failed=True)
+    def rounds(
+        self, configs: Sequence[KernelConfig], shape: ConvShape, built: Mapping[tuple, Built], rounds: int
+    ) -> list[dict[KernelConfig, float]]:
+        return interleaved_rounds(
+            lambda c: measure_built(self, c, shape, built[c.compile_key()]), configs, rounds, drop_failed=True
+        )
 
     def close(self) -> None:
         pass
@@ -138,5 +150,13 @@ def simulated(config: KernelConfig, shape: ConvShape, gflops: float) -> Measurem
     """A correct measurement of `config` at `gflops` (for a SimulatedBackend's outcome table)."""
     if not gflops > 0:
         raise ValueError(f"`gflops > 0` must hold, but got gflops={gflops} for {config}")
-    return Measurement(config, "ok", seconds=shape.flops() / gflops / 1e9, spread=0.0, samples=1, gflops=gflops,
-                       max_rel_error=0.0, detail="simulated")
+    return Measurement(
+        config,
+        "ok",
+        seconds=shape.flops() / gflops / 1e9,
+        spread=0.0,
+        samples=1,
+        gflops=gflops,
+        max_rel_error=0.0,
+        detail="simulated",
+    )

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import multiprocessing
 import os
 import re
@@ -72,8 +73,10 @@ def run_workers(target: Callable[..., Any], jobs: list[dict[str, Any]]) -> list[
     ctx = multiprocessing.get_context("spawn")
     with tempfile.TemporaryDirectory(prefix="directconv-workers-") as tmp:
         outs = [os.path.join(tmp, f"worker-{i}.json") for i in range(len(jobs))]
-        procs = [ctx.Process(target=_run_job, args=(target, job, out), name=f"directconv-worker-{i}")
-                 for i, (job, out) in enumerate(zip(jobs, outs, strict=True))]
+        procs = [
+            ctx.Process(target=_run_job, args=(target, job, out), name=f"directconv-worker-{i}")
+            for i, (job, out) in enumerate(zip(jobs, outs, strict=True))
+        ]
         for p in procs:
             p.start()
         try:
@@ -120,12 +123,14 @@ def layer_row(name: str, t: Tuned) -> dict[str, Any]:
     }
 
 
-def tune_layers(layers: Sequence[tuple[str, ConvShape]], trials: int, settings: Mapping[str, Any],
-                progress: bool = True) -> list[dict[str, Any]]:
+def tune_layers(
+    layers: Sequence[tuple[str, ConvShape]], trials: int, settings: Mapping[str, Any], progress: bool = True
+) -> list[dict[str, Any]]:
     """Tune (name, shape) layers one after the other with directconv.tune(trials=trials, **settings); a summary row
     per layer. Also the job of every `tune_fleet` worker process."""
-    return [layer_row(name, tune(shape, trials=trials, layer=name, progress=progress, **settings))
-            for name, shape in layers]
+    return [
+        layer_row(name, tune(shape, trials=trials, layer=name, progress=progress, **settings)) for name, shape in layers
+    ]
 
 
 def split_trials(trials: int, workers: int) -> list[int]:
@@ -145,13 +150,21 @@ def merge_rows(per_worker: Sequence[Sequence[dict[str, Any]]]) -> list[dict[str,
         gain = None
         if best["best_gflops"] and pred["predicted_gflops"]:
             gain = best["best_gflops"] / pred["predicted_gflops"]
-        merged.append({
-            **best, "predicted_config": pred["predicted_config"], "predicted_gflops": pred["predicted_gflops"],
-            "gain": gain, "trials": max(r["trials"] for r in rows),
-            "measured_now": sum(r["measured_now"] for r in rows), "failed_now": sum(r["failed_now"] for r in rows),
-            "seconds": max(r["seconds"] for r in rows), "stored": any(r["stored"] for r in rows),
-            "failures": [f for r in rows for f in r["failures"]], "workers": len(rows),
-        })
+        merged.append(
+            {
+                **best,
+                "predicted_config": pred["predicted_config"],
+                "predicted_gflops": pred["predicted_gflops"],
+                "gain": gain,
+                "trials": max(r["trials"] for r in rows),
+                "measured_now": sum(r["measured_now"] for r in rows),
+                "failed_now": sum(r["failed_now"] for r in rows),
+                "seconds": max(r["seconds"] for r in rows),
+                "stored": any(r["stored"] for r in rows),
+                "failures": [f for r in rows for f in r["failures"]],
+                "workers": len(rows),
+            }
+        )
     return merged
 
 
@@ -164,8 +177,14 @@ class FleetResult:
     failed: tuple[WorkerOutcome, ...]  # workers that died or failed; their completed trials are in the studies
 
 
-def tune_fleet(layers: Sequence[tuple[str, ConvShape]], *, trials: int, workers: int = 1,
-               settings: Mapping[str, Any] | None = None, progress: bool = True) -> FleetResult:
+def tune_fleet(
+    layers: Sequence[tuple[str, ConvShape]],
+    *,
+    trials: int,
+    workers: int = 1,
+    settings: Mapping[str, Any] | None = None,
+    progress: bool = True,
+) -> FleetResult:
     """Tune `layers` with `workers` processes sharing each layer's study, `trials` per layer split between them.
 
     settings: the other keyword arguments of directconv.tune (threads, storage, machine, sampler, timeout,
@@ -177,12 +196,15 @@ def tune_fleet(layers: Sequence[tuple[str, ConvShape]], *, trials: int, workers:
     if len(budgets) == 1:
         return FleetResult(tuple(tune_layers(layers, trials, settings, progress)), 1, ())
     # Only the first worker draws a progress line: several redrawing one terminal line would garble it.
-    jobs = [{"layers": list(layers), "trials": b, "settings": settings, "progress": progress and i == 0}
-            for i, b in enumerate(budgets)]
+    jobs = [
+        {"layers": list(layers), "trials": b, "settings": settings, "progress": progress and i == 0}
+        for i, b in enumerate(budgets)
+    ]
     outcomes = run_workers(tune_layers, jobs)
     finished = [o.result for o in outcomes if o.ok]
-    return FleetResult(tuple(merge_rows(finished)) if finished else (), len(budgets),
-                       tuple(o for o in outcomes if not o.ok))
+    return FleetResult(
+        tuple(merge_rows(finished)) if finished else (), len(budgets), tuple(o for o in outcomes if not o.ok)
+    )
 
 
 # ---------------------------------------------------------------------------------------------- export
@@ -205,9 +227,15 @@ class Exported:
     path: Path | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"study": self.study, "machine": self.machine, "fingerprint_id": self.fingerprint_id,
-                "status": self.status, "detail": self.detail, "entry": self.entry.to_dict() if self.entry else None,
-                "file": str(self.path) if self.path else None}
+        return {
+            "study": self.study,
+            "machine": self.machine,
+            "fingerprint_id": self.fingerprint_id,
+            "status": self.status,
+            "detail": self.detail,
+            "entry": self.entry.to_dict() if self.entry else None,
+            "file": str(self.path) if self.path else None,
+        }
 
 
 def shown_url(url: str) -> str:
@@ -231,46 +259,61 @@ def entry_of(study: optuna.Study) -> tuple[store.Entry | None, str]:
     name = study.study_name
     m = STUDY_NAME.match(name)
     if m is None:
-        raise ExportError(f"study {name!r}: not a directconv tuning study name "
-                          "(directconv/<fingerprint>/<shape>/t<threads>/gen<N>)")
+        raise ExportError(
+            f"study {name!r}: not a directconv tuning study name (directconv/<fingerprint>/<shape>/t<threads>/gen<N>)"
+        )
     generator = int(m["gen"])
     attrs = study.user_attrs
     missing = [a for a in STUDY_PROVENANCE if a not in attrs]
     if missing:
-        raise ExportError(f"study {name!r} lacks the study attrs {missing}: it was tuned without the provenance "
-                          "export needs (by directconv.tuner.tune directly, or an older directconv); re-tune it with "
-                          "`directconv tune`")
+        raise ExportError(
+            f"study {name!r} lacks the study attrs {missing}: it was tuned without the provenance "
+            "export needs (by directconv.tuner.tune directly, or an older directconv); re-tune it with "
+            "`directconv tune`"
+        )
     fp = attrs["fingerprint"]
     fid = m["fid"]
     if not isinstance(fp, dict) or fingerprint_id_of(fp) != fid:
         got = fingerprint_id_of(fp) if isinstance(fp, dict) else type(fp).__name__
-        raise ExportError(f"study {name!r}: its fingerprint attr hashes to {got}, but the study name says {fid}: "
-                          "results of one machine must never be filed under another's fingerprint")
+        raise ExportError(
+            f"study {name!r}: its fingerprint attr hashes to {got}, but the study name says {fid}: "
+            "results of one machine must never be filed under another's fingerprint"
+        )
     if attrs["threads"] != int(m["threads"]):
-        raise ExportError(f"study {name!r}: threads attr {attrs['threads']!r} disagrees with the name "
-                          f"(t{m['threads']})")
+        raise ExportError(
+            f"study {name!r}: threads attr {attrs['threads']!r} disagrees with the name (t{m['threads']})"
+        )
     done = measured(study)
     complete = [t for t in done.values() if t.state == optuna.trial.TrialState.COMPLETE]
     if not complete:
         return None, f"no correct configuration measured yet ({len(done)} trials measured)"
-    best = max(complete, key=lambda t: t.value)
+    best = max(complete, key=lambda t: t.value if t.value is not None else -math.inf)
+    value = best.value if best.value is not None else 0.0
     missing = [a for a in TRIAL_PROVENANCE + ("config",) if a not in best.user_attrs]
     if missing:
-        raise ExportError(f"study {name!r}: best trial #{best.number} lacks the trial attrs {missing} (measured by a "
-                          "tuner without provenance); re-tune with `directconv tune`")
+        raise ExportError(
+            f"study {name!r}: best trial #{best.number} lacks the trial attrs {missing} (measured by a "
+            "tuner without provenance); re-tune with `directconv tune`"
+        )
     t = best.user_attrs
     try:
         shape = ConvShape(**attrs["shape"])
         peak = float(t["peak_gflops"])
         completed = best.datetime_complete or dt.datetime.now()
         entry = store.Entry(
-            layer=attrs.get("layer", ""), shape=shape, threads=attrs["threads"],
+            layer=attrs.get("layer", ""),
+            shape=shape,
+            threads=attrs["threads"],
             config=KernelConfig.from_dict(t["config"]),
-            gflops=round(best.value, 3), spread=round(t.get("spread") or 0.0, 4),
-            percent_of_peak=round(100 * best.value / peak, 2), trials=len(done),
+            gflops=round(value, 3),
+            spread=round(t.get("spread") or 0.0, 4),
+            percent_of_peak=round(100 * value / peak, 2),
+            trials=len(done),
             # Optuna records local wall-clock time without a zone; read as this host's local time.
             date=completed.astimezone(dt.UTC).isoformat(timespec="seconds"),
-            directconv_version=t["directconv_version"], generator_version=generator, compiler=t["compiler"],
+            directconv_version=t["directconv_version"],
+            generator_version=generator,
+            compiler=t["compiler"],
             flags=tuple(t["flags"]),
         )
         # The store's own reader is the validator: what it would reject on a production machine is never written.
@@ -291,16 +334,21 @@ def export(url: str, *, machine: str | None = None, store_dir: str | Path | None
     matches, naming the machines the storage holds.
     """
     rdb = _open_existing(url)
-    studies = [(s, m) for s in optuna.get_all_study_summaries(rdb, include_best_trial=False)
-               if (m := STUDY_NAME.match(s.study_name))]
+    studies = [
+        (s, m)
+        for s in optuna.get_all_study_summaries(rdb, include_best_trial=False)
+        if (m := STUDY_NAME.match(s.study_name))
+    ]
     machines = sorted({f"{s.user_attrs.get('host_machine', '?')} ({m['fid']})" for s, m in studies})
     if machine is not None:
         studies = [(s, m) for s, m in studies if machine in (s.user_attrs.get("host_machine"), m["fid"])]
     if not studies:
         held = ", ".join(machines) if machines else "none"
         wanted = f" for machine {machine!r}" if machine else ""
-        raise ValueError(f"no directconv tuning studies{wanted} in {shown_url(url)}; machines (fingerprints) it holds: "
-                         f"{held}. Check --storage and --machine (a machine id or fingerprint id)")
+        raise ValueError(
+            f"no directconv tuning studies{wanted} in {shown_url(url)}; machines (fingerprints) it holds: "
+            f"{held}. Check --storage and --machine (a machine id or fingerprint id)"
+        )
     out = []
     for s, m in sorted(studies, key=lambda sm: sm[0].study_name):
         fid, gen = m["fid"], int(m["gen"])
@@ -318,8 +366,13 @@ def export(url: str, *, machine: str | None = None, store_dir: str | Path | None
         if entry is None:
             out.append(Exported(s.study_name, host_machine, fid, "no result", why))
             continue
-        written, path = store.record(entry, machine=host_machine, fingerprint_id=fid,
-                                     fingerprint=study.user_attrs["fingerprint"], store=store_dir)
+        written, path = store.record(
+            entry,
+            machine=host_machine,
+            fingerprint_id=fid,
+            fingerprint=study.user_attrs["fingerprint"],
+            store=store_dir,
+        )
         detail = "" if written else "the store already holds a configuration at least as fast for this layer"
         out.append(Exported(s.study_name, host_machine, fid, "written" if written else "kept", detail, entry, path))
     return out

@@ -166,8 +166,8 @@ def measure(isa: str, cpus: Sequence[int], budget: Budget = DEFAULT) -> FmaProbe
 
     sweep = {k: summarize(v) for k, v in per_cycle.items()}
     best_k = max(ks, key=lambda k: sweep[k].median)
-    l_fma = summarize([ns * ghz for ns, ghz in zip(ns_per_fma[1], clock)])
-    ln = summarize([dep / sat for dep, sat in zip(ns_per_fma[1], ns_per_fma[best_k])])
+    l_fma = summarize([ns * ghz for ns, ghz in zip(ns_per_fma[1], clock, strict=True)])
+    ln = summarize([dep / sat for dep, sat in zip(ns_per_fma[1], ns_per_fma[best_k], strict=True)])
 
     warnings: list[str] = []
     if best_k == ks[-1] and len(ks) > 1 and sweep[ks[-2]].median < 0.95 * sweep[best_k].median:

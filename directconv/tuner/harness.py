@@ -14,6 +14,7 @@ import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
@@ -70,7 +71,10 @@ def geomean(values: Sequence[float]) -> float:
     return math.exp(sum(math.log(v) for v in values) / len(values))
 
 
-def rotation(names: Sequence[str], round_index: int) -> list[str]:
+T = TypeVar("T")
+
+
+def rotation(names: Sequence[T], round_index: int) -> list[T]:
     """The order of round `round_index`: `names` rotated left by round_index, so each name leads in turn."""
     if not names:
         return []
@@ -78,7 +82,7 @@ def rotation(names: Sequence[str], round_index: int) -> list[str]:
     return [*names[k:], *names[:k]]
 
 
-def schedule(names: Sequence[str], rounds: int) -> list[list[str]]:
+def schedule(names: Sequence[T], rounds: int) -> list[list[T]]:
     """The order of every round (see rotation)."""
     return [rotation(names, r) for r in range(rounds)]
 

@@ -55,8 +55,10 @@ def claiming(storage: optuna.storages.RDBStorage, study_id: int) -> Iterator[Non
     url = storage.engine.url
     if url.get_backend_name() == "postgresql":
         with storage.engine.connect() as conn:
-            conn.execute(sqlalchemy.text("SELECT pg_advisory_xact_lock(:ns, :study)"),
-                         {"ns": _ADVISORY_NAMESPACE, "study": study_id})
+            conn.execute(
+                sqlalchemy.text("SELECT pg_advisory_xact_lock(:ns, :study)"),
+                {"ns": _ADVISORY_NAMESPACE, "study": study_id},
+            )
             try:
                 yield
             finally:

@@ -54,7 +54,11 @@ class _Worker:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "directconv.tuner.worker"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
         )
 
     def request(self, payload: dict, timeout: float) -> dict:
@@ -107,8 +111,14 @@ class Measurer:
     else on the host compiles or measures meanwhile); default: nothing.
     """
 
-    def __init__(self, *, timeout: float = 60.0, min_time: float = 0.2, statistic: str = "median",
-                 exclusive: Callable[[], contextlib.AbstractContextManager[object]] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        timeout: float = 60.0,
+        min_time: float = 0.2,
+        statistic: str = "median",
+        exclusive: Callable[[], contextlib.AbstractContextManager[object]] | None = None,
+    ) -> None:
         if statistic not in ("median", "min"):
             raise ValueError(f"statistic must be 'median' or 'min', got {statistic!r}")
         self.timeout = timeout
@@ -147,7 +157,9 @@ class Measurer:
             return Measurement(config, "crashed", detail=str(exc))
         if reply["status"] == "wrong":
             return Measurement(
-                config, "wrong", max_rel_error=reply["max_rel_error"],
+                config,
+                "wrong",
+                max_rel_error=reply["max_rel_error"],
                 detail=f"max relative error {reply['max_rel_error']:.3g} > tolerance {reply['tolerance']:.3g}",
             )
         if reply["status"] != "ok":
@@ -157,15 +169,28 @@ class Measurer:
         seconds = median if self.statistic == "median" else float(samples.min())
         p10, p90 = np.percentile(samples, [10, 90])
         return Measurement(
-            config, "ok", seconds=seconds, spread=float((p90 - p10) / median), samples=int(samples.size),
-            gflops=shape.flops() / seconds / 1e9, max_rel_error=reply["max_rel_error"],
+            config,
+            "ok",
+            seconds=seconds,
+            spread=float((p90 - p10) / median),
+            samples=int(samples.size),
+            gflops=shape.flops() / seconds / 1e9,
+            max_rel_error=reply["max_rel_error"],
             detail=f"{samples.size} runs in {time.monotonic() - started:.1f} s",
         )
 
-    def rounds(self, configs: Sequence[KernelConfig], shape: ConvShape, built: Mapping[tuple, Built], rounds: int,
-               on_round: Callable[[int], None] | None = None, *, drop_failed: bool = False
-               ) -> list[dict[KernelConfig, float]]:
+    def rounds(
+        self,
+        configs: Sequence[KernelConfig],
+        shape: ConvShape,
+        built: Mapping[tuple, Built],
+        rounds: int,
+        on_round: Callable[[int], None] | None = None,
+        *,
+        drop_failed: bool = False,
+    ) -> list[dict[KernelConfig, float]]:
         """interleaved_rounds over this worker; built: compile_all's result for `configs`."""
+
         def one(config: KernelConfig) -> Measurement:
             library = built[config.compile_key()].library
             if library is None:
@@ -175,9 +200,14 @@ class Measurer:
         return interleaved_rounds(one, configs, rounds, on_round=on_round, drop_failed=drop_failed)
 
 
-def interleaved_rounds(measure: Callable[[KernelConfig], Measurement], configs: Sequence[KernelConfig], rounds: int,
-                       *, on_round: Callable[[int], None] | None = None, drop_failed: bool = False
-                       ) -> list[dict[KernelConfig, float]]:
+def interleaved_rounds(
+    measure: Callable[[KernelConfig], Measurement],
+    configs: Sequence[KernelConfig],
+    rounds: int,
+    *,
+    on_round: Callable[[int], None] | None = None,
+    drop_failed: bool = False,
+) -> list[dict[KernelConfig, float]]:
     """GFLOP/s of every configuration in each of `rounds` rounds, the order rotating from round to round
     (harness.schedule). Within a round every configuration meets the same machine, so ratios taken inside one round
     carry across the host's phases where absolute figures do not. A configuration that fails in a round is missing
@@ -186,9 +216,9 @@ def interleaved_rounds(measure: Callable[[KernelConfig], Measurement], configs: 
     if rounds < 0:
         raise ValueError(f"`rounds >= 0` must hold, but got rounds={rounds}")
     dropped: set[KernelConfig] = set()
-    per_round = []
+    per_round: list[dict[KernelConfig, float]] = []
     for r, order in enumerate(schedule(configs, rounds)):
-        got = {}
+        got: dict[KernelConfig, float] = {}
         for config in order:
             if config in dropped:
                 continue

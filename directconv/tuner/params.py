@@ -58,12 +58,14 @@ class ParamSpace:
             self.distributions[name] = optuna.distributions.CategoricalDistribution(self.values[name])
 
     def suggest(self, trial: optuna.trial.BaseTrial) -> KernelConfig:
-        params = {}
+        params: dict[str, Any] = {}
         for name, dist in self.distributions.items():
             if isinstance(dist, optuna.distributions.IntDistribution):
                 params[name] = trial.suggest_int(name, dist.low, dist.high)
-            else:
+            elif isinstance(dist, optuna.distributions.CategoricalDistribution):
                 params[name] = trial.suggest_categorical(name, dist.choices)
+            else:
+                raise TypeError(f"parameter {name!r}: expected an int or categorical distribution, got {dist!r}")
         return self.snap(params)
 
     def snap(self, params: dict[str, Any]) -> KernelConfig:

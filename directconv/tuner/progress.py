@@ -32,8 +32,10 @@ class Progress:
         filled = int(width * done / max(1, self.total))
         bar = "#" * filled + "-" * (width - filled)
         best = f"{best_gflops:.1f} GFLOP/s" if best_gflops else "-"
-        line = (f"{self.label} [{bar}] trial {done}/{self.total} elapsed {_clock(elapsed)} "
-                f"remaining {_clock(remaining)} best {best} {note}")
+        line = (
+            f"{self.label} [{bar}] trial {done}/{self.total} elapsed {_clock(elapsed)} "
+            f"remaining {_clock(remaining)} best {best} {note}"
+        )
         if self.tty:
             self.stream.write("\r" + line[:160].ljust(160))
         else:

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Literal
 
-from directconv.machines.host import host
 from directconv.core.config import KernelConfig
 from directconv.core.shape import ConvShape
+from directconv.machines.host import host
 from directconv.machines.machine import Machine
 from directconv.model import estimate_config, predict
 from directconv.tuner import store
@@ -52,8 +52,11 @@ def _user_stacklevel() -> int:
     conv2d and pack_weights reach here through different depths)."""
     level = 1
     frame: FrameType | None = sys._getframe(1)
-    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE + os.sep) \
-            and "directconv" in frame.f_globals.get("__name__", ""):
+    while (
+        frame is not None
+        and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE + os.sep)
+        and "directconv" in frame.f_globals.get("__name__", "")
+    ):
         level, frame = level + 1, frame.f_back
     return level
 
@@ -74,8 +77,10 @@ def tune_command(shape: ConvShape, threads: int) -> str:
         if layer.shape == shape:
             return f"directconv tune --layer {layer.name} --threads {threads}"
     if shape.sh == shape.sw and len({shape.pt, shape.pb, shape.pl, shape.pr}) == 1:
-        return (f"directconv tune --ci {shape.ci} --co {shape.co} --h {shape.h} --w {shape.w} --kh {shape.kh} "
-                f"--kw {shape.kw} --stride {shape.sh} --pad {shape.pt} --threads {threads}")
+        return (
+            f"directconv tune --ci {shape.ci} --co {shape.co} --h {shape.h} --w {shape.w} --kh {shape.kh} "
+            f"--kw {shape.kw} --stride {shape.sh} --pad {shape.pt} --threads {threads}"
+        )
     return f"directconv.tune(ConvShape(**{shape.to_dict()}), threads={threads})"
 
 
@@ -116,35 +121,55 @@ def choose_config(shape: ConvShape, threads: int = 1, *, warn: bool = True) -> C
     exact = next((f for f in found if f.entry.shape == shape and f.entry.threads == threads), None)
     if exact is not None:
         e = exact.entry
-        return Choice(e.config, "tuned",
-                      f"tuned on {e.date} ({e.gflops:.1f} GFLOP/s, {e.trials} trials), {exact.file.path}")
+        return Choice(
+            e.config, "tuned", f"tuned on {e.date} ({e.gflops:.1f} GFLOP/s, {e.trials} trials), {exact.file.path}"
+        )
     plan = predict(shape, h.machine, threads)
     near = nearest_tuned(shape, threads, h.machine, found)
     theirs = estimate_config(shape, h.machine, near.entry.config) if near is not None else 0.0
     if near is not None and theirs >= plan.predicted_gflops * (1 - 1e-9):
         e = near.entry
-        return Choice(e.config, "nearest", (
-            f"tuned for {e.layer or e.shape.describe()} ({e.shape.describe()}) on {e.date}, {near.file.path}; the "
-            f"model predicts {theirs:.1f} GFLOP/s for it here, its own plan {plan.predicted_gflops:.1f}"
-        ))
+        return Choice(
+            e.config,
+            "nearest",
+            (
+                f"tuned for {e.layer or e.shape.describe()} ({e.shape.describe()}) on {e.date}, {near.file.path}; the "
+                f"model predicts {theirs:.1f} GFLOP/s for it here, its own plan {plan.predicted_gflops:.1f}"
+            ),
+        )
     if warn:
         foreign = store.foreign_entries(shape, threads, h.fingerprint_id)
         if foreign:
             other = foreign[0].file
-            _warn_once("foreign", shape, threads, (
-                f"a tuned config for {shape.describe()} exists for machine {other.machine} (fingerprint "
-                f"{other.fingerprint_id}: {other.fingerprint.get('model_name', '?')}), but this host's fingerprint is "
-                f"{h.fingerprint_id} ({h.fingerprint.get('model_name', '?')}): not used."
-            ), UserWarning)
-        _warn_once("untuned", shape, threads, (
-            f"no tuned configuration for {shape.describe()} with {threads} thread(s) on this machine "
-            f"({h.machine.id}, fingerprint {h.fingerprint_id}): running the model's prediction "
-            f"({plan.predicted_gflops:.1f} GFLOP/s estimated). Tune it with: {tune_command(shape, threads)}"
-        ), UntunedWarning)
+            _warn_once(
+                "foreign",
+                shape,
+                threads,
+                (
+                    f"a tuned config for {shape.describe()} exists for machine {other.machine} (fingerprint "
+                    f"{other.fingerprint_id}: {other.fingerprint.get('model_name', '?')}), "
+                    f"but this host's fingerprint is "
+                    f"{h.fingerprint_id} ({h.fingerprint.get('model_name', '?')}): not used."
+                ),
+                UserWarning,
+            )
+        _warn_once(
+            "untuned",
+            shape,
+            threads,
+            (
+                f"no tuned configuration for {shape.describe()} with {threads} thread(s) on this machine "
+                f"({h.machine.id}, fingerprint {h.fingerprint_id}): running the model's prediction "
+                f"({plan.predicted_gflops:.1f} GFLOP/s estimated). Tune it with: {tune_command(shape, threads)}"
+            ),
+            UntunedWarning,
+        )
     why = plan.explain()
     if near is not None:
-        why += (f"\n  (nearest tuned shape {near.entry.shape.describe()}: the model predicts {theirs:.1f} GFLOP/s for "
-                "its config here, slower)")
+        why += (
+            f"\n  (nearest tuned shape {near.entry.shape.describe()}: the model predicts {theirs:.1f} GFLOP/s for "
+            "its config here, slower)"
+        )
     return Choice(plan.config, "model", why)
 
 

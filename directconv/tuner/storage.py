@@ -73,15 +73,17 @@ def _with_driver(url: str) -> str:
         return url
     for driver in ("psycopg2", "psycopg"):
         if importlib.util.find_spec(driver) is not None:
-            return f"postgresql+{driver}://" + url[len("postgresql://"):]
-    raise RuntimeError("a postgresql:// storage needs a PostgreSQL driver, and neither psycopg2 nor psycopg is "
-                       "installed: pip install 'directconv[postgres]'")
+            return f"postgresql+{driver}://" + url[len("postgresql://") :]
+    raise RuntimeError(
+        "a postgresql:// storage needs a PostgreSQL driver, and neither psycopg2 nor psycopg is "
+        "installed: pip install 'directconv[postgres]'"
+    )
 
 
 def _sqlite_path(url: str) -> Path | None:
     if not url.startswith("sqlite:///"):
         return None
-    path = url[len("sqlite:///"):]
+    path = url[len("sqlite:///") :]
     return None if path in ("", ":memory:") else Path(path)
 
 

@@ -112,13 +112,28 @@ def _entry(i: int, raw: dict[str, Any]) -> tuple[Entry | None, list[schema.Probl
         return None, [schema.wrong((*at, "config"), str(exc))]
     threads = int(raw["threads"])
     if config.threads != threads:
-        return None, [schema.must((*at, "config", "threads"), f"the entry's threads, {threads}", config.threads,
-                                  "an entry records the thread count its configuration was measured at")]
+        return None, [
+            schema.must(
+                (*at, "config", "threads"),
+                f"the entry's threads, {threads}",
+                config.threads,
+                "an entry records the thread count its configuration was measured at",
+            )
+        ]
     entry = Entry(
-        layer=raw["layer"], shape=shape, threads=threads, config=config, gflops=float(raw["gflops"]),
-        spread=float(raw["spread"]), percent_of_peak=float(raw["percent_of_peak"]), trials=int(raw["trials"]),
-        date=raw["date"], directconv_version=raw["directconv_version"],
-        generator_version=int(raw["generator_version"]), compiler=raw["compiler"], flags=tuple(raw["flags"]),
+        layer=raw["layer"],
+        shape=shape,
+        threads=threads,
+        config=config,
+        gflops=float(raw["gflops"]),
+        spread=float(raw["spread"]),
+        percent_of_peak=float(raw["percent_of_peak"]),
+        trials=int(raw["trials"]),
+        date=raw["date"],
+        directconv_version=raw["directconv_version"],
+        generator_version=int(raw["generator_version"]),
+        compiler=raw["compiler"],
+        flags=tuple(raw["flags"]),
     )
     return entry, []
 
@@ -211,7 +226,9 @@ def lookup(shape: ConvShape, threads: int, fingerprint_id: str, store: str | Pat
     return None
 
 
-def foreign_entries(shape: ConvShape, threads: int, fingerprint_id: str, store: str | Path | None = None) -> list[Found]:
+def foreign_entries(
+    shape: ConvShape, threads: int, fingerprint_id: str, store: str | Path | None = None
+) -> list[Found]:
     """Entries for this shape tuned on *other* fingerprints: never used, but worth a warning that shows both."""
     out = []
     for item in store_files(store):

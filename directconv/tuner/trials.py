@@ -48,8 +48,11 @@ def measured(
 def in_flight(trials: list[optuna.trial.FrozenTrial], number: int) -> set[str]:
     """Config keys claimed by RUNNING trials other than trial `number` (any process, any host)."""
     return {
-        t.user_attrs["config_key"] for t in trials
-        if t.state == optuna.trial.TrialState.RUNNING and t.number != number and "config_key" in t.user_attrs
+        t.user_attrs["config_key"]
+        for t in trials
+        if t.state == optuna.trial.TrialState.RUNNING
+        and t.number != number
+        and "config_key" in t.user_attrs
         and not t.user_attrs.get("duplicate_of")
     }
 
@@ -134,8 +137,12 @@ def measurement_from(trial: optuna.trial.FrozenTrial) -> Measurement | None:
         return None
     complete = trial.state == optuna.trial.TrialState.COMPLETE
     return Measurement(
-        KernelConfig.from_dict(attrs["config"]), attrs.get("status", "ok" if complete else "error"),
-        seconds=attrs.get("seconds"), spread=attrs.get("spread"), samples=attrs.get("samples", 0),
-        gflops=trial.value if complete else None, max_rel_error=attrs.get("max_rel_error"),
+        KernelConfig.from_dict(attrs["config"]),
+        attrs.get("status", "ok" if complete else "error"),
+        seconds=attrs.get("seconds"),
+        spread=attrs.get("spread"),
+        samples=attrs.get("samples", 0),
+        gflops=trial.value if complete else None,
+        max_rel_error=attrs.get("max_rel_error"),
         detail=attrs.get("detail", ""),
     )

@@ -12,6 +12,7 @@ wrong answer) are trials like any other, never the end of the run.
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from collections.abc import Mapping
@@ -214,8 +215,15 @@ def tune(
 # ---------------------------------------------------------------------------------------------- prepare
 
 
-def prepare(shape: ConvShape, machine: Machine, fingerprint_id: str, threads: int, storage: str | None,
-            options: TuneOptions, provenance: Provenance) -> Search:
+def prepare(
+    shape: ConvShape,
+    machine: Machine,
+    fingerprint_id: str,
+    threads: int,
+    storage: str | None,
+    options: TuneOptions,
+    provenance: Provenance,
+) -> Search:
     """Open (or resume) the study, fail the trials of dead processes, and enqueue what goes first: the model's
     plan and its next best guesses (pruned space, new study), the whole space when the budget covers it."""
     plan = predict(shape, machine, threads)
@@ -226,8 +234,13 @@ def prepare(shape: ConvShape, machine: Machine, fingerprint_id: str, threads: in
     params = ParamSpace(configs)
     rdb = open_storage(storage, grace_seconds=options.grace_seconds)
     name = study_name(fingerprint_id, shape, threads) + ("" if options.space == "pruned" else "/unpruned")
-    study = optuna.create_study(storage=rdb, study_name=name, direction="maximize", load_if_exists=True,
-                                sampler=make_sampler(options.sampler, params, options.seed))
+    study = optuna.create_study(
+        storage=rdb,
+        study_name=name,
+        direction="maximize",
+        load_if_exists=True,
+        sampler=make_sampler(options.sampler, params, options.seed),
+    )
     wanted = {"shape": shape.to_dict(), "machine": machine.id, "threads": threads, **provenance.study}
     existing = study.user_attrs
     for attr, value in wanted.items():
@@ -241,8 +254,18 @@ def prepare(shape: ConvShape, machine: Machine, fingerprint_id: str, threads: in
     if len(configs) <= options.trials:  # small space: sweep it whole, in the model's order
         for c in order:
             study.enqueue_trial(config_params(c), skip_if_exists=True)
-    return Search(shape, threads, options, plan, configs, params, rdb, study, dict(provenance.trial),
-                 budget=min(options.trials, len(order)))
+    return Search(
+        shape,
+        threads,
+        options,
+        plan,
+        configs,
+        params,
+        rdb,
+        study,
+        dict(provenance.trial),
+        budget=min(options.trials, len(order)),
+    )
 
 
 def _seed(rdb: optuna.storages.RDBStorage, study: optuna.Study, seeds: list[KernelConfig]) -> None:
@@ -268,8 +291,9 @@ def _refresh(s: Search) -> dict[str, optuna.trial.FrozenTrial]:
 # ---------------------------------------------------------------------------------------------- ask
 
 
-def ask(s: Search, done: Mapping[str, optuna.trial.FrozenTrial], tally: Tally, heartbeat: Heartbeat,
-        size: int) -> list[Candidate]:
+def ask(
+    s: Search, done: Mapping[str, optuna.trial.FrozenTrial], tally: Tally, heartbeat: Heartbeat, size: int
+) -> list[Candidate]:
     """Up to `size` claimed candidates that nobody has measured or is measuring.
 
     A proposal already measured, in flight elsewhere or drawn twice in this batch is told PRUNED (duplicate_of) and
@@ -302,8 +326,9 @@ def _claim(s: Search, trial: optuna.trial.Trial, config: KernelConfig, key: str)
     return claim(s.rdb, s.study, trial, key)
 
 
-def _enqueue_next_free(s: Search, number: int, done: Mapping[str, optuna.trial.FrozenTrial],
-                       batch: list[Candidate]) -> bool:
+def _enqueue_next_free(
+    s: Search, number: int, done: Mapping[str, optuna.trial.FrozenTrial], batch: list[Candidate]
+) -> bool:
     """Hand the sampler, which keeps proposing measured points, the model's next free configuration: False if
     there is none (then, if others are measuring the rest, after giving them a second to finish)."""
     mine = {c.key for c in batch}
@@ -320,8 +345,9 @@ def _enqueue_next_free(s: Search, number: int, done: Mapping[str, optuna.trial.F
 # ---------------------------------------------------------------------------------------------- measure
 
 
-def measure(s: Search, backend: Backend, batch: list[Candidate], tally: Tally, heartbeat: Heartbeat,
-            bar: Progress) -> None:
+def measure(
+    s: Search, backend: Backend, batch: list[Candidate], tally: Tally, heartbeat: Heartbeat, bar: Progress
+) -> None:
     """Compile the batch together, then measure and tell its candidates one at a time."""
     if not batch:
         return
@@ -348,8 +374,9 @@ def confirm(s: Search, backend: Backend, bar: Progress) -> tuple[Measurement, ..
     each one's result is the median over rounds. A finalist that fails now (its library gone, a crash) drops out."""
     rounds = s.options.confirm_rounds
     done = measured(s.study)
-    complete = sorted((t for t in done.values() if t.state == optuna.trial.TrialState.COMPLETE),
-                      key=lambda t: t.value, reverse=True)
+    complete = sorted(
+        (t for t in done.values() if t.state == optuna.trial.TrialState.COMPLETE), key=_value, reverse=True
+    )
     finalists = [KernelConfig.from_dict(t.user_attrs["config"]) for t in complete[: s.options.confirm_top]]
     if not finalists or rounds == 0:
         return ()
@@ -359,27 +386,42 @@ def confirm(s: Search, backend: Backend, bar: Progress) -> tuple[Measurement, ..
     bar.note(f"confirming {len(finalists)} finalists in {rounds} interleaved rounds")
     built = backend.compile(finalists, s.shape)  # normally all cached: the study compiled them
     per_round = backend.rounds(finalists, s.shape, built, rounds)
-    return tuple(_confirmed(s.shape, c, [r[c] for r in per_round], done[config_key(c)])
-                 for c in finalists if all(c in r for r in per_round))
+    return tuple(
+        _confirmed(s.shape, c, [r[c] for r in per_round], done[config_key(c)])
+        for c in finalists
+        if all(c in r for r in per_round)
+    )
 
 
-def _confirmed(shape: ConvShape, config: KernelConfig, gflops: list[float],
-               trial: optuna.trial.FrozenTrial) -> Measurement:
+def _confirmed(
+    shape: ConvShape, config: KernelConfig, gflops: list[float], trial: optuna.trial.FrozenTrial
+) -> Measurement:
     stats = summarize([shape.flops() / g / 1e9 for g in gflops])
     checked = measurement_from(trial)  # correctness was checked when the study measured this very kernel
-    return Measurement(config, "ok", seconds=stats.median, spread=stats.spread, samples=stats.count,
-                       gflops=shape.flops() / stats.median / 1e9,
-                       max_rel_error=checked.max_rel_error if checked else None,
-                       detail=f"median of {stats.count} interleaved confirmation rounds")
+    return Measurement(
+        config,
+        "ok",
+        seconds=stats.median,
+        spread=stats.spread,
+        samples=stats.count,
+        gflops=shape.flops() / stats.median / 1e9,
+        max_rel_error=checked.max_rel_error if checked else None,
+        detail=f"median of {stats.count} interleaved confirmation rounds",
+    )
 
 
 # ---------------------------------------------------------------------------------------------- result
 
 
+def _value(trial: optuna.trial.FrozenTrial) -> float:
+    """A trial's GFLOP/s, for ranking (-inf for one without a value, which a complete trial never is)."""
+    return trial.value if trial.value is not None else -math.inf
+
+
 def _result(s: Search, tally: Tally, confirmed: tuple[Measurement, ...], seconds: float) -> TuneResult:
     done = measured(s.study)
     complete = [t for t in done.values() if t.state == optuna.trial.TrialState.COMPLETE]
-    best_trial = max(complete, key=lambda t: t.value, default=None)
+    best_trial = max(complete, key=_value, default=None)
     predicted_trial = done.get(config_key(s.plan.config))
     best = measurement_from(best_trial) if best_trial else None
     predicted = measurement_from(predicted_trial) if predicted_trial else None
@@ -387,8 +429,17 @@ def _result(s: Search, tally: Tally, confirmed: tuple[Measurement, ...], seconds
         best = max(confirmed, key=lambda m: m.gflops or 0.0)
         predicted = next((m for m in confirmed if m.config == s.plan.config), predicted)
     return TuneResult(
-        shape=s.shape, threads=s.threads, study_name=s.study.study_name, storage_url=str(s.rdb.engine.url),
-        best=best, predicted=predicted, measured_now=tally.measured, failed_now=len(tally.failures),
-        trials_total=len(done), seconds=seconds, space_size=len(s.configs), failures=tuple(tally.failures),
+        shape=s.shape,
+        threads=s.threads,
+        study_name=s.study.study_name,
+        storage_url=str(s.rdb.engine.url),
+        best=best,
+        predicted=predicted,
+        measured_now=tally.measured,
+        failed_now=len(tally.failures),
+        trials_total=len(done),
+        seconds=seconds,
+        space_size=len(s.configs),
+        failures=tuple(tally.failures),
         confirmed=confirmed,
     )

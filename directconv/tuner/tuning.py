@@ -81,8 +81,9 @@ def tune(
     keep what `directconv store export` needs to rebuild the store entry (host identity, compiler, flags, peak).
     """
     # Invalid options fail here, before the peak is measured.
-    options = TuneOptions(trials=trials, sampler=sampler, timeout=timeout, progress=progress,
-                          label=layer or shape.describe())
+    options = TuneOptions(
+        trials=trials, sampler=sampler, timeout=timeout, progress=progress, label=layer or shape.describe()
+    )
     h = host()
     if machine is None:
         desc = h.machine
@@ -93,29 +94,53 @@ def tune(
     peak = measured_peak(threads) if threads not in desc.peak_gflops else desc.peak_gflops[threads]
     compiler = find_compiler()
     provenance = Provenance(
-        study={"host_machine": h.machine.id, "fingerprint_id": h.fingerprint_id, "fingerprint": h.fingerprint,
-               **({"layer": layer} if layer else {})},
-        trial={"compiler": compiler.version, "flags": list(BASE_FLAGS) + list(get_isa(desc.isa).flags),
-               "peak_gflops": peak, "directconv_version": __version__},
+        study={
+            "host_machine": h.machine.id,
+            "fingerprint_id": h.fingerprint_id,
+            "fingerprint": h.fingerprint,
+            **({"layer": layer} if layer else {}),
+        },
+        trial={
+            "compiler": compiler.version,
+            "flags": list(BASE_FLAGS) + list(get_isa(desc.isa).flags),
+            "peak_gflops": peak,
+            "directconv_version": __version__,
+        },
     )
     with RealBackend(min_time=min_time, statistic=statistic) as backend:
-        result = run_study(shape, machine=desc, fingerprint_id=h.fingerprint_id, threads=threads, storage=storage,
-                           options=options, backend=backend, provenance=provenance)
+        result = run_study(
+            shape,
+            machine=desc,
+            fingerprint_id=h.fingerprint_id,
+            threads=threads,
+            storage=storage,
+            options=options,
+            backend=backend,
+            provenance=provenance,
+        )
     best = result.best
     entry = None
     written = False
     if best is not None and best.gflops:
         entry = store.Entry(
-            layer=layer, shape=shape, threads=threads, config=best.config, gflops=round(best.gflops, 3),
-            spread=round(best.spread or 0.0, 4), percent_of_peak=round(100 * best.gflops / peak, 2),
-            trials=result.trials_total, date=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            directconv_version=__version__, generator_version=GENERATOR_VERSION,
-            compiler=compiler.version, flags=tuple(BASE_FLAGS) + tuple(get_isa(best.config.isa).flags),
+            layer=layer,
+            shape=shape,
+            threads=threads,
+            config=best.config,
+            gflops=round(best.gflops, 3),
+            spread=round(best.spread or 0.0, 4),
+            percent_of_peak=round(100 * best.gflops / peak, 2),
+            trials=result.trials_total,
+            date=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            directconv_version=__version__,
+            generator_version=GENERATOR_VERSION,
+            compiler=compiler.version,
+            flags=tuple(BASE_FLAGS) + tuple(get_isa(best.config.isa).flags),
         )
-        written, _ = store.record(entry, machine=h.machine.id, fingerprint_id=h.fingerprint_id,
-                                  fingerprint=h.fingerprint, store=store_dir)
+        written, _ = store.record(
+            entry, machine=h.machine.id, fingerprint_id=h.fingerprint_id, fingerprint=h.fingerprint, store=store_dir
+        )
         if not written:
             found = store.lookup(shape, threads, h.fingerprint_id, store=store_dir)
             entry = found.entry if found else entry
     return Tuned(layer, result, peak, entry, written, result.predicted)
-

@@ -48,14 +48,19 @@ def handle(request: dict[str, Any]) -> dict[str, Any]:
     wp = layout.pack_weights(w, config.lanes, config.cob)
     bp = layout.pack_bias(b, shape.co, config.lanes, config.cob)
     out = layout.empty_aligned(kernel.output_shape(1))  # as production allocates it
-    args = dict(cib=config.cib, rows=config.rows, parallel=config.parallel, threads=config.threads)
+    args: dict[str, Any] = dict(cib=config.cib, rows=config.rows, parallel=config.parallel, threads=config.threads)
     kernel.run(xb, wp, bp, out, **args)
     y = layout.blocked_to_nchw(out, shape.co)
     err = float(np.abs(y - ref).max() / max(float(np.abs(ref).max()), 1e-30))
     if not np.isfinite(err) or err > tolerance(shape.ci, shape.kh, shape.kw):
         return {"status": "wrong", "max_rel_error": err, "tolerance": tolerance(shape.ci, shape.kh, shape.kw)}
     samples = kernel.bench(
-        xb, wp, bp, out, **args, min_seconds=float(request.get("min_time", 0.2)),
+        xb,
+        wp,
+        bp,
+        out,
+        **args,
+        min_seconds=float(request.get("min_time", 0.2)),
         max_samples=int(request.get("max_samples", 2000)),
     )
     return {"status": "ok", "samples": samples.tolist(), "max_rel_error": err}

@@ -172,8 +172,10 @@ def _borrow_unmeasured(data: dict[str, Any], probed: Machine) -> None:
         for name in borrowed:
             data[name] = getattr(twin, name)
             data["sources"][name] = f"as the matching bundled description {twin.id}: {twin.sources[name]}"
-        notes.append(f"Not measured here, borrowed from {twin.id}, the bundled description of the same core: "
-                     f"{', '.join(borrowed)}.")
+        notes.append(
+            f"Not measured here, borrowed from {twin.id}, the bundled description of the same core: "
+            f"{', '.join(borrowed)}."
+        )
     defaulted = [name for name in unmeasured if name not in borrowed]
     if defaulted:
         notes.append(f"Not measured here and taken from the schema's defaults: {', '.join(defaulted)}.")

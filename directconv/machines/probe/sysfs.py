@@ -10,6 +10,7 @@ of core differ; cpu0 is the big core on those, the one the kernels should be tun
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -52,10 +53,8 @@ def read_tree(root: Path = ROOT) -> dict[str, str]:
     files: dict[str, str] = {}
 
     def grab(rel: str) -> None:
-        try:
+        with contextlib.suppress(OSError):
             files[rel] = (root / rel).read_text().strip()
-        except OSError:
-            pass
 
     grab("online")
     cpus = parse_cpu_list(files.get("online", "")) or tuple(
