@@ -265,7 +265,9 @@ def model_plan(machine: Machine, shape: ConvShape, config: KernelConfig) -> dict
     """The register plan the model assumes for `config`: what it names, what it budgets, what it needs in flight."""
     vectors = config.cob // config.lanes
     isa = get_isa(config.isa)
-    broadcast = 0 if isa.fma_broadcast else 1
+    # A multiply-add that broadcasts from memory (AVX-512 {1toN}, NEON by lane) saves the broadcast register only
+    # in a one-vector tile: with several vectors GCC broadcasts once into a register that all of them read.
+    broadcast = 0 if isa.fma_broadcast and vectors == 1 and isa.name != "neon" else 1
     return {
         "accumulators": vectors * config.wob,
         "weight_vectors": vectors,
