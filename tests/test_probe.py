@@ -7,6 +7,7 @@ detection reads. No test here asserts a speed; the microbenchmark tests check on
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 import re
@@ -40,6 +41,7 @@ from directconv.machines.probe import (
 )
 from directconv.machines.probe.cpuinfo import archspec_for, parse_cpuinfo
 from directconv.machines.probe.describe import round_latency, round_throughput
+from directconv.machines.probe.uarch import identify
 from directconv.tuner.fma import QUICK, measure, thread_counts
 from directconv.tuner.harness import summarize
 
@@ -74,6 +76,7 @@ EXPECTED = {
         stepping="1",
         # archspec sees Zen 3 through a hypervisor that hides some flags, and calls it zen2.
         archspec="zen2",
+        uarch="zen3",  # from its identity: family 25 model 1
         isas=("avx2", "avx", "scalar"),
         packages=1,
         cores=2,
@@ -90,6 +93,7 @@ EXPECTED = {
         model="85",
         stepping="7",
         archspec="cascadelake",
+        uarch="cascadelake",  # family 6 model 85 stepping 7
         isas=("avx512", "avx2", "avx", "scalar"),
         packages=2,
         cores=20,
@@ -106,6 +110,7 @@ EXPECTED = {
         model="0xd0c",
         stepping="r3p1",
         archspec="neoverse_n1",
+        uarch="neoverse-n1",  # implementer 0x41 part 0xd0c
         isas=("neon", "scalar"),
         packages=1,
         cores=16,
@@ -115,6 +120,30 @@ EXPECTED = {
         lacks={"sve"},
     ),
 }
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_the_identity_names_the_microarchitecture_archspec_may_miss(name):
+    f, want = facts(name), EXPECTED[name]
+    found = identify(f.cpu)
+    assert found is not None and found.name == want["uarch"]
+    assert "Linux" in found.source  # every row says where its numbers come from
+    notes = describe(f, perf(4.0, 2.0), date="2024-01-01").notes
+    assert f"identified as {want['uarch']!r}" in notes and f"archspec names it {want['archspec']!r}" in notes
+
+
+def test_an_identity_outside_the_table_falls_back_to_archspec():
+    f = facts(ZEN3)
+    unknown = dataclasses.replace(f, cpu=dataclasses.replace(f.cpu, family="99"))
+    assert identify(unknown.cpu) is None
+    assert default_id(unknown) == "host-zen2"
+    assert "not in the probe's table" in describe(unknown, perf(4.0, 2.0), date="2024-01-01").notes
+
+
+def test_steppings_tell_skylake_sp_from_cascade_lake():
+    cpu = facts(XEON).cpu
+    assert identify(dataclasses.replace(cpu, stepping="4")).name == "skylake-sp"
+    assert identify(dataclasses.replace(cpu, stepping="7")).name == "cascadelake"
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
@@ -262,7 +291,7 @@ def test_rounding_keeps_whole_cycles_and_half_pipes():
 def test_descriptions_of_fixtures_validate_and_round_trip(name, tmp_path):
     f = facts(name)
     m = describe(f, perf(3.96, 2.03), date="2024-01-01")
-    assert m.id == default_id(f) == f"host-{f.archspec.name}"
+    assert m.id == default_id(f) == f"host-{EXPECTED[name]['uarch']}"
     assert (m.isa, m.n_vec, m.n_reg) == (f.isa, get_isa(f.isa).lanes, get_isa(f.isa).registers)
     assert (m.l_fma, m.n_fma, m.cores) == (4, 2.0, EXPECTED[name]["cores"])
     assert "3.96" in m.notes and "2.03" in m.notes  # the measured values survive the rounding

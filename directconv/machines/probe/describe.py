@@ -19,6 +19,7 @@ from directconv.machines.loader import bundled_machines, parse_machine
 from directconv.machines.machine import Machine, is_machine_flag, optional_defaults
 from directconv.machines.probe.facts import HostFacts
 from directconv.machines.probe.match import best_match
+from directconv.machines.probe.uarch import identify
 from directconv.machines.toolchain import find_compiler
 
 SYSFS_SOURCE = "/sys/devices/system/cpu"
@@ -48,9 +49,23 @@ def round_throughput(per_cycle: float) -> float:
 
 
 def default_id(facts: HostFacts) -> str:
-    """`host-<archspec name>`, lowercased to the characters a machine id allows."""
-    name = re.sub(r"[^a-z0-9_-]+", "-", facts.archspec.name.lower()).strip("-") or "unknown"
+    """`host-<microarchitecture>`: the name the identity table gives the CPU (probe.uarch), else archspec's,
+    lowercased to the characters a machine id allows."""
+    identified = identify(facts.cpu)
+    name = identified.name if identified is not None else facts.archspec.name
+    name = re.sub(r"[^a-z0-9_-]+", "-", name.lower()).strip("-") or "unknown"
     return f"host-{name}"[:64]
+
+
+def _naming(facts: HostFacts) -> str:
+    """Which microarchitecture the identity says and which archspec's flag-based detection says, in words."""
+    identified = identify(facts.cpu)
+    if identified is None:
+        return f"archspec names it {facts.archspec.name!r} (its identity is not in the probe's table)."
+    return (
+        f"identified as {identified.name!r} from its identity ({identified.source}); archspec names it "
+        f"{facts.archspec.name!r} from its flags."
+    )
 
 
 def _compiler_flags(facts: HostFacts) -> tuple[tuple[str, ...], str]:
@@ -92,10 +107,7 @@ def describe(facts: HostFacts, perf: Performance, *, machine_id: str | None = No
     l_fma = round_latency(perf.l_fma)
     n_fma = round_throughput(perf.n_fma)
     notes = [
-        (
-            f"Probed on {date or datetime.date.today().isoformat()}: {name} ({identity}); archspec names it "
-            f"{facts.archspec.name!r}."
-        ),
+        (f"Probed on {date or datetime.date.today().isoformat()}: {name} ({identity}); {_naming(facts)}"),
         f"L_fma {perf.l_fma:.2f} rounded to {l_fma}, N_fma {perf.n_fma:.2f} rounded to {n_fma:g}.",
     ]
     if perf.note:
