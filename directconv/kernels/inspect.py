@@ -1,8 +1,9 @@
 """Read the machine code of a compiled kernel: find the hot loop of the interior tile and count what one step does.
 
 A step is one input channel x one filter tap for one register tile: E = cob/N_vec * wob multiply-adds into E
-accumulators (see model.estimate). The hot loop is the innermost loop with the most multiply-adds; GCC unrolls
-it over several steps, so per-step figures are the loop's totals divided by its steps. The object file is
+accumulators (see model.estimate). The hot loop is the innermost loop with the most accumulators (the interior
+tile; edge tiles are narrower); GCC unrolls it over several steps, so per-step figures are the loop's totals divided
+by its steps. The object file is
 disassembled with objdump from binutils (for AArch64, binutils-aarch64-linux-gnu's, where the host's own objdump
 cannot read it).
 """
