@@ -10,12 +10,13 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from directconv.bench import kind, peers, per_layer, session, summary
-from directconv.bench.base import Check, Impl, Prepared, Registry
+from directconv.bench.base import Check, ConfigSource, Impl, Prepared, Registry
 from directconv.bench.layer import LayerProblem, check_output
 from directconv.bench.report import Report, median_column
 from directconv.bench.results import FAILED, OK, WRONG, Result
@@ -24,7 +25,7 @@ from directconv.cli.main import main
 from directconv.core.files import write_json
 from directconv.core.isa import get_isa
 from directconv.core.shape import ConvShape
-from directconv.core.suite import Layer
+from directconv.core.suite import Layer, get_layer
 from directconv.tuner import harness
 from directconv.tuner.peak import Peak, peak_once
 
@@ -475,3 +476,101 @@ def test_bench_command_writes_checked_records(tmp_path: Path) -> None:
         assert record["gflops"] > 0 and record["percent_of_peak"] > 0
     assert records["directconv-blocked"]["config"]["threads"] == 1
     assert records["numpy-im2col"]["extra_memory_bytes"] > 0
+
+
+# --- the model's estimate beside the measurement ---------------------------------------------------------------
+
+
+def _bench_layer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, source: ConfigSource, impls: tuple[str, ...]
+) -> dict[str, Any]:
+    """One small suite layer at one thread, one round, against a fake peak: the JSON document it writes."""
+    monkeypatch.setattr(session, "measure_peaks", lambda threads, **kw: {t: _fake_peak() for t in threads})
+    out = tmp_path / f"{source}.json"
+    request = kind.Request(
+        layers=("googlenet:3a_5x5",),
+        threads=(1,),
+        impls=impls,
+        settings=Settings(rounds=1, min_time=0.001, warmup_calls=0),
+        json=out,
+        source=source,
+    )
+    assert session.run(per_layer.KIND, request) == 0
+    return json.loads(out.read_text())
+
+
+@pytest.mark.compiler
+def test_directconv_records_carry_the_models_estimate_of_their_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from directconv.core.config import KernelConfig
+    from directconv.machines.host import host
+    from directconv.model import estimate_config
+
+    data = _bench_layer(tmp_path, monkeypatch, "store", ("directconv-blocked", "directconv-nchw", "numpy-im2col"))
+    assert "Model error, 1 thread: directconv-blocked" in capsys.readouterr().out
+    assert data["settings"]["source"] == "store"
+    peak = data["peaks"]["1"]["gflops"]
+    shape = get_layer("googlenet:3a_5x5").shape
+    records = {r["impl"]: r for r in data["records"]}
+    for name in ("directconv-blocked", "directconv-nchw"):
+        r = records[name]
+        expected = estimate_config(shape, host().machine, KernelConfig.from_dict(r["config"]))
+        assert r["predicted_gflops"] == pytest.approx(expected)
+        assert r["predicted_percent_of_peak"] == pytest.approx(100 * expected / peak)
+        assert r["percent_of_peak"] == pytest.approx(100 * r["gflops"] / peak)
+        assert r["config_source"] in ("tuned", "nearest", "model")
+    peer = records["numpy-im2col"]
+    assert peer["predicted_gflops"] is None and peer["predicted_percent_of_peak"] is None
+    assert peer["config_source"] is None
+    rows = data["summary"]["1"]["model_error"]["rows"]
+    assert [row["layer"] for row in rows] == ["googlenet:3a_5x5"]
+
+
+@pytest.mark.compiler
+def test_source_model_measures_the_plan_of_predict(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from directconv.machines.host import host
+    from directconv.model import predict
+
+    data = _bench_layer(tmp_path, monkeypatch, "model", ("directconv-blocked",))
+    assert data["settings"]["source"] == "model"
+    (r,) = data["records"]
+    plan = predict(get_layer("googlenet:3a_5x5").shape, host().machine, 1)
+    assert r["config"] == plan.config.to_dict() and r["config_source"] == "model"
+    assert r["predicted_gflops"] == pytest.approx(plan.predicted_gflops)
+
+
+def test_summary_prints_the_models_error_per_layer() -> None:
+    peak = _fake_peak()
+    flops = SMALL_SHAPES[0].flops()
+
+    def result(layer: str, impl: str, gflops: float, predicted: float | None) -> Result:
+        timing = harness.Timing((flops / (gflops * 1e9),), 1)
+        return Result(layer, impl, 1, OK, flops, peak, timing=timing, config_source="tuned", predicted_gflops=predicted)
+
+    results = [
+        result("test:l0", "directconv-blocked", 50.0, 60.0),
+        result("test:l1", "directconv-blocked", 80.0, 60.0),
+        result("test:l2", "directconv-blocked", 40.0, 50.0),
+        result("test:l0", "numpy-im2col", 40.0, None),
+    ]
+    data = summary.summary(results, per_layer.REGISTRY.select(["directconv-blocked", "numpy-im2col"]), {1: peak})
+    error = data["1"]["model_error"]
+    assert [row["error"] for row in error["rows"]] == pytest.approx([0.2, -0.25, 0.25])
+    assert error["median_abs_error"] == pytest.approx(0.25)
+    text = summary.summary_text(data)
+    assert text.index("Summary, 1 thread") < text.index("Model error, 1 thread: directconv-blocked")
+    assert "test:l1" in text and "-25.0%" in text and "median |error| over 3 layers: 25.0%" in text
+
+
+def test_source_option_reaches_the_request() -> None:
+    import argparse
+
+    from directconv.cli import bench as cli_bench
+
+    parser = argparse.ArgumentParser()
+    cli_bench.add_arguments(parser)
+    assert cli_bench.request(parser.parse_args([])).source == "store"
+    assert cli_bench.request(parser.parse_args(["--source", "model"])).source == "model"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--source", "guess"])

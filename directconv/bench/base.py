@@ -11,11 +11,14 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 import numpy as np
 
 INSTALL_HINT = "pip install 'directconv[bench]'"
+
+ConfigSource = Literal["store", "model"]  # directconv's configuration: choose_config's, or the model's plan
+SOURCES: tuple[ConfigSource, ...] = ("store", "model")
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,7 @@ class Prepared:
     extra_memory_bytes: working memory the implementation allocates beyond input, weights and output
              (e.g. the im2col matrix, a Sequential's two buffers), or None where it is not known (a library's).
     config:  the kernel configuration, for directconv on one layer.
+    config_source: where that configuration came from ("tuned", "nearest" or "model"), for directconv.
     note:    a short remark for the JSON record (e.g. which BLAS thread limit applied).
     close:   undoes process-wide settings made by prepare (a BLAS thread limit); called once when done.
     """
@@ -36,6 +40,7 @@ class Prepared:
     to_nchw: Callable[[Any], np.ndarray]
     extra_memory_bytes: int | None = None
     config: dict[str, Any] | None = None
+    config_source: str | None = None
     note: str = ""
     close: Callable[[], None] | None = field(default=None, repr=False)
 

@@ -139,6 +139,8 @@ def _names(request: Request) -> list[str]:
 def _options(request: Request) -> dict[str, Any]:
     if request.layers:
         raise ValueError("--end-to-end runs whole networks: give --network NAME, not --layer")
+    if request.source != "store":
+        raise ValueError("--source model measures single layers: it does not apply to --end-to-end")
     if not request.networks:
         raise ValueError(f"--end-to-end needs --network NAME (one of {', '.join(networks())})")
     for name in request.networks:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from directconv.bench.base import Impl, Registry
+from directconv.bench.base import ConfigSource, Impl, Registry
 from directconv.bench.report import Report
 from directconv.bench.results import Result
 from directconv.bench.runner import DEFAULT, Settings
@@ -36,6 +36,7 @@ class Request:
     quick: bool = False
     json: Path | None = None
     seed: int = 0
+    source: ConfigSource = "store"
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from directconv.bench.base import Check, compare
+from directconv.bench.base import Check, ConfigSource, compare
 from directconv.bench.runner import Case
 from directconv.core.shape import ConvShape
 from directconv.core.suite import Layer
@@ -18,11 +18,13 @@ FLOAT64 = "float64 reference"
 
 @dataclass(frozen=True)
 class LayerProblem:
-    """One layer's data: NCHW input of batch 1 and OIHW weights, float32, uniform in [-1, 1) from `seed`."""
+    """One layer's data: NCHW input of batch 1 and OIHW weights, float32, uniform in [-1, 1) from `seed`, and
+    where directconv's implementations take their configuration from (`source`)."""
 
     layer: Layer
     x: np.ndarray
     w: np.ndarray
+    source: ConfigSource = "store"
 
     @property
     def shape(self) -> ConvShape:
@@ -39,12 +41,12 @@ class LayerProblem:
         return s.pt, s.pb, s.pl, s.pr
 
     @classmethod
-    def make(cls, layer: Layer, seed: int = 0) -> LayerProblem:
+    def make(cls, layer: Layer, seed: int = 0, source: ConfigSource = "store") -> LayerProblem:
         s = layer.shape
         rng = np.random.default_rng(seed)
         x = rng.uniform(-1.0, 1.0, size=(1, s.ci, s.h, s.w)).astype(np.float32)
         w = rng.uniform(-1.0, 1.0, size=(s.co, s.ci, s.kh, s.kw)).astype(np.float32)
-        return cls(layer, x, w)
+        return cls(layer, x, w, source)
 
     def reference(self) -> np.ndarray:
         """The float64 answer (computed on every call: the caller keeps it as long as it needs it)."""

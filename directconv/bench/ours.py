@@ -1,6 +1,7 @@
 """directconv itself on one layer, measured two ways: the blocked path a network would use, and the plain NCHW path.
 
-Both use directconv.default_config(shape, threads=T) and weights packed once, outside the timing.
+Both use the configuration directconv would choose (tuner.select.choose_config(shape, T)), or with
+`--source model` the model's plan for this host, and weights packed once, outside the timing.
 """
 
 from __future__ import annotations
@@ -10,22 +11,36 @@ import numpy as np
 import directconv
 from directconv.bench.base import Impl, Prepared
 from directconv.bench.layer import LayerProblem
+from directconv.core.config import KernelConfig
 from directconv.kernels import layout
 from directconv.kernels.layout import blocks
+from directconv.machines.host import host
+from directconv.model import predict
+from directconv.tuner.select import choose_config
 
 
-def _pack(problem: LayerProblem, threads: int) -> directconv.PackedWeights:
-    config = directconv.default_config(problem.shape, threads=threads)
+def choose(problem: LayerProblem, threads: int) -> tuple[KernelConfig, str]:
+    """The configuration to measure and its source: "tuned", "nearest" or "model"."""
+    if problem.source == "model":
+        return predict(problem.shape, host().machine, threads).config, "model"
+    # The bench records the source itself, so no UntunedWarning.
+    choice = choose_config(problem.shape, threads, warn=False)
+    return choice.config, choice.source
+
+
+def _pack(problem: LayerProblem, threads: int) -> tuple[directconv.PackedWeights, str]:
+    config, source = choose(problem, threads)
     s = problem.shape
     # Compiles the kernel (or finds it in the disk cache) now, so no call below pays for it.
-    return directconv.pack_weights(
+    packed = directconv.pack_weights(
         problem.w, input_size=(s.h, s.w), stride=problem.stride, padding=problem.padding, config=config
     )
+    return packed, source
 
 
 def prepare_blocked(problem: LayerProblem, threads: int) -> Prepared:
     """conv2d_blocked from a pre-blocked input into a preallocated output: the timed call allocates nothing."""
-    packed = _pack(problem, threads)
+    packed, source = _pack(problem, threads)
     config = packed.config
     s = problem.shape
     xb = directconv.to_blocked(problem.x, isa=config.isa, threads=threads)
@@ -36,7 +51,7 @@ def prepare_blocked(problem: LayerProblem, threads: int) -> Prepared:
     def call() -> directconv.BlockedTensor:
         return directconv.conv2d_blocked(xb, packed, out=out)
 
-    return Prepared(call, directconv.from_blocked, extra_memory_bytes=0, config=config.to_dict())
+    return Prepared(call, directconv.from_blocked, extra_memory_bytes=0, config=config.to_dict(), config_source=source)
 
 
 def prepare_nchw(problem: LayerProblem, threads: int) -> Prepared:
@@ -45,7 +60,7 @@ def prepare_nchw(problem: LayerProblem, threads: int) -> Prepared:
     This is directconv.conv2d without its weight packing, which a user running a layer more than once does
     once; the layout conversions of input and output are part of every call, as they are for such a user.
     """
-    packed = _pack(problem, threads)
+    packed, source = _pack(problem, threads)
     config = packed.config
     x = problem.x
 
@@ -57,7 +72,7 @@ def prepare_nchw(problem: LayerProblem, threads: int) -> Prepared:
     lanes = config.lanes
     # The blocked copies of input and output live during the call; their channel padding is part of that.
     temporaries = 4 * lanes * (blocks(s.ci, lanes) * s.h * s.w + blocks(s.co, lanes) * s.ho * s.wo)
-    return Prepared(call, np.asarray, extra_memory_bytes=temporaries, config=config.to_dict())
+    return Prepared(call, np.asarray, extra_memory_bytes=temporaries, config=config.to_dict(), config_source=source)
 
 
 IMPLS: tuple[Impl[LayerProblem], ...] = (

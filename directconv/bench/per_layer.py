@@ -1,9 +1,15 @@
 """`directconv bench`: directconv beside numpy im2col + BLAS, torch and onnxruntime on suite layers, one table per
-layer with a block of columns per thread count (GFLOP/s, % of the FMA peak, median ms, spread), then a summary."""
+layer with a block of columns per thread count (GFLOP/s, % of the FMA peak, median ms, spread), then a summary.
+
+directconv's records also carry config_source ("tuned", "nearest" or "model": `--source model` measures the
+model's plan) and the model's estimate of the configuration measured on this host's machine description,
+predicted_gflops and predicted_percent_of_peak (of the same measured peak as percent_of_peak); peers' are null.
+The summary ends with the model's error on directconv-blocked per layer."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from typing import Any
 
 from directconv.bench import ours, peers, report, summary
@@ -12,7 +18,10 @@ from directconv.bench.kind import Group, Kind, Request
 from directconv.bench.layer import LayerProblem
 from directconv.bench.results import Result
 from directconv.bench.runner import run
+from directconv.core.config import KernelConfig
 from directconv.core.suite import Layer, get_layer, network_layers, suite
+from directconv.machines.host import host
+from directconv.model import estimate_config
 from directconv.tuner.peak import Peak
 
 FORMAT = "directconv-bench"
@@ -68,7 +77,19 @@ def layer_table(layer: Layer, impl_names: Sequence[str], thread_counts: Sequence
     return f"{title}\n{report.table(REPORT, impl_names, thread_counts, results)}"
 
 
+def predicted_gflops(layer: Layer, config: dict[str, Any] | None) -> float | None:
+    """The model's GFLOP/s for the configuration measured, on this host's machine description (None: no config)."""
+    if config is None:
+        return None
+    return estimate_config(layer.shape, host().machine, KernelConfig.from_dict(config))
+
+
+def with_prediction(layer: Layer, r: Result) -> Result:
+    return replace(r, predicted_gflops=predicted_gflops(layer, r.config))
+
+
 def record(layer: Layer, r: Result) -> dict[str, Any]:
+    """One measurement; directconv's carry where their configuration came from and the model's estimate of it."""
     return {
         "layer": layer.name,
         "shape": layer.shape.to_dict(),
@@ -78,20 +99,27 @@ def record(layer: Layer, r: Result) -> dict[str, Any]:
         **r.measured_fields(),
         "extra_memory_bytes": r.memory_bytes,
         "config": r.config,
+        "config_source": r.config_source,
+        "predicted_gflops": r.predicted_gflops,
+        "predicted_percent_of_peak": r.predicted_percent_of_peak,
     }
 
 
 def _options(request: Request) -> dict[str, Any]:
     if request.input_size is not None or request.steps is not None:
         raise ValueError("--input-size and --steps cut whole networks: they need --end-to-end")
-    return {"layers": [layer.name for layer in select_layers(request.layers, request.networks)]}
+    return {
+        "layers": [layer.name for layer in select_layers(request.layers, request.networks)],
+        "source": request.source,
+    }
 
 
 def _groups(request: Request, impls: Sequence[Impl[LayerProblem]], peaks: dict[int, Peak]) -> Iterator[Group]:
     names = [impl.name for impl in impls]
     for layer in select_layers(request.layers, request.networks):
-        case = LayerProblem.make(layer, request.seed).case()
-        results = [r for t in request.threads for r in run(case, impls, t, peaks[t], request.settings)]
+        case = LayerProblem.make(layer, request.seed, request.source).case()
+        measured = [r for t in request.threads for r in run(case, impls, t, peaks[t], request.settings)]
+        results = [with_prediction(layer, r) for r in measured]
         del case  # its float64 answer: not kept beside the next layer's
         yield Group(results, [record(layer, r) for r in results], layer_table(layer, names, request.threads, results))
 

@@ -38,7 +38,8 @@ class Result:
     status: "ok" (checked correct, then timed), "wrong" (checked and found wrong: not timed) or "failed" (raised
     an exception while being set up, checked or timed: `error` says what). checked_against: what the answer was
     compared with. memory_bytes: Prepared.extra_memory_bytes. memory: measured in a process of its own (whole
-    networks), or None with `memory_note` saying why.
+    networks), or None with `memory_note` saying why. config_source: where directconv took `config` from
+    ("tuned", "nearest", "model"). predicted_gflops: the model's estimate of `config` on this host's machine.
     """
 
     problem: str  # the layer's or the network's name
@@ -57,6 +58,8 @@ class Result:
     other_cpus: float | None = None  # CPUs other processes kept busy while this was timed (tuner/load.py)
     memory: MemoryUsage | None = None
     memory_note: str = ""
+    config_source: str | None = None
+    predicted_gflops: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -74,6 +77,12 @@ class Result:
     def percent_of_peak(self) -> float | None:
         g = self.gflops
         return None if g is None else 100.0 * g / self.peak.gflops
+
+    @property
+    def predicted_percent_of_peak(self) -> float | None:
+        """The model's estimate against the same measured FMA peak as `percent_of_peak`, so the two compare."""
+        p = self.predicted_gflops
+        return None if p is None else 100.0 * p / self.peak.gflops
 
     def measured_fields(self) -> dict[str, Any]:
         """The record fields every bench shares: the check, the speed, the timing and what went wrong."""

@@ -155,6 +155,7 @@ def run(case: Case[P], impls: Sequence[Impl[P]], threads: int, peak: Peak, setti
                 checked_against=case.checked_against,
                 memory_bytes=None if p is None else p.extra_memory_bytes,
                 config=None if p is None else p.config,
+                config_source=None if p is None else p.config_source,
                 note="" if p is None else p.note,
                 error=o.error,
                 other_cpus=o.other_cpus,

@@ -1,10 +1,12 @@
-"""The per-layer bench's summary per thread count: geomeans over the layers, and directconv against its peers.
+"""The per-layer bench's summary per thread count: geomeans over the layers, directconv against its peers, and the
+model's estimate of directconv-blocked's configuration against its measured speed.
 
 Computed as plain data (it also goes into the JSON file), then formatted.
 """
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,8 +22,8 @@ IM2COL = "numpy-im2col"
 
 def summary(results: Sequence[Result], impls: Sequence[Impl[Any]], peaks: dict[int, Peak]) -> dict[str, Any]:
     """Per thread count: geomean GFLOP/s of each implementation over the layers where it ran correctly, the
-    directconv-blocked / numpy-im2col geomean ratio over the layers both ran, and per layer the ratio of
-    directconv-blocked to the fastest peer."""
+    directconv-blocked / numpy-im2col geomean ratio over the layers both ran, per layer the ratio of
+    directconv-blocked to the fastest peer, and per layer the model's error on directconv-blocked."""
     out: dict[str, Any] = {}
     for t, peak in peaks.items():
         ok = {(r.problem, r.impl): r.gflops for r in results if r.threads == t and r.ok and r.gflops}
@@ -38,8 +40,29 @@ def summary(results: Sequence[Result], impls: Sequence[Impl[Any]], peaks: dict[i
             "blocked_over_im2col": _ratio(ok, common, OURS, IM2COL),
             "blocked_over_im2col_layers": len(common),
             "blocked_over_best_peer": _over_best_peer(ok, layers, [impl.name for impl in impls if impl.peer]),
+            "model_error": _model_error([r for r in results if r.threads == t and r.impl == OURS]),
         }
     return out
+
+
+def _model_error(results: Sequence[Result]) -> dict[str, Any]:
+    """Per layer measured and predicted % of peak and error = predicted / measured - 1, and the median |error|."""
+    rows, errors = [], []
+    for r in results:
+        measured, predicted = r.percent_of_peak, r.predicted_percent_of_peak
+        if measured and predicted is not None:
+            errors.append(predicted / measured - 1)
+            rows.append(
+                {
+                    "layer": r.problem,
+                    "config_source": r.config_source,
+                    "measured_percent_of_peak": measured,
+                    "predicted_percent_of_peak": predicted,
+                    "error": errors[-1],
+                }
+            )
+    median = statistics.median(abs(e) for e in errors) if errors else None
+    return {"rows": rows, "median_abs_error": median}
 
 
 Speeds = dict[tuple[str, str], float]  # (layer, implementation) -> GFLOP/s, for those that ran correctly
@@ -109,4 +132,26 @@ def summary_text(data: dict[str, Any]) -> str:
                     f"{row['best_peer_gflops']:8.1f} {row['ratio']:5.2f}x"
                 )
         lines.append("")
+    lines += _model_error_text(data)
     return "\n".join(lines)
+
+
+def _model_error_text(data: dict[str, Any]) -> list[str]:
+    lines = []
+    for part in data.values():
+        fidelity = part.get("model_error") or {}
+        if not fidelity.get("rows"):
+            continue
+        lines.append(
+            f"Model error, {threads_label(part['threads'])}: {OURS} against the model's estimate of its config"
+        )
+        lines.append("  (both as % of the FMA peak; error = predicted / measured - 1)")
+        lines.append(f"    {'layer':<30} {'source':<8} {'measured':>8} {'predicted':>9} {'error':>7}")
+        for row in fidelity["rows"]:
+            lines.append(
+                f"    {row['layer']:<30} {row['config_source'] or '':<8} {row['measured_percent_of_peak']:7.1f}% "
+                f"{row['predicted_percent_of_peak']:8.1f}% {100 * row['error']:+6.1f}%"
+            )
+        lines.append(f"  median |error| over {len(fidelity['rows'])} layers: {100 * fidelity['median_abs_error']:.1f}%")
+        lines.append("")
+    return lines

@@ -11,6 +11,7 @@ import argparse
 from pathlib import Path
 
 from directconv.bench import end_to_end, kind, per_layer, session
+from directconv.bench.base import SOURCES
 from directconv.bench.runner import DEFAULT, QUICK, settings_for
 from directconv.core.suite import NETWORKS
 
@@ -97,6 +98,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help=f"duration of one timed batch of calls (default {DEFAULT.min_time}, --quick {QUICK.min_time})",
     )
+    parser.add_argument(
+        "--source",
+        choices=SOURCES,
+        default="store",
+        help="directconv's configuration: the one it would choose (tuned store, nearest tuned shape, else the model; "
+        "default) or the model's plan for every layer",
+    )
     parser.add_argument("--quick", action="store_true", help="fewer rounds and shorter batches: a smoke test")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write every measurement to FILE")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random inputs and weights (default 0)")
@@ -118,6 +126,7 @@ def request(args: argparse.Namespace) -> kind.Request:
         quick=bool(args.quick),
         json=args.json,
         seed=args.seed,
+        source=args.source,
     )
 
 
