@@ -26,6 +26,8 @@ class Isa:
     # A multiply-add can take its scalar operand straight from memory or a lane (AVX-512 {1toN} embedded
     # broadcast, NEON fmla by element); without it every broadcast input is an instruction of its own.
     fma_broadcast: bool = False
+    # The architecture the code runs on, in GNU spelling; None: portable C that builds for any architecture.
+    arch: str | None = None
 
 
 ISAS: dict[str, Isa] = {
@@ -40,10 +42,12 @@ ISAS: dict[str, Isa] = {
             ("avx512f", "fma"),
             "v",
             fma_broadcast=True,
+            arch="x86_64",
         ),
-        Isa("avx2", 8, 16, True, ("-mavx2", "-mfma"), ("avx2", "fma"), "x"),
-        Isa("avx", 8, 16, False, ("-mavx",), ("avx",), "x"),
-        Isa("neon", 4, 32, True, (), ("asimd",), "w", fma_broadcast=True),
+        Isa("avx2", 8, 16, True, ("-mavx2", "-mfma"), ("avx2", "fma"), "x", arch="x86_64"),
+        Isa("avx", 8, 16, False, ("-mavx",), ("avx",), "x", arch="x86_64"),
+        # No feature to check: Advanced SIMD is part of the AArch64 base architecture.
+        Isa("neon", 4, 32, True, (), (), "w", fma_broadcast=True, arch="aarch64"),
         Isa("scalar", 1, 16, False, (), ()),
     )
 }
@@ -74,18 +78,12 @@ def _cpuinfo_flags(text: str) -> set[str]:
 def isas_from_cpuinfo(text: str, machine: str) -> tuple[str, ...]:
     """The ISAs a CPU can run, best first, from a /proc/cpuinfo dump and the `uname -m` machine name."""
     flags = _cpuinfo_flags(text)
-    found = []
-    for name in PREFERENCE:
-        isa = ISAS[name]
-        if name == "neon":
-            ok = machine in ("aarch64", "arm64")
-        elif name == "scalar":
-            ok = True
-        else:
-            ok = machine in ("x86_64", "AMD64") and all(f in flags for f in isa.cpu_features)
-        if ok:
-            found.append(name)
-    return tuple(found)
+    arch = {"AMD64": "x86_64", "arm64": "aarch64"}.get(machine, machine)
+    return tuple(
+        name
+        for name in PREFERENCE
+        if ISAS[name].arch in (None, arch) and all(f in flags for f in ISAS[name].cpu_features)
+    )
 
 
 @functools.cache

@@ -54,14 +54,6 @@ Kind = Literal["shared", "object", "asm", "executable"]
 KINDS: tuple[str, ...] = get_args(Kind)
 SUFFIXES: dict[str, str] = {"shared": ".so", "object": ".o", "asm": ".s", "executable": ".bin"}
 
-# The architecture an ISA's code runs on; None: portable C that any compiler builds for any architecture.
-ISA_ARCH: dict[str, str | None] = {
-    "avx512": "x86_64",
-    "avx2": "x86_64",
-    "avx": "x86_64",
-    "neon": "aarch64",
-    "scalar": None,
-}
 # GNU target triples: the prefix of a cross compiler's name (Debian: gcc-aarch64-linux-gnu installs
 # aarch64-linux-gnu-gcc) and of the qemu-user binary that runs the result.
 TRIPLES: dict[str, str] = {"x86_64": "x86_64-linux-gnu", "aarch64": "aarch64-linux-gnu"}
@@ -137,9 +129,7 @@ def target_for(machine: Machine) -> Target:
             "the -mno- flag"
         )
     fallbacks = tuple(tuple(f) + isa.flags for f in machine.compiler_flag_fallbacks)
-    return Target(
-        machine=machine.id, isa=isa.name, arch=ISA_ARCH[isa.name], flags=flags + isa.flags, fallbacks=fallbacks
-    )
+    return Target(machine=machine.id, isa=isa.name, arch=isa.arch, flags=flags + isa.flags, fallbacks=fallbacks)
 
 
 @functools.cache

@@ -148,7 +148,7 @@ def how_to_run(machine: Machine) -> tuple[How, str]:
 def _host_stand_in(isa: str) -> str:
     """The host's best ISA with the same architecture, to compile another ISA's vector code for."""
     for name in PREFERENCE:
-        if name in host_isas() and name != "scalar" and cross.ISA_ARCH[name] == cross.ISA_ARCH[isa]:
+        if name in host_isas() and name != "scalar" and ISAS[name].arch == ISAS[isa].arch:
             return name
     return "scalar"
 
@@ -160,7 +160,7 @@ def _executable(case: Case, machine: Machine, how: How) -> Any:
     target = cross.Target(
         machine=f"{machine.id} as {stand_in.name}",
         isa=case.config.isa,
-        arch=cross.ISA_ARCH[case.config.isa],
+        arch=ISAS[case.config.isa].arch,
         flags=stand_in.flags,
     )
     case.config.check_fits(case.shape)
@@ -186,7 +186,7 @@ def run_case(case: Case, machine: Machine, how: How, seed: int = 0) -> CaseResul
         prefix = () if how == "host-isa" else None
         yb = cross.run_driver(
             exe,
-            cross.ISA_ARCH[config.isa],
+            ISAS[config.isa].arch,
             config,
             shape,
             layout.nchw_to_blocked(x, lanes),

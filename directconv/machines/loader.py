@@ -11,7 +11,7 @@ Where machines come from:
   * user: `machines_dir()`, for descriptions written by the probe or by hand. A user file shadows the bundled
     description with the same id.
 
-YAML is read with yaml.safe_load only, and compiler flags must match an allowlist (schema.json, FLAG_PATTERNS),
+YAML is read with yaml.safe_load only, and compiler flags must match an allowlist (schema.json; Machine checks it too),
 because a description's flags end up on a compiler command line.
 """
 
@@ -44,10 +44,9 @@ from directconv.core.schema import (
     must,
     report,
 )
-from directconv.machines.machine import Cache, Machine, flag_patterns, optional_defaults, schema
+from directconv.machines.machine import Cache, Machine, optional_defaults, schema
 
 __all__ = [
-    "FLAG_PATTERNS",
     "ID_PATTERN",
     "MachineEntry",
     "MachineError",
@@ -64,9 +63,8 @@ __all__ = [
 PACKAGE = "directconv.machines"
 SUFFIXES = (".yaml", ".yml")
 
-# schema.json's patterns, for code that checks a name or flag outside a description (always with re.fullmatch).
+# schema.json's pattern of an id, for code that checks a name outside a description (always with re.fullmatch).
 ID_PATTERN: str = schema()["properties"]["id"]["pattern"]
-FLAG_PATTERNS: tuple[str, ...] = flag_patterns()
 
 
 class MachineError(DocumentError):
