@@ -20,16 +20,14 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from directconv.core.config import KernelConfig
 from directconv.core.isa import host_isas
 from directconv.core.shape import ConvShape
 from directconv.core.suite import get_layer
-from directconv.kernels import codegen, cross, layout
+from directconv.kernels import codegen, cross, selftest
 from directconv.kernels.compiler import BASE_FLAGS, CompileError, CompilerNotFoundError
-from directconv.kernels.reference import conv2d_reference, tolerance
 from directconv.machines.loader import bundled_machines, load_machine, machine_to_data, parse_machine
 from directconv.machines.machine import Machine
 from directconv.model.predict import predict
@@ -93,35 +91,11 @@ def check_against_reference(
     seed: int = 0,
 ) -> None:
     """Build the driver for `machine`, run it on random operands and compare with the float64 reference."""
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((batch, shape.ci, shape.h, shape.w)).astype(np.float32)
-    w = rng.standard_normal((shape.co, shape.ci, shape.kh, shape.kw)).astype(np.float32)
-    b = rng.standard_normal(shape.co).astype(np.float32)
-    lanes = config.lanes
+    operands = selftest.random_operands(shape, batch, seed)
     exe = cross.build_for_machine(config, shape, machine, "executable", cc=cc)
-    yb = cross.run_driver(
-        exe,
-        cross.target_for(machine).arch,
-        config,
-        shape,
-        layout.nchw_to_blocked(x, lanes),
-        layout.pack_weights(w, lanes, config.cob),
-        layout.pack_bias(b, shape.co, lanes, config.cob),
-        relu=relu,
-        prefix=prefix,
-    )
-    assert np.isfinite(yb).all(), "the kernel left outputs unwritten (the driver starts them as NaN)"
-    # Channels past C_o are zero: the next layer reads whole channel blocks.
-    assert not yb.transpose(0, 1, 4, 2, 3).reshape(batch, -1, shape.ho, shape.wo)[:, shape.co :].any()
-    y = layout.blocked_to_nchw(yb, shape.co).astype(np.float64)
-    ref = conv2d_reference(x, w, b, stride=(shape.sh, shape.sw), padding=(shape.pt, shape.pb, shape.pl, shape.pr))
-    if relu:
-        ref = np.maximum(ref, 0.0)
-    err = float(np.abs(y - ref).max()) / max(float(np.abs(ref).max()), 1e-30)
-    assert err <= tolerance(shape.ci, shape.kh, shape.kw), (
-        f"{machine.id} {config}: relative error {err:.3g} > {tolerance(shape.ci, shape.kh, shape.kw):.3g} "
-        f"on {shape.describe()}"
-    )
+    yb = selftest.run_on_driver(exe, config, shape, operands, relu=relu, prefix=prefix)
+    problem, _ = selftest.output_problem(yb, shape, operands, relu=relu)
+    assert problem is None, f"{machine.id} {config} on {shape.describe()}: {problem}"
 
 
 _LABEL = re.compile(r"^(\.L\w+):")

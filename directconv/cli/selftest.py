@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
 from directconv.cli.layers import add_machine_option, selected_machine
 
@@ -18,27 +19,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.set_defaults(run=run)
 
 
+def _print_case(case: Any, result: Any) -> None:
+    cfg = result.config
+    verdict = "ok  " if result.passed else "FAIL"
+    error = f"  max rel. error {result.max_rel_error:.2g}" if result.max_rel_error is not None else ""
+    print(
+        f"  {verdict} {case.name:<34} {cfg['cob']}x{cfg['wob']} t{cfg['threads']}{error}"
+        + (f"\n       {result.error}" if result.error else "")
+    )
+
+
 def run(args: argparse.Namespace) -> int:
-    from directconv.kernels.selftest import SelfTest, cases, how_to_run, run_case
+    from directconv.kernels.selftest import cases, how_to_run, selftest
 
     machine = selected_machine(args)
-    how, detail = how_to_run(machine)
     sweep = cases(machine)
     if not args.json:
+        how, detail = how_to_run(machine)  # the header, before the first case runs
         print(f"selftest of {machine.id}: {len(sweep)} cases, {how}: {detail}")
-    results = []
-    for i, case in enumerate(sweep):
-        result = run_case(case, machine, how, seed=i)
-        results.append(result)
-        if not args.json:
-            cfg = result.config
-            verdict = "ok  " if result.passed else "FAIL"
-            error = f"  max rel. error {result.max_rel_error:.2g}" if result.max_rel_error is not None else ""
-            print(
-                f"  {verdict} {case.name:<34} {cfg['cob']}x{cfg['wob']} t{cfg['threads']}{error}"
-                + (f"\n       {result.error}" if result.error else "")
-            )
-    report = SelfTest(machine.id, how, detail, tuple(results))
+    report = selftest(machine, sweep, on_result=None if args.json else _print_case)
     if args.json:
         print(json.dumps(report.to_dict(), indent=1))
     else:

@@ -16,7 +16,9 @@ not the run.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -168,6 +170,60 @@ def _executable(case: Case, machine: Machine, how: How) -> Any:
     return cross.build_standalone(source, target, "executable", name=f"selftest-{machine.id}")
 
 
+def random_operands(shape: ConvShape, batch: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """NCHW input, OIHW weights and bias for `shape`, standard normal, reproducible from `seed`."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((batch, shape.ci, shape.h, shape.w)).astype(np.float32)
+    w = rng.standard_normal((shape.co, shape.ci, shape.kh, shape.kw)).astype(np.float32)
+    b = rng.standard_normal(shape.co).astype(np.float32)
+    return x, w, b
+
+
+def run_on_driver(
+    executable: Path,
+    config: KernelConfig,
+    shape: ConvShape,
+    operands: tuple[np.ndarray, np.ndarray, np.ndarray],
+    *,
+    relu: bool = False,
+    prefix: tuple[str, ...] | None = None,
+) -> np.ndarray:
+    """The blocked output of a driver executable on NCHW operands, packed as the kernel takes them (see
+    cross.run_driver for `prefix`)."""
+    x, w, b = operands
+    lanes = config.lanes
+    return cross.run_driver(
+        executable,
+        ISAS[config.isa].arch,
+        config,
+        shape,
+        layout.nchw_to_blocked(x, lanes),
+        layout.pack_weights(w, lanes, config.cob),
+        layout.pack_bias(b, shape.co, lanes, config.cob),
+        relu=relu,
+        prefix=prefix,
+    )
+
+
+def output_problem(
+    yb: np.ndarray, shape: ConvShape, operands: tuple[np.ndarray, np.ndarray, np.ndarray], *, relu: bool = False
+) -> tuple[str | None, float | None]:
+    """(what is wrong with the blocked output `yb`, or None; its relative error against the float64 reference)."""
+    x, w, b = operands
+    if not np.isfinite(yb).all():
+        return "outputs left unwritten (the driver starts them as NaN)", None
+    planes = yb.transpose(0, 1, 4, 2, 3).reshape(x.shape[0], -1, shape.ho, shape.wo)
+    if planes[:, shape.co :].any():  # the next layer reads whole channel blocks
+        return "channels past C_o are not zero", None
+    y = layout.blocked_to_nchw(yb, shape.co).astype(np.float64)
+    ref = conv2d_reference(x, w, b, stride=(shape.sh, shape.sw), padding=(shape.pt, shape.pb, shape.pl, shape.pr))
+    if relu:
+        ref = np.maximum(ref, 0.0)
+    err = float(np.abs(y - ref).max()) / max(float(np.abs(ref).max()), 1e-30)
+    bound = tolerance(shape.ci, shape.kh, shape.kw)
+    return (None if err <= bound else f"relative error {err:.3g} above the bound {bound:.3g}"), err
+
+
 def run_case(case: Case, machine: Machine, how: How, seed: int = 0) -> CaseResult:
     """Build and run one case; any failure (compile error, crash, wrong answer) is its result, not an exception."""
     shape, config = case.shape, case.config
@@ -176,42 +232,27 @@ def run_case(case: Case, machine: Machine, how: How, seed: int = 0) -> CaseResul
     def result(error: str | None, err: float | None = None) -> CaseResult:
         return CaseResult(case.name, shape.describe(), config.to_dict(), error is None, err, bound, error)
 
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((case.batch, shape.ci, shape.h, shape.w)).astype(np.float32)
-    w = rng.standard_normal((shape.co, shape.ci, shape.kh, shape.kw)).astype(np.float32)
-    b = rng.standard_normal(shape.co).astype(np.float32)
-    lanes = config.lanes
+    operands = random_operands(shape, case.batch, seed)
     try:
         exe = _executable(case, machine, how)
-        prefix = () if how == "host-isa" else None
-        yb = cross.run_driver(
-            exe,
-            ISAS[config.isa].arch,
-            config,
-            shape,
-            layout.nchw_to_blocked(x, lanes),
-            layout.pack_weights(w, lanes, config.cob),
-            layout.pack_bias(b, shape.co, lanes, config.cob),
-            relu=case.relu,
-            prefix=prefix,
-        )
+        yb = run_on_driver(exe, config, shape, operands, relu=case.relu, prefix=() if how == "host-isa" else None)
     except Exception as exc:  # a failed case is data: the sweep goes on
         return result(f"{type(exc).__name__}: {exc}"[:2000])
-    if not np.isfinite(yb).all():
-        return result("outputs left unwritten (the driver starts them as NaN)")
-    planes = yb.transpose(0, 1, 4, 2, 3).reshape(case.batch, -1, shape.ho, shape.wo)
-    if planes[:, shape.co :].any():
-        return result("channels past C_o are not zero")
-    y = layout.blocked_to_nchw(yb, shape.co).astype(np.float64)
-    ref = conv2d_reference(x, w, b, stride=(shape.sh, shape.sw), padding=(shape.pt, shape.pb, shape.pl, shape.pr))
-    if case.relu:
-        ref = np.maximum(ref, 0.0)
-    err = float(np.abs(y - ref).max()) / max(float(np.abs(ref).max()), 1e-30)
-    return result(None if err <= bound else f"relative error {err:.3g} above the bound {bound:.3g}", err)
+    return result(*output_problem(yb, shape, operands, relu=case.relu))
 
 
-def selftest(machine: Machine, selected: list[Case] | None = None) -> SelfTest:
-    """Run every case of the sweep (or `selected`) for `machine`; ValueError when this host cannot run its code."""
+def selftest(
+    machine: Machine,
+    selected: list[Case] | None = None,
+    *,
+    on_result: Callable[[Case, CaseResult], None] | None = None,
+) -> SelfTest:
+    """Run every case of the sweep (or `selected`) for `machine`; ValueError when this host cannot run its code.
+    `on_result(case, result)` after each case (the command prints as it goes)."""
     how, detail = how_to_run(machine)
-    results = tuple(run_case(case, machine, how, seed=i) for i, case in enumerate(selected or cases(machine)))
-    return SelfTest(machine.id, how, detail, results)
+    results = []
+    for i, case in enumerate(selected or cases(machine)):
+        results.append(run_case(case, machine, how, seed=i))
+        if on_result is not None:
+            on_result(case, results[-1])
+    return SelfTest(machine.id, how, detail, tuple(results))
