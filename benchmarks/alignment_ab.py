@@ -64,7 +64,7 @@ def main() -> int:
         aligned = (
             layout.nchw_to_blocked(x, cfg.lanes),
             layout.pack_weights(w, cfg.lanes, cfg.cob),
-            layout.pack_bias(None, s.co, cfg.lanes, cfg.cob),
+            layout.pack_bias(None, s, cfg.lanes, cfg.cob),
             layout.empty_aligned(k.output_shape(1)),
         )
         variants = {"aligned": aligned, "numpy": tuple(numpy_default(a) for a in aligned)}

@@ -76,7 +76,7 @@ def main() -> int:
         ref = conv2d_reference(x, w, None, stride=(s.sh, s.sw), padding=(s.pt, s.pb, s.pl, s.pr))
         xb = layout.nchw_to_blocked(x, cfg.lanes)
         wp = layout.pack_weights(w, cfg.lanes, cfg.cob)
-        bias = layout.pack_bias(None, s.co, cfg.lanes, cfg.cob)
+        bias = layout.pack_bias(None, s, cfg.lanes, cfg.cob)
         kernels = {}
         for label, gen in (("old", old), ("new", codegen)):
             path = compiler.build(gen.generate(cfg, s), flags, name="conv")

@@ -56,7 +56,7 @@ def main() -> int:
             k = runtime.load(cfg, s)
             xb = layout.nchw_to_blocked(x, cfg.lanes)
             wp = layout.pack_weights(w, cfg.lanes, cfg.cob)
-            bias = layout.pack_bias(None, s.co, cfg.lanes, cfg.cob)
+            bias = layout.pack_bias(None, s, cfg.lanes, cfg.cob)
             out = np.zeros(k.output_shape(1), np.float32)
             k.run(xb, wp, bias, out, cib=cfg.cib, rows=cfg.rows, parallel=cfg.parallel, threads=1)
             y = layout.blocked_to_nchw(out, s.co)

@@ -79,7 +79,7 @@ def test_kernel_buffers_start_on_a_cache_line():
     for a in (
         layout.nchw_to_blocked(x, 8),
         layout.pack_weights(w, 8, 16),
-        layout.pack_bias(None, 37, 8, 16),
+        layout.pack_bias(None, ConvShape(ci=8, co=37, h=1, w=1, kh=1, kw=1), 8, 16),
         layout.empty_aligned((3, 5, 7)),
     ):
         assert a.ctypes.data % layout.ALIGN == 0 and a.flags.c_contiguous and a.dtype == np.float32

@@ -26,6 +26,21 @@ def normalize_stride(stride: Any) -> tuple[int, int]:
     return sh, sw
 
 
+def normalize_dilation(dilation: Any) -> tuple[int, int]:
+    dh, dw = _pair(dilation, "dilation")
+    if dh < 1 or dw < 1:
+        raise ValueError(f"dilation must be >= 1 on both axes, got (dilation_h={dh}, dilation_w={dw})")
+    return dh, dw
+
+
+def normalize_groups(groups: Any) -> int:
+    if not isinstance(groups, int) or isinstance(groups, bool):
+        raise TypeError(f"groups must be an int, got {groups!r}")
+    if groups < 1:
+        raise ValueError(f"groups must be >= 1, got {groups}")
+    return groups
+
+
 def normalize_padding(padding: Any) -> tuple[int, int, int, int]:
     """Padding as (top, bottom, left, right).
 
@@ -51,7 +66,9 @@ def normalize_padding(padding: Any) -> tuple[int, int, int, int]:
 
 @dataclass(frozen=True)
 class ConvShape:
-    """A 2-D convolution: C_i input channels of H x W, C_o filters of kh x kw, per-axis stride, per-side padding.
+    """A 2-D convolution: C_i input channels of H x W, C_o filters of kh x kw, per-axis stride, per-side padding,
+    per-axis dilation, and `groups`: the channels split into that many independent convolutions of C_i/groups
+    inputs and C_o/groups outputs each (groups = C_i is a depthwise layer).
 
     Batch size is not part of the shape: one compiled kernel serves any batch.
     """
@@ -68,9 +85,12 @@ class ConvShape:
     pb: int = 0
     pl: int = 0
     pr: int = 0
+    dh: int = 1
+    dw: int = 1
+    groups: int = 1
 
     def __post_init__(self) -> None:
-        for name in ("ci", "co", "h", "w", "kh", "kw", "sh", "sw", "pt", "pb", "pl", "pr"):
+        for name in FIELDS:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool):
                 raise TypeError(f"ConvShape.{name} must be an int, got {value!r}")
@@ -83,28 +103,74 @@ class ConvShape:
             raise ValueError(
                 f"padding must be >= 0, got (top={self.pt}, bottom={self.pb}, left={self.pl}, right={self.pr})"
             )
-        if self.kh > self.h + self.pt + self.pb or self.kw > self.w + self.pl + self.pr:
+        if self.dh < 1 or self.dw < 1:
+            raise ValueError(f"dilation must be >= 1 on both axes, got (dilation_h={self.dh}, dilation_w={self.dw})")
+        if self.groups < 1:
+            raise ValueError(f"groups must be >= 1, got {self.groups}")
+        if self.ci % self.groups or self.co % self.groups:
             raise ValueError(
-                f"kernel {self.kh}x{self.kw} is larger than the padded input "
+                f"groups={self.groups} must divide both channel counts, got C_i={self.ci} and C_o={self.co}"
+            )
+        if self.ekh > self.h + self.pt + self.pb or self.ekw > self.w + self.pl + self.pr:
+            dilated = f" (kernel {self.kh}x{self.kw} at dilation {self.dh}x{self.dw})" if self.dilated else ""
+            raise ValueError(
+                f"kernel {self.ekh}x{self.ekw}{dilated} is larger than the padded input "
                 f"{self.h + self.pt + self.pb}x{self.w + self.pl + self.pr} "
                 f"(input {self.h}x{self.w}, padding top={self.pt} bottom={self.pb} left={self.pl} right={self.pr})"
             )
 
     @classmethod
     def from_args(
-        cls, ci: int, co: int, h: int, w: int, kh: int, kw: int, stride: Any = 1, padding: Any = 0
+        cls,
+        ci: int,
+        co: int,
+        h: int,
+        w: int,
+        kh: int,
+        kw: int,
+        stride: Any = 1,
+        padding: Any = 0,
+        dilation: Any = 1,
+        groups: Any = 1,
     ) -> ConvShape:
         sh, sw = normalize_stride(stride)
         pt, pb, pl, pr = normalize_padding(padding)
-        return cls(ci=ci, co=co, h=h, w=w, kh=kh, kw=kw, sh=sh, sw=sw, pt=pt, pb=pb, pl=pl, pr=pr)
+        dh, dw = normalize_dilation(dilation)
+        g = normalize_groups(groups)
+        return cls(
+            ci=ci, co=co, h=h, w=w, kh=kh, kw=kw, sh=sh, sw=sw, pt=pt, pb=pb, pl=pl, pr=pr, dh=dh, dw=dw, groups=g
+        )
+
+    @property
+    def cig(self) -> int:
+        """Input channels per group (1 for a depthwise layer)."""
+        return self.ci // self.groups
+
+    @property
+    def cog(self) -> int:
+        """Output channels per group (the channel multiplier of a depthwise layer)."""
+        return self.co // self.groups
+
+    @property
+    def dilated(self) -> bool:
+        return (self.dh, self.dw) != (1, 1)
+
+    @property
+    def ekh(self) -> int:
+        """Height the kernel spans on the input: kh taps dh apart."""
+        return (self.kh - 1) * self.dh + 1
+
+    @property
+    def ekw(self) -> int:
+        return (self.kw - 1) * self.dw + 1
 
     @property
     def ho(self) -> int:
-        return (self.h + self.pt + self.pb - self.kh) // self.sh + 1
+        return (self.h + self.pt + self.pb - self.ekh) // self.sh + 1
 
     @property
     def wo(self) -> int:
-        return (self.w + self.pl + self.pr - self.kw) // self.sw + 1
+        return (self.w + self.pl + self.pr - self.ekw) // self.sw + 1
 
     def kernel_view(self) -> ConvShape:
         """The geometry the kernel is generated for: a 1x1, stride-1, unpadded layer is a matrix product over all
@@ -112,19 +178,49 @@ class ConvShape:
         leaves one partial register tile per channel block instead of one per row."""
         pads = (self.pt, self.pb, self.pl, self.pr)
         if (self.kh, self.kw, self.sh, self.sw) == (1, 1, 1, 1) and not any(pads) and self.h > 1:
-            return ConvShape(ci=self.ci, co=self.co, h=1, w=self.h * self.w, kh=1, kw=1)
+            return ConvShape(ci=self.ci, co=self.co, h=1, w=self.h * self.w, kh=1, kw=1, groups=self.groups)
         return self
 
     def flops(self, batch: int = 1) -> int:
         """Multiply-adds counted as two FLOPs, padding included (the convention of every peer benchmark)."""
-        return 2 * batch * self.co * self.ci * self.kh * self.kw * self.ho * self.wo
+        return 2 * batch * self.co * self.cig * self.kh * self.kw * self.ho * self.wo
 
     def to_dict(self) -> dict[str, int]:
-        return {k: getattr(self, k) for k in ("ci", "co", "h", "w", "kh", "kw", "sh", "sw", "pt", "pb", "pl", "pr")}
+        """Every field; dilation and groups only where they are not 1, so that plain layers read as they always
+        did (config stores written before grouped layers existed stay valid and keep their keys)."""
+        return {k: getattr(self, k) for k in FIELDS if k in BASE_FIELDS or getattr(self, k) != 1}
 
     def describe(self) -> str:
         pad = (self.pt, self.pb, self.pl, self.pr)
+        extra = (f" d{self.dh}x{self.dw}" if self.dilated else "") + (f" g{self.groups}" if self.groups > 1 else "")
         return (
             f"{self.ci}->{self.co} {self.h}x{self.w} k{self.kh}x{self.kw} s{self.sh}x{self.sw} "
-            f"p{','.join(map(str, pad))} -> {self.ho}x{self.wo}"
+            f"p{','.join(map(str, pad))}{extra} -> {self.ho}x{self.wo}"
         )
+
+
+BASE_FIELDS = ("ci", "co", "h", "w", "kh", "kw", "sh", "sw", "pt", "pb", "pl", "pr")
+FIELDS = (*BASE_FIELDS, "dh", "dw", "groups")
+
+KernelKind = str  # one of KERNEL_KINDS
+KERNEL_KINDS = ("plain", "grouped", "depthwise", "grouped-packed")
+
+
+def kernel_kind(shape: ConvShape, lanes: int) -> KernelKind:
+    """Which generated kernel runs `shape` on vectors of `lanes` floats.
+
+    plain:          groups = 1: every output vector reduces over all input channels (kernels/codegen.py).
+    grouped:        each group's input and output channels are whole vectors, so a group is a plain convolution over
+                    its own channel blocks (the same generator, run per group).
+    depthwise:      one input channel per group (groups = C_i; C_o = k * C_i with channel multiplier k): each output
+                    vector multiplies input vectors lane by lane, no broadcast (kernels/codegen_lanes.py).
+    grouped-packed: groups narrower than a vector (or not whole vectors): one vector holds several groups and each
+                    input channel of a group reaches its lanes by a shuffle (kernels/codegen_lanes.py).
+    """
+    if shape.groups == 1:
+        return "plain"
+    if shape.cig % lanes == 0 and shape.cog % lanes == 0:
+        return "grouped"
+    if shape.cig == 1:
+        return "depthwise"
+    return "grouped-packed"

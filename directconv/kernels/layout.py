@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from directconv.core.shape import ConvShape, kernel_kind
+
 # Alignment of every buffer the kernels read or write: a cache line. numpy aligns to 16 bytes only (large arrays
 # usually start 16 bytes past a line), so every other 32-byte (AVX2) or every 64-byte (AVX-512) vector load of
 # packed weights and outputs may straddle two cache lines; aligned, none does (measured: docs/design.md).
@@ -48,29 +50,77 @@ def blocked_to_nchw(xb: np.ndarray, channels: int) -> np.ndarray:
     return np.ascontiguousarray(full[:, :channels])
 
 
-def pack_weights(w: np.ndarray, lanes: int, cob: int) -> np.ndarray:
-    """OIHW -> (ceil(C_o/cob), ceil(C_i/lanes), kh, kw, lanes, cob), zero past C_o and C_i."""
-    co, ci, kh, kw = w.shape
-    nj = blocks(blocks(co, lanes) * lanes, cob)
-    nbi = blocks(ci, lanes)
-    padded = np.zeros((nj * cob, nbi * lanes, kh, kw), dtype=np.float32)
-    padded[:co, :ci] = w
-    # (nj, cob, nbi, lanes, kh, kw) -> (nj, nbi, kh, kw, lanes, cob)
-    packed = empty_aligned((nj, nbi, kh, kw, lanes, cob))
-    packed[...] = padded.reshape(nj, cob, nbi, lanes, kh, kw).transpose(0, 2, 4, 5, 3, 1)
+def weight_shape(shape: ConvShape, lanes: int, cob: int) -> tuple[int, ...]:
+    """The packed weights' array shape for `shape` (see pack_weights)."""
+    if kernel_kind(shape, lanes) in ("depthwise", "grouped-packed"):
+        return (blocks(shape.co, lanes), shape.kh, shape.kw, shape.cig, lanes)
+    nj = blocks(blocks(shape.cog, lanes) * lanes, cob)
+    return (shape.groups * nj, blocks(shape.cig, lanes), shape.kh, shape.kw, lanes, cob)
+
+
+def bias_length(shape: ConvShape, lanes: int, cob: int) -> int:
+    """The packed bias's length: one slot per output channel of every register block, tails included."""
+    if kernel_kind(shape, lanes) in ("depthwise", "grouped-packed"):
+        return blocks(shape.co, lanes) * lanes
+    return weight_shape(shape, lanes, cob)[0] * cob
+
+
+def _shape_of(w: np.ndarray, groups: int) -> ConvShape:
+    """A shape with w's channels and taps (the spatial fields do not matter to packing)."""
+    co, cig, kh, kw = (int(v) for v in w.shape)
+    return ConvShape(ci=cig * groups, co=co, h=kh, w=kw, kh=kh, kw=kw, groups=groups)
+
+
+def pack_weights(w: np.ndarray, lanes: int, cob: int, groups: int = 1) -> np.ndarray:
+    """OIHW weights (C_o, C_i / groups, kh, kw) -> the layout of the kernel that runs them.
+
+    plain and grouped kernels: (groups * ceil(C_o,g / cob), ceil(C_i,g / lanes), kh, kw, lanes, cob), each group's
+    register blocks after the previous group's, zero past each group's channels (C_o,g = C_o / groups).
+    depthwise and grouped-packed kernels: (ceil(C_o / lanes), kh, kw, C_i / groups, lanes): for output channel
+    o = b * lanes + l, element [b, n, m, i, l] is w[o, i, n, m]: one vector per (tap, input channel of the group),
+    lane by lane, zero past C_o.
+    """
+    shape = _shape_of(w, groups)
+    packed = empty_aligned(weight_shape(shape, lanes, cob))
+    if kernel_kind(shape, lanes) in ("depthwise", "grouped-packed"):
+        nbo = packed.shape[0]
+        padded = np.zeros((nbo * lanes, shape.cig, shape.kh, shape.kw), dtype=np.float32)
+        padded[: shape.co] = w
+        # (nbo, lanes, cig, kh, kw) -> (nbo, kh, kw, cig, lanes)
+        packed[...] = padded.reshape(nbo, lanes, shape.cig, shape.kh, shape.kw).transpose(0, 3, 4, 2, 1)
+        return packed
+    nj, nbi = packed.shape[0] // groups, packed.shape[1]
+    kh, kw = shape.kh, shape.kw
+    padded = np.zeros((groups, nj * cob, nbi * lanes, kh, kw), dtype=np.float32)
+    padded[:, : shape.cog, : shape.cig] = w.reshape(groups, shape.cog, shape.cig, kh, kw)
+    # (g, nj, cob, nbi, lanes, kh, kw) -> (g, nj, nbi, kh, kw, lanes, cob)
+    blocked = padded.reshape(groups, nj, cob, nbi, lanes, kh, kw).transpose(0, 1, 3, 5, 6, 4, 2)
+    packed[...] = blocked.reshape(packed.shape)
     return packed
 
 
-def unpack_weights(packed: np.ndarray, co: int, ci: int) -> np.ndarray:
-    """The inverse of pack_weights: (nj, nbi, kh, kw, lanes, cob) -> OIHW (co, ci, kh, kw), a new array."""
-    nj, nbi, kh, kw, lanes, cob = packed.shape
-    full = packed.transpose(0, 5, 1, 4, 2, 3).reshape(nj * cob, nbi * lanes, kh, kw)
-    return np.ascontiguousarray(full[:co, :ci])
+def unpack_weights(packed: np.ndarray, co: int, ci: int, groups: int = 1) -> np.ndarray:
+    """The inverse of pack_weights: packed -> OIHW (co, ci / groups, kh, kw), a new array."""
+    cig = ci // groups
+    if packed.ndim == 5:  # depthwise and grouped-packed
+        nbo, kh, kw, _, lanes = packed.shape
+        full = packed.transpose(0, 4, 3, 1, 2).reshape(nbo * lanes, cig, kh, kw)
+        return np.ascontiguousarray(full[:co])
+    gnj, nbi, kh, kw, lanes, cob = packed.shape
+    nj = gnj // groups
+    full = packed.reshape(groups, nj, nbi, kh, kw, lanes, cob).transpose(0, 1, 6, 2, 5, 3, 4)
+    full = full.reshape(groups, nj * cob, nbi * lanes, kh, kw)[:, : co // groups, :cig]
+    return np.ascontiguousarray(full.reshape(co, cig, kh, kw))
 
 
-def pack_bias(bias: np.ndarray | None, co: int, lanes: int, cob: int) -> np.ndarray:
-    nj = blocks(blocks(co, lanes) * lanes, cob)
-    packed = empty_aligned((nj * cob,), zero=True)
-    if bias is not None:
-        packed[:co] = bias
+def pack_bias(bias: np.ndarray | None, shape: ConvShape, lanes: int, cob: int) -> np.ndarray:
+    """Bias in the order of the kernel's output blocks (see bias_length), zero in the tails."""
+    packed = empty_aligned((bias_length(shape, lanes, cob),), zero=True)
+    if bias is None:
+        return packed
+    if shape.groups == 1 or kernel_kind(shape, lanes) in ("depthwise", "grouped-packed"):
+        packed[: shape.co] = bias
+        return packed
+    per_group = packed.reshape(shape.groups, -1)
+    per_group[:, : shape.cog] = np.asarray(bias).reshape(shape.groups, shape.cog)
     return packed

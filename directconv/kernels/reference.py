@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from directconv.core.shape import normalize_padding, normalize_stride
+from directconv.core.shape import normalize_dilation, normalize_groups, normalize_padding, normalize_stride
 
 
 def conv2d_reference(
@@ -18,16 +18,27 @@ def conv2d_reference(
     *,
     stride: int | tuple[int, int] = 1,
     padding: int | tuple[int, int] | tuple[int, int, int, int] = 0,
+    dilation: int | tuple[int, int] = 1,
+    groups: int = 1,
 ) -> np.ndarray:
-    """NCHW input, OIHW weights, float64 result of shape (N, C_o, H_o, W_o)."""
+    """NCHW input, OIHW weights of shape (C_o, C_i / groups, kh, kw), float64 result of shape (N, C_o, H_o, W_o)."""
     sh, sw = normalize_stride(stride)
     pt, pb, pl, pr = normalize_padding(padding)
+    dh, dw = normalize_dilation(dilation)
+    g = normalize_groups(groups)
     x64 = np.pad(np.asarray(x, dtype=np.float64), ((0, 0), (0, 0), (pt, pb), (pl, pr)))
     w64 = np.asarray(w, dtype=np.float64)
-    kh, kw = w64.shape[2], w64.shape[3]
-    # windows: (N, C_i, H_o', W_o', kh, kw) before striding
-    windows = sliding_window_view(x64, (kh, kw), axis=(2, 3))[:, :, ::sh, ::sw]
-    out = np.einsum("nchwij,ocij->nohw", windows, w64, optimize=True)
+    n, ci = x64.shape[:2]
+    co, cig, kh, kw = w64.shape
+    if ci != cig * g or co % g:
+        raise ValueError(f"weights {w64.shape} do not fit {ci} input channels in {g} groups")
+    # windows: (N, C_i, H_o', W_o', (kh-1)*dh+1, (kw-1)*dw+1) before striding; the taps are every dh-th, dw-th
+    windows = sliding_window_view(x64, ((kh - 1) * dh + 1, (kw - 1) * dw + 1), axis=(2, 3))
+    windows = windows[:, :, ::sh, ::sw, ::dh, ::dw]
+    ho, wo = windows.shape[2:4]
+    grouped_windows = windows.reshape(n, g, cig, ho, wo, kh, kw)
+    grouped_w = w64.reshape(g, co // g, cig, kh, kw)
+    out = np.einsum("ngchwij,gocij->ngohw", grouped_windows, grouped_w, optimize=True).reshape(n, co, ho, wo)
     if bias is not None:
         out += np.asarray(bias, dtype=np.float64)[None, :, None, None]
     return out

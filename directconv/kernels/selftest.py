@@ -198,8 +198,8 @@ def run_on_driver(
         config,
         shape,
         layout.nchw_to_blocked(x, lanes),
-        layout.pack_weights(w, lanes, config.cob),
-        layout.pack_bias(b, shape.co, lanes, config.cob),
+        layout.pack_weights(w, lanes, config.cob, shape.groups),
+        layout.pack_bias(b, shape, lanes, config.cob),
         relu=relu,
         prefix=prefix,
     )

@@ -179,8 +179,8 @@ def pack_weights(
     config = _resolve_config(config, shape, threads)
     runtime.load(config, shape)
     return PackedWeights(
-        data=layout.pack_weights(w, config.lanes, config.cob),
-        bias=layout.pack_bias(bias, co, config.lanes, config.cob),
+        data=layout.pack_weights(w, config.lanes, config.cob, shape.groups),
+        bias=layout.pack_bias(bias, shape, config.lanes, config.cob),
         shape=shape,
         config=config,
         has_bias=bias is not None,

@@ -45,8 +45,8 @@ def handle(request: dict[str, Any]) -> dict[str, Any]:
     x, w, b, ref = _problem(shape)
     kernel = runtime.open_library(Path(request["lib"]), config, shape)
     xb = layout.nchw_to_blocked(x, config.lanes)
-    wp = layout.pack_weights(w, config.lanes, config.cob)
-    bp = layout.pack_bias(b, shape.co, config.lanes, config.cob)
+    wp = layout.pack_weights(w, config.lanes, config.cob, shape.groups)
+    bp = layout.pack_bias(b, shape, config.lanes, config.cob)
     out = layout.empty_aligned(kernel.output_shape(1))  # as production allocates it
     args: dict[str, Any] = dict(cib=config.cib, rows=config.rows, parallel=config.parallel, threads=config.threads)
     kernel.run(xb, wp, bp, out, **args)
