@@ -26,7 +26,7 @@ def test_wrong_ndim(layer):
 
 def test_channel_mismatch(layer):
     x, w, _ = layer
-    with pytest.raises(ValueError, match=r"channel mismatch: x has C_i=4 channels .* but w expects C_i=3"):
+    with pytest.raises(ValueError, match=r"channel mismatch: x has C_i=4 channels .*w's second dimension must be C_i / groups = 4, got 3"):
         dc.conv2d(x, w[:, :3])
 
 

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from directconv.core.config import KernelConfig
-from directconv.core.shape import ConvShape
+from directconv.core.shape import BASE_FIELDS, FIELDS, ConvShape
 from directconv.tuner import store
 
 FP = {"vendor": "test", "model_name": "Test CPU"}
@@ -231,7 +231,8 @@ def test_store_schema_names_the_fields_of_entry_and_shape():
     entry = store._SCHEMA["$defs"]["entry"]
     assert entry["required"] == list(entry["properties"]) == list(store.Entry.__dataclass_fields__)
     shape = store._SCHEMA["$defs"]["shape"]
-    assert shape["required"] == list(shape["properties"]) == list(SHAPE.to_dict())
+    assert shape["required"] == list(SHAPE.to_dict()) == list(BASE_FIELDS)  # a plain layer writes these
+    assert list(shape["properties"]) == list(FIELDS)  # dilation and groups are optional
     assert all(rule.get("description") for rule in [*entry["properties"].values(), *shape["properties"].values()])
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from directconv.core import checks
 from directconv.core.isa import ISAS, get_isa
-from directconv.core.shape import ConvShape
+from directconv.core.shape import ConvShape, kernel_kind
 
 PARALLEL_AXES = ("co", "rows")
 UNROLLS = (1, 2, 4, 8)
@@ -95,18 +95,29 @@ class KernelConfig:
         return KernelConfig(**{**asdict(self), **changes})
 
     def check_fits(self, shape: ConvShape) -> None:
-        """Raise ValueError if this config cannot run `shape` (blocks larger than the layer)."""
+        """Raise ValueError if this config cannot run `shape` (blocks larger than the layer, or a field the
+        layer's kernel kind does not have: see core.shape.kernel_kind)."""
         lanes = self.lanes
-        co_padded = -(-shape.co // lanes) * lanes
-        ci_padded = -(-shape.ci // lanes) * lanes
+        kind = kernel_kind(shape, lanes)
+        co = shape.cog if kind == "grouped" else shape.co  # a grouped layer's register block stays in its group
+        ci = shape.cig if kind == "grouped" else shape.ci
+        co_padded = -(-co // lanes) * lanes
+        ci_padded = -(-ci // lanes) * lanes
+        per = " per group" if kind == "grouped" else ""
         problems = []
         if self.cob > co_padded:
-            problems.append(f"C_o,b={self.cob} exceeds the layer's {shape.co} output channels (padded to {co_padded})")
+            problems.append(f"C_o,b={self.cob} exceeds the layer's {co} output channels{per} (padded to {co_padded})")
         view = shape.kernel_view()
         if self.wob > view.wo:
             problems.append(f"W_o,b={self.wob} exceeds the layer's output width {view.wo}")
-        if self.cib is not None and self.cib > ci_padded:
-            problems.append(f"C_i,b={self.cib} exceeds the layer's {shape.ci} input channels (padded to {ci_padded})")
+        if kind in ("depthwise", "grouped-packed"):
+            # Each output vector reads only its own groups' inputs: there is no input-channel loop to block or unroll.
+            if self.cib is not None:
+                problems.append(f"C_i,b={self.cib} is given, but a {kind} kernel has no input-channel blocking (None)")
+            if self.unroll != 1:
+                problems.append(f"unroll={self.unroll} is given, but a {kind} kernel has no input-channel loop (1)")
+        elif self.cib is not None and self.cib > ci_padded:
+            problems.append(f"C_i,b={self.cib} exceeds the layer's {ci} input channels{per} (padded to {ci_padded})")
         if self.rows is not None and self.rows > shape.ho:
             problems.append(f"rows={self.rows} exceeds the layer's output height {shape.ho}")
         if problems:

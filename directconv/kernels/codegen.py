@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from directconv.core.config import KernelConfig
 from directconv.core.isa import get_isa
-from directconv.core.shape import ConvShape
+from directconv.core.shape import ConvShape, kernel_kind
 
 GENERATOR_VERSION = 2
 
@@ -65,7 +65,8 @@ def plan_tiles(shape: ConvShape, wob: int) -> list[Tile]:
     for index, width in starts:
         k0 = index * wob
         mask = tuple(
-            tuple(0 <= (k0 + kk) * shape.sw + m - shape.pl < shape.w for m in range(shape.kw)) for kk in range(width)
+            tuple(0 <= (k0 + kk) * shape.sw + m * shape.dw - shape.pl < shape.w for m in range(shape.kw))
+            for kk in range(width)
         )
         interior = width == wob and all(all(row) for row in mask)
         if interior and tiles and tiles[-1].mask is None and tiles[-1].first + tiles[-1].count == index:
@@ -85,7 +86,7 @@ _AARCH64_NO_PRESCHEDULE = """#if defined(__aarch64__) && defined(__GNUC__) && !d
 #endif"""
 
 
-def _vector_prelude(lanes: int, pin_constraint: str | None, aarch64: bool = False) -> str:
+def vector_prelude(lanes: int, pin_constraint: str | None, aarch64: bool = False) -> str:
     # PIN keeps a loaded weight vector in a register: otherwise GCC folds the load into every multiply-add that
     # uses it (x86 memory operands), reading each weight vector W_o,b times per step instead of once.
     pin = f'#define PIN(v) __asm__("" : "+{pin_constraint}"(v))' if pin_constraint else "#define PIN(v) ((void)0)"
@@ -140,14 +141,16 @@ def _emit_tile(name: str, shape: ConvShape, cfg: KernelConfig, vecs: int, tile: 
             for v in range(vecs):
                 emit(f"                vf w{v} = VLOAD(wr + ({m} * CB + ii) * COB + {v * lanes}); PIN(w{v});")
             for kk in live:
-                off = (kk * shape.sw + m) * lanes
+                off = (kk * shape.sw + m * shape.dw) * lanes
                 emit(f"                {{ float x = in_b[ro + {off} + ii];")
                 emit("                  " + " ".join(f"{acc[kk][v]} += w{v} * x;" for v in range(vecs)) + " }")
             emit("            }")
 
     def block_body(bound: str) -> None:
         emit("        for (int n = n_lo; n < n_hi; ++n) {")
-        emit("            const ptrdiff_t ro = (((ptrdiff_t)ib * H + ih0 + n) * W + (ptrdiff_t)k0 * SW - PL) * CB;")
+        emit(
+            "            const ptrdiff_t ro = (((ptrdiff_t)ib * H + ih0 + n * DH) * W + (ptrdiff_t)k0 * SW - PL) * CB;"
+        )
         emit("            const float *restrict wr = wt_j + ((size_t)ib * KH + n) * KW * CB * COB;")
         channel_loop(bound)
         emit("        }")
@@ -185,15 +188,20 @@ def generate(cfg: KernelConfig, shape: ConvShape, *, pin: bool = True) -> str:
     shape = shape.kernel_view()
     isa = get_isa(cfg.isa)
     lanes = isa.lanes
-    nbi = -(-shape.ci // lanes)
-    ci_tail = shape.ci - (nbi - 1) * lanes
-    nbo = -(-shape.co // lanes)
+    if kernel_kind(shape, lanes) not in ("plain", "grouped"):
+        raise ValueError(f"codegen.generate runs plain and grouped layers; {shape.describe()} needs codegen_lanes")
+    # A grouped layer is `groups` plain convolutions side by side: every count below is per group.
+    nbi = -(-shape.cig // lanes)
+    ci_tail = shape.cig - (nbi - 1) * lanes
+    nbo = -(-shape.cog // lanes)
     vecs = cfg.vectors
     nj = -(-nbo // vecs)
     v_tail = nbo - (nj - 1) * vecs
     # The last output-channel block runs the narrower row function when C_o leaves a tail of vectors.
     tail_call = (
-        f"if (j == NJ - 1) row_v{v_tail}(in_b, wt_j, out_r, bias_j, oh, ib0, ib1, fin); else " if v_tail != vecs else ""
+        f"if (j % NJ == NJ - 1) row_v{v_tail}(in_b, wt_j, out_r, bias_j, oh, ib0, ib1, fin); else "
+        if v_tail != vecs
+        else ""
     )
     tiles = plan_tiles(shape, cfg.wob)
 
@@ -204,7 +212,7 @@ def generate(cfg: KernelConfig, shape: ConvShape, *, pin: bool = True) -> str:
         f" * layer: {shape.describe()}\n */"
     )
     out.append("#include <stddef.h>\n#include <time.h>")
-    out.append(_vector_prelude(lanes, isa.register_constraint if pin else None, aarch64=isa.name == "neon"))
+    out.append(vector_prelude(lanes, isa.register_constraint if pin else None, aarch64=isa.name == "neon"))
     consts = dict(
         CB=lanes,
         COB=cfg.cob,
@@ -214,6 +222,8 @@ def generate(cfg: KernelConfig, shape: ConvShape, *, pin: bool = True) -> str:
         KW=shape.kw,
         SH=shape.sh,
         SW=shape.sw,
+        DH=shape.dh,
+        DW=shape.dw,
         PT=shape.pt,
         PL=shape.pl,
         HO=shape.ho,
@@ -221,6 +231,7 @@ def generate(cfg: KernelConfig, shape: ConvShape, *, pin: bool = True) -> str:
         NBI=nbi,
         NBO=nbo,
         NJ=nj,
+        G=shape.groups,
         VEC=vecs,
     )
     out.extend(f"#define {k} {v}" for k, v in consts.items())
@@ -241,8 +252,8 @@ def generate(cfg: KernelConfig, shape: ConvShape, *, pin: bool = True) -> str:
             "const float *restrict bias_j, int oh, int ib0, int ib1, int fin)",
             "{",
             "    const int ih0 = oh * SH - PT;",
-            "    const int n_lo = ih0 < 0 ? -ih0 : 0;",
-            "    const int n_hi = H - ih0 < KH ? H - ih0 : KH;",
+            "    const int n_lo = ih0 < 0 ? (-ih0 + DH - 1) / DH : 0;  /* taps n with 0 <= ih0 + n * DH < H */",
+            "    const int n_hi = ih0 >= H ? 0 : (H - ih0 + DH - 1) / DH < KH ? (H - ih0 + DH - 1) / DH : KH;",
             "    const int init = ib0 == 0;",
         ]
         for name, tile in zip(names, tiles, strict=True):
@@ -270,16 +281,17 @@ def generate(cfg: KernelConfig, shape: ConvShape, *, pin: bool = True) -> str:
     if (cib_blocks > NBI) cib_blocks = NBI;
     if (rows > HO) rows = HO;
     const long row_tasks = (HO + rows - 1) / rows;
-    const long tasks = (long)batch * NJ * row_tasks;
+    const long tasks = (long)batch * G * NJ * row_tasks;
     #pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if(threads > 1)
     for (long t = 0; t < tasks; ++t) {{
         long b, j, rt;
-        if (parallel_rows) {{ j = t % NJ; rt = (t / NJ) % row_tasks; b = t / (NJ * row_tasks); }}
-        else {{ rt = t % row_tasks; j = (t / row_tasks) % NJ; b = t / (NJ * row_tasks); }}
-        const float *in_b = in + (size_t)b * NBI * H * W * CB;
+        if (parallel_rows) {{ j = t % (G * NJ); rt = (t / (G * NJ)) % row_tasks; b = t / (G * NJ * row_tasks); }}
+        else {{ rt = t % row_tasks; j = (t / row_tasks) % (G * NJ); b = t / (G * NJ * row_tasks); }}
+        const long g = j / NJ;  /* the group of register block j; its channel blocks follow the previous group's */
+        const float *in_b = in + ((size_t)b * G + (size_t)g) * NBI * H * W * CB;
         const float *wt_j = wt + (size_t)j * NBI * KH * KW * CB * COB;
         const float *bias_j = bias + (size_t)j * COB;
-        float *out_j = out + ((size_t)b * NBO + (size_t)j * VEC) * HO * WO * CB;
+        float *out_j = out + (((size_t)b * G + (size_t)g) * NBO + (size_t)(j % NJ) * VEC) * HO * WO * CB;
         const int r0 = (int)(rt * rows), r1 = r0 + rows < HO ? r0 + rows : HO;
         for (int ib0 = 0; ib0 < NBI; ib0 += cib_blocks) {{
             const int ib1 = ib0 + cib_blocks < NBI ? ib0 + cib_blocks : NBI;
@@ -293,7 +305,15 @@ def generate(cfg: KernelConfig, shape: ConvShape, *, pin: bool = True) -> str:
     return 0;
 }}
 
-static double dc_now(void)
+"""
+    )
+    out.append(bench_source())
+    return "\n\n".join(out) + "\n"
+
+
+def bench_source() -> str:
+    """dc_bench (see C_BENCH_SIGNATURE) over the dc_conv defined before it: the same in every kernel kind."""
+    return f"""static double dc_now(void)
 {{
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -319,5 +339,3 @@ static double dc_now(void)
     return n;
 }}
 """
-    )
-    return "\n\n".join(out) + "\n"

@@ -29,7 +29,7 @@ import numpy as np
 from directconv.core.config import KernelConfig
 from directconv.core.isa import ISAS
 from directconv.core.shape import ConvShape
-from directconv.kernels import codegen, compiler
+from directconv.kernels import compiler, generator
 from directconv.kernels.compiler import Compiler, CompilerNotFoundError
 from directconv.kernels.layout import blocks
 from directconv.machines.machine import Machine
@@ -256,7 +256,7 @@ def build_for_machine(
             f"ask the model for this machine's config (model.predict(shape, machine))"
         )
     config.check_fits(shape)
-    return build_standalone(codegen.generate(config, shape), target, kind, cc=cc, name=f"conv-{machine.id}")
+    return build_standalone(generator.generate(config, shape), target, kind, cc=cc, name=f"conv-{machine.id}")
 
 
 @functools.cache

@@ -15,8 +15,9 @@ import numpy as np
 
 from directconv.core.config import KernelConfig
 from directconv.core.isa import get_isa
-from directconv.core.shape import ConvShape
-from directconv.kernels import codegen, compiler, ffi
+from directconv.core.shape import ConvShape, KernelKind, kernel_kind
+from directconv.kernels import codegen, compiler, ffi, layout
+from directconv.kernels.generator import generate
 from directconv.kernels.layout import blocks
 
 _DECLARATIONS = codegen.C_SIGNATURE + codegen.C_BENCH_SIGNATURE
@@ -46,20 +47,23 @@ class CompiledKernel:
         s = self.shape
         return (batch, blocks(s.co, self.lanes), s.ho, s.wo, self.lanes)
 
+    @property
+    def kind(self) -> KernelKind:
+        return kernel_kind(self.shape, self.lanes)
+
     def weight_shape(self) -> tuple[int, ...]:
-        s, lanes = self.shape, self.lanes
-        return (blocks(blocks(s.co, lanes) * lanes, self.cob), blocks(s.ci, lanes), s.kh, s.kw, lanes, self.cob)
+        return layout.weight_shape(self.shape, self.lanes, self.cob)
 
     def _args(self, x, weights, bias, out, cib, rows, parallel) -> tuple:
         """Checked cffi arguments shared by run() and bench()."""
         batch = x.shape[0] if x.ndim == 5 else -1
         _check_buffer("input", x, self.input_shape(batch))
         _check_buffer("packed weights", weights, self.weight_shape())
-        _check_buffer("packed bias", bias, (self.weight_shape()[0] * self.cob,))
+        _check_buffer("packed bias", bias, (layout.bias_length(self.shape, self.lanes, self.cob),))
         _check_buffer("output", out, self.output_shape(batch))
         if not out.flags.writeable:
             raise ValueError("output buffer is read-only")
-        nbi = blocks(self.shape.ci, self.lanes)
+        nbi = blocks(self.shape.cig, self.lanes)  # a grouped layer blocks each group's input channels
         cib_blocks = nbi if cib is None else max(1, min(nbi, cib // self.lanes))
         rows_total = self.shape.kernel_view().ho  # the kernel's rows (one for a flattened 1x1 layer)
         rows_per_task = rows_total if rows is None else max(1, min(rows_total, rows))
@@ -174,13 +178,13 @@ def loaded_libraries() -> list[Path]:
 def build(config: KernelConfig, shape: ConvShape, source: str | None = None) -> Path:
     """Compile (or find in the disk cache) the kernel library; `source` overrides the generated C."""
     if source is None:
-        source = codegen.generate(config, shape)
+        source = generate(config, shape)
     return compiler.build(source, get_isa(config.isa).flags, name="conv")
 
 
 def cached_library(config: KernelConfig, shape: ConvShape) -> Path | None:
     """The verified disk-cache library load() would use without compiling, or None if it would compile."""
-    return compiler.cached(codegen.generate(config, shape), get_isa(config.isa).flags, name="conv")
+    return compiler.cached(generate(config, shape), get_isa(config.isa).flags, name="conv")
 
 
 def open_library(path: Path, config: KernelConfig, shape: ConvShape) -> CompiledKernel:

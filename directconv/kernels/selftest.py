@@ -26,7 +26,7 @@ import numpy as np
 from directconv.core.config import KernelConfig
 from directconv.core.isa import ISAS, PREFERENCE, host_isas
 from directconv.core.shape import ConvShape
-from directconv.kernels import codegen, cross, layout
+from directconv.kernels import cross, generator, layout
 from directconv.kernels.reference import conv2d_reference, tolerance
 from directconv.machines.host import runs_code_for
 from directconv.machines.machine import Machine
@@ -166,7 +166,7 @@ def _executable(case: Case, machine: Machine, how: How) -> Any:
         flags=stand_in.flags,
     )
     case.config.check_fits(case.shape)
-    source = codegen.generate(case.config, case.shape, pin=False)
+    source = generator.generate(case.config, case.shape, pin=False)
     return cross.build_standalone(source, target, "executable", name=f"selftest-{machine.id}")
 
 

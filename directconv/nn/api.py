@@ -17,7 +17,13 @@ import numpy as np
 from directconv.core import checks
 from directconv.core.config import KernelConfig
 from directconv.core.isa import get_isa, host_isa, host_isas
-from directconv.core.shape import ConvShape, normalize_padding, normalize_stride
+from directconv.core.shape import (
+    ConvShape,
+    normalize_dilation,
+    normalize_groups,
+    normalize_padding,
+    normalize_stride,
+)
 from directconv.kernels import convert, layout, runtime
 
 __all__ = [
@@ -130,7 +136,7 @@ class PackedWeights:
 
 
 def _check_weights(w: Any, bias: Any) -> tuple[np.ndarray, np.ndarray | None]:
-    w = _require_float32("w", w, 4, "OIHW: C_o, C_i, kh, kw")
+    w = _require_float32("w", w, 4, "OIHW: C_o, C_i / groups, kh, kw")
     if bias is not None:
         bias = _require_float32("bias", bias, 1, "C_o")
         if bias.shape[0] != w.shape[0]:
@@ -163,10 +169,12 @@ def pack_weights(
     input_size: tuple[int, int],
     stride: int | tuple[int, int] = 1,
     padding: int | tuple[int, int] | tuple[int, int, int, int] = 0,
+    dilation: int | tuple[int, int] = 1,
+    groups: int = 1,
     config: KernelConfig | None = None,
     threads: int | None = None,
 ) -> PackedWeights:
-    """Pack OIHW weights (and bias) for a layer with input height x width `input_size`.
+    """Pack OIHW weights (C_o, C_i / groups, kh, kw) (and bias) for a layer with input height x width `input_size`.
 
     The layer geometry is fixed here because kernels are compiled for it; `config=None` picks the default
     configuration for this host. The kernel is compiled (or found in the disk cache) now, not at the first call.
@@ -174,8 +182,13 @@ def pack_weights(
     w, bias = _check_weights(w, bias)
     if not (isinstance(input_size, (tuple, list)) and len(input_size) == 2):
         raise TypeError(f"input_size must be a pair (height, width), got {input_size!r}")
-    co, ci, kh, kw = (int(v) for v in w.shape)
-    shape = ConvShape.from_args(ci, co, int(input_size[0]), int(input_size[1]), kh, kw, stride, padding)
+    groups = normalize_groups(groups)
+    co, cig, kh, kw = (int(v) for v in w.shape)
+    if co % groups:
+        raise ValueError(f"groups={groups} must divide C_o={co} (w has OIHW shape {w.shape})")
+    shape = ConvShape.from_args(
+        cig * groups, co, int(input_size[0]), int(input_size[1]), kh, kw, stride, padding, dilation, groups
+    )
     config = _resolve_config(config, shape, threads)
     runtime.load(config, shape)
     return PackedWeights(
@@ -246,30 +259,45 @@ def conv2d(
     *,
     stride: int | tuple[int, int] = 1,
     padding: int | tuple[int, int] | tuple[int, int, int, int] = 0,
+    dilation: int | tuple[int, int] = 1,
+    groups: int = 1,
     config: KernelConfig | None = None,
     threads: int | None = None,
 ) -> np.ndarray:
     """2-D convolution (cross-correlation, as in every CNN framework) of NCHW float32 x with OIHW float32 w.
 
+    w has shape (C_o, C_i / groups, kh, kw), as in PyTorch and ONNX: `groups` independent convolutions of
+    C_i / groups input and C_o / groups output channels each (groups = C_i: depthwise).
     stride: int or (h, w). padding: int, (h, w), or (top, bottom, left, right); zeros, applied inside the kernel.
+    dilation: int or (h, w): the taps' spacing on the input.
     config=None picks the default configuration for this host; threads=None uses the config's thread count
     (or every available CPU with the default config). Returns NCHW float32.
     """
     x = _require_float32("x", x, 4, "NCHW")
     w, bias = _check_weights(w, bias)
-    if x.shape[1] != w.shape[1]:
+    groups = normalize_groups(groups)
+    ci = int(x.shape[1])
+    if ci % groups or w.shape[0] % groups:
         raise ValueError(
-            f"channel mismatch: x has C_i={x.shape[1]} channels (NCHW shape {x.shape}) but w expects "
-            f"C_i={w.shape[1]} (OIHW shape {w.shape})"
+            f"groups={groups} must divide both channel counts, got C_i={ci} (x, NCHW shape {x.shape}) and "
+            f"C_o={w.shape[0]} (w, OIHW shape {w.shape})"
+        )
+    if w.shape[1] != ci // groups:
+        raise ValueError(
+            f"channel mismatch: x has C_i={ci} channels (NCHW shape {x.shape}), so w's second dimension must be "
+            f"C_i / groups = {ci // groups}, got {w.shape[1]} (OIHW shape {w.shape})"
         )
     normalize_stride(stride)
     normalize_padding(padding)
+    normalize_dilation(dilation)
     packed = pack_weights(
         w,
         bias,
         input_size=(int(x.shape[2]), int(x.shape[3])),
         stride=stride,
         padding=padding,
+        dilation=dilation,
+        groups=groups,
         config=config,
         threads=threads,
     )

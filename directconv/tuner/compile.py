@@ -10,7 +10,7 @@ from pathlib import Path
 
 from directconv.core.config import KernelConfig
 from directconv.core.shape import ConvShape
-from directconv.kernels import codegen, compiler, runtime
+from directconv.kernels import compiler, generator, runtime
 
 # Test-only fault injection: rewrites the generated source of a candidate before it is compiled.
 SourceHook = Callable[[KernelConfig, str], str]
@@ -34,7 +34,7 @@ def compile_all(
         variants.setdefault(config.compile_key(), config)
 
     def one(config: KernelConfig) -> Built:
-        source = codegen.generate(config, shape)
+        source = generator.generate(config, shape)
         if source_hook is not None:
             source = source_hook(config, source)
         try:
