@@ -1,8 +1,8 @@
-"""NCHW -> blocked conversion: numpy (kernels/layout.py) against C (kernels/convert.py) on 1 and 2 threads.
+"""NCHW <-> blocked conversions: numpy (kernels/layout.py) against C (kernels/convert.py) on 1 and 2 threads.
 
 For the input and the output of each chosen suite layer, every implementation converts the same array in rounds
 (order rotating every round, bench.harness.interleaved_medians); reported: median ms per conversion and GB/s
-(bytes read + bytes written), and C's speedup over numpy.
+(bytes read + bytes written), and C's speedup over numpy, both ways.
 
 Usage: python benchmarks/conversion_ab.py [--layer vgg16:conv1_2 ...] [--rounds 15] [--json results.json]
 """
@@ -21,7 +21,13 @@ from directconv.core.suite import get_layer
 from directconv.kernels import convert, layout
 from directconv.tuner.harness import interleaved_medians, time_batch
 
-DEFAULT_LAYERS = ("vgg16:conv1_2", "resnet50:res2_1x1_64to256", "resnet50:res4_3x3", "alexnet:conv1")
+DEFAULT_LAYERS = (
+    "vgg16:conv1_2",
+    "resnet50:res2_1x1_64to256",
+    "resnet50:res4_3x3",
+    "resnet50:res5_3x3",
+    "alexnet:conv1",
+)
 
 
 def main() -> int:
@@ -44,12 +50,15 @@ def main() -> int:
                 "to_blocked numpy": partial(layout.nchw_to_blocked, x, args.lanes),
                 "to_blocked C 1T": partial(convert.to_blocked, x, args.lanes, threads=1),
                 "to_blocked C 2T": partial(convert.to_blocked, x, args.lanes, threads=2),
+                "from_blocked numpy": partial(layout.blocked_to_nchw, xb, c),
+                "from_blocked C 1T": partial(convert.from_blocked, xb, c, threads=1),
+                "from_blocked C 2T": partial(convert.from_blocked, xb, c, threads=2),
             }
             for fn in runs.values():
                 fn()  # build and load the library, touch the pages
             seconds = interleaved_medians({k: partial(time_batch, fn, calls) for k, fn in runs.items()}, args.rounds)
             for impl, t in seconds.items():
-                base = seconds["to_blocked numpy"]
+                base = seconds[impl.split()[0] + " numpy"]
                 rows.append(
                     {
                         "layer": name,

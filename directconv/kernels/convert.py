@@ -1,8 +1,8 @@
-"""NCHW -> blocked conversion and max-pooling in C (kernels/c/dc_layout.c), on the caller's threads.
+"""NCHW <-> blocked conversions and max-pooling in C (kernels/c/dc_layout.c), on the caller's threads.
 
-Faster than numpy's strided copy; the way back stays numpy's copy (layout.blocked_to_nchw), which C loops did not
-beat (docs/design.md). layout.nchw_to_blocked is the reference: this computes the
-same array bit for bit, and it runs instead (with a log line) when there is neither a C compiler nor a cached build.
+Faster than numpy's strided copies (docs/design.md). layout.nchw_to_blocked and layout.blocked_to_nchw are the
+references: these compute the same arrays bit for bit, and they run instead (with a log line) when there is neither
+a C compiler nor a cached build.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ log = logging.getLogger("directconv.cache")
 
 _DECLARATIONS = (
     "int dc_to_blocked(const float *x, float *xb, long n, long c, long hw, int threads);"
+    "int dc_from_blocked(const float *xb, float *x, long n, long c, long hw, int threads);"
     "int dc_max_pool(const float *x, float *y, long planes, long h, long w, long ho, long wo, int k, int s, int p,"
     "                int threads);"
 )
@@ -76,6 +77,27 @@ def to_blocked(x: np.ndarray, lanes: int, *, threads: int = 1, out: np.ndarray |
     x = np.ascontiguousarray(x, dtype=np.float32)
     if lib.dc_to_blocked(_pointer(x), _pointer(out), n, c, h * w, max(1, threads)) != 0:
         raise ValueError(f"dc_to_blocked refused shape {x.shape} with threads={threads}")
+    return out
+
+
+def from_blocked(xb: np.ndarray, channels: int, *, threads: int = 1, out: np.ndarray | None = None) -> np.ndarray:
+    """(N, CB, H, W, lanes) float32 C-contiguous -> (N, channels, H, W), the channels past `channels` dropped."""
+    n, nb, h, w, lanes = xb.shape
+    if not (nb - 1) * lanes < channels <= nb * lanes:
+        raise ValueError(
+            f"{nb} blocks of {lanes} lanes hold {(nb - 1) * lanes + 1}..{nb * lanes} channels, got {channels}"
+        )
+    shape = (n, channels, h, w)
+    if out is None:
+        out = np.empty(shape, dtype=np.float32)
+    else:
+        _check_out(out, shape)
+    lib = _library(lanes)
+    if lib is None or not xb.flags.c_contiguous or xb.dtype != np.float32:
+        out[...] = layout.blocked_to_nchw(xb, channels)
+        return out
+    if lib.dc_from_blocked(_pointer(xb), _pointer(out), n, channels, h * w, max(1, threads)) != 0:
+        raise ValueError(f"dc_from_blocked refused shape {xb.shape} with threads={threads}")
     return out
 
 

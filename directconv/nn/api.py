@@ -117,11 +117,14 @@ def to_blocked(x: np.ndarray, *, isa: str | None = None, threads: int | None = N
     return BlockedTensor(convert.to_blocked(x, lanes, threads=_conversion_threads(threads)), int(x.shape[1]))
 
 
-def from_blocked(xb: BlockedTensor) -> np.ndarray:
-    """BlockedTensor -> NCHW float32 (a new C-contiguous array)."""
+def from_blocked(xb: BlockedTensor, *, threads: int | None = None) -> np.ndarray:
+    """BlockedTensor -> NCHW float32 (a new C-contiguous array).
+
+    threads: threads of the copy (default: every available CPU); the copy runs in C (kernels/convert.py).
+    """
     if not isinstance(xb, BlockedTensor):
         raise TypeError(f"from_blocked expects a BlockedTensor, got {type(xb).__name__}")
-    return layout.blocked_to_nchw(xb.data, xb.channels)
+    return convert.from_blocked(xb.data, xb.channels, threads=_conversion_threads(threads))
 
 
 @dataclass(frozen=True)
@@ -302,4 +305,4 @@ def conv2d(
         threads=threads,
     )
     xb = BlockedTensor(convert.to_blocked(x, packed.config.lanes, threads=packed.config.threads), int(x.shape[1]))
-    return from_blocked(conv2d_blocked(xb, packed))
+    return from_blocked(conv2d_blocked(xb, packed), threads=packed.config.threads)

@@ -16,7 +16,7 @@ import numpy as np
 
 from directconv.core import checks
 from directconv.core.config import KernelConfig
-from directconv.core.shape import ConvShape, normalize_padding, normalize_stride
+from directconv.core.shape import ConvShape, normalize_dilation, normalize_groups, normalize_padding, normalize_stride
 from directconv.kernels import layout
 from directconv.nn import api
 
@@ -49,6 +49,8 @@ class Conv2d:
         *,
         stride: int | tuple[int, int] = 1,
         padding: int | tuple[int, int] | tuple[int, int, int, int] = 0,
+        dilation: int | tuple[int, int] = 1,
+        groups: int = 1,
         activation: str | None = None,
         threads: int | None = None,
         input_size: tuple[int, int] | None = None,
@@ -62,6 +64,10 @@ class Conv2d:
             raise TypeError(f"config must be a KernelConfig or None, got {type(config).__name__}")
         self.stride = normalize_stride(stride)
         self.padding = normalize_padding(padding)
+        self.dilation = normalize_dilation(dilation)
+        self.groups = normalize_groups(groups)
+        if w.shape[0] % self.groups:
+            raise ValueError(f"groups={self.groups} must divide C_o={w.shape[0]} (weight OIHW shape {w.shape})")
         self.activation = activation
         self.threads = threads or api.available_threads()
         # A copy until the first binding packs it: the layer must not change when the caller reuses its arrays.
@@ -83,7 +89,7 @@ class Conv2d:
 
     @property
     def in_channels(self) -> int:
-        return self._shape_oihw[1]
+        return self._shape_oihw[1] * self.groups  # the weight holds C_i / groups inputs per filter
 
     @property
     def out_channels(self) -> int:
@@ -97,7 +103,16 @@ class Conv2d:
         """The layer's ConvShape on an input of height x width (raises ValueError if the filter does not fit)."""
         kh, kw = self.kernel_size
         return ConvShape.from_args(
-            self.in_channels, self.out_channels, height, width, kh, kw, self.stride, self.padding
+            self.in_channels,
+            self.out_channels,
+            height,
+            width,
+            kh,
+            kw,
+            self.stride,
+            self.padding,
+            self.dilation,
+            self.groups,
         )
 
     def output_size(self, height: int, width: int) -> tuple[int, int]:
@@ -133,7 +148,8 @@ class Conv2d:
         bound = f", {self.source} config cob={self.config.cob} wob={self.config.wob}" if self._last else ""
         return (
             f"Conv2d({self.in_channels}->{self.out_channels}, {kh}x{kw}, stride={self.stride}, "
-            f"padding={self.padding}, activation={self.activation!r}, threads={self.threads}{bound})"
+            f"padding={self.padding}, dilation={self.dilation}, groups={self.groups}, "
+            f"activation={self.activation!r}, threads={self.threads}{bound})"
         )
 
     # ------------------------------------------------------------------------------------------ setup
@@ -163,9 +179,16 @@ class Conv2d:
             weight = self._weight
         else:
             first = next(iter(self._bindings.values())).weights
-            weight = layout.unpack_weights(first.data, self.out_channels, self.in_channels)
+            weight = layout.unpack_weights(first.data, self.out_channels, self.in_channels, self.groups)
         packed = api.pack_weights(
-            weight, self._bias, input_size=(shape.h, shape.w), stride=self.stride, padding=self.padding, config=config
+            weight,
+            self._bias,
+            input_size=(shape.h, shape.w),
+            stride=self.stride,
+            padding=self.padding,
+            dilation=self.dilation,
+            groups=self.groups,
+            config=config,
         )
         self._weight = None  # called under self._lock; the binding is stored by the caller right after
         return Binding(shape, packed.config, source, reason, packed)
