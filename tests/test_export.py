@@ -31,7 +31,7 @@ DRIVER = r"""
 #include "directconv.h"
 
 typedef struct {
-    int ci, co, h, w, ho, wo;
+    int ci, co, h, w, ho, wo, groups;
     size_t (*weights_floats)(void);
     void (*pack)(const float *, const float *, float *, float *);
     int (*run)(const float *, const float *, const float *, float *, int, int, int);
@@ -57,7 +57,7 @@ int main(int argc, char **argv)
     const layer_t *L = &layers[atoi(argv[1])];
     int n = atoi(argv[6]), threads = atoi(argv[7]), relu = atoi(argv[8]);
     float *x = load(argv[2], (size_t)n * L->ci * L->h * L->w);
-    float *w = load(argv[3], (size_t)L->co * L->ci * %(kk)s);
+    float *w = load(argv[3], (size_t)L->co * (L->ci / L->groups) * %(kk)s);
     float *b = load(argv[4], (size_t)L->co);
     float *pw = malloc(L->weights_floats() * sizeof(float)), *pb = malloc(L->bias_floats * sizeof(float));
     float *xb = malloc(%(p)s_blocked_floats(n, L->ci, L->h, L->w, %(P)s_LANES) * sizeof(float));
@@ -89,7 +89,7 @@ def write_driver(folder: Path, manifest: dict, kk: str) -> Path:
         c = layer["c_name"]
         up = c.upper()
         rows.append(
-            f"    {{{up}_CI, {up}_CO, {up}_H, {up}_W, {up}_HO, {up}_WO, {c}_packed_weights_floats, "
+            f"    {{{up}_CI, {up}_CO, {up}_H, {up}_W, {up}_HO, {up}_WO, {up}_GROUPS, {c}_packed_weights_floats, "
             f"{c}_pack_weights, {c}_run_blocked, {up}_BIAS_FLOATS}},"
         )
     path = folder / "driver.c"
@@ -109,7 +109,7 @@ def check_layer(
     relu: bool = True,
 ) -> None:
     x = rng.standard_normal((batch, shape.ci, shape.h, shape.w)).astype(np.float32)
-    w = rng.standard_normal((shape.co, shape.ci, shape.kh, shape.kw)).astype(np.float32)
+    w = rng.standard_normal((shape.co, shape.cig, shape.kh, shape.kw)).astype(np.float32)
     b = rng.standard_normal(shape.co).astype(np.float32)
     files = {name: tmp / f"{name}{index}.f32" for name in ("x", "w", "b", "y")}
     for name, array in (("x", x), ("w", w), ("b", b)):
@@ -127,12 +127,14 @@ def check_layer(
     assert result.returncode == 0, result.stderr
     got = np.fromfile(files["y"], dtype="<f4").reshape(batch, shape.co, shape.ho, shape.wo)
     pads = (shape.pt, shape.pb, shape.pl, shape.pr)
-    want = conv2d_reference(x, w, b, stride=(shape.sh, shape.sw), padding=pads)
+    want = conv2d_reference(
+        x, w, b, stride=(shape.sh, shape.sw), padding=pads, dilation=(shape.dh, shape.dw), groups=shape.groups
+    )
     if relu:
         want = np.maximum(want, 0.0)
     scale = float(np.abs(want).max())
     err = float(np.abs(got - want).max()) / scale
-    assert err <= tolerance(shape.ci, shape.kh, shape.kw), (shape.describe(), err)
+    assert err <= tolerance(shape.cig, shape.kh, shape.kw), (shape.describe(), err)
 
 
 def driver_with_kk(folder: Path, manifest: dict) -> Path:

@@ -272,7 +272,7 @@ def emulator(arch: str | None) -> tuple[str, ...] | None:
 def driver_arguments(config: KernelConfig, shape: ConvShape) -> tuple[int, int, int]:
     """dc_conv's (cib_blocks, rows, parallel_rows) for a config, as runtime.CompiledKernel passes them."""
     lanes = config.lanes
-    nbi = blocks(shape.ci, lanes)
+    nbi = blocks(shape.cig, lanes)  # a grouped layer blocks each group's input channels
     cib_blocks = nbi if config.cib is None else max(1, min(nbi, config.cib // lanes))
     rows_total = shape.kernel_view().ho
     rows = rows_total if config.rows is None else max(1, min(rows_total, config.rows))

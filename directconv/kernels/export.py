@@ -6,7 +6,7 @@ their text from (layer, config) pairs and a build target, so it does no I/O and 
 An export is a folder:
   directconv.h          the API: per layer its shape, config and functions; generic layout conversions
   directconv_common.c   the layout conversions (NCHW <-> NCHWc)
-  layer_<name>.c        one per layer: the generated kernel (kernels/codegen.py), its two exported functions renamed
+  layer_<name>.c        one per layer: the generated kernel (kernels/generator.py), its two exported functions renamed
                         to <prefix>_<name>_conv / _bench, then weight packing and a `run_blocked` entry point. One
                         file per layer because every generated kernel defines the same macros and static helpers.
   Makefile              static and shared library, with the machine's flags and, for a foreign architecture, its
@@ -21,9 +21,11 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from directconv.core.config import KernelConfig
-from directconv.core.shape import ConvShape
-from directconv.kernels import codegen, compiler, cross
+from directconv.core.shape import ConvShape, kernel_kind
+from directconv.kernels import codegen, compiler, cross, generator, layout
 from directconv.kernels.layout import blocks
 
 __all__ = ["EXPORT_VERSION", "ExportLayer", "check_prefix", "export_files", "layer_c_names"]
@@ -128,20 +130,55 @@ def _label(layer: ExportLayer) -> str:
 def _layer_facts(layer: ExportLayer) -> dict[str, int]:
     s, cfg = layer.shape, layer.config
     lanes = cfg.lanes
-    nbo = blocks(s.co, lanes)
-    nj = blocks(nbo * lanes, cfg.cob)
     cib_blocks, rows, parallel_rows = cross.driver_arguments(cfg, s)
     return dict(
         lanes=lanes,
         nbi=blocks(s.ci, lanes),
-        nbo=nbo,
-        nj=nj,
+        nbo=blocks(s.co, lanes),
+        weights=int(np.prod(layout.weight_shape(s, lanes, cfg.cob))),
+        bias=layout.bias_length(s, lanes, cfg.cob),
         cib_blocks=cib_blocks,
         rows=rows,
         parallel_rows=parallel_rows,
-        weights=nj * blocks(s.ci, lanes) * s.kh * s.kw * lanes * cfg.cob,
-        bias=nj * cfg.cob,
     )
+
+
+def _pack_text(s: ConvShape, cfg: KernelConfig) -> str:
+    """The C body of <layer>_pack_weights: kernels/layout.py's packing for the layer's kernel kind, in C."""
+    lanes, cob = cfg.lanes, cfg.cob
+    w_at = f"oihw[(((size_t)oc * {s.cig} + i) * {s.kh} + y) * {s.kw} + x]"
+    if kernel_kind(s, lanes) in ("depthwise", "grouped-packed"):
+        nbo = blocks(s.co, lanes)
+        return f"""    /* packed_w [{nbo}][{s.kh}][{s.kw}][{s.cig}][{lanes}]: output channel b * {lanes} + l, lane by lane */
+    size_t k = 0;
+    for (int b = 0; b < {nbo}; ++b)
+        for (int y = 0; y < {s.kh}; ++y)
+            for (int x = 0; x < {s.kw}; ++x)
+                for (int i = 0; i < {s.cig}; ++i)
+                    for (int l = 0; l < {lanes}; ++l) {{
+                        const int oc = b * {lanes} + l;
+                        packed_w[k++] = oc < {s.co} ? {w_at} : 0.0f;
+                    }}
+    for (int o = 0; o < {nbo * lanes}; ++o) packed_bias[o] = bias && o < {s.co} ? bias[o] : 0.0f;"""
+    nj = blocks(blocks(s.cog, lanes) * lanes, cob)
+    nbi = blocks(s.cig, lanes)
+    return f"""    /* packed_w [{s.groups} * {nj}][{nbi}][{s.kh}][{s.kw}][{lanes}][{cob}]: each group's blocks after the previous
+     * group's, zero past the group's C_o / groups = {s.cog} and C_i / groups = {s.cig} channels */
+    size_t k = 0;
+    for (int j = 0; j < {s.groups * nj}; ++j)
+        for (int ib = 0; ib < {nbi}; ++ib)
+            for (int y = 0; y < {s.kh}; ++y)
+                for (int x = 0; x < {s.kw}; ++x)
+                    for (int l = 0; l < {lanes}; ++l)
+                        for (int o = 0; o < {cob}; ++o) {{
+                            const int g = j / {nj}, og = (j % {nj}) * {cob} + o, i = ib * {lanes} + l;
+                            const int oc = g * {s.cog} + og;
+                            packed_w[k++] = og < {s.cog} && i < {s.cig} ? {w_at} : 0.0f;
+                        }}
+    for (int o = 0; o < {s.groups * nj * cob}; ++o) {{
+        const int g = o / {nj * cob}, og = o % {nj * cob};
+        packed_bias[o] = bias && og < {s.cog} ? bias[g * {s.cog} + og] : 0.0f;
+    }}"""
 
 
 def _layer_api_decls(p: str, c: str, layer: ExportLayer) -> str:
@@ -157,7 +194,8 @@ def _layer_api_decls(p: str, c: str, layer: ExportLayer) -> str:
     return f"""
 /* ---- {_c_comment(layer.name)} ----
  * shape:  C_i={s.ci} -> C_o={s.co}, input {s.h}x{s.w}, kernel {s.kh}x{s.kw}, stride {s.sh}x{s.sw},
- *         padding top,bottom,left,right = {pad}, output {s.ho}x{s.wo}
+ *         padding top,bottom,left,right = {pad}, dilation {s.dh}x{s.dw}, groups {s.groups}, output {s.ho}x{s.wo}
+ * OIHW weights: [{s.co}][{s.cig}][{s.kh}][{s.kw}] (C_i / groups inputs per filter); {kernel_kind(s, f["lanes"])} kernel
  * config: {cfg_text}
  *         ({layer.source}{": " + _c_comment(layer.detail.splitlines()[0]) if layer.detail else ""})
  * blocked input  {P}_{C}_IN_FLOATS  per image: [{f["nbi"]}][{s.h}][{s.w}][{f["lanes"]}]
@@ -169,6 +207,7 @@ def _layer_api_decls(p: str, c: str, layer: ExportLayer) -> str:
 #define {P}_{C}_W {s.w}
 #define {P}_{C}_KH {s.kh}
 #define {P}_{C}_KW {s.kw}
+#define {P}_{C}_GROUPS {s.groups}
 #define {P}_{C}_HO {s.ho}
 #define {P}_{C}_WO {s.wo}
 #define {P}_{C}_IN_FLOATS {f["nbi"] * s.h * s.w * f["lanes"]}
@@ -284,7 +323,7 @@ def layer_text(p: str, c: str, layer: ExportLayer) -> str:
     s, cfg = layer.shape, layer.config
     cfg.check_fits(s)
     f = _layer_facts(layer)
-    kernel = codegen.generate(cfg, s)
+    kernel = generator.generate(cfg, s)
     return f"""/* directconv export: layer {_c_comment(layer.name)} ({s.describe()}). See directconv.h. */
 #define dc_conv {p}_{c}_conv
 #define dc_bench {p}_{c}_bench
@@ -298,21 +337,10 @@ size_t {p}_{c}_packed_weights_floats(void)
     return {f["weights"]};
 }}
 
-/* packed_w [{f["nj"]}][{f["nbi"]}][{s.kh}][{s.kw}][{f["lanes"]}][{cfg.cob}] from OIHW, zero past C_o and C_i (kernels/layout.py). */
+/* OIHW (C_o, C_i / groups, kh, kw) -> the kernel's packed weights and bias (kernels/layout.py). */
 void {p}_{c}_pack_weights(const float *oihw, const float *bias, float *packed_w, float *packed_bias)
 {{
-    size_t i = 0;
-    for (int j = 0; j < {f["nj"]}; ++j)
-        for (int ib = 0; ib < {f["nbi"]}; ++ib)
-            for (int y = 0; y < {s.kh}; ++y)
-                for (int x = 0; x < {s.kw}; ++x)
-                    for (int l = 0; l < {f["lanes"]}; ++l)
-                        for (int o = 0; o < {cfg.cob}; ++o) {{
-                            const int oc = j * {cfg.cob} + o, ic = ib * {f["lanes"]} + l;
-                            packed_w[i++] = oc < {s.co} && ic < {s.ci}
-                                ? oihw[(((size_t)oc * {s.ci} + ic) * {s.kh} + y) * {s.kw} + x] : 0.0f;
-                        }}
-    for (int o = 0; o < {f["bias"]}; ++o) packed_bias[o] = bias && o < {s.co} ? bias[o] : 0.0f;
+{_pack_text(s, cfg)}
 }}
 
 int {p}_{c}_run_blocked(const float *in_blocked, const float *packed_w, const float *packed_bias, float *out_blocked,
