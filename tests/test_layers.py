@@ -9,7 +9,7 @@ from directconv.core.suite import get_layer, network_layers, suite
 
 def test_suite_lookup():
     assert get_layer("vgg16_conv3_2") == get_layer("vgg16:conv3_2")
-    assert len(suite()) == 22 and len(network_layers("resnet50")) == 10
+    assert len(suite()) == 38 and len(network_layers("resnet50")) == 10 and len(network_layers("mobilenetv2")) == 6
     assert get_layer("alexnet:conv1").shape.wo == 55
     with pytest.raises(ValueError, match=r"unknown layer 'vgg16:conv9'; known layers: alexnet:conv1"):
         get_layer("vgg16:conv9")

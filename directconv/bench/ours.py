@@ -33,7 +33,13 @@ def _pack(problem: LayerProblem, threads: int) -> tuple[directconv.PackedWeights
     s = problem.shape
     # Compiles the kernel (or finds it in the disk cache) now, so no call below pays for it.
     packed = directconv.pack_weights(
-        problem.w, input_size=(s.h, s.w), stride=problem.stride, padding=problem.padding, config=config
+        problem.w,
+        input_size=(s.h, s.w),
+        stride=problem.stride,
+        padding=problem.padding,
+        dilation=problem.dilation,
+        groups=problem.groups,
+        config=config,
     )
     return packed, source
 

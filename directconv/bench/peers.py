@@ -25,17 +25,21 @@ ONNX_IR_VERSION = 8
 
 
 class Im2col:
-    """Convolution as one matrix product: W (C_o x C_i*kh*kw) @ cols (C_i*kh*kw x H_o*W_o), batch 1.
+    """Convolution as matrix products, one per group: W_g (C_o/g x C_i/g*kh*kw) @ cols_g (C_i/g*kh*kw x H_o*W_o),
+    batch 1 (one product when groups = 1, a stacked product otherwise, as Caffe loops over groups).
 
     The padded copy of the input and the cols matrix are workspaces allocated once and refilled on every call,
-    as Caffe-style im2col does. A 1x1 convolution with stride 1 and no padding needs neither: its cols matrix is
-    the input itself. `extra_memory_bytes` is the size of the workspaces (the price of this method).
+    as Caffe-style im2col does; dilated taps are gathered into cols like any others. A 1x1 convolution with
+    stride 1 and no padding needs neither: its cols matrix is the input itself. `extra_memory_bytes` is the size
+    of the workspaces (the price of this method).
     """
 
     def __init__(self, w: np.ndarray, shape: ConvShape) -> None:
         s = shape
         self.shape = s
-        self.wmat = np.ascontiguousarray(w.reshape(s.co, -1))
+        # No group axis for an ungrouped layer: one plain sgemm, as before grouped layers existed.
+        self._groups = (s.groups,) if s.groups > 1 else ()
+        self.wmat = np.ascontiguousarray(w.reshape(*self._groups, s.cog, s.cig * s.kh * s.kw))
         self.padded: np.ndarray | None = None
         if s.pt or s.pb or s.pl or s.pr:
             self.padded = np.zeros((s.ci, s.h + s.pt + s.pb, s.w + s.pl + s.pr), dtype=np.float32)
@@ -46,12 +50,12 @@ class Im2col:
             self.cols = np.empty((s.ci, s.kh, s.kw, s.ho, s.wo), dtype=np.float32)
             if self.padded is not None:
                 self._windows = self._window_view(self.padded)
-        self.y = np.empty((s.co, s.ho * s.wo), dtype=np.float32)
+        self.y = np.empty((*self._groups, s.cog, s.ho * s.wo), dtype=np.float32)
 
     def _window_view(self, source: np.ndarray) -> np.ndarray:
         """(C_i, kh, kw, H_o, W_o) view of `source` (C_i, H_p, W_p): no copy yet."""
         s = self.shape
-        windows = sliding_window_view(source, (s.kh, s.kw), axis=(1, 2))[:, :: s.sh, :: s.sw]
+        windows = sliding_window_view(source, (s.ekh, s.ekw), axis=(1, 2))[:, :: s.sh, :: s.sw, :: s.dh, :: s.dw]
         return windows[:, : s.ho, : s.wo].transpose(0, 3, 4, 1, 2)
 
     @property
@@ -63,7 +67,7 @@ class Im2col:
         s = self.shape
         image = x[0]
         if self.direct:
-            cols = image.reshape(s.ci, s.h * s.w)
+            cols = image.reshape(*self._groups, s.cig, s.h * s.w)
         else:
             assert self.cols is not None
             if self.padded is not None:
@@ -72,7 +76,7 @@ class Im2col:
             else:
                 windows = self._window_view(image)
             np.copyto(self.cols, windows)
-            cols = self.cols.reshape(s.ci * s.kh * s.kw, s.ho * s.wo)
+            cols = self.cols.reshape(*self._groups, s.cig * s.kh * s.kw, s.ho * s.wo)
         np.matmul(self.wmat, cols, out=self.y)
         return self.y.reshape(1, s.co, s.ho, s.wo)
 
@@ -132,7 +136,7 @@ def _prepare_torch(problem: LayerProblem, threads: int, channels_last: bool) -> 
         x = x.contiguous(memory_format=torch.channels_last)
         w = w.contiguous(memory_format=torch.channels_last)
     pt, pb, pl, pr = problem.padding
-    stride = problem.stride
+    stride, dilation, groups = problem.stride, problem.dilation, problem.groups
     # torch pads both sides of an axis alike; an asymmetric padding is applied as an explicit pad (in the call,
     # as a torch user would have to).
     symmetric = pt == pb and pl == pr
@@ -141,7 +145,7 @@ def _prepare_torch(problem: LayerProblem, threads: int, channels_last: bool) -> 
     @torch.inference_mode()
     def call() -> Any:
         xin = x if symmetric else F.pad(x, (pl, pr, pt, pb))
-        return F.conv2d(xin, w, None, stride, padding)
+        return F.conv2d(xin, w, None, stride, padding, dilation, groups)
 
     def to_nchw(y: Any) -> np.ndarray:
         return y.contiguous().numpy().copy()
@@ -158,12 +162,20 @@ def prepare_torch_channels_last(problem: LayerProblem, threads: int) -> Prepared
 
 
 def onnx_conv_model(problem: LayerProblem) -> bytes:
-    """A one-node ONNX model: y = Conv(x, w) with w as an initializer (a constant the optimizer may prepack)."""
+    """A one-node ONNX model: y = Conv(x, w) with w, (C_o, C_i/group, kh, kw), as an initializer (a constant the
+    optimizer may prepack)."""
     from onnx import TensorProto, helper, numpy_helper
 
     s = problem.shape
     node = helper.make_node(
-        "Conv", ["x", "w"], ["y"], kernel_shape=[s.kh, s.kw], strides=[s.sh, s.sw], pads=[s.pt, s.pl, s.pb, s.pr]
+        "Conv",
+        ["x", "w"],
+        ["y"],
+        kernel_shape=[s.kh, s.kw],
+        strides=[s.sh, s.sw],
+        pads=[s.pt, s.pl, s.pb, s.pr],
+        dilations=[s.dh, s.dw],
+        group=s.groups,
     )
     graph = helper.make_graph(
         [node],
@@ -219,18 +231,18 @@ def prepare_onnxruntime(problem: LayerProblem, threads: int) -> Prepared:
 IMPLS: tuple[Impl[LayerProblem], ...] = (
     Impl(
         "numpy-im2col",
-        "numpy im2col (padded copy + cols matrix, workspaces reused) + BLAS sgemm",
+        "numpy im2col (padded copy + cols matrix, workspaces reused) + BLAS sgemm (one per group)",
         prepare_im2col,
     ),
     Impl(
         "torch-nchw",
-        "torch.nn.functional.conv2d, NCHW input and weights, inference mode",
+        "torch.nn.functional.conv2d (groups, dilation), NCHW input and weights, inference mode",
         prepare_torch_nchw,
         requires=("torch",),
     ),
     Impl(
         "torch-channels_last",
-        "torch.nn.functional.conv2d, input and weights in channels_last, inference mode",
+        "torch.nn.functional.conv2d (groups, dilation), input and weights in channels_last, inference mode",
         prepare_torch_channels_last,
         requires=("torch",),
     ),

@@ -4,10 +4,17 @@ layer with a block of columns per thread count (GFLOP/s, % of the FMA peak, medi
 directconv's records also carry config_source ("tuned", "nearest" or "model": `--source model` measures the
 model's plan) and the model's estimate of the configuration measured on this host's machine description,
 predicted_gflops and predicted_percent_of_peak (of the same measured peak as percent_of_peak); peers' are null.
-The summary ends with the model's error on directconv-blocked per layer."""
+The summary ends with the model's error on directconv-blocked per layer.
+
+Depthwise and narrow-group layers (kernel kinds "depthwise" and "grouped-packed") are memory-bound: for them the
+bandwidth loop of the layer's minimal traffic runs in the same interleaved rounds as the implementations
+(tuner/bandwidth.py says exactly how), every record carries minimal_bytes, bandwidth_gbps (median over rounds, and
+per round) and percent_of_bandwidth_roofline (median over rounds, and per round), and the layer's table a %bw
+column; other layers' records hold null there."""
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from typing import Any
@@ -16,12 +23,15 @@ from directconv.bench import ours, peers, report, summary
 from directconv.bench.base import Impl, Registry
 from directconv.bench.kind import Group, Kind, Request
 from directconv.bench.layer import LayerProblem
-from directconv.bench.results import Result
-from directconv.bench.runner import run
+from directconv.bench.results import Result, RooflineTiming
+from directconv.bench.runner import Case, Settings, describe_error, run
 from directconv.core.config import KernelConfig
+from directconv.core.isa import get_isa, host_isa
+from directconv.core.shape import kernel_kind
 from directconv.core.suite import Layer, get_layer, network_layers, suite
 from directconv.machines.host import host
 from directconv.model import estimate_config
+from directconv.tuner import bandwidth
 from directconv.tuner.peak import Peak
 
 FORMAT = "directconv-bench"
@@ -50,7 +60,10 @@ REPORT = report.Report(
         "Cells: GFLOP/s of the median call over interleaved rounds, % of the FMA peak of that thread count, "
         "median ms per call, spread (p90-p10)/median.\n"
         "Other load: CPUs kept busy by other processes (and the hypervisor) while a layer was timed; "
-        f"from {report.BUSY_WARNING} on, the figures of that column may be skewed."
+        f"from {report.BUSY_WARNING} on, the figures of that column may be skewed.\n"
+        "%bw (depthwise and narrow-group layers only): the layer's minimal traffic (input and weights read once, "
+        "output written once) per second of the call, as % of the bandwidth a plain read/write loop of those bytes "
+        "reached in the same round on as many threads (tuner/bandwidth.py); median over rounds."
     ),
     timed=(report.gflops_column(8), report.percent_column(), report.median_column(3), report.spread_column(6)),
     trailing=(report.Column("extra memory", 0, _mib),),
@@ -58,6 +71,21 @@ REPORT = report.Report(
     notes=_notes,
     by_threads=True,
 )
+ROOFLINE_KINDS = ("depthwise", "grouped-packed")
+
+
+def _percent_of_bandwidth(r: Result) -> str:
+    value = r.percent_of_bandwidth_roofline
+    return "-" if value is None else f"{value:.0f}%"
+
+
+# Memory-bound layers' tables: the same columns and a %bw one.
+ROOFLINE_REPORT = replace(REPORT, timed=(*REPORT.timed, report.Column("%bw", 5, _percent_of_bandwidth)))
+
+
+def memory_bound(layer: Layer) -> bool:
+    """Whether `layer` runs a lane-by-lane kernel on this host (depthwise, narrow groups): few FLOPs per byte."""
+    return kernel_kind(layer.shape, get_isa(host_isa()).lanes) in ROOFLINE_KINDS
 
 
 def select_layers(names: Sequence[str] | None, networks: Sequence[str] | None) -> tuple[Layer, ...]:
@@ -71,10 +99,29 @@ def select_layers(names: Sequence[str] | None, networks: Sequence[str] | None) -
 
 
 def layer_table(layer: Layer, impl_names: Sequence[str], thread_counts: Sequence[int], results: list[Result]) -> str:
-    """The table of one layer: one row per implementation, one block of columns per thread count."""
+    """The table of one layer: one row per implementation, one block of columns per thread count; for a
+    memory-bound layer, a line on its bandwidth roofline under the title and a %bw column."""
     shape = layer.shape
     title = f"{layer.name}  {shape.describe()}  {shape.flops() * 1e-9:.3f} GFLOP"
-    return f"{title}\n{report.table(REPORT, impl_names, thread_counts, results)}"
+    roofs = {r.threads: r.roofline for r in results if r.roofline is not None}
+    if not roofs:
+        return f"{title}\n{report.table(REPORT, impl_names, thread_counts, results)}"
+    return f"{title}\n{roofline_line(roofs)}\n{report.table(ROOFLINE_REPORT, impl_names, thread_counts, results)}"
+
+
+def roofline_line(roofs: dict[int, RooflineTiming]) -> str:
+    """The minimal traffic and the bandwidth the loop reached at each thread count (or why it did not run)."""
+    nbytes = next(iter(roofs.values())).bytes
+    parts = []
+    for t, roof in roofs.items():
+        bandwidths = roof.bandwidths()
+        if bandwidths:
+            parts.append(f"{report.threads_label(t)} {statistics.median(bandwidths):.3g} GB/s")
+        else:
+            parts.append(f"{report.threads_label(t)} not measured ({roof.error or 'nothing was timed'})")
+    return f"bandwidth roofline: {nbytes / 2**20:.2f} MiB minimal traffic per call; loop in the same rounds: " + (
+        ", ".join(parts)
+    )
 
 
 def predicted_gflops(layer: Layer, config: dict[str, Any] | None) -> float | None:
@@ -102,6 +149,7 @@ def record(layer: Layer, r: Result) -> dict[str, Any]:
         "config_source": r.config_source,
         "predicted_gflops": r.predicted_gflops,
         "predicted_percent_of_peak": r.predicted_percent_of_peak,
+        **r.roofline_fields(),
     }
 
 
@@ -118,10 +166,35 @@ def _groups(request: Request, impls: Sequence[Impl[LayerProblem]], peaks: dict[i
     names = [impl.name for impl in impls]
     for layer in select_layers(request.layers, request.networks):
         case = LayerProblem.make(layer, request.seed, request.source).case()
-        measured = [r for t in request.threads for r in run(case, impls, t, peaks[t], request.settings)]
+        bound = memory_bound(layer)
+        measured = [
+            r
+            for t in request.threads
+            for r in _run(case, impls, t, peaks[t], request.settings, layer if bound else None)
+        ]
         results = [with_prediction(layer, r) for r in measured]
         del case  # its float64 answer: not kept beside the next layer's
         yield Group(results, [record(layer, r) for r in results], layer_table(layer, names, request.threads, results))
+
+
+def _run(
+    case: Case[LayerProblem],
+    impls: Sequence[Impl[LayerProblem]],
+    threads: int,
+    peak: Peak,
+    settings: Settings,
+    roofline_of: Layer | None,
+) -> list[Result]:
+    """runner.run, with the bandwidth loop of `roofline_of`'s minimal traffic beside the implementations; a loop
+    that cannot be built is recorded on every result and the implementations are measured all the same."""
+    if roofline_of is None:
+        return run(case, impls, threads, peak, settings)
+    try:
+        loop = bandwidth.layer_stream(roofline_of.shape, threads)
+    except Exception as exc:  # failures are results: the layer is measured without its roofline
+        failed = RooflineTiming(bandwidth.minimal_traffic(roofline_of.shape).bytes, error=describe_error(exc))
+        return [replace(r, roofline=failed) for r in run(case, impls, threads, peak, settings)]
+    return run(case, impls, threads, peak, settings, roofline=loop)
 
 
 def _remarks(impls: Sequence[Impl[Any]]) -> list[str]:

@@ -7,6 +7,7 @@ problem by, and in the memory a network's implementation is measured to take (me
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +33,21 @@ class MemoryUsage:
 
 
 @dataclass(frozen=True)
+class RooflineTiming:
+    """The bandwidth loop (tuner/bandwidth.py) timed in the same interleaved rounds as an implementation: seconds
+    per pass in each round, in round order, of a loop moving `bytes`, the problem's minimal traffic. No samples
+    and `error` set when the loop failed; no samples and no error when nothing was timed."""
+
+    bytes: int
+    samples: tuple[float, ...] = ()
+    error: str | None = None
+
+    def bandwidths(self) -> tuple[float, ...]:
+        """GB/s of each round."""
+        return tuple(self.bytes / s * 1e-9 for s in self.samples)
+
+
+@dataclass(frozen=True)
 class Result:
     """One implementation on one problem at one thread count: a cell or row of the report.
 
@@ -40,6 +56,7 @@ class Result:
     compared with. memory_bytes: Prepared.extra_memory_bytes. memory: measured in a process of its own (whole
     networks), or None with `memory_note` saying why. config_source: where directconv took `config` from
     ("tuned", "nearest", "model"). predicted_gflops: the model's estimate of `config` on this host's machine.
+    roofline: the bandwidth loop timed beside it, for the memory-bound layers (None elsewhere).
     """
 
     problem: str  # the layer's or the network's name
@@ -60,6 +77,7 @@ class Result:
     memory_note: str = ""
     config_source: str | None = None
     predicted_gflops: float | None = None
+    roofline: RooflineTiming | None = None
 
     @property
     def ok(self) -> bool:
@@ -83,6 +101,37 @@ class Result:
         """The model's estimate against the same measured FMA peak as `percent_of_peak`, so the two compare."""
         p = self.predicted_gflops
         return None if p is None else 100.0 * p / self.peak.gflops
+
+    @property
+    def percent_of_bandwidth_roofline_rounds(self) -> tuple[float, ...] | None:
+        """Per round: (minimal bytes / seconds per call) / the bandwidth the loop reached in the same round, in %."""
+        roof = self.roofline
+        if roof is None or not roof.samples or not self.ok:
+            return None
+        assert self.timing is not None
+        # Both come from one interleave: sample r of each is round r.
+        pairs = zip(self.timing.samples, roof.bandwidths(), strict=True)
+        return tuple(100.0 * (roof.bytes / seconds * 1e-9) / bandwidth for seconds, bandwidth in pairs)
+
+    @property
+    def percent_of_bandwidth_roofline(self) -> float | None:
+        """The median over rounds of percent_of_bandwidth_roofline_rounds."""
+        rounds = self.percent_of_bandwidth_roofline_rounds
+        return None if rounds is None else statistics.median(rounds)
+
+    def roofline_fields(self) -> dict[str, Any]:
+        """The bandwidth roofline as record fields, None each where there is none (error says why, if it failed)."""
+        roof = self.roofline
+        bandwidths = roof.bandwidths() if roof is not None else ()
+        rounds = self.percent_of_bandwidth_roofline_rounds
+        return {
+            "minimal_bytes": roof.bytes if roof is not None else None,
+            "bandwidth_gbps": statistics.median(bandwidths) if bandwidths else None,
+            "bandwidth_gbps_rounds": list(bandwidths) if roof is not None else None,
+            "percent_of_bandwidth_roofline": self.percent_of_bandwidth_roofline,
+            "percent_of_bandwidth_roofline_rounds": list(rounds) if rounds is not None else None,
+            "roofline_error": roof.error if roof is not None else None,
+        }
 
     def measured_fields(self) -> dict[str, Any]:
         """The record fields every bench shares: the check, the speed, the timing and what went wrong."""

@@ -1,5 +1,6 @@
 """Set every implementation up on a problem, check it, time the correct ones together in interleaved rounds, and
-say how fast each was against the FMA peak: the same for one layer and for a whole network.
+say how fast each was against the FMA peak: the same for one layer and for a whole network. A memory-bound layer
+also times the bandwidth loop of its minimal traffic in the same rounds (tuner/bandwidth.py).
 
 Failures are results, not exceptions: an implementation that raises or computes a wrong answer gets a Result
 saying so and the others go on.
@@ -7,15 +8,18 @@ saying so and the others go on.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic
+from typing import TYPE_CHECKING, Any, Generic
 
 from directconv.bench.base import Check, Impl, P, Prepared
-from directconv.bench.results import FAILED, OK, WRONG, Result
+from directconv.bench.results import FAILED, OK, WRONG, Result, RooflineTiming
 from directconv.tuner.harness import TimedCallError, Timing, interleave
 from directconv.tuner.load import LoadMeter
 from directconv.tuner.peak import Peak
+
+if TYPE_CHECKING:  # the memory child imports this module: only what it runs counts in what it measures
+    from directconv.tuner.bandwidth import StreamLoop
 
 
 @dataclass(frozen=True)
@@ -85,9 +89,19 @@ def measure(
     prepare: Callable[[Impl[Any]], Prepared],
     check: Callable[[Any], Check],
     settings: Settings,
+    yardsticks: Mapping[str, Callable[[], object]] | None = None,
 ) -> dict[str, Outcome]:
     """Set up every implementation, check its answer (`check` gets prepared.to_nchw(prepared.call())), time the
-    correct ones together (harness.interleave), and close them all. One Outcome per implementation name."""
+    correct ones together (harness.interleave), and close them all. One Outcome per implementation name.
+
+    `yardsticks` (name -> call) are timed in the same rounds as the correct implementations, never checked (a
+    bandwidth loop, whose round r saw the machine as round r of every implementation did); each gets an Outcome
+    under its name: OK with its timing, or FAILED if it raised. None is timed when no implementation is.
+    """
+    extra = dict(yardsticks or {})
+    clash = sorted(set(extra) & {impl.name for impl in impls})
+    if clash:
+        raise ValueError(f"yardstick names must differ from implementation names, got {', '.join(clash)} in both")
     outcomes: dict[str, Outcome] = {}
     ready: dict[str, Prepared] = {}
     # Closed last-in first-out, all at the end: an implementation's close restores process-wide settings (BLAS or
@@ -114,7 +128,7 @@ def measure(
         while ready:
             try:
                 timings = interleave(
-                    {name: p.call for name, p in ready.items()},
+                    {**{name: p.call for name, p in ready.items()}, **extra},
                     rounds=settings.rounds,
                     min_time=settings.min_time,
                     warmup_calls=settings.warmup_calls,
@@ -122,12 +136,19 @@ def measure(
                 break
             except TimedCallError as exc:
                 # Drop the one that raised and time the others again, from the start, so they stay interleaved.
+                if exc.name in extra:
+                    outcomes[exc.name] = Outcome(FAILED, error=describe_error(exc))
+                    del extra[exc.name]
+                    continue
                 failed = outcomes[exc.name]
                 outcomes[exc.name] = Outcome(FAILED, failed.prepared, failed.check, error=describe_error(exc))
                 del ready[exc.name]
         other = meter.other_cpus()
         for name, timing in timings.items():
-            outcomes[name] = Outcome(OK, ready[name], outcomes[name].check, timing, other_cpus=other)
+            if name in extra:
+                outcomes[name] = Outcome(OK, timing=timing, other_cpus=other)
+            else:
+                outcomes[name] = Outcome(OK, ready[name], outcomes[name].check, timing, other_cpus=other)
     finally:
         for prepared in reversed(opened):
             if prepared.close is not None:
@@ -135,9 +156,28 @@ def measure(
     return outcomes
 
 
-def run(case: Case[P], impls: Sequence[Impl[P]], threads: int, peak: Peak, settings: Settings) -> list[Result]:
-    """Results of every implementation in `impls` on `case` at `threads` threads, in the order of `impls`."""
-    outcomes = measure(impls, lambda impl: impl.prepare(case.problem, threads), case.check, settings)
+ROOFLINE = "bandwidth roofline"  # the bandwidth loop's name among the callables of one interleave
+
+
+def run(
+    case: Case[P],
+    impls: Sequence[Impl[P]],
+    threads: int,
+    peak: Peak,
+    settings: Settings,
+    roofline: StreamLoop | None = None,
+) -> list[Result]:
+    """Results of every implementation in `impls` on `case` at `threads` threads, in the order of `impls`.
+
+    With `roofline` (the bandwidth loop of the problem's minimal traffic, on `threads` threads), the loop is timed
+    in the same rounds and every result carries its RooflineTiming (tuner/bandwidth.py says how it is read)."""
+    yardsticks = {ROOFLINE: roofline.call} if roofline is not None else {}
+    outcomes = measure(impls, lambda impl: impl.prepare(case.problem, threads), case.check, settings, yardsticks)
+    roof = None
+    if roofline is not None:
+        timed = outcomes.get(ROOFLINE)
+        samples = timed.timing.samples if timed is not None and timed.timing is not None else ()
+        roof = RooflineTiming(roofline.traffic.bytes, samples, None if timed is None else timed.error)
     results = []
     for impl in impls:
         o = outcomes[impl.name]
@@ -159,6 +199,7 @@ def run(case: Case[P], impls: Sequence[Impl[P]], threads: int, peak: Peak, setti
                 note="" if p is None else p.note,
                 error=o.error,
                 other_cpus=o.other_cpus,
+                roofline=roof,
             )
         )
     return results

@@ -52,7 +52,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--network",
         action="append",
         metavar="NAME",
-        help=f"every layer of a network: {', '.join(NETWORKS)} (repeatable); with --end-to-end, the whole network",
+        help=f"every layer of a network: {', '.join(NETWORKS)} (repeatable); with --end-to-end, the whole network "
+        "(those chained in directconv/nn/networks.yaml)",
     )
     parser.add_argument(
         "--end-to-end",

@@ -5,9 +5,22 @@ from __future__ import annotations
 import argparse
 
 from directconv.core.shape import ConvShape
-from directconv.core.suite import Layer, get_layer, network_layers
+from directconv.core.suite import NETWORKS, Layer, get_layer, network_layers
 from directconv.machines.machine import Machine
-from directconv.nn.networks import get_network
+from directconv.nn.networks import get_network, networks
+
+DIMENSIONS = ("ci", "co", "h", "w", "kh", "kw")
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1, refused with what was given otherwise."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer (>= 1), got {value}")
+    return value
 
 
 def add_layer_options(p: argparse.ArgumentParser, *, shape_options: bool = False) -> None:
@@ -18,16 +31,23 @@ def add_layer_options(p: argparse.ArgumentParser, *, shape_options: bool = False
         "--network",
         action="append",
         default=[],
-        choices=("alexnet", "vgg16", "resnet50", "googlenet"),
-        help="every convolution layer of a network: its suite layers and every other shape of its "
-        "chain in directconv/nn/networks.yaml, named network:step (repeatable)",
+        choices=NETWORKS,
+        help="every convolution layer of a network: its suite layers and, for the networks directconv/nn/networks.yaml "
+        "chains, every other shape of its chain, named network:step (repeatable)",
     )
     if shape_options:
         g = p.add_argument_group("explicit shape (instead of --layer)")
-        for name in ("ci", "co", "h", "w", "kh", "kw"):
+        for name in DIMENSIONS:
             g.add_argument(f"--{name}", type=int)
         g.add_argument("--stride", type=int, default=1)
         g.add_argument("--pad", type=int, default=0)
+        g.add_argument(
+            "--groups",
+            type=positive_int,
+            metavar="G",
+            help="channel groups, dividing --ci and --co (default 1; --groups equal to --ci is depthwise)",
+        )
+        g.add_argument("--dilation", type=positive_int, metavar="D", help="spacing of the filter taps (default 1)")
 
 
 def network_conv_layers(network: str) -> list[Layer]:
@@ -35,6 +55,8 @@ def network_conv_layers(network: str) -> list[Layer]:
     directconv.nn.networks builds, so that a network tuned this way runs tuned end to end), named network:step after
     the first step with that shape."""
     layers = list(network_layers(network))
+    if network not in networks():
+        return layers  # a suite-only network (its layers are not chained in networks.yaml)
     shapes = {layer.shape for layer in layers}
     for step, shape in get_network(network).conv_shapes():
         if shape not in shapes:
@@ -48,17 +70,35 @@ def selected_layers(args: argparse.Namespace, *, required: bool = True) -> list[
     for network in args.network:
         seen = {layer.shape for layer in layers}
         layers += [layer for layer in network_conv_layers(network) if layer.shape not in seen]
-    dims: list[int | None] = [getattr(args, n, None) for n in ("ci", "co", "h", "w", "kh", "kw")]
-    if any(d is not None for d in dims):
-        given = [d for d in dims if d is not None]
-        if len(given) != len(dims):
-            raise ValueError("an explicit shape needs all of --ci --co --h --w --kh --kw")
-        ci, co, h, w, kh, kw = given
-        shape = ConvShape.from_args(ci, co, h, w, kh, kw, stride=args.stride, padding=args.pad)
+    shape = explicit_shape(args)
+    if shape is not None:
         layers.append(Layer(shape.describe(), shape))
     if required and not layers:
         raise ValueError("name at least one layer: --layer NAME, --network NAME (or an explicit shape)")
     return layers
+
+
+def explicit_shape(args: argparse.Namespace) -> ConvShape | None:
+    """The shape --ci --co --h --w --kh --kw (with --stride --pad --groups --dilation) describe, None without them."""
+    dims: list[int | None] = [getattr(args, n, None) for n in DIMENSIONS]
+    groups, dilation = getattr(args, "groups", None), getattr(args, "dilation", None)
+    if all(d is None for d in dims):
+        if groups is not None or dilation is not None:
+            raise ValueError(
+                "--groups and --dilation belong to an explicit shape: give --ci --co --h --w --kh --kw too "
+                "(a --layer or --network layer carries its own groups and dilation)"
+            )
+        return None
+    missing = [f"--{n}" for n, d in zip(DIMENSIONS, dims, strict=True) if d is None]
+    if missing:
+        raise ValueError(f"an explicit shape needs all of --ci --co --h --w --kh --kw; missing {' '.join(missing)}")
+    ci, co, h, w, kh, kw = (int(d) for d in dims if d is not None)
+    try:
+        return ConvShape.from_args(
+            ci, co, h, w, kh, kw, stride=args.stride, padding=args.pad, dilation=dilation or 1, groups=groups or 1
+        )
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"explicit shape: {exc}") from None
 
 
 def add_machine_option(p: argparse.ArgumentParser) -> None:

@@ -5,12 +5,27 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from importlib import resources
+from typing import Any
 
 import yaml
 
 from directconv.core.shape import ConvShape
 
-NETWORKS = ("alexnet", "vgg16", "resnet50", "googlenet")
+# Every network of the suite, in the order they appear in layers.yaml: the values --network accepts.
+NETWORKS = (
+    "alexnet",
+    "vgg16",
+    "resnet50",
+    "googlenet",
+    "mobilenetv2",
+    "efficientnetb0",
+    "resnext50",
+    "alexnet-grouped",
+    "deeplabv3",
+)
+
+REQUIRED_KEYS = ("name", "Ci", "Co", "H", "W", "kh", "kw", "stride", "pad")
+OPTIONAL_KEYS = ("groups", "dilation")  # 1 where absent
 
 
 @dataclass(frozen=True)
@@ -23,16 +38,40 @@ class Layer:
         return self.name.split(":", 1)[0]
 
 
+def parse_row(row: Any) -> Layer:
+    """One row of layers.yaml as a Layer; ValueError naming the row and the key that is missing or unknown."""
+    if not isinstance(row, dict):
+        raise ValueError(f"layers.yaml: each layer must be a mapping of {', '.join(REQUIRED_KEYS)}, got {row!r}")
+    name = row.get("name", "<unnamed>")
+    missing = [key for key in REQUIRED_KEYS if key not in row]
+    unknown = sorted(set(row) - {*REQUIRED_KEYS, *OPTIONAL_KEYS})
+    if missing or unknown:
+        raise ValueError(
+            f"layers.yaml: layer {name!r} needs the keys {', '.join(REQUIRED_KEYS)} and may have "
+            f"{', '.join(OPTIONAL_KEYS)}; missing {missing or 'none'}, unknown {unknown or 'none'}"
+        )
+    try:
+        shape = ConvShape.from_args(
+            row["Ci"],
+            row["Co"],
+            row["H"],
+            row["W"],
+            row["kh"],
+            row["kw"],
+            stride=row["stride"],
+            padding=row["pad"],
+            dilation=row.get("dilation", 1),
+            groups=row.get("groups", 1),
+        )
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"layers.yaml: layer {name!r}: {exc}") from None
+    return Layer(name, shape)
+
+
 @functools.cache
 def suite() -> tuple[Layer, ...]:
     text = resources.files(__package__).joinpath("layers.yaml").read_text()
-    layers = []
-    for row in yaml.safe_load(text)["layers"]:
-        shape = ConvShape.from_args(
-            row["Ci"], row["Co"], row["H"], row["W"], row["kh"], row["kw"], stride=row["stride"], padding=row["pad"]
-        )
-        layers.append(Layer(row["name"], shape))
-    return tuple(layers)
+    return tuple(parse_row(row) for row in yaml.safe_load(text)["layers"])
 
 
 def get_layer(name: str) -> Layer:
