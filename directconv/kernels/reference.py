@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from directconv.core.shape import normalize_dilation, normalize_groups, normalize_padding, normalize_stride
+from directconv.core.shape import ConvShape, normalize_dilation, normalize_groups, normalize_padding, normalize_stride
 
 
 def conv2d_reference(
@@ -42,6 +42,19 @@ def conv2d_reference(
     if bias is not None:
         out += np.asarray(bias, dtype=np.float64)[None, :, None, None]
     return out
+
+
+def reference_for(shape: ConvShape, x: np.ndarray, w: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
+    """conv2d_reference with the stride, padding, dilation and groups of `shape`."""
+    return conv2d_reference(
+        x,
+        w,
+        bias,
+        stride=(shape.sh, shape.sw),
+        padding=(shape.pt, shape.pb, shape.pl, shape.pr),
+        dilation=(shape.dh, shape.dw),
+        groups=shape.groups,
+    )
 
 
 def tolerance(ci: int, kh: int, kw: int) -> float:

@@ -25,9 +25,9 @@ import numpy as np
 
 from directconv.core.config import KernelConfig
 from directconv.core.isa import ISAS, PREFERENCE, host_isas
-from directconv.core.shape import ConvShape
+from directconv.core.shape import ConvShape, kernel_kind
 from directconv.kernels import cross, generator, layout
-from directconv.kernels.reference import conv2d_reference, tolerance
+from directconv.kernels.reference import reference_for, tolerance
 from directconv.machines.host import runs_code_for
 from directconv.machines.machine import Machine
 from directconv.model import predict
@@ -84,20 +84,28 @@ class SelfTest:
         }
 
 
-# (name, C_i, C_o, H, W, kh, kw, stride, padding (top, bottom, left, right)): tails on both channel counts, strides,
-# asymmetric padding, 1x1, 3x3, 5x5, 7x7 and 11x11 filters, rows and columns narrower than the tiles.
-SHAPES: tuple[tuple[str, int, int, int, int, int, int, int, tuple[int, int, int, int]], ...] = (
-    ("3x3-pad1", 16, 32, 10, 12, 3, 3, 1, (1, 1, 1, 1)),
-    ("3x3-tails", 19, 37, 9, 13, 3, 3, 1, (1, 1, 1, 1)),
-    ("3x3-stride2-asym", 21, 24, 11, 14, 3, 3, 2, (0, 1, 1, 0)),
-    ("1x1", 64, 48, 7, 7, 1, 1, 1, (0, 0, 0, 0)),
-    ("1x1-tails", 35, 29, 6, 9, 1, 1, 1, (0, 0, 0, 0)),
-    ("1x1-stride2", 32, 64, 14, 14, 1, 1, 2, (0, 0, 0, 0)),
-    ("5x5-pad2", 12, 40, 12, 12, 5, 5, 1, (2, 2, 2, 2)),
-    ("5x3-strided-asym", 9, 17, 13, 11, 5, 3, 2, (2, 1, 0, 1)),
-    ("7x7-stride2-3ch", 3, 24, 23, 23, 7, 7, 2, (3, 3, 3, 3)),
-    ("11x11-stride4-3ch", 3, 16, 35, 35, 11, 11, 4, (0, 0, 0, 0)),
-    ("3x3-nopad-narrow", 8, 8, 5, 4, 3, 3, 1, (0, 0, 0, 0)),
+# (name, C_i, C_o, H, W, kh, kw, stride, padding (top, bottom, left, right), dilation, groups): tails on both channel
+# counts, strides, asymmetric padding, 1x1, 3x3, 5x5, 7x7 and 11x11 filters, rows and columns narrower than the
+# tiles; dilated taps; and every kernel kind (core.shape.kernel_kind) on 4, 8 and 16 lanes: depthwise with and
+# without a channel multiplier, groups of 4 and 3 channels (several groups per vector), groups of whole vectors.
+SHAPES: tuple[tuple[str, int, int, int, int, int, int, int, tuple[int, int, int, int], int, int], ...] = (
+    ("3x3-pad1", 16, 32, 10, 12, 3, 3, 1, (1, 1, 1, 1), 1, 1),
+    ("3x3-tails", 19, 37, 9, 13, 3, 3, 1, (1, 1, 1, 1), 1, 1),
+    ("3x3-stride2-asym", 21, 24, 11, 14, 3, 3, 2, (0, 1, 1, 0), 1, 1),
+    ("1x1", 64, 48, 7, 7, 1, 1, 1, (0, 0, 0, 0), 1, 1),
+    ("1x1-tails", 35, 29, 6, 9, 1, 1, 1, (0, 0, 0, 0), 1, 1),
+    ("1x1-stride2", 32, 64, 14, 14, 1, 1, 2, (0, 0, 0, 0), 1, 1),
+    ("5x5-pad2", 12, 40, 12, 12, 5, 5, 1, (2, 2, 2, 2), 1, 1),
+    ("5x3-strided-asym", 9, 17, 13, 11, 5, 3, 2, (2, 1, 0, 1), 1, 1),
+    ("7x7-stride2-3ch", 3, 24, 23, 23, 7, 7, 2, (3, 3, 3, 3), 1, 1),
+    ("11x11-stride4-3ch", 3, 16, 35, 35, 11, 11, 4, (0, 0, 0, 0), 1, 1),
+    ("3x3-nopad-narrow", 8, 8, 5, 4, 3, 3, 1, (0, 0, 0, 0), 1, 1),
+    ("3x3-dilated2-asym", 16, 20, 13, 12, 3, 3, 1, (2, 1, 2, 0), 2, 1),
+    ("depthwise-3x3", 40, 40, 9, 10, 3, 3, 1, (1, 1, 1, 1), 1, 40),
+    ("depthwise-5x5-stride2-x2", 12, 24, 11, 12, 5, 5, 2, (2, 2, 2, 2), 1, 12),
+    ("grouped-4ch-per-group", 32, 32, 8, 9, 3, 3, 1, (1, 1, 1, 1), 1, 8),
+    ("grouped-3ch-dilated", 12, 12, 9, 8, 3, 3, 1, (2, 2, 2, 2), 2, 4),
+    ("grouped-32ch-per-group", 64, 64, 7, 8, 3, 3, 1, (1, 1, 1, 1), 1, 2),
 )
 
 
@@ -106,13 +114,14 @@ def cases(machine: Machine) -> list[Case]:
     cache block, threading and batch that the prediction alone would not reach."""
     lanes = machine.n_vec
     out: list[Case] = []
-    for name, ci, co, h, w, kh, kw, stride, pad in SHAPES:
-        shape = ConvShape(ci, co, h, w, kh, kw, stride, stride, *pad)
+    for name, ci, co, h, w, kh, kw, stride, pad, dilation, groups in SHAPES:
+        shape = ConvShape(ci, co, h, w, kh, kw, stride, stride, *pad, dilation, dilation, groups)
         predicted = predict(shape, machine, 1).config
         out.append(Case(f"{name}/model", shape, predicted))
         narrow = dataclasses.replace(predicted, cob=lanes, wob=3, cib=None, unroll=1)
         out.append(Case(f"{name}/{lanes}x3-relu", shape, narrow, relu=True))
-        threaded = dataclasses.replace(predicted, threads=2, parallel="rows", rows=2, cib=lanes)
+        broadcast = kernel_kind(shape, lanes) in ("plain", "grouped")  # only these block input channels
+        threaded = dataclasses.replace(predicted, threads=2, parallel="rows", rows=2, cib=lanes if broadcast else None)
         out.append(Case(f"{name}/2-threads-rows-batch3", shape, threaded, batch=3))
     return [c for c in out if _fits(c)]
 
@@ -174,7 +183,7 @@ def random_operands(shape: ConvShape, batch: int, seed: int) -> tuple[np.ndarray
     """NCHW input, OIHW weights and bias for `shape`, standard normal, reproducible from `seed`."""
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((batch, shape.ci, shape.h, shape.w)).astype(np.float32)
-    w = rng.standard_normal((shape.co, shape.ci, shape.kh, shape.kw)).astype(np.float32)
+    w = rng.standard_normal((shape.co, shape.cig, shape.kh, shape.kw)).astype(np.float32)
     b = rng.standard_normal(shape.co).astype(np.float32)
     return x, w, b
 
@@ -216,18 +225,18 @@ def output_problem(
     if planes[:, shape.co :].any():  # the next layer reads whole channel blocks
         return "channels past C_o are not zero", None
     y = layout.blocked_to_nchw(yb, shape.co).astype(np.float64)
-    ref = conv2d_reference(x, w, b, stride=(shape.sh, shape.sw), padding=(shape.pt, shape.pb, shape.pl, shape.pr))
+    ref = reference_for(shape, x, w, b)
     if relu:
         ref = np.maximum(ref, 0.0)
     err = float(np.abs(y - ref).max()) / max(float(np.abs(ref).max()), 1e-30)
-    bound = tolerance(shape.ci, shape.kh, shape.kw)
+    bound = tolerance(shape.cig, shape.kh, shape.kw)
     return (None if err <= bound else f"relative error {err:.3g} above the bound {bound:.3g}"), err
 
 
 def run_case(case: Case, machine: Machine, how: How, seed: int = 0) -> CaseResult:
     """Build and run one case; any failure (compile error, crash, wrong answer) is its result, not an exception."""
     shape, config = case.shape, case.config
-    bound = tolerance(shape.ci, shape.kh, shape.kw)
+    bound = tolerance(shape.cig, shape.kh, shape.kw)
 
     def result(error: str | None, err: float | None = None) -> CaseResult:
         return CaseResult(case.name, shape.describe(), config.to_dict(), error is None, err, bound, error)
