@@ -97,12 +97,12 @@ def _gather_expr(gather: Gather, loaded: dict[int, str], lanes: int) -> str:
         v = vectors[0]
         if all(lane == k for k, (_, lane) in enumerate(gather.source)):
             return loaded[v]
-        idx = ", ".join(str(lane) for _, lane in gather.source)
-        return f"__builtin_shufflevector({loaded[v]}, {loaded[v]}, {idx})"
+        pattern = ", ".join(str(lane) for _, lane in gather.source)
+        return f"__builtin_shufflevector({loaded[v]}, {loaded[v]}, {pattern})"
     # Two vectors at a time: lanes from the newer vector take index lanes + lane, the rest keep what they have.
     expr = loaded[vectors[0]]
     for v in vectors[1:]:
-        idx = []
+        idx: list[str] = []
         for k, (src, lane) in enumerate(gather.source):
             if src == v:
                 idx.append(str(lanes + lane))
