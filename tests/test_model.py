@@ -7,13 +7,15 @@ import dataclasses
 import pytest
 
 from directconv.core.config import KernelConfig
-from directconv.core.shape import ConvShape
+from directconv.core.shape import ConvShape, kernel_kind
 from directconv.core.suite import get_layer, suite
 from directconv.machines.loader import bundled_machines, load_machine
 from directconv.machines.machine import Cache, Machine
 from directconv.model import estimate_config, predict, register_tiles, search_space, tile_efficiency, unpruned_space
 from directconv.model.cache import choose_cib, l1_fit, l2_fit, tile_input_bytes_per_block, weights_level
 from directconv.model.estimate import step_cycles
+from directconv.model.kinds import LANE_KINDS, group_shape
+from directconv.model.lanes import gathers, registers
 from directconv.model.split import CO_BALANCE_MIN, ROWS_PER_TASK, choose_parallel, operand_bytes
 
 
@@ -47,15 +49,26 @@ def check_constraints(m: Machine, shape: ConvShape, threads: int = 1) -> None:
     c.check_fits(shape)
     vectors = c.cob // m.n_vec
     assert c.cob % m.n_vec == 0
-    spare = 1 if shape.kh * shape.kw == 1 else 0  # GCC needs one unnamed register only in 1x1 layers' single loop
-    assert vectors * c.wob + vectors + 1 + spare <= m.n_reg, "accumulators + weights + broadcast (+ spare) must fit"
-    assert c.unroll == (1 if shape.ci < m.n_vec else 2), "unrolling a channel loop shorter than a vector spills"
-    co_vectors = -(-shape.co // m.n_vec)
-    if co_vectors * shape.wo >= m.n_fma * m.l_fma:  # the layer is wide enough to hide the latency
-        assert vectors * c.wob >= m.n_fma * m.l_fma, "paper eq. 1: E >= N_vec * N_fma * L_fma"
+    assert plan.kind == kernel_kind(shape, m.n_vec)
+    if plan.kind in LANE_KINDS:
+        view = shape.kernel_view()
+        assert (c.cib, c.unroll) == (None, 1), "the lane-wise kernel has no input-channel loop"
+        assert registers(view, gathers(view, m.n_vec), vectors, c.wob, m.n_reg)[0] <= m.n_reg
+    else:
+        unit = group_shape(shape)  # a grouped layer's blocks stay within one group
+        spare = 1 if shape.kh * shape.kw == 1 else 0  # GCC needs one unnamed register only in 1x1 layers' loop
+        assert vectors * c.wob + vectors + 1 + spare <= m.n_reg, "accumulators + weights + broadcast (+ spare) fit"
+        assert c.unroll == (1 if unit.ci < m.n_vec else 2), "unrolling a channel loop shorter than a vector spills"
+        assert c.cob <= -(-unit.co // m.n_vec) * m.n_vec
+    co_vectors = -(-group_shape(shape).co // m.n_vec)
+    if vectors * c.wob < m.n_fma * m.l_fma:
+        # Below paper eq. 1 (E >= N_vec * N_fma * L_fma) only for a layer too narrow for more, or, in the lane-wise
+        # kernel, where every wider tile estimates slower (edge tiles); the plan says which.
+        assert co_vectors * shape.wo < m.n_fma * m.l_fma or plan.kind in LANE_KINDS
+        assert any(r.parameter == "E" and "below the latency bound" in r.why for r in plan.reasons)
     assert c.cib is None or c.cib % m.n_vec == 0
     assert c.threads == threads
-    assert plan.predicted_gflops > 0
+    assert 0 < plan.predicted_gflops <= m.peak(threads) * (1 + 1e-9)
 
 
 def test_haswell_needs_80_accumulated_elements_and_fits_16_registers():
@@ -294,7 +307,9 @@ def test_spilling_configurations_pay_the_machines_spill_penalty():
 
 
 # (machine, layer, threads) -> (cob, wob, cib, rows, parallel, unroll), predicted GFLOP/s: the model's output for
-# the bundled descriptions, pinned so that a change in the model or in a description shows here first.
+# the bundled descriptions, pinned so that a change in the model or in a description shows here first. Four sit at
+# the FMA peak of their threads: their kernels skip the taps in the padding that the FLOP count includes, and the
+# estimate never exceeds the peak (model/roofline.py).
 PINNED = [
     ("zen3", "vgg16:conv3_2", 1, (24, 4, 16, None, "co", 2), 78.123892),
     ("zen3", "resnet50:res2_1x1_64to256", 2, (16, 6, None, 1, "rows", 2), 156.800000),
@@ -302,12 +317,12 @@ PINNED = [
     ("haswell", "alexnet:conv1", 1, (24, 4, None, None, "co", 1), 105.600000),
     ("haswell", "alexnet:conv2", 2, (24, 4, 16, None, "co", 2), 192.893023),
     ("haswell", "alexnet:conv4", 1, (8, 13, 32, None, "co", 2), 109.621622),
-    ("skylake-sp", "resnet50:res4_3x3", 2, (32, 14, 64, None, "co", 2), 309.120000),
+    ("skylake-sp", "resnet50:res4_3x3", 2, (32, 14, 64, None, "co", 2), 294.400000),
     ("cortex-a57", "alexnet:conv1", 1, (8, 14, None, None, "co", 1), 8.800000),
     ("piledriver", "vgg16:conv5_2", 2, (40, 2, 32, None, "co", 2), 124.800000),
-    ("generic", "alexnet:conv2", 1, (2, 6, 2, None, "co", 2), 4.186047),
-    ("zen4", "alexnet:conv4", 1, (48, 9, 64, None, "co", 2), 80.951351),
-    ("apple-m1", "resnet50:res5_3x3", 2, (12, 7, 16, None, "co", 2), 219.741911),
+    ("generic", "alexnet:conv2", 1, (2, 6, 2, None, "co", 2), 4.000000),
+    ("zen4", "alexnet:conv4", 1, (48, 9, 64, None, "co", 2), 76.800000),
+    ("apple-m1", "resnet50:res5_3x3", 2, (12, 7, 16, None, "co", 2), 204.800000),
 ]
 
 

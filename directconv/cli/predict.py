@@ -17,7 +17,11 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
     add_machine_option(p)
     add_layer_options(p, shape_options=True)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--json", action="store_true", help="print JSON: config, explanation, space sizes, GFLOP/s")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print JSON: kernel kind, what bounds it, config, explanation, space sizes, GFLOP/s",
+    )
     p.set_defaults(run=run_predict)
 
 
@@ -34,6 +38,9 @@ def run_predict(args: argparse.Namespace) -> int:
                 {
                     "layer": layer.name,
                     "machine": machine.id,
+                    "shape": layer.shape.to_dict(),
+                    "kind": plan.kind,
+                    "bound": plan.bound,
                     "config": plan.config.to_dict(),
                     "explanation": [str(r) for r in plan.reasons],
                     "space_size": len(space),

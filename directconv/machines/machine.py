@@ -81,6 +81,9 @@ class Machine:
     # Optional numbers; a description that leaves one out gets the schema's default.
     n_load: float = _DEFAULT["n_load"]  # vector loads per cycle from L1d
     l2_bytes_per_cycle: float = _DEFAULT["l2_bytes_per_cycle"]  # L2 -> L1d fill bandwidth
+    l3_bytes_per_cycle: float = _DEFAULT["l3_bytes_per_cycle"]  # beyond L2 -> L2 fill bandwidth
+    dram_gbytes_per_s: float = _DEFAULT["dram_gbytes_per_s"]  # memory bandwidth of the socket
+    n_shuffle: float = _DEFAULT["n_shuffle"]  # vector shuffles per cycle
     prefetch_streams: int = int(_DEFAULT["prefetch_streams"])  # sequential streams the prefetchers follow
     latency_slack: float = _DEFAULT["latency_slack"]  # latency bound stretch in short per-tap loops
     one_vector_penalty: float = _DEFAULT["one_vector_penalty"]  # one-vector tiles, where FMAs cannot broadcast

@@ -9,7 +9,8 @@ The kernel's loop nest (kernels/codegen.py), for one output-channel block j:
 
 The weights of (j, block), C_o,b x C_i,b x kh x kw floats, are read again by every tile of every row: they are
 the operand to keep close, BLIS's B panel. What one tile reads of the input, C_i,b channels x kh rows x
-(W_o,b * stride + kw - 1) columns, is used by that tile and streams past: BLIS's A micro-panel.
+((W_o,b - 1) * stride + the filter's extent) columns (one run per tap where dilation spaces the taps further apart
+than that), is used by that tile and streams past: BLIS's A micro-panel.
 
 In a set-associative cache, a stream evicts the least recently used line of each set it touches. Following the
 BLIS analytical model (Low, Igual, Smith, Quintana-Orti, "Analytical modeling is enough for high-performance
@@ -24,7 +25,8 @@ block and filter row, one contiguous run of columns x N_vec floats that starts a
 ceil(run / line) + 1 lines.
 
 When not even two vectors of channels fit L1 that way, the weight block is read from L2 at every step, and L2
-must hold it beside the input rows the next output rows read again (the kh-row window of C_i,b channels):
+must hold it beside the input rows the next output rows read again (the window of C_i,b channels over the filter's
+(kh - 1) * d_h + 1 rows):
 
     ways(weight block) + ways(input window) <= L2 ways - 1
 
@@ -84,15 +86,26 @@ def weight_bytes_per_channel(shape: ConvShape, cob: int) -> int:
     return cob * shape.kh * shape.kw * 4
 
 
+def tile_column_runs(shape: ConvShape, wob: int) -> tuple[int, ...]:
+    """Contiguous runs of input columns one register tile reads per filter row: one run of (W_o,b - 1) * s_w plus
+    the filter's extent, or, where dilation spaces the taps further apart than a tap's columns reach, one run per
+    tap."""
+    per_tap = (wob - 1) * shape.sw + 1
+    if shape.dw <= per_tap:
+        return (per_tap + (shape.kw - 1) * shape.dw,)
+    return (per_tap,) * shape.kw
+
+
 def tile_input_bytes_per_block(shape: ConvShape, lanes: int, wob: int, cache: Cache) -> int:
     """Bytes of whole lines one register tile reads from one block of N_vec input channels."""
-    columns = (wob - 1) * shape.sw + shape.kw
-    return shape.kh * _lines(columns * lanes * 4, cache) * cache.line_bytes
+    lines = sum(_lines(run * lanes * 4, cache) for run in tile_column_runs(shape, wob))
+    return shape.kh * lines * cache.line_bytes
 
 
 def window_bytes_per_block(shape: ConvShape, lanes: int, cache: Cache) -> int:
-    """Bytes of whole lines of the kh input rows that consecutive output rows share, for N_vec channels."""
-    return shape.kh * _lines(shape.w * lanes * 4, cache) * cache.line_bytes
+    """Bytes of whole lines of the input rows that consecutive output rows share, for N_vec channels: the filter's
+    extent, (kh - 1) * d_h + 1 rows (the rows between dilated taps are the next output rows' taps)."""
+    return shape.ekh * _lines(shape.w * lanes * 4, cache) * cache.line_bytes
 
 
 def _largest_fit(

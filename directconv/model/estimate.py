@@ -7,8 +7,10 @@ A step costs the largest of these bounds (the paper's eq. 1 is the second one):
   loads       (vectors + wob) / N_load            weight vectors plus broadcast inputs,
   L2          vectors * N_vec * 4 / L2 bytes      only for weight blocks that cannot stay in L1.
 Edge tiles (the last partial column tile, the last partial channel block) are costed at their own size: a
-two-column tile still pays the full latency bound, which is why the fit of W_o,b to W_o matters. The per-machine
-numbers (N_load, latency_slack, L2 bytes per cycle) come from the machine description.
+two-column tile still pays the full latency bound, which is why the fit of W_o,b to W_o matters. Filter rows that fall
+in the top or bottom padding are skipped (d_h apart in a dilated layer), and threads past the core count add no FMA
+units. The per-machine numbers (N_load, latency_slack, L2 bytes per cycle) come from the machine description; the
+memory roofline and the FMA peak bound these times from below (model/roofline.py).
 """
 
 from __future__ import annotations
@@ -57,13 +59,24 @@ def row_cycles(machine: Machine, shape: ConvShape, vectors: int, width: int, wei
     return full_j * one_block(vectors) + (one_block(tail_v) if tail_v else 0.0)
 
 
+def filter_rows(shape: ConvShape, oh: int) -> int:
+    """Filter rows output row `oh` runs: taps n with 0 <= oh * s_h - p_t + n * d_h < H (rows in the top or bottom
+    padding are skipped, dh apart in a dilated layer)."""
+    ih0 = oh * shape.sh - shape.pt
+    first = -(-max(0, -ih0) // shape.dh)
+    last = min(shape.kh, -(-(shape.h - ih0) // shape.dh)) if ih0 < shape.h else 0
+    return max(0, last - first)
+
+
 def taps_executed(shape: ConvShape) -> int:
-    """Filter rows actually run over all output rows (rows in the top/bottom padding are skipped)."""
-    total = 0
-    for oh in range(shape.ho):
-        ih0 = oh * shape.sh - shape.pt
-        total += max(0, min(shape.kh, shape.h - ih0) - max(0, -ih0))
+    """Filter taps actually run over all output rows (rows in the top/bottom padding are skipped)."""
+    total = sum(filter_rows(shape, oh) for oh in range(shape.ho))
     return max(1, total) * shape.kw  # at least one: an all-padding layer still costs its loop overhead
+
+
+def workers(machine: Machine, threads: int) -> int:
+    """Threads that add FMA units: hardware threads of one core share its pipes."""
+    return max(1, min(threads, machine.cores))
 
 
 def tile_efficiency(machine: Machine, vectors: int, width: int, long_loop: bool = False) -> float:
@@ -82,16 +95,4 @@ def layer_seconds(
 ) -> float:
     """Estimated run time of the layer (batch 1): compute cycles / clock, divided over threads with their balance."""
     cycles = row_cycles(machine, shape, vectors, width, weights_from_l2) * shape.ci * taps_executed(shape)
-    return cycles / (machine.freq_ghz * 1e9) / (threads * parallel_balance)
-
-
-def predicted_gflops(
-    machine: Machine,
-    shape: ConvShape,
-    vectors: int,
-    width: int,
-    threads: int = 1,
-    balance: float = 1.0,
-    weights_from_l2: bool = False,
-) -> float:
-    return shape.flops() / layer_seconds(machine, shape, vectors, width, threads, balance, weights_from_l2) / 1e9
+    return cycles / (machine.freq_ghz * 1e9) / (workers(machine, threads) * parallel_balance)

@@ -26,9 +26,15 @@ class Plan:
     reasons: tuple[Reason, ...]
     predicted_gflops: float
     machine_id: str
+    kind: str = "plain"  # the kernel that runs the layer (core.shape.kernel_kind)
+    bound: str = "compute"  # what sets the estimate: "compute", "memory" or "peak" (model/roofline.py)
 
     def explain(self) -> str:
-        lines = [f"plan for machine {self.machine_id}: predicted {self.predicted_gflops:.1f} GFLOP/s"]
+        bound = "at the FMA peak" if self.bound == "peak" else f"{self.bound}-bound"
+        lines = [
+            f"plan for machine {self.machine_id}: {self.kind} kernel, {bound}, predicted "
+            f"{self.predicted_gflops:.1f} GFLOP/s"
+        ]
         lines += [f"  {reason}" for reason in self.reasons]
         return "\n".join(lines)
 

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import math
 
-from directconv.core.shape import ConvShape
+from directconv.core.shape import ConvShape, kernel_kind
 from directconv.machines.machine import Machine
+from directconv.model.kinds import LANE_KINDS
 
 # Rows per task in a rows split: a task reads every block's weights once for 4 rows, not for every row.
 ROWS_PER_TASK = 4
@@ -27,9 +28,16 @@ CO_BALANCE_MIN = 0.9
 
 
 def output_blocks(shape: ConvShape, machine: Machine, cob: int) -> int:
-    """NJ: output-channel blocks of `cob` channels."""
-    channel_vectors = -(-shape.co // machine.n_vec)
-    return -(-channel_vectors // (cob // machine.n_vec))
+    """NJ: output-channel blocks of `cob` channels; in a grouped layer each group has its own (a register block
+    stays within its group), so NJ counts groups x blocks per group."""
+    lanes, vectors = machine.n_vec, cob // machine.n_vec
+    if kernel_kind(shape, lanes) == "grouped":
+        return shape.groups * _ceil_div(shape.cog // lanes, vectors)
+    return _ceil_div(_ceil_div(shape.co, lanes), vectors)
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
 
 
 def balance(tasks: int, threads: int) -> float:
@@ -38,10 +46,13 @@ def balance(tasks: int, threads: int) -> float:
 
 
 def operand_bytes(shape: ConvShape, lanes: int) -> tuple[int, int]:
-    """(input, weights) bytes in the blocked layouts (channels padded to whole vectors of `lanes`)."""
+    """(input, weights) bytes in the blocked layouts (channels padded to whole vectors of `lanes`). A group's
+    filters see only its C_i/groups input channels; kernels whose vectors hold several groups keep the weights
+    lane by lane, C_i/groups vectors per tap and output vector (kernels/layout.py)."""
     ci = -(-shape.ci // lanes) * lanes
     co = -(-shape.co // lanes) * lanes
-    return ci * shape.h * shape.w * 4, co * ci * shape.kh * shape.kw * 4
+    per_filter = shape.cig if kernel_kind(shape, lanes) in LANE_KINDS else -(-shape.cig // lanes) * lanes
+    return ci * shape.h * shape.w * 4, co * per_filter * shape.kh * shape.kw * 4
 
 
 def choose_parallel(shape: ConvShape, machine: Machine, cob: int, threads: int) -> tuple[str, int | None, float, str]:

@@ -21,7 +21,7 @@ from types import FrameType
 from typing import Literal
 
 from directconv.core.config import KernelConfig
-from directconv.core.shape import ConvShape
+from directconv.core.shape import ConvShape, kernel_kind
 from directconv.machines.host import host
 from directconv.machines.machine import Machine
 from directconv.model import estimate_config, predict
@@ -76,10 +76,13 @@ def tune_command(shape: ConvShape, threads: int) -> str:
     for layer in suite():
         if layer.shape == shape:
             return f"directconv tune --layer {layer.name} --threads {threads}"
-    if shape.sh == shape.sw and len({shape.pt, shape.pb, shape.pl, shape.pr}) == 1:
+    if shape.sh == shape.sw and shape.dh == shape.dw and len({shape.pt, shape.pb, shape.pl, shape.pr}) == 1:
+        extra = (f" --dilation {shape.dh}" if shape.dilated else "") + (
+            f" --groups {shape.groups}" if shape.groups > 1 else ""
+        )
         return (
             f"directconv tune --ci {shape.ci} --co {shape.co} --h {shape.h} --w {shape.w} --kh {shape.kh} "
-            f"--kw {shape.kw} --stride {shape.sh} --pad {shape.pt} --threads {threads}"
+            f"--kw {shape.kw} --stride {shape.sh} --pad {shape.pt}{extra} --threads {threads}"
         )
     return f"directconv.tune(ConvShape(**{shape.to_dict()}), threads={threads})"
 
@@ -94,10 +97,14 @@ def shape_distance(a: ConvShape, b: ConvShape) -> float:
 
 
 def nearest_tuned(shape: ConvShape, threads: int, machine: Machine, found: list[store.Found]) -> store.Found | None:
-    """The entry of the nearest other shape whose configuration is valid for `shape`."""
+    """The entry of the nearest other shape run by the same kind of kernel whose configuration is valid for
+    `shape` (a register tile tuned for the broadcast kernel says nothing about the lane-wise one)."""
+    kind = kernel_kind(shape, machine.n_vec)
     candidates = []
     for f in found:
         if f.entry.threads != threads or f.entry.shape == shape or f.entry.config.lanes != machine.n_vec:
+            continue
+        if kernel_kind(f.entry.shape, machine.n_vec) != kind:
             continue
         try:
             f.entry.config.check_fits(shape)

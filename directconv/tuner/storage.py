@@ -91,6 +91,8 @@ def study_name(fingerprint_id: str, shape: ConvShape, threads: int) -> str:
     """One study per (machine fingerprint, layer shape, threads, kernel generator version)."""
     s = shape
     geometry = f"{s.ci}x{s.h}x{s.w}-{s.co}x{s.kh}x{s.kw}-s{s.sh}x{s.sw}-p{s.pt}.{s.pb}.{s.pl}.{s.pr}"
+    # Dilation and groups only where not 1, so that the studies of plain layers keep their names.
+    geometry += (f"-d{s.dh}x{s.dw}" if s.dilated else "") + (f"-g{s.groups}" if s.groups > 1 else "")
     return f"directconv/{fingerprint_id}/{geometry}/t{threads}/gen{GENERATOR_VERSION}"
 
 

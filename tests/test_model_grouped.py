@@ -1,0 +1,228 @@
+"""The model on grouped, depthwise and dilated layers: kernel kinds, lane-wise tiles, the roofline, pruned spaces."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from directconv.core.shape import ConvShape, kernel_kind
+from directconv.machines.loader import bundled_machines, load_machine
+from directconv.model import estimate_config, predict, search_space, unpruned_space
+from directconv.model.cache import tile_column_runs, window_bytes_per_block
+from directconv.model.estimate import filter_rows, taps_executed
+from directconv.model.kinds import LANE_KINDS, group_shape
+from directconv.model.lanes import Gathers, gathers, lane_tiles, pixels, registers, tile_cycles
+from directconv.model.roofline import input_bytes_read, layer_memory, level_of
+from directconv.model.split import output_blocks
+
+SHAPES = {
+    "mobilenetv2-dw3x3": ConvShape.from_args(144, 144, 56, 56, 3, 3, 1, 1, groups=144),
+    "mobilenetv2-dw3x3s2": ConvShape.from_args(96, 96, 112, 112, 3, 3, 2, 1, groups=96),
+    "efficientnet-dw5x5": ConvShape.from_args(240, 240, 28, 28, 5, 5, 1, 2, groups=240),
+    "depthwise-multiplier2": ConvShape.from_args(32, 64, 28, 28, 3, 3, 1, 1, groups=32),
+    "resnext-32x4d": ConvShape.from_args(128, 128, 56, 56, 3, 3, 1, 1, groups=32),
+    "alexnet-2-groups": ConvShape.from_args(96, 256, 27, 27, 5, 5, 1, 2, groups=2),
+    "wide-groups-1x1": ConvShape.from_args(256, 256, 14, 14, 1, 1, groups=8),
+    "deeplab-dilated-6": ConvShape.from_args(256, 256, 33, 33, 3, 3, 1, 6, dilation=6),
+}
+MACHINES = bundled_machines()
+ZEN3 = load_machine("zen3")
+
+
+def kind_on(shape: ConvShape, machine_id: str) -> str:
+    return kernel_kind(shape, load_machine(machine_id).n_vec)
+
+
+def test_the_kind_follows_the_vector_width():
+    # ResNeXt's 4 channels per group are narrower than 8 AVX2 or 16 AVX-512 lanes, whole vectors of 4 NEON lanes.
+    resnext = SHAPES["resnext-32x4d"]
+    assert [kind_on(resnext, m) for m in ("zen3", "skylake-sp", "neoverse-n1", "generic")] == [
+        "grouped-packed",
+        "grouped-packed",
+        "grouped",
+        "grouped",
+    ]
+    assert kind_on(SHAPES["mobilenetv2-dw3x3"], "zen3") == "depthwise"
+    assert kind_on(SHAPES["alexnet-2-groups"], "zen3") == "grouped"
+    assert kind_on(SHAPES["deeplab-dilated-6"], "zen3") == "plain"
+
+
+@pytest.mark.parametrize("machine", MACHINES, ids=lambda m: m.id)
+def test_every_new_layer_gets_a_plan_that_fits_below_the_peak_and_names_its_kernel(machine):
+    for name, shape in SHAPES.items():
+        kind = kernel_kind(shape, machine.n_vec)
+        for threads in (1, 2, 4):
+            plan = predict(shape, machine, threads)
+            plan.config.check_fits(shape)
+            assert 0 < plan.predicted_gflops <= machine.peak(threads) * (1 + 1e-9), (name, threads)
+            assert estimate_config(shape, machine, plan.config) == pytest.approx(plan.predicted_gflops)
+            assert plan.kind == kind and plan.reasons[0].parameter == "kind" and plan.reasons[0].value == kind
+            assert f"{kind} kernel" in plan.explain()
+            assert any(r.parameter == "roofline" and r.value == plan.bound for r in plan.reasons)
+            if kind in LANE_KINDS:
+                assert (plan.config.cib, plan.config.unroll) == (None, 1), name
+            if kind == "grouped":
+                assert plan.config.cob <= -(-shape.cog // machine.n_vec) * machine.n_vec
+                assert plan.config.cib is None or plan.config.cib <= shape.cig
+            if shape.dilated:
+                assert "dilation 6x6" in plan.reasons[0].why and "13x13" in plan.reasons[0].why
+
+
+def test_depthwise_plan_on_zen3_explains_the_lane_wise_kernel():
+    plan = predict(SHAPES["mobilenetv2-dw3x3"], ZEN3, 1)
+    text = plan.explain()
+    assert "groups = C_i = 144, one input channel per group" in text and "no broadcast" in text
+    assert "paper eq. 1, over width x channel blocks" in text and "<= N_reg=16" in text
+    assert "no shuffle" in text  # one output per group: lane l already holds its channel
+    # The layer's 3.5 MiB live in L3; at 32 B/cycle they move in under a third of the compute time.
+    assert plan.bound == "compute" and "from L3 at 78.4 GB/s" in text
+    packed = predict(SHAPES["resnext-32x4d"], ZEN3, 1).explain()
+    assert "grouped-packed kernel" in packed and "32 groups of 4 input -> 4 output channels" in packed
+    assert "shuffles" in packed and "no shuffle" not in packed
+
+
+# ---- The lane-wise kernel's tiles, by hand -------------------------------------------------------------------------
+
+
+def test_gathers_count_loads_and_shuffles_per_pixel():
+    assert gathers(SHAPES["mobilenetv2-dw3x3"], 8) == Gathers(1.0, 0.0)  # lane l reads input lane l: no shuffle
+    # ResNeXt on 8 lanes: two groups of 4 per vector, each of the 4 channels of a group spread over its 4 lanes.
+    assert gathers(SHAPES["resnext-32x4d"], 8) == Gathers(1.0, 4.0)
+    # Channel multiplier 2: output lanes 0-7 read input channels 0,0,1,1,2,2,3,3 of one vector, shuffled once.
+    assert gathers(SHAPES["depthwise-multiplier2"], 8) == Gathers(1.0, 1.0)
+
+
+def test_pixels_are_loaded_once_for_every_tap_that_reads_them():
+    shape = SHAPES["mobilenetv2-dw3x3"]
+    assert pixels(shape, 6) == 8  # columns 0..5 x taps 0..2: pixels 0..7
+    assert pixels(SHAPES["mobilenetv2-dw3x3s2"], 6) == 13  # stride 2: 0, 2, ..., 10, plus taps: 0..12
+    dilated = ConvShape.from_args(8, 8, 40, 40, 3, 3, 1, 6, dilation=6, groups=8)
+    assert pixels(dilated, 4) == 12  # taps 6 apart, 4 columns each: no pixel shared
+
+
+def test_weight_vectors_stay_in_registers_only_where_they_fit():
+    shape, g = SHAPES["mobilenetv2-dw3x3"], gathers(SHAPES["mobilenetv2-dw3x3"], 8)
+    # 6 accumulators + 9 weights + 1 input = 16 registers: resident. One column more: the weights are read from L1.
+    assert registers(shape, g, 1, 6, 16) == (16, True)
+    assert registers(shape, g, 1, 7, 16) == (9, False)  # 7 + 1 register to load a weight into + 1 input
+    # Per filter row, a resident 1x6 tile: 18 FMAs on 2 pipes (9 cycles), 8 loads + 7 stores and bias per tile,
+    # latency 3 taps x 4 x 1.25 = 15 cycles: latency-bound, 6 accumulators < N_fma * L_fma = 8.
+    assert tile_cycles(ZEN3, shape, g, 1, 6, True, 1) == 15.0
+    # Without resident weights every FMA loads its weight: 18 + 8 + 7 loads on 2 ports.
+    assert tile_cycles(ZEN3, shape, g, 1, 6, False, 1) == pytest.approx(16.5)
+
+
+def test_lane_tiles_fit_the_registers_and_the_best_hides_the_latency():
+    for machine in (ZEN3, load_machine("skylake-sp"), load_machine("neoverse-n1")):
+        shape = SHAPES["efficientnet-dw5x5"]
+        tiles = lane_tiles(machine, shape)
+        g = gathers(shape, machine.n_vec)
+        assert all(registers(shape, g, t.vectors, t.width, machine.n_reg)[0] <= machine.n_reg for t in tiles)
+        assert tiles[0].accumulators >= machine.n_fma * machine.l_fma
+        assert [t.cycles for t in tiles] == sorted(t.cycles for t in tiles)
+
+
+# ---- Grouped: the plain model per group ------------------------------------------------------------------------------
+
+
+def test_a_grouped_layer_is_planned_as_one_group_counted_groups_times():
+    shape = SHAPES["alexnet-2-groups"]
+    one = group_shape(shape)
+    assert (one.ci, one.co, one.groups) == (48, 128, 1)
+    grouped, plain = predict(shape, ZEN3, 1), predict(one, ZEN3, 1)
+    assert (grouped.config.cob, grouped.config.wob, grouped.config.cib) == (
+        plain.config.cob,
+        plain.config.wob,
+        plain.config.cib,
+    )
+    # Twice the FLOPs in twice the time: the same rate (both compute-bound, one thread).
+    assert grouped.bound == plain.bound == "compute"
+    assert grouped.predicted_gflops == pytest.approx(plain.predicted_gflops, rel=1e-9)
+    # The threads share groups x blocks per group: 2 x (128 / 16).
+    assert output_blocks(shape, ZEN3, 16) == 16
+    assert "C_o=128 per group (2 groups)" in grouped.explain()
+
+
+# ---- Dilation: the plain model with the dilated taps -----------------------------------------------------------------
+
+
+def test_dilated_taps_skip_the_padding_and_widen_the_input_window():
+    shape = SHAPES["deeplab-dilated-6"]  # taps at rows oh-6, oh, oh+6 of a 33-row input padded by 6
+    assert [filter_rows(shape, oh) for oh in (0, 5, 6, 26, 27, 32)] == [2, 2, 3, 3, 2, 2]
+    assert taps_executed(shape) == (33 * 3 - 12) * 3
+    # A 4-column tile reads 4 columns per tap, 6 apart: three runs of 4, not one run of 16.
+    assert tile_column_runs(shape, 4) == (4, 4, 4)
+    assert tile_column_runs(SHAPES["mobilenetv2-dw3x3"], 4) == (6,)
+    # Consecutive output rows share the 13 rows the taps span.
+    l2 = ZEN3.cache(2)
+    plain = dataclasses.replace(shape, dh=1, dw=1, pt=1, pb=1, pl=1, pr=1)
+    assert 3 * window_bytes_per_block(shape, 8, l2) == 13 * window_bytes_per_block(plain, 8, l2)
+
+
+# ---- The roofline ----------------------------------------------------------------------------------------------------
+
+
+def test_the_roofline_reads_where_the_layer_lives_and_sets_memory_bound_estimates():
+    shape = SHAPES["mobilenetv2-dw3x3"]
+    memory = layer_memory(shape, ZEN3, 1)
+    assert (memory.input_bytes, memory.output_bytes, memory.weight_bytes) == (144 * 56 * 56 * 4,) * 2 + (144 * 9 * 4,)
+    assert (memory.level, memory.gbytes_per_s) == ("L3", pytest.approx(32 * 2.45))
+    # Four threads: four private L2s of 512 KiB still do not hold 3.5 MiB; a shared L3 instance does.
+    assert level_of(ZEN3, memory.moved, 4)[:2] == ("L3", pytest.approx(4 * 32 * 2.45))
+    assert level_of(ZEN3, 1 << 30, 1) == (
+        "memory",
+        pytest.approx(32 * 2.45),
+        "32 B/cycle past L2 x 2.45 GHz x 1 thread",
+    )
+    assert level_of(ZEN3, 1 << 30, 4)[:2] == ("memory", 204.8)  # the socket's bandwidth caps four threads
+    # With its L3 and memory path cut to 2 B/cycle the layer is memory-bound, and the estimate is the roofline's.
+    slow = dataclasses.replace(ZEN3, l3_bytes_per_cycle=2.0)
+    plan = predict(shape, slow, 1)
+    assert plan.bound == "memory" and "memory-bound" in plan.explain()
+    assert plan.predicted_gflops == pytest.approx(shape.flops() / (memory.moved / (2 * 2.45e9)) / 1e9)
+
+
+def test_a_strided_1x1_layer_reads_half_the_input_rows():
+    shape = ConvShape.from_args(256, 512, 56, 56, 1, 1, 2)
+    assert input_bytes_read(shape, 8, 64) == 256 * 28 * 56 * 4  # every other row, all lines of a row
+    assert input_bytes_read(shape, 16, 64) == 256 * 28 * 28 * 4  # a pixel per line: every other line
+
+
+def test_estimates_never_exceed_the_fma_peak():
+    # res4_3x3 on Skylake-SP skips the taps in its padding rows: its instruction count alone would give 105% of
+    # the peak; the estimate stops at the peak and says so.
+    shape = ConvShape.from_args(256, 256, 14, 14, 3, 3, 1, 1)
+    skx = load_machine("skylake-sp")
+    plan = predict(shape, skx, 2)
+    assert plan.predicted_gflops == pytest.approx(skx.peak(2)) and plan.bound == "peak"
+    assert "at the FMA peak" in plan.explain()
+    for machine in MACHINES:
+        for threads in (1, 2, 4):
+            config = predict(shape, machine, threads).config
+            assert estimate_config(shape, machine, config) <= machine.peak(threads) * (1 + 1e-9)
+
+
+# ---- The search space ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(SHAPES))
+@pytest.mark.parametrize("machine_id", ["zen3", "skylake-sp", "neoverse-n1"])
+def test_pruned_space_is_20x_smaller_fits_and_is_led_by_the_prediction(name, machine_id):
+    shape, machine = SHAPES[name], load_machine(machine_id)
+    for threads in (1, 2):
+        space = search_space(shape, machine, threads)
+        assert space.configs[0] == predict(shape, machine, threads).config
+        assert len(set(space.configs)) == len(space.configs)
+        unpruned = list(unpruned_space(shape, machine, threads))
+        assert len(unpruned) == space.unpruned_size
+        if space.unpruned_size >= 20 * 5:  # large: at least 5 configurations would survive a 20x cut
+            assert space.unpruned_size >= 20 * len(space)
+        for config in unpruned:
+            config.check_fits(shape)
+        kept = set(unpruned)
+        for config in space.configs:
+            config.check_fits(shape)
+            assert config.replace(rows=None, parallel="co") in kept or config in kept
+        if kernel_kind(shape, machine.n_vec) in LANE_KINDS:
+            assert {(c.cib, c.unroll) for c in unpruned} == {(None, 1)}
