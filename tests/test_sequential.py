@@ -213,7 +213,7 @@ def test_nchw_call_converts_once_in_and_once_out(rng, monkeypatch) -> None:
     x = rng.standard_normal((1, 3, 23, 19)).astype(np.float32)
     model(x)  # bound first: the count below covers one call and nothing of the set-up
     calls = {"in": 0, "out": 0}
-    to_blocked, to_nchw = convert.to_blocked, layout.blocked_to_nchw
+    to_blocked, to_nchw = convert.to_blocked, convert.from_blocked
 
     def counting_in(*args, **kwargs):
         calls["in"] += 1
@@ -224,7 +224,7 @@ def test_nchw_call_converts_once_in_and_once_out(rng, monkeypatch) -> None:
         return to_nchw(*args, **kwargs)
 
     monkeypatch.setattr(convert, "to_blocked", counting_in)
-    monkeypatch.setattr(layout, "blocked_to_nchw", counting_out)
+    monkeypatch.setattr(convert, "from_blocked", counting_out)
     model(x)
     assert calls == {"in": 1, "out": 1}
     xb = dc.BlockedTensor(to_blocked(x, model.plan(3, 23, 19).lanes), 3)
