@@ -72,7 +72,7 @@ def prepare_nchw(problem: LayerProblem, threads: int) -> Prepared:
 
     def call() -> np.ndarray:
         xb = directconv.to_blocked(x, isa=config.isa, threads=threads)
-        return directconv.from_blocked(directconv.conv2d_blocked(xb, packed))
+        return directconv.from_blocked(directconv.conv2d_blocked(xb, packed), threads=threads)
 
     s = problem.shape
     lanes = config.lanes

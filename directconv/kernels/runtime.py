@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -35,38 +36,63 @@ class CompiledKernel:
     path: Path
     _lib: Any
 
-    @property
+    # The geometry below is fixed per kernel and read on every call: computed once (a call of a small layer costs
+    # as much in Python as in C otherwise).
+    @cached_property
     def lanes(self) -> int:
         return get_isa(self.isa).lanes
 
-    def input_shape(self, batch: int) -> tuple[int, ...]:
+    @cached_property
+    def _in_planes(self) -> tuple[int, ...]:
         s = self.shape
-        return (batch, blocks(s.ci, self.lanes), s.h, s.w, self.lanes)
+        return (blocks(s.ci, self.lanes), s.h, s.w, self.lanes)
+
+    @cached_property
+    def _out_planes(self) -> tuple[int, ...]:
+        s = self.shape
+        return (blocks(s.co, self.lanes), s.ho, s.wo, self.lanes)
+
+    @cached_property
+    def _bias_shape(self) -> tuple[int]:
+        return (layout.bias_length(self.shape, self.lanes, self.cob),)
+
+    @cached_property
+    def _input_blocks(self) -> int:
+        return blocks(self.shape.cig, self.lanes)  # a grouped layer blocks each group's input channels
+
+    @cached_property
+    def _rows(self) -> int:
+        return self.shape.kernel_view().ho  # the kernel's rows (one for a flattened 1x1 layer)
+
+    def input_shape(self, batch: int) -> tuple[int, ...]:
+        return (batch, *self._in_planes)
 
     def output_shape(self, batch: int) -> tuple[int, ...]:
-        s = self.shape
-        return (batch, blocks(s.co, self.lanes), s.ho, s.wo, self.lanes)
+        return (batch, *self._out_planes)
 
-    @property
+    @cached_property
     def kind(self) -> KernelKind:
         return kernel_kind(self.shape, self.lanes)
 
-    def weight_shape(self) -> tuple[int, ...]:
+    @cached_property
+    def _weight_shape(self) -> tuple[int, ...]:
         return layout.weight_shape(self.shape, self.lanes, self.cob)
+
+    def weight_shape(self) -> tuple[int, ...]:
+        return self._weight_shape
 
     def _args(self, x, weights, bias, out, cib, rows, parallel) -> tuple:
         """Checked cffi arguments shared by run() and bench()."""
         batch = x.shape[0] if x.ndim == 5 else -1
         _check_buffer("input", x, self.input_shape(batch))
-        _check_buffer("packed weights", weights, self.weight_shape())
-        _check_buffer("packed bias", bias, (layout.bias_length(self.shape, self.lanes, self.cob),))
+        _check_buffer("packed weights", weights, self._weight_shape)
+        _check_buffer("packed bias", bias, self._bias_shape)
         _check_buffer("output", out, self.output_shape(batch))
         if not out.flags.writeable:
             raise ValueError("output buffer is read-only")
-        nbi = blocks(self.shape.cig, self.lanes)  # a grouped layer blocks each group's input channels
+        nbi = self._input_blocks
         cib_blocks = nbi if cib is None else max(1, min(nbi, cib // self.lanes))
-        rows_total = self.shape.kernel_view().ho  # the kernel's rows (one for a flattened 1x1 layer)
-        rows_per_task = rows_total if rows is None else max(1, min(rows_total, rows))
+        rows_per_task = self._rows if rows is None else max(1, min(self._rows, rows))
         return (
             ffi.floats(x, writable=False),
             ffi.floats(weights, writable=False),
