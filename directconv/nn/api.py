@@ -9,7 +9,7 @@ Blocked path: xb = to_blocked(x); pw = pack_weights(w, bias, shape=...) # once
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -136,6 +136,8 @@ class PackedWeights:
     shape: ConvShape
     config: KernelConfig
     has_bias: bool
+    # The loaded kernel, so that a call does not look it up again (it is runtime.load(config, shape)).
+    kernel: runtime.CompiledKernel = field(repr=False, compare=False)
 
 
 def _check_weights(w: Any, bias: Any) -> tuple[np.ndarray, np.ndarray | None]:
@@ -193,13 +195,14 @@ def pack_weights(
         cig * groups, co, int(input_size[0]), int(input_size[1]), kh, kw, stride, padding, dilation, groups
     )
     config = _resolve_config(config, shape, threads)
-    runtime.load(config, shape)
+    kernel = runtime.load(config, shape)
     return PackedWeights(
         data=layout.pack_weights(w, config.lanes, config.cob, shape.groups),
         bias=layout.pack_bias(bias, shape, config.lanes, config.cob),
         shape=shape,
         config=config,
         has_bias=bias is not None,
+        kernel=kernel,
     )
 
 
@@ -232,7 +235,7 @@ def conv2d_blocked(
             f"x is {x.height}x{x.width} but the weights were packed for {shape.h}x{shape.w} inputs (input_size)"
         )
     checks.optional_threads(threads)
-    kernel = runtime.load(config, shape)
+    kernel = weights.kernel
     expected = kernel.output_shape(x.batch)
     if out is None:
         out = BlockedTensor(layout.empty_aligned(expected), shape.co)
