@@ -26,7 +26,10 @@ def test_wrong_ndim(layer):
 
 def test_channel_mismatch(layer):
     x, w, _ = layer
-    with pytest.raises(ValueError, match=r"channel mismatch: x has C_i=4 channels .*w's second dimension must be C_i / groups = 4, got 3"):
+    with pytest.raises(
+        ValueError,
+        match=r"channel mismatch: x has C_i=4 channels .*w's second dimension must be C_i / groups = 4, got 3",
+    ):
         dc.conv2d(x, w[:, :3])
 
 
@@ -136,3 +139,125 @@ def test_pack_weights_needs_input_size(layer):
     _, w, _ = layer
     with pytest.raises(TypeError, match=r"input_size must be a pair \(height, width\), got 6"):
         dc.pack_weights(w, input_size=6)
+
+
+# ---------------------------------------------------------------------------------------------------- groups, dilation
+
+
+@pytest.fixture
+def grouped_layer(rng):
+    x = rng.standard_normal((1, 8, 6, 6)).astype(np.float32)
+    w = rng.standard_normal((12, 4, 3, 3)).astype(np.float32)  # groups=2: C_i / groups = 4 inputs per filter
+    return x, w
+
+
+def test_groups_must_divide_input_channels(grouped_layer):
+    x, w = grouped_layer
+    with pytest.raises(
+        ValueError,
+        match=r"groups=3 must divide both channel counts, got C_i=8 \(x, NCHW shape \(1, 8, 6, 6\)\) and C_o=12",
+    ):
+        dc.conv2d(x, w[:, :2], groups=3)
+    with pytest.raises(ValueError, match=r"groups=3 must divide both channel counts, got C_i=8 and C_o=12"):
+        dc.ConvShape.from_args(8, 12, 6, 6, 3, 3, groups=3)
+
+
+def test_groups_must_divide_output_channels(grouped_layer):
+    x, w = grouped_layer
+    with pytest.raises(
+        ValueError, match=r"groups=2 must divide both channel counts, got C_i=8 .* and C_o=11 \(w, OIHW shape"
+    ):
+        dc.conv2d(x, w[:11], groups=2)
+    with pytest.raises(ValueError, match=r"groups=2 must divide C_o=11 \(w has OIHW shape \(11, 4, 3, 3\)\)"):
+        dc.pack_weights(w[:11], input_size=(6, 6), groups=2)
+    with pytest.raises(ValueError, match=r"groups=2 must divide C_o=11 \(weight OIHW shape \(11, 4, 3, 3\)\)"):
+        dc.Conv2d(w[:11], groups=2)
+
+
+def test_weight_second_dimension_must_be_input_channels_per_group(grouped_layer):
+    x, w = grouped_layer
+    with pytest.raises(
+        ValueError,
+        match=r"x has C_i=8 channels \(NCHW shape \(1, 8, 6, 6\)\), so w's second dimension must be "
+        r"C_i / groups = 2, got 4 \(OIHW shape \(12, 4, 3, 3\)\)",
+    ):
+        dc.conv2d(x, w, groups=4)
+    with pytest.raises(ValueError, match=r"w's second dimension must be C_i / groups = 8, got 4"):
+        dc.conv2d(x, w)  # groups forgotten: a grouped layer's weights taken for a plain one
+
+
+@pytest.mark.parametrize("dilation", [0, -1, (1, 0), (-2, 1)])
+def test_dilation_below_one(grouped_layer, dilation):
+    x, w = grouped_layer
+    with pytest.raises(
+        ValueError, match=r"dilation must be >= 1 on both axes, got \(dilation_h=-?\d, dilation_w=-?\d\)"
+    ):
+        dc.conv2d(x, w, groups=2, dilation=dilation)
+    with pytest.raises(ValueError, match=r"dilation must be >= 1 on both axes"):
+        dc.pack_weights(w, input_size=(6, 6), groups=2, dilation=dilation)
+    with pytest.raises(ValueError, match=r"dilation must be >= 1 on both axes"):
+        dc.conv2d_reference(x, w, groups=2, dilation=dilation)
+
+
+@pytest.mark.parametrize("dilation", ["2", 1.0, (1, 2, 3), None, True])
+def test_dilation_type(grouped_layer, dilation):
+    x, w = grouped_layer
+    with pytest.raises(TypeError, match=r"dilation must be an int or a pair of ints, got"):
+        dc.conv2d(x, w, groups=2, dilation=dilation)
+
+
+@pytest.mark.parametrize("groups", [0, -2])
+def test_groups_below_one(grouped_layer, groups):
+    x, w = grouped_layer
+    with pytest.raises(ValueError, match=rf"groups must be >= 1, got {groups}"):
+        dc.conv2d(x, w, groups=groups)
+    with pytest.raises(ValueError, match=rf"groups must be >= 1, got {groups}"):
+        dc.pack_weights(w, input_size=(6, 6), groups=groups)
+
+
+@pytest.mark.parametrize("groups", [2.0, "2", None, True, (2,)])
+def test_groups_must_be_an_int(grouped_layer, groups):
+    x, w = grouped_layer
+    with pytest.raises(TypeError, match=r"groups must be an int, got"):
+        dc.conv2d(x, w, groups=groups)
+    with pytest.raises(TypeError, match=r"groups must be an int, got"):
+        dc.pack_weights(w, input_size=(6, 6), groups=groups)
+    with pytest.raises(TypeError, match=r"groups must be an int, got"):
+        dc.ConvShape.from_args(8, 12, 6, 6, 3, 3, groups=groups)
+
+
+def test_dilated_kernel_larger_than_padded_input(grouped_layer):
+    x, w = grouped_layer
+    with pytest.raises(
+        ValueError,
+        match=r"kernel 7x3 \(kernel 3x3 at dilation 3x1\) is larger than the padded input 6x8 "
+        r"\(input 6x6, padding top=0 bottom=0 left=1 right=1\)",
+    ):
+        dc.conv2d(x, w, groups=2, padding=(0, 0, 1, 1), dilation=(3, 1))
+    with pytest.raises(ValueError, match=r"kernel 9x9 \(kernel 3x3 at dilation 4x4\) is larger than the padded input"):
+        dc.pack_weights(w, input_size=(6, 6), groups=2, padding=1, dilation=4)
+    # The same dilation fits once the padding makes room: the error is about the padded input, not the dilation.
+    assert dc.ConvShape.from_args(8, 12, 6, 6, 3, 3, 1, (1, 0, 1, 1), (3, 1), 2).ho == 1
+
+
+def test_config_fields_a_grouped_kernel_does_not_have():
+    isa, lanes = host_isa(), ISAS[host_isa()].lanes
+    depthwise = dc.ConvShape.from_args(2 * lanes, 2 * lanes, 6, 6, 3, 3, groups=2 * lanes)
+    with pytest.raises(
+        ValueError, match=rf"C_i,b={lanes} is given, but a depthwise kernel has no input-channel blocking"
+    ):
+        dc.KernelConfig(isa, lanes, 2, cib=lanes).check_fits(depthwise)
+    packed = dc.ConvShape.from_args(lanes, lanes, 6, 6, 3, 3, groups=2)  # lanes / 2 channels per group
+    with pytest.raises(ValueError, match=r"unroll=2 is given, but a grouped-packed kernel has no input-channel loop"):
+        dc.KernelConfig(isa, lanes, 2, unroll=2).check_fits(packed)
+    grouped = dc.ConvShape.from_args(2 * lanes, 2 * lanes, 6, 6, 3, 3, groups=2)  # one vector per group
+    with pytest.raises(ValueError, match=rf"C_o,b={2 * lanes} exceeds the layer's {lanes} output channels per group"):
+        dc.KernelConfig(isa, 2 * lanes, 2).check_fits(grouped)
+
+
+def test_config_that_does_not_fit_a_grouped_layer_is_refused_by_conv2d(rng):
+    lanes = ISAS[host_isa()].lanes
+    x = rng.standard_normal((1, 2 * lanes, 6, 6)).astype(np.float32)
+    w = rng.standard_normal((2 * lanes, 1, 3, 3)).astype(np.float32)
+    with pytest.raises(ValueError, match=r"does not fit layer .* g\d+ .*no input-channel blocking"):
+        dc.conv2d(x, w, groups=2 * lanes, config=dc.KernelConfig(host_isa(), lanes, 2, cib=lanes))
