@@ -17,8 +17,10 @@ from directconv.nn.api import (
     available_threads,
     conv2d,
     conv2d_blocked,
+    conv2d_nchw,
     from_blocked,
     pack_weights,
+    release_buffers,
     to_blocked,
 )
 from directconv.nn.layer import Conv2d
@@ -71,6 +73,8 @@ __all__ = [
     "available_threads",
     "conv2d",
     "conv2d_blocked",
+    "conv2d_nchw",
+    "release_buffers",
     "choose_config",
     "conv2d_reference",
     "default_config",

@@ -61,7 +61,7 @@ def prepare_blocked(problem: LayerProblem, threads: int) -> Prepared:
 
 
 def prepare_nchw(problem: LayerProblem, threads: int) -> Prepared:
-    """NCHW in, NCHW out: to_blocked + conv2d_blocked + from_blocked on every call, weights packed once.
+    """NCHW in, NCHW out: directconv.conv2d_nchw (to_blocked + conv2d_blocked + from_blocked), weights packed once.
 
     This is directconv.conv2d without its weight packing, which a user running a layer more than once does
     once; the layout conversions of input and output are part of every call, as they are for such a user.
@@ -71,12 +71,11 @@ def prepare_nchw(problem: LayerProblem, threads: int) -> Prepared:
     x = problem.x
 
     def call() -> np.ndarray:
-        xb = directconv.to_blocked(x, isa=config.isa, threads=threads)
-        return directconv.from_blocked(directconv.conv2d_blocked(xb, packed), threads=threads)
+        return directconv.conv2d_nchw(x, packed, threads=threads)
 
     s = problem.shape
     lanes = config.lanes
-    # The blocked copies of input and output live during the call; their channel padding is part of that.
+    # The blocked copies of input and output (their channel padding included) stay in per-thread buffers.
     temporaries = 4 * lanes * (blocks(s.ci, lanes) * s.h * s.w + blocks(s.co, lanes) * s.ho * s.wo)
     return Prepared(call, np.asarray, extra_memory_bytes=temporaries, config=config.to_dict(), config_source=source)
 
@@ -90,7 +89,8 @@ IMPLS: tuple[Impl[LayerProblem], ...] = (
     ),
     Impl(
         "directconv-nchw",
-        "NCHW in/out: to_blocked + conv2d_blocked + from_blocked per call (conversions included), weights packed once",
+        "NCHW in/out: conv2d_nchw, conversions included in every call (blocked copies in reused per-thread "
+        "buffers), weights packed once",
         prepare_nchw,
         peer=False,
     ),

@@ -22,6 +22,7 @@ Contract of the generated code (the "micro-kernel" in BLIS terms):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from importlib import resources
 
 from directconv.core.config import KernelConfig
 from directconv.core.isa import get_isa
@@ -41,6 +42,11 @@ C_BENCH_SIGNATURE = (
     "int batch, int cib_blocks, int rows, int parallel_rows, int threads, "
     "int warmup, double min_seconds, int min_samples, int max_samples, double *samples);"
 )
+
+
+def c_text(name: str) -> str:
+    """A C file of kernels/c/ (shared pieces of generated and fixed C)."""
+    return (resources.files(__package__) / "c" / name).read_text()
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,15 @@ from dataclasses import dataclass
 from directconv.core.config import KernelConfig
 from directconv.core.isa import get_isa
 from directconv.core.shape import ConvShape, kernel_kind
-from directconv.kernels.codegen import C_SIGNATURE, GENERATOR_VERSION, Tile, bench_source, plan_tiles, vector_prelude
+from directconv.kernels.codegen import (
+    C_SIGNATURE,
+    GENERATOR_VERSION,
+    Tile,
+    bench_source,
+    c_text,
+    plan_tiles,
+    vector_prelude,
+)
 
 # More phases than this would multiply the code by as much: no layer we know comes close (depthwise and ResNeXt have
 # one, a channel multiplier of 2 on 8 lanes has two).
@@ -279,5 +287,94 @@ def generate(cfg: KernelConfig, shape: ConvShape, *, pin: bool = True) -> str:
 }}
 """
     )
+    out.append(_nchw_source(shape, cfg, dispatch))
     out.append(bench_source())
     return "\n\n".join(out) + "\n"
+
+
+# NCHW in, NCHW out in one pass: each task converts the input channel blocks its output vectors read into a
+# per-thread scratch, runs its rows there and transposes its output blocks back, so a memory-bound layer moves
+# its tensors through the cache once instead of three times (to_blocked, kernel, from_blocked). `scratch` holds
+# `threads` times nchw_scratch_floats(); the kernel still allocates nothing.
+C_NCHW_SIGNATURE = (
+    "int dc_conv_nchw(const float *x, const float *wt, const float *bias, float *y, int batch, int threads, "
+    "int relu, float *scratch);"
+)
+
+
+def _task_inputs(shape: ConvShape, lanes: int, vecs: int) -> list[tuple[int, int]]:
+    """Per register block j: the first input channel block its output vectors read, and how many."""
+    nbo = -(-shape.co // lanes)
+    bases, phases, phase_of = plan_phases(shape, lanes)
+    out = []
+    for j in range(-(-nbo // vecs)):
+        first, last = None, 0
+        for b in range(j * vecs, min(nbo, (j + 1) * vecs)):
+            reach = max(off for g in phases[phase_of[b]].gathers for off in g.vectors)
+            first = bases[b] if first is None else min(first, bases[b])
+            last = max(last, bases[b] + reach)
+        assert first is not None
+        out.append((first, last - first + 1))
+    return out
+
+
+def nchw_scratch_floats(shape: ConvShape, cfg: KernelConfig) -> int:
+    """Floats of scratch dc_conv_nchw needs per thread: the input blocks of one task and its output blocks."""
+    view = shape.kernel_view()
+    most = max(count for _, count in _task_inputs(view, cfg.lanes, cfg.vectors))
+    return (most * view.h * view.w + cfg.vectors * view.ho * view.wo) * cfg.lanes
+
+
+def _nchw_source(shape: ConvShape, cfg: KernelConfig, dispatch: str) -> str:
+    lanes, vecs = cfg.lanes, cfg.vectors
+    tasks = _task_inputs(shape, lanes, vecs)
+    first = ", ".join(str(f) for f, _ in tasks)
+    count = ", ".join(str(c) for _, c in tasks)
+    return (
+        f"#define DC_LANES CB\n{c_text('dc_transpose.h')}\n"
+        f"""#ifdef _OPENMP
+#include <omp.h>
+#define DC_THREAD omp_get_thread_num()
+#else
+#define DC_THREAD 0
+#endif
+#define CI {shape.ci}
+#define CO {shape.co}
+#define SCRATCH ((size_t){nchw_scratch_floats(shape, cfg)})
+static const int TASK_FIRST[NJ] = {{{first}}};  /* first input channel block a register block reads */
+static const int TASK_COUNT[NJ] = {{{count}}};
+
+{C_NCHW_SIGNATURE[:-1]}
+{{
+    if (batch < 1 || threads < 1) return -1;
+    const long tasks = (long)batch * NJ;
+    #pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if(threads > 1)
+    for (long t = 0; t < tasks; ++t) {{
+        const long b = t / NJ, j = t % NJ;
+        float *in_b = scratch + (size_t)DC_THREAD * SCRATCH;  /* this task's input blocks, from TASK_FIRST[j] on */
+        float *out_j = in_b + (size_t)TASK_COUNT[j] * H * W * CB;
+        for (int k = 0; k < TASK_COUNT[j]; ++k) {{
+            const int cb = TASK_FIRST[j] + k, real = CI - cb * CB < CB ? CI - cb * CB : CB;
+            dc_planes_to_block(x + ((size_t)b * CI + (size_t)cb * CB) * H * W, in_b + (size_t)k * H * W * CB,
+                               (long)H * W, 0, (long)H * W, real);
+        }}
+        int src[VEC];  /* each output vector's first input block, counted from the scratch's first */
+        for (int v = 0; v < VEC && j * VEC + v < NBO; ++v) src[v] = SRC[j * VEC + v] - TASK_FIRST[j];
+        const float *wt_j = wt + (size_t)j * VEC * KH * KW * CIG * CB;
+        const float *bias_j = bias + (size_t)j * VEC * CB;
+        for (int oh = 0; oh < HO; ++oh) {{
+            float *out_r = out_j + (size_t)oh * WO * CB;
+            switch (VARIANT[j]) {{
+{dispatch}
+            }}
+        }}
+        for (int v = 0; v < VEC && j * VEC + v < NBO; ++v) {{
+            const int ob = (int)j * VEC + v, real = CO - ob * CB < CB ? CO - ob * CB : CB;
+            dc_block_to_planes(out_j + (size_t)v * HO * WO * CB, y + ((size_t)b * CO + (size_t)ob * CB) * HO * WO,
+                               (long)HO * WO, 0, (long)HO * WO, real);
+        }}
+    }}
+    return 0;
+}}
+"""
+    )

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import logging
 import threading
-from importlib import resources
 from typing import Any
 
 import numpy as np
 
 from directconv.kernels import compiler, ffi, layout
+from directconv.kernels.codegen import c_text
 
 log = logging.getLogger("directconv.cache")
 
@@ -29,8 +29,7 @@ _lock = threading.Lock()
 
 
 def _source(lanes: int) -> str:
-    text = (resources.files(__package__) / "c" / "dc_layout.c").read_text()
-    return f"#define DC_LANES {lanes}\n" + text
+    return f"#define DC_LANES {lanes}\n" + c_text("dc_transpose.h") + c_text("dc_layout.c")
 
 
 def _library(lanes: int) -> Any | None:

@@ -327,6 +327,7 @@ def layer_text(p: str, c: str, layer: ExportLayer) -> str:
     return f"""/* directconv export: layer {_c_comment(layer.name)} ({s.describe()}). See directconv.h. */
 #define dc_conv {p}_{c}_conv
 #define dc_bench {p}_{c}_bench
+#define dc_conv_nchw {p}_{c}_conv_nchw
 #include "directconv.h"
 
 {kernel}

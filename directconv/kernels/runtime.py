@@ -17,11 +17,12 @@ import numpy as np
 from directconv.core.config import KernelConfig
 from directconv.core.isa import get_isa
 from directconv.core.shape import ConvShape, KernelKind, kernel_kind
-from directconv.kernels import codegen, compiler, ffi, layout
+from directconv.kernels import codegen, codegen_lanes, compiler, ffi, layout
 from directconv.kernels.generator import generate
 from directconv.kernels.layout import blocks
 
-_DECLARATIONS = codegen.C_SIGNATURE + codegen.C_BENCH_SIGNATURE
+# The NCHW entry exists in lane-wise kernels only; cffi looks a function up when it is first called.
+_DECLARATIONS = codegen.C_SIGNATURE + codegen.C_BENCH_SIGNATURE + codegen_lanes.C_NCHW_SIGNATURE
 
 
 @dataclass(frozen=True)
@@ -150,6 +151,62 @@ class CompiledKernel:
     ) -> None:
         """out = conv(x, weights) + bias (optionally ReLU), all in blocked layouts. Allocates nothing."""
         code = self._lib.dc_conv(*self._args(x, weights, bias, out, cib, rows, parallel), threads, 1 if relu else 0)
+        if code != 0:
+            raise RuntimeError(f"kernel {self.path.name} rejected its arguments (code {code})")
+
+    @property
+    def runs_nchw(self) -> bool:
+        """Whether the kernel has a one-pass NCHW entry (run_nchw): the lane-wise kinds, whose output blocks read
+        only their own groups' input blocks."""
+        return self.kind in ("depthwise", "grouped-packed")
+
+    @cached_property
+    def _scratch_per_thread(self) -> int:
+        config = KernelConfig(self.isa, self.cob, self.wob, unroll=self.unroll)
+        return codegen_lanes.nchw_scratch_floats(self.shape, config)
+
+    def scratch_floats(self, threads: int) -> int:
+        """Floats of the scratch run_nchw needs on `threads` threads."""
+        return threads * self._scratch_per_thread
+
+    def run_nchw(
+        self,
+        x: np.ndarray,
+        weights: np.ndarray,
+        bias: np.ndarray,
+        out: np.ndarray,
+        scratch: np.ndarray,
+        *,
+        threads: int,
+        relu: bool = False,
+    ) -> None:
+        """out (NCHW) = conv(x (NCHW), weights) + bias (optionally ReLU) in one pass (codegen_lanes.C_NCHW_SIGNATURE),
+        using `scratch` (at least scratch_floats(threads) floats). Allocates nothing."""
+        if not self.runs_nchw:
+            raise ValueError(f"a {self.kind} kernel has no NCHW entry; convert with to_blocked and from_blocked")
+        s = self.shape
+        batch = x.shape[0] if x.ndim == 4 else -1
+        _check_buffer("input", x, (batch, s.ci, s.h, s.w))
+        _check_buffer("packed weights", weights, self._weight_shape)
+        _check_buffer("packed bias", bias, self._bias_shape)
+        _check_buffer("output", out, (batch, s.co, s.ho, s.wo))
+        if not out.flags.writeable or not scratch.flags.writeable:
+            raise ValueError("output and scratch buffers must be writeable")
+        if scratch.dtype != np.float32 or not scratch.flags.c_contiguous or scratch.size < self.scratch_floats(threads):
+            raise ValueError(
+                f"scratch must be C-contiguous float32 of at least {self.scratch_floats(threads)} floats for "
+                f"{threads} thread(s), got {scratch.dtype} of {scratch.size}"
+            )
+        code = self._lib.dc_conv_nchw(
+            ffi.floats(x, writable=False),
+            ffi.floats(weights, writable=False),
+            ffi.floats(bias, writable=False),
+            ffi.floats(out, writable=True),
+            batch,
+            threads,
+            1 if relu else 0,
+            ffi.floats(scratch, writable=True),
+        )
         if code != 0:
             raise RuntimeError(f"kernel {self.path.name} rejected its arguments (code {code})")
 

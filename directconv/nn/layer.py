@@ -215,5 +215,4 @@ class Conv2d:
                 f"expects {self.in_channels}"
             )
         b = self.bind(int(x.shape[2]), int(x.shape[3]))
-        xb = api.to_blocked(x, isa=b.config.isa, threads=b.config.threads)
-        return api.from_blocked(api.conv2d_blocked(xb, b.weights, relu=self.activation == "relu"))
+        return api.conv2d_nchw(x, b.weights, relu=self.activation == "relu")

@@ -1,4 +1,4 @@
-/* NCHW -> blocked (NCHWc) conversion, multi-threaded.
+/* NCHW <-> blocked (NCHWc) conversions and max-pooling, multi-threaded.
  *
  * A user with plain NCHW tensors pays one conversion in and one out around every blocked convolution, so the way
  * in and the way back run here, faster than numpy's strided copies (docs/design.md).
@@ -6,7 +6,8 @@
  * the blocked side is written contiguously, the NCHW side read as DC_LANES streams, one per channel of the block.
  * Runs of pixels keep both cores busy on a layer with a single channel block (the C_i = 3 input of a network).
  *
- * DC_LANES (the blocked layout's channels per block) is defined before this text by kernels/convert.py.
+ * DC_LANES (the blocked layout's channels per block) and the copies of dc_transpose.h come before this text
+ * (kernels/convert.py).
  * Layouts: x[n][c][hw], xb[n][ceil(c / DC_LANES)][hw][DC_LANES], channels past c zero in xb.
  */
 #include <stddef.h>
@@ -29,19 +30,8 @@ int dc_to_blocked(const float *restrict x, float *restrict xb, long n, long c, l
     for (long t = 0; t < tasks; ++t) {
         long b, cb, p0, p1;
         dc_task(t, nb, runs, hw, &b, &cb, &p0, &p1);
-        const long real = c - cb * DC_LANES < DC_LANES ? c - cb * DC_LANES : DC_LANES;
-        const float *restrict src = x + (b * c + cb * DC_LANES) * hw;
-        float *restrict dst = xb + (b * nb + cb) * hw * DC_LANES;
-        if (real == DC_LANES) { /* constant trip count: unrolled into one vector store per pixel */
-            for (long p = p0; p < p1; ++p)
-                for (int l = 0; l < DC_LANES; ++l) dst[p * DC_LANES + l] = src[l * hw + p];
-        } else {
-            for (long p = p0; p < p1; ++p) {
-                int l = 0;
-                for (; l < real; ++l) dst[p * DC_LANES + l] = src[l * hw + p];
-                for (; l < DC_LANES; ++l) dst[p * DC_LANES + l] = 0.0f;
-            }
-        }
+        const int real = c - cb * DC_LANES < DC_LANES ? (int)(c - cb * DC_LANES) : DC_LANES;
+        dc_planes_to_block(x + (b * c + cb * DC_LANES) * hw, xb + (b * nb + cb) * hw * DC_LANES, hw, p0, p1, real);
     }
     return 0;
 }
@@ -50,31 +40,6 @@ int dc_to_blocked(const float *restrict x, float *restrict xb, long n, long c, l
  * copy (docs/design.md): each writes DC_LANES planes a float at a time. Here four pixels by four lanes are one 4x4
  * transpose of 16-byte vectors (SSE2 and NEON have them without ISA flags), so both sides move whole vectors.
  * Tasks are (image, channel block, run of pixels) as on the way in; only the real channels are written. */
-typedef float dc_t4 __attribute__((vector_size(16), aligned(4)));
-
-/* Lanes q..q+3 of pixels p..p+3 of s -> 4 pixels of planes q..q+3 of d. */
-static inline void dc_transpose4(const float *restrict s, float *restrict d, long hw, long p, int q)
-{
-    const dc_t4 a = *(const dc_t4 *)(s + (p + 0) * DC_LANES + q), b = *(const dc_t4 *)(s + (p + 1) * DC_LANES + q);
-    const dc_t4 c = *(const dc_t4 *)(s + (p + 2) * DC_LANES + q), e = *(const dc_t4 *)(s + (p + 3) * DC_LANES + q);
-    const dc_t4 t0 = __builtin_shufflevector(a, b, 0, 4, 1, 5), t1 = __builtin_shufflevector(a, b, 2, 6, 3, 7);
-    const dc_t4 t2 = __builtin_shufflevector(c, e, 0, 4, 1, 5), t3 = __builtin_shufflevector(c, e, 2, 6, 3, 7);
-    *(dc_t4 *)(d + (q + 0) * hw + p) = __builtin_shufflevector(t0, t2, 0, 1, 4, 5);
-    *(dc_t4 *)(d + (q + 1) * hw + p) = __builtin_shufflevector(t0, t2, 2, 3, 6, 7);
-    *(dc_t4 *)(d + (q + 2) * hw + p) = __builtin_shufflevector(t1, t3, 0, 1, 4, 5);
-    *(dc_t4 *)(d + (q + 3) * hw + p) = __builtin_shufflevector(t1, t3, 2, 3, 6, 7);
-}
-
-static void dc_transpose_out(const float *restrict s, float *restrict d, long hw, long p0, long p1, int real)
-{
-    long p = p0;
-    if (DC_LANES % 4 == 0 && real == DC_LANES) /* constant trip count: the lane loop unrolls */
-        for (; p + 4 <= p1; p += 4)
-            for (int q = 0; q < DC_LANES; q += 4) dc_transpose4(s, d, hw, p, q);
-    for (; p < p1; ++p)
-        for (int l = 0; l < real; ++l) d[l * hw + p] = s[p * DC_LANES + l];
-}
-
 int dc_from_blocked(const float *restrict xb, float *restrict x, long n, long c, long hw, int threads)
 {
     if (n < 1 || c < 1 || hw < 1 || threads < 1) return -1;
@@ -84,7 +49,7 @@ int dc_from_blocked(const float *restrict xb, float *restrict x, long n, long c,
         long b, cb, p0, p1;
         dc_task(t, nb, runs, hw, &b, &cb, &p0, &p1);
         const int real = c - cb * DC_LANES < DC_LANES ? (int)(c - cb * DC_LANES) : DC_LANES;
-        dc_transpose_out(xb + (b * nb + cb) * hw * DC_LANES, x + (b * c + cb * DC_LANES) * hw, hw, p0, p1, real);
+        dc_block_to_planes(xb + (b * nb + cb) * hw * DC_LANES, x + (b * c + cb * DC_LANES) * hw, hw, p0, p1, real);
     }
     return 0;
 }
