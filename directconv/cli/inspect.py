@@ -56,7 +56,8 @@ def _print(result: Any, listing: bool) -> None:
     named = m["accumulators"] + m["weight_vectors"] + m["broadcast_registers"]
     print(
         f"  model:    {m['accumulators']} accumulators + {m['weight_vectors']} weight vectors + "
-        f"{m['broadcast_registers']} broadcast = {named} of {m['n_reg']} registers; "
+        f"{m['broadcast_registers']} {'input' if m.get('lane_wise') else 'broadcast'} = {named} of {m['n_reg']} "
+        "registers; "
         f"{m['fmas_per_step']} FMAs and {m['loads_per_step']} loads per step; "
         f"N_fma * L_fma = {m['fmas_in_flight_needed']}"
     )
