@@ -171,17 +171,22 @@ def _emit_tile(name: str, shape: ConvShape, cfg: KernelConfig, vecs: int, tile: 
         emit(f"        const int ib = {nbi - 1};")
         block_body(str(ci_tail))
         emit("    }")
-    emit("    if (fin == FIN_RELU) {")
-    for kk in range(w):
-        emit("        " + " ".join(f"{acc[kk][v]} = VRELU({acc[kk][v]});" for v in range(vecs)))
-    emit("    }")
-    for kk in range(w):
-        emit(
-            "    "
-            + " ".join(f"VSTORE(out_r + PLANE * {v} + (ptrdiff_t)(k0 + {kk}) * CB, {acc[kk][v]});" for v in range(vecs))
-        )
+    lines.extend(store_tile(acc, "fin == FIN_RELU"))
     emit("}")
     return "\n".join(lines)
+
+
+def store_tile(acc: list[list[str]], relu_when: str) -> list[str]:
+    """The end of a tile: ReLU on the accumulators `acc[column][vector]` when `relu_when` holds, then one store of
+    each into the output row (PLANE apart per vector, CB floats per column)."""
+    lines = [f"    if ({relu_when}) {{"]
+    lines += ["        " + " ".join(f"{a} = VRELU({a});" for a in row) for row in acc]
+    lines.append("    }")
+    lines += [
+        "    " + " ".join(f"VSTORE(out_r + PLANE * {v} + (ptrdiff_t)(k0 + {kk}) * CB, {a});" for v, a in enumerate(row))
+        for kk, row in enumerate(acc)
+    ]
+    return lines
 
 
 def generate(cfg: KernelConfig, shape: ConvShape, *, pin: bool = True) -> str:

@@ -36,6 +36,7 @@ from directconv.kernels.codegen import (
     bench_source,
     c_text,
     plan_tiles,
+    store_tile,
     vector_prelude,
 )
 
@@ -168,15 +169,7 @@ def _emit_tile(name: str, shape: ConvShape, cfg: KernelConfig, phases: tuple[Pha
                 emit("            }")
             emit("        }")
         emit("    }")
-    emit("    if (relu) {")
-    for kk in range(w):
-        emit("        " + " ".join(f"{acc[kk][v]} = VRELU({acc[kk][v]});" for v in range(nv)))
-    emit("    }")
-    for kk in range(w):
-        emit(
-            "    "
-            + " ".join(f"VSTORE(out_r + PLANE * {v} + (ptrdiff_t)(k0 + {kk}) * CB, {acc[kk][v]});" for v in range(nv))
-        )
+    lines.extend(store_tile(acc, "relu"))
     emit("}")
     return "\n".join(lines)
 
