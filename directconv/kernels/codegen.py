@@ -49,6 +49,17 @@ def c_text(name: str) -> str:
     return (resources.files(__package__) / "c" / name).read_text()
 
 
+# NCHW in, NCHW out in one pass, for the kinds whose register blocks read only some input blocks (grouped here,
+# depthwise and grouped-packed in codegen_lanes): each task converts the input channel blocks it reads into a
+# per-thread scratch, runs its rows there and transposes its output blocks back, so a memory-bound layer moves
+# its tensors through the cache once instead of three times (to_blocked, kernel, from_blocked). `scratch` holds
+# `threads` times the scratch of one thread (runtime.CompiledKernel.scratch_floats); the kernel allocates nothing.
+C_NCHW_SIGNATURE = (
+    "int dc_conv_nchw(const float *x, const float *wt, const float *bias, float *y, int batch, int cib_blocks, "
+    "int threads, int relu, float *scratch);"
+)
+
+
 @dataclass(frozen=True)
 class Tile:
     """A run of output-column tiles that share one piece of code."""
@@ -318,8 +329,77 @@ def generate(cfg: KernelConfig, shape: ConvShape, *, pin: bool = True) -> str:
 
 """
     )
+    if shape.groups > 1:
+        out.append(_grouped_nchw_source(shape, cfg, tail_call, vecs))
     out.append(bench_source())
     return "\n\n".join(out) + "\n"
+
+
+# NCHW in and out in one pass (C_NCHW_SIGNATURE): in a grouped layer a register block reads only
+# its group's input blocks, so a task converts them into a per-thread scratch (once per group and image: a thread's
+# contiguous tasks mostly share the group) and transposes its output blocks back while they are in cache.
+def grouped_scratch_floats(shape: ConvShape, cfg: KernelConfig) -> int:
+    """Floats of scratch the grouped NCHW entry needs per thread: one group's input blocks and one task's output."""
+    view = shape.kernel_view()
+    nbi = -(-view.cig // cfg.lanes)
+    return (nbi * view.h * view.w + cfg.vectors * view.ho * view.wo) * cfg.lanes
+
+
+def _grouped_nchw_source(shape: ConvShape, cfg: KernelConfig, tail_call: str, vecs: int) -> str:
+    return (
+        f"#define DC_LANES CB\n{c_text('dc_transpose.h')}\n"
+        f"""#ifdef _OPENMP
+#include <omp.h>
+#define DC_THREAD omp_get_thread_num()
+#else
+#define DC_THREAD 0
+#endif
+#define CI {shape.ci}
+#define CO {shape.co}
+#define CIG {shape.cig}
+#define COG {shape.cog}
+#define SCRATCH ((size_t){grouped_scratch_floats(shape, cfg)})
+
+{C_NCHW_SIGNATURE[:-1]}
+{{
+    if (batch < 1 || cib_blocks < 1 || threads < 1) return -1;
+    if (cib_blocks > NBI) cib_blocks = NBI;
+    const long tasks = (long)batch * G * NJ;
+    #pragma omp parallel num_threads(threads) if(threads > 1)
+    {{
+        float *in_b = scratch + (size_t)DC_THREAD * SCRATCH;  /* one group's input blocks of one image */
+        float *out_j = in_b + (size_t)NBI * H * W * CB;
+        long converted = -1;  /* the (image, group) in in_b */
+        #pragma omp for schedule(static)
+        for (long t = 0; t < tasks; ++t) {{
+            const long j = t % (G * NJ), b = t / (G * NJ), g = j / NJ;
+            if (converted != b * G + g) {{
+                for (int k = 0; k < NBI; ++k)
+                    dc_planes_to_block(x + ((size_t)b * CI + (size_t)g * CIG + (size_t)k * CB) * H * W,
+                                       in_b + (size_t)k * H * W * CB, (long)H * W, 0, (long)H * W, CB);
+                converted = b * G + g;
+            }}
+            const float *wt_j = wt + (size_t)j * NBI * KH * KW * CB * COB;
+            const float *bias_j = bias + (size_t)j * COB;
+            for (int ib0 = 0; ib0 < NBI; ib0 += cib_blocks) {{
+                const int ib1 = ib0 + cib_blocks < NBI ? ib0 + cib_blocks : NBI;
+                const int fin = ib1 < NBI ? FIN_NO : relu ? FIN_RELU : FIN_PLAIN;
+                for (int oh = 0; oh < HO; ++oh) {{
+                    float *out_r = out_j + (size_t)oh * WO * CB;
+                    {tail_call}row_v{vecs}(in_b, wt_j, out_r, bias_j, oh, ib0, ib1, fin);
+                }}
+            }}
+            const int first = (int)(j % NJ) * VEC, count = NBO - first < VEC ? NBO - first : VEC;
+            for (int v = 0; v < count; ++v)
+                dc_block_to_planes(out_j + (size_t)v * HO * WO * CB,
+                                   y + ((size_t)b * CO + (size_t)g * COG + (size_t)(first + v) * CB) * HO * WO,
+                                   (long)HO * WO, 0, (long)HO * WO, CB);
+        }}
+    }}
+    return 0;
+}}
+"""
+    )
 
 
 def bench_source() -> str:

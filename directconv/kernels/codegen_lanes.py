@@ -30,6 +30,7 @@ from directconv.core.config import KernelConfig
 from directconv.core.isa import get_isa
 from directconv.core.shape import ConvShape, kernel_kind
 from directconv.kernels.codegen import (
+    C_NCHW_SIGNATURE,
     C_SIGNATURE,
     GENERATOR_VERSION,
     Tile,
@@ -285,16 +286,6 @@ def generate(cfg: KernelConfig, shape: ConvShape, *, pin: bool = True) -> str:
     return "\n\n".join(out) + "\n"
 
 
-# NCHW in, NCHW out in one pass: each task converts the input channel blocks its output vectors read into a
-# per-thread scratch, runs its rows there and transposes its output blocks back, so a memory-bound layer moves
-# its tensors through the cache once instead of three times (to_blocked, kernel, from_blocked). `scratch` holds
-# `threads` times nchw_scratch_floats(); the kernel still allocates nothing.
-C_NCHW_SIGNATURE = (
-    "int dc_conv_nchw(const float *x, const float *wt, const float *bias, float *y, int batch, int threads, "
-    "int relu, float *scratch);"
-)
-
-
 def _task_inputs(shape: ConvShape, lanes: int, vecs: int) -> list[tuple[int, int]]:
     """Per register block j: the first input channel block its output vectors read, and how many."""
     nbo = -(-shape.co // lanes)
@@ -339,6 +330,7 @@ static const int TASK_COUNT[NJ] = {{{count}}};
 
 {C_NCHW_SIGNATURE[:-1]}
 {{
+    (void)cib_blocks;
     if (batch < 1 || threads < 1) return -1;
     const long tasks = (long)batch * NJ;
     #pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if(threads > 1)

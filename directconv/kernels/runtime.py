@@ -21,8 +21,8 @@ from directconv.kernels import codegen, codegen_lanes, compiler, ffi, layout
 from directconv.kernels.generator import generate
 from directconv.kernels.layout import blocks
 
-# The NCHW entry exists in lane-wise kernels only; cffi looks a function up when it is first called.
-_DECLARATIONS = codegen.C_SIGNATURE + codegen.C_BENCH_SIGNATURE + codegen_lanes.C_NCHW_SIGNATURE
+# The NCHW entry exists in grouped and lane-wise kernels only; cffi looks a function up when it is first called.
+_DECLARATIONS = codegen.C_SIGNATURE + codegen.C_BENCH_SIGNATURE + codegen.C_NCHW_SIGNATURE
 
 
 @dataclass(frozen=True)
@@ -156,13 +156,15 @@ class CompiledKernel:
 
     @property
     def runs_nchw(self) -> bool:
-        """Whether the kernel has a one-pass NCHW entry (run_nchw): the lane-wise kinds, whose output blocks read
-        only their own groups' input blocks."""
-        return self.kind in ("depthwise", "grouped-packed")
+        """Whether the kernel has a one-pass NCHW entry (run_nchw): the kinds whose output blocks read only their
+        own groups' input blocks (grouped, depthwise, grouped-packed)."""
+        return self.kind in ("grouped", "depthwise", "grouped-packed")
 
     @cached_property
     def _scratch_per_thread(self) -> int:
         config = KernelConfig(self.isa, self.cob, self.wob, unroll=self.unroll)
+        if self.kind == "grouped":
+            return codegen.grouped_scratch_floats(self.shape, config)
         return codegen_lanes.nchw_scratch_floats(self.shape, config)
 
     def scratch_floats(self, threads: int) -> int:
@@ -177,6 +179,7 @@ class CompiledKernel:
         out: np.ndarray,
         scratch: np.ndarray,
         *,
+        cib: int | None,
         threads: int,
         relu: bool = False,
     ) -> None:
@@ -203,6 +206,7 @@ class CompiledKernel:
             ffi.floats(bias, writable=False),
             ffi.floats(out, writable=True),
             batch,
+            self._input_blocks if cib is None else max(1, min(self._input_blocks, cib // self.lanes)),
             threads,
             1 if relu else 0,
             ffi.floats(scratch, writable=True),

@@ -300,10 +300,10 @@ def conv2d_nchw(x: np.ndarray, weights: PackedWeights, *, relu: bool = False, th
         )
     threads = threads or weights.config.threads
     batch = int(x.shape[0])
-    if kernel.runs_nchw:  # one pass: each task converts its own channel blocks in a per-thread scratch
+    if kernel.runs_nchw:  # one pass: each task converts the channel blocks it reads in a per-thread scratch
         y = np.empty((batch, shape.co, shape.ho, shape.wo), dtype=np.float32)
         scratch = _workspace.blocked("scratch", (kernel.scratch_floats(threads),))
-        kernel.run_nchw(x, weights.data, weights.bias, y, scratch, threads=threads, relu=relu)
+        kernel.run_nchw(x, weights.data, weights.bias, y, scratch, cib=weights.config.cib, threads=threads, relu=relu)
         return y
     xb = convert.to_blocked(x, kernel.lanes, threads=threads, out=_workspace.blocked("in", kernel.input_shape(batch)))
     yb = _workspace.blocked("out", kernel.output_shape(batch))
