@@ -1,6 +1,14 @@
-"""Shared fixtures: random tensors, and skipping compiler tests where no C compiler exists."""
+"""Shared fixtures: random tensors, study databases, allocation peaks, and skipping compiler tests where no C
+compiler exists."""
 
 from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import tracemalloc
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -42,3 +50,35 @@ def _random_layer(rng: np.random.Generator, n: int, ci: int, co: int, h: int, w:
 def random_layer():
     """random_layer(rng, n, ci, co, h, w, kh, kw) -> (x NCHW, w OIHW, bias), float32 standard normal."""
     return _random_layer
+
+
+@pytest.fixture
+def url(tmp_path) -> Iterator[str]:
+    """A study database in memory-backed storage where there is one: SQLite commits there cost no disk sync."""
+    shm = Path("/dev/shm")
+    if not (shm.is_dir() and os.access(shm, os.W_OK)):
+        yield f"sqlite:///{tmp_path / 'study.db'}"
+        return
+    folder = Path(tempfile.mkdtemp(prefix="directconv-test-", dir=shm))
+    try:
+        yield f"sqlite:///{folder / 'study.db'}"
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _peak_bytes(fn: Callable[[], object]) -> int:
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        before, _ = tracemalloc.get_traced_memory()
+        fn()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return peak - before
+
+
+@pytest.fixture
+def peak_bytes() -> Callable[[Callable[[], object]], int]:
+    """peak_bytes(fn) -> the most bytes Python-visible allocations held above the start while fn ran."""
+    return _peak_bytes

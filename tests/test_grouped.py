@@ -11,7 +11,6 @@ import shutil
 import subprocess
 import sys
 import textwrap
-import tracemalloc
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -527,21 +526,9 @@ def test_memory_layers_cover_the_new_kinds() -> None:
     assert [layer.kind for layer in MEMORY_LAYERS] == ["depthwise", "grouped-packed", "grouped"]
 
 
-def _peak_during(fn) -> int:
-    tracemalloc.start()
-    try:
-        tracemalloc.reset_peak()
-        before, _ = tracemalloc.get_traced_memory()
-        fn()
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    return peak - before
-
-
 @pytest.mark.compiler
 @pytest.mark.parametrize("layer", MEMORY_LAYERS, ids=[layer.kind for layer in MEMORY_LAYERS])
-def test_blocked_convolution_allocates_only_its_output(rng: np.random.Generator, layer: Layer) -> None:
+def test_blocked_convolution_allocates_only_its_output(rng: np.random.Generator, layer: Layer, peak_bytes) -> None:
     x, wt, bias = layer.operands(rng)
     packed = dc.pack_weights(
         wt,
@@ -556,9 +543,9 @@ def test_blocked_convolution_allocates_only_its_output(rng: np.random.Generator,
     out = dc.conv2d_blocked(xb, packed, relu=True)  # warm: kernel loaded, thread pool started
     assert out.data.nbytes > BOOKKEEPING_BYTES  # else the bounds below would prove nothing
 
-    with_out = _peak_during(lambda: dc.conv2d_blocked(xb, packed, relu=True, out=out))
+    with_out = peak_bytes(lambda: dc.conv2d_blocked(xb, packed, relu=True, out=out))
     assert with_out < BOOKKEEPING_BYTES, f"{with_out} bytes allocated with a preallocated output"
-    fresh = _peak_during(lambda: dc.conv2d_blocked(xb, packed, relu=True))
+    fresh = peak_bytes(lambda: dc.conv2d_blocked(xb, packed, relu=True))
     assert out.data.nbytes <= fresh < out.data.nbytes + BOOKKEEPING_BYTES
     assert_close(dc.from_blocked(out), np.maximum(layer.reference(x, wt, bias), 0.0), layer.shape())
 

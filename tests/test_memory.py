@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import tracemalloc
 
 import pytest
 
@@ -17,20 +16,8 @@ pytestmark = pytest.mark.compiler
 BOOKKEEPING_BYTES = 16 * 1024
 
 
-def _peak_during(fn) -> int:
-    tracemalloc.start()
-    try:
-        tracemalloc.reset_peak()
-        before, _ = tracemalloc.get_traced_memory()
-        fn()
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    return peak - before
-
-
 @pytest.mark.parametrize("geometry", [(64, 64, 28, 28, 3, 3, 1), (96, 40, 20, 20, 1, 1, 0), (3, 32, 40, 40, 7, 7, 3)])
-def test_blocked_convolution_allocates_only_its_output(rng, geometry, random_layer):
+def test_blocked_convolution_allocates_only_its_output(rng, geometry, random_layer, peak_bytes):
     ci, co, h, w, kh, kw, pad = geometry
     x, wt, b = random_layer(rng, 1, ci, co, h, w, kh, kw)
     packed = dc.pack_weights(wt, b, input_size=(h, w), padding=pad, threads=2)
@@ -40,10 +27,10 @@ def test_blocked_convolution_allocates_only_its_output(rng, geometry, random_lay
     input_bytes = xb.data.nbytes
     assert output_bytes > BOOKKEEPING_BYTES  # else the bounds below would prove nothing
 
-    with_out = _peak_during(lambda: dc.conv2d_blocked(xb, packed, out=out))
+    with_out = peak_bytes(lambda: dc.conv2d_blocked(xb, packed, out=out))
     assert with_out < BOOKKEEPING_BYTES, f"{with_out} bytes allocated with a preallocated output"
 
-    fresh = _peak_during(lambda: dc.conv2d_blocked(xb, packed))
+    fresh = peak_bytes(lambda: dc.conv2d_blocked(xb, packed))
     assert output_bytes <= fresh < output_bytes + BOOKKEEPING_BYTES
     # For contrast, im2col would need kh*kw times the input (for 1x1 stride-1 layers, at least no less).
     assert fresh < output_bytes + min(input_bytes, kh * kw * input_bytes)

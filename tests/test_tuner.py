@@ -9,17 +9,14 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import textwrap
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping
-from pathlib import Path
+from collections.abc import Mapping
 
 import optuna
 import pytest
@@ -98,20 +95,6 @@ def faulty_backend(shape: ConvShape, faults: Mapping[tuple, str]) -> SimulatedBa
     return SimulatedBackend(
         table(shape, {k: f for k, f in faults.items() if f != "compile_error"}), compile_errors=builds
     )
-
-
-@pytest.fixture
-def url(tmp_path) -> Iterator[str]:
-    """A study database in memory-backed storage where there is one: SQLite commits there cost no disk sync."""
-    shm = Path("/dev/shm")
-    if not (shm.is_dir() and os.access(shm, os.W_OK)):
-        yield f"sqlite:///{tmp_path / 'study.db'}"
-        return
-    folder = Path(tempfile.mkdtemp(prefix="directconv-test-", dir=shm))
-    try:
-        yield f"sqlite:///{folder / 'study.db'}"
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def options(**changes) -> TuneOptions:

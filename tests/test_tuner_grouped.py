@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import os
 import random
-import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
@@ -123,19 +119,6 @@ def test_the_model_side_of_tune_handles_every_suite_layer():
         ParamSpace(configs)
         for config in configs:
             config.check_fits(layer.shape)
-
-
-@pytest.fixture
-def url(tmp_path) -> Iterator[str]:
-    shm = Path("/dev/shm")
-    if not (shm.is_dir() and os.access(shm, os.W_OK)):
-        yield f"sqlite:///{tmp_path / 'study.db'}"
-        return
-    folder = Path(tempfile.mkdtemp(prefix="directconv-test-", dir=shm))
-    try:
-        yield f"sqlite:///{folder / 'study.db'}"
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.mark.parametrize("shape", [DEPTHWISE, DILATED], ids=["depthwise", "dilated"])
