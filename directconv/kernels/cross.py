@@ -31,7 +31,7 @@ from directconv.core.isa import ISAS
 from directconv.core.shape import ConvShape
 from directconv.kernels import compiler, generator
 from directconv.kernels.compiler import Compiler, CompilerNotFoundError
-from directconv.kernels.layout import blocks
+from directconv.kernels.layout import bias_length, blocks, weight_shape
 from directconv.machines.machine import Machine
 
 __all__ = [
@@ -303,18 +303,8 @@ def run_driver(
     out_shape = (batch, blocks(shape.co, lanes), shape.ho, shape.wo, lanes)
     expected = {
         "input": (x, (batch, blocks(shape.ci, lanes), shape.h, shape.w, lanes)),
-        "weights": (
-            weights,
-            (
-                blocks(blocks(shape.co, lanes) * lanes, config.cob),
-                blocks(shape.ci, lanes),
-                shape.kh,
-                shape.kw,
-                lanes,
-                config.cob,
-            ),
-        ),
-        "bias": (bias, (blocks(blocks(shape.co, lanes) * lanes, config.cob) * config.cob,)),
+        "weights": (weights, weight_shape(shape, lanes, config.cob)),
+        "bias": (bias, (bias_length(shape, lanes, config.cob),)),
     }
     for what, (array, want) in expected.items():
         if array.dtype != np.float32 or array.shape != want:
