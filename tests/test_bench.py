@@ -296,21 +296,24 @@ def test_summary_geomeans_and_ratios() -> None:
         return Result(layer.name, impl, 1, OK, flops, peak, timing=timing)
 
     results = [
-        result(layers[0], "directconv-blocked", 80.0),
+        result(layers[0], "directconv-blocked", 90.0),
+        result(layers[0], "directconv-nchw", 80.0),
         result(layers[0], "numpy-im2col", 40.0),
         result(layers[0], "onnxruntime", 100.0),
-        result(layers[1], "directconv-blocked", 20.0),
+        result(layers[1], "directconv-blocked", 30.0),
+        result(layers[1], "directconv-nchw", 20.0),
         result(layers[1], "numpy-im2col", 40.0),
         Result(layers[1].name, "onnxruntime", 1, WRONG, flops, peak),
     ]
-    chosen = per_layer.REGISTRY.select(["directconv-blocked", "numpy-im2col", "onnxruntime"])
+    chosen = per_layer.REGISTRY.select(["directconv-blocked", "directconv-nchw", "numpy-im2col", "onnxruntime"])
     data = summary.summary(results, chosen, {1: peak})
     part = data["1"]
-    assert part["geomean"]["directconv-blocked"]["gflops"] == pytest.approx(40.0)
-    assert part["geomean"]["directconv-blocked"]["percent_of_peak"] == pytest.approx(40.0)
+    assert part["geomean"]["directconv-nchw"]["gflops"] == pytest.approx(40.0)
+    assert part["geomean"]["directconv-nchw"]["percent_of_peak"] == pytest.approx(40.0)
     assert part["geomean"]["onnxruntime"]["layers"] == 1
-    assert part["blocked_over_im2col"] == pytest.approx(1.0)
-    rows = {row["layer"]: row for row in part["blocked_over_best_peer"]}
+    # The peers run NCHW in and out: the ratios set directconv's NCHW row against them, not the blocked one.
+    assert part["nchw_over_im2col"] == pytest.approx(1.0)
+    rows = {row["layer"]: row for row in part["nchw_over_best_peer"]}
     assert rows["test:l0"]["best_peer"] == "onnxruntime" and rows["test:l0"]["ratio"] == pytest.approx(0.8)
     assert rows["test:l1"]["best_peer"] == "numpy-im2col" and rows["test:l1"]["ratio"] == pytest.approx(0.5)
     table = per_layer.layer_table(layers[1], ["directconv-blocked", "onnxruntime"], [1], results)

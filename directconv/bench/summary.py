@@ -16,30 +16,32 @@ from directconv.bench.results import Result
 from directconv.tuner.harness import geomean
 from directconv.tuner.peak import Peak
 
-OURS = "directconv-blocked"
+OURS = "directconv-blocked"  # the kernel the model's estimate is about
+# The peers take NCHW in and give NCHW out: directconv's NCHW row is the one set against them (like for like).
+LIKE_FOR_LIKE = "directconv-nchw"
 IM2COL = "numpy-im2col"
 
 
 def summary(results: Sequence[Result], impls: Sequence[Impl[Any]], peaks: dict[int, Peak]) -> dict[str, Any]:
     """Per thread count: geomean GFLOP/s of each implementation over the layers where it ran correctly, the
-    directconv-blocked / numpy-im2col geomean ratio over the layers both ran, per layer the ratio of
-    directconv-blocked to the fastest peer, and per layer the model's error on directconv-blocked."""
+    directconv-nchw / numpy-im2col geomean ratio over the layers both ran, per layer the ratio of directconv-nchw to
+    the fastest peer (NCHW in and out on both sides), and per layer the model's error on directconv-blocked."""
     out: dict[str, Any] = {}
     for t, peak in peaks.items():
         ok = {(r.problem, r.impl): r.gflops for r in results if r.threads == t and r.ok and r.gflops}
         layers = list(dict.fromkeys(r.problem for r in results if r.threads == t))
         by_layer = {r.problem: r.other_cpus for r in results if r.threads == t and r.other_cpus is not None}
         loads = list(by_layer.values())
-        common = [layer for layer in layers if (layer, OURS) in ok and (layer, IM2COL) in ok]
+        common = [layer for layer in layers if (layer, LIKE_FOR_LIKE) in ok and (layer, IM2COL) in ok]
         out[str(t)] = {
             "threads": t,
             "peak_gflops": peak.gflops,
             "other_load_mean": sum(loads) / len(loads) if loads else None,
             "other_load_max": max(loads) if loads else None,
             "geomean": _geomeans(ok, layers, impls, peak),
-            "blocked_over_im2col": _ratio(ok, common, OURS, IM2COL),
-            "blocked_over_im2col_layers": len(common),
-            "blocked_over_best_peer": _over_best_peer(ok, layers, [impl.name for impl in impls if impl.peer]),
+            "nchw_over_im2col": _ratio(ok, common, LIKE_FOR_LIKE, IM2COL),
+            "nchw_over_im2col_layers": len(common),
+            "nchw_over_best_peer": _over_best_peer(ok, layers, [impl.name for impl in impls if impl.peer]),
             "model_error": _model_error([r for r in results if r.threads == t and r.impl == OURS]),
         }
     return out
@@ -88,15 +90,15 @@ def _over_best_peer(ok: Speeds, layers: list[str], peer_names: list[str]) -> lis
     rows = []
     for layer in layers:
         peers = [(ok[(layer, p)], p) for p in peer_names if (layer, p) in ok]
-        if (layer, OURS) in ok and peers:
+        if (layer, LIKE_FOR_LIKE) in ok and peers:
             best, best_name = max(peers)
             rows.append(
                 {
                     "layer": layer,
-                    "blocked_gflops": ok[(layer, OURS)],
+                    "nchw_gflops": ok[(layer, LIKE_FOR_LIKE)],
                     "best_peer": best_name,
                     "best_peer_gflops": best,
-                    "ratio": ok[(layer, OURS)] / best,
+                    "ratio": ok[(layer, LIKE_FOR_LIKE)] / best,
                 }
             )
     return rows
@@ -118,17 +120,17 @@ def summary_text(data: dict[str, Any]) -> str:
                 f"(at worst {part['other_load_max']:.2f})"
                 + (": figures may be skewed" if part["other_load_max"] >= BUSY_WARNING else "")
             )
-        if part["blocked_over_im2col"] is not None:
+        if part["nchw_over_im2col"] is not None:
             lines.append(
-                f"  {OURS} / {IM2COL} (geomean over {part['blocked_over_im2col_layers']} layers): "
-                f"{part['blocked_over_im2col']:.2f}x"
+                f"  {LIKE_FOR_LIKE} / {IM2COL} (geomean over {part['nchw_over_im2col_layers']} layers): "
+                f"{part['nchw_over_im2col']:.2f}x"
             )
-        if part["blocked_over_best_peer"]:
-            lines.append(f"  {OURS} / best peer, per layer:")
-            lines.append(f"    {'layer':<30} {'blocked':>8}  {'best peer':<{NAME_WIDTH}} {'GFLOP/s':>8} {'ratio':>6}")
-            for row in part["blocked_over_best_peer"]:
+        if part["nchw_over_best_peer"]:
+            lines.append(f"  {LIKE_FOR_LIKE} / best peer, per layer (NCHW in and out on both sides):")
+            lines.append(f"    {'layer':<30} {'nchw':>8}  {'best peer':<{NAME_WIDTH}} {'GFLOP/s':>8} {'ratio':>6}")
+            for row in part["nchw_over_best_peer"]:
                 lines.append(
-                    f"    {row['layer']:<30} {row['blocked_gflops']:8.1f}  {row['best_peer']:<{NAME_WIDTH}} "
+                    f"    {row['layer']:<30} {row['nchw_gflops']:8.1f}  {row['best_peer']:<{NAME_WIDTH}} "
                     f"{row['best_peer_gflops']:8.1f} {row['ratio']:5.2f}x"
                 )
         lines.append("")
