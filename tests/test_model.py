@@ -7,14 +7,14 @@ import dataclasses
 import pytest
 
 from directconv.core.config import KernelConfig
-from directconv.core.shape import ConvShape, kernel_kind
+from directconv.core.shape import LANE_KINDS, ConvShape, kernel_kind
 from directconv.core.suite import get_layer, suite
 from directconv.machines.loader import bundled_machines, load_machine
 from directconv.machines.machine import Cache, Machine
 from directconv.model import estimate_config, predict, register_tiles, search_space, tile_efficiency, unpruned_space
 from directconv.model.cache import choose_cib, l1_fit, l2_fit, tile_input_bytes_per_block, weights_level
 from directconv.model.estimate import step_cycles
-from directconv.model.kinds import LANE_KINDS, group_shape
+from directconv.model.kinds import group_shape
 from directconv.model.lanes import gathers, registers
 from directconv.model.split import CO_BALANCE_MIN, ROWS_PER_TASK, choose_parallel, operand_bytes
 

@@ -6,12 +6,12 @@ import dataclasses
 
 import pytest
 
-from directconv.core.shape import ConvShape, kernel_kind
+from directconv.core.shape import LANE_KINDS, ConvShape, kernel_kind
 from directconv.machines.loader import bundled_machines, load_machine
 from directconv.model import estimate_config, predict, search_space, unpruned_space
 from directconv.model.cache import tile_column_runs, window_bytes_per_block
 from directconv.model.estimate import filter_rows, taps_executed
-from directconv.model.kinds import LANE_KINDS, group_shape
+from directconv.model.kinds import group_shape
 from directconv.model.lanes import Gathers, gathers, lane_tiles, pixels, registers, tile_cycles
 from directconv.model.roofline import input_bytes_read, layer_memory, level_of
 from directconv.model.split import output_blocks

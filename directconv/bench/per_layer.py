@@ -27,7 +27,7 @@ from directconv.bench.results import Result, RooflineTiming
 from directconv.bench.runner import Case, Settings, describe_error, run
 from directconv.core.config import KernelConfig
 from directconv.core.isa import get_isa, host_isa
-from directconv.core.shape import kernel_kind
+from directconv.core.shape import LANE_KINDS, kernel_kind
 from directconv.core.suite import Layer, get_layer, network_layers, suite
 from directconv.machines.host import host
 from directconv.model import estimate_config
@@ -71,7 +71,7 @@ REPORT = report.Report(
     notes=_notes,
     by_threads=True,
 )
-ROOFLINE_KINDS = ("depthwise", "grouped-packed")
+ROOFLINE_KINDS = LANE_KINDS
 
 
 def _percent_of_bandwidth(r: Result) -> str:

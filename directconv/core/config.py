@@ -12,7 +12,7 @@ from typing import Any
 
 from directconv.core import checks
 from directconv.core.isa import ISAS, get_isa
-from directconv.core.shape import ConvShape, kernel_kind
+from directconv.core.shape import LANE_KINDS, ConvShape, kernel_kind
 
 PARALLEL_AXES = ("co", "rows")
 UNROLLS = (1, 2, 4, 8)
@@ -110,7 +110,7 @@ class KernelConfig:
         view = shape.kernel_view()
         if self.wob > view.wo:
             problems.append(f"W_o,b={self.wob} exceeds the layer's output width {view.wo}")
-        if kind in ("depthwise", "grouped-packed"):
+        if kind in LANE_KINDS:
             # Each output vector reads only its own groups' inputs: there is no input-channel loop to block or unroll.
             if self.cib is not None:
                 problems.append(f"C_i,b={self.cib} is given, but a {kind} kernel has no input-channel blocking (None)")

@@ -204,6 +204,7 @@ FIELDS = (*BASE_FIELDS, "dh", "dw", "groups")
 
 KernelKind = str  # one of KERNEL_KINDS
 KERNEL_KINDS = ("plain", "grouped", "depthwise", "grouped-packed")
+LANE_KINDS = ("depthwise", "grouped-packed")  # the kinds whose vectors hold several groups (kernels/codegen_lanes.py)
 
 
 def kernel_kind(shape: ConvShape, lanes: int) -> KernelKind:

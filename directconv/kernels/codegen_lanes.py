@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 from directconv.core.config import KernelConfig
 from directconv.core.isa import get_isa
-from directconv.core.shape import ConvShape, kernel_kind
+from directconv.core.shape import LANE_KINDS, ConvShape, kernel_kind
 from directconv.kernels.codegen import (
     C_NCHW_SIGNATURE,
     C_SIGNATURE,
@@ -201,7 +201,7 @@ def generate(cfg: KernelConfig, shape: ConvShape, *, pin: bool = True) -> str:
     isa = get_isa(cfg.isa)
     lanes = isa.lanes
     kind = kernel_kind(shape, lanes)
-    if kind not in ("depthwise", "grouped-packed"):
+    if kind not in LANE_KINDS:
         raise ValueError(f"codegen_lanes runs depthwise and grouped-packed layers; {shape.describe()} is {kind}")
     nbo = -(-shape.co // lanes)
     vecs = cfg.vectors

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from directconv.core.config import KernelConfig
-from directconv.core.shape import ConvShape, kernel_kind
+from directconv.core.shape import LANE_KINDS, ConvShape, kernel_kind
 from directconv.kernels import codegen, compiler, cross, generator, layout
 from directconv.kernels.layout import blocks
 
@@ -147,7 +147,7 @@ def _pack_text(s: ConvShape, cfg: KernelConfig) -> str:
     """The C body of <layer>_pack_weights: kernels/layout.py's packing for the layer's kernel kind, in C."""
     lanes, cob = cfg.lanes, cfg.cob
     w_at = f"oihw[(((size_t)oc * {s.cig} + i) * {s.kh} + y) * {s.kw} + x]"
-    if kernel_kind(s, lanes) in ("depthwise", "grouped-packed"):
+    if kernel_kind(s, lanes) in LANE_KINDS:
         nbo = blocks(s.co, lanes)
         return f"""    /* packed_w [{nbo}][{s.kh}][{s.kw}][{s.cig}][{lanes}]: output channel b * {lanes} + l, lane by lane */
     size_t k = 0;

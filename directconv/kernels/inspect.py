@@ -19,7 +19,7 @@ from pathlib import Path
 
 from directconv.core.config import KernelConfig
 from directconv.core.isa import get_isa
-from directconv.core.shape import ConvShape, kernel_kind
+from directconv.core.shape import LANE_KINDS, ConvShape, kernel_kind
 from directconv.kernels import cross
 from directconv.machines.machine import Machine
 from directconv.model import lanes
@@ -282,9 +282,6 @@ def model_plan(machine: Machine, shape: ConvShape, config: KernelConfig) -> dict
         "fmas_per_step": vectors * config.wob,
         "loads_per_step": vectors + config.wob,  # weight vectors + one broadcast input per column
     }
-
-
-LANE_KINDS = ("depthwise", "grouped-packed")
 
 
 def _lane_plan(machine: Machine, shape: ConvShape, config: KernelConfig, vectors: int) -> dict[str, int]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from directconv.core.shape import ConvShape, kernel_kind
+from directconv.core.shape import LANE_KINDS, ConvShape, kernel_kind
 
 # Alignment of every buffer the kernels read or write: a cache line. numpy aligns to 16 bytes only (large arrays
 # usually start 16 bytes past a line), so every other 32-byte (AVX2) or every 64-byte (AVX-512) vector load of
@@ -52,7 +52,7 @@ def blocked_to_nchw(xb: np.ndarray, channels: int) -> np.ndarray:
 
 def weight_shape(shape: ConvShape, lanes: int, cob: int) -> tuple[int, ...]:
     """The packed weights' array shape for `shape` (see pack_weights)."""
-    if kernel_kind(shape, lanes) in ("depthwise", "grouped-packed"):
+    if kernel_kind(shape, lanes) in LANE_KINDS:
         return (blocks(shape.co, lanes), shape.kh, shape.kw, shape.cig, lanes)
     nj = blocks(blocks(shape.cog, lanes) * lanes, cob)
     return (shape.groups * nj, blocks(shape.cig, lanes), shape.kh, shape.kw, lanes, cob)
@@ -60,7 +60,7 @@ def weight_shape(shape: ConvShape, lanes: int, cob: int) -> tuple[int, ...]:
 
 def bias_length(shape: ConvShape, lanes: int, cob: int) -> int:
     """The packed bias's length: one slot per output channel of every register block, tails included."""
-    if kernel_kind(shape, lanes) in ("depthwise", "grouped-packed"):
+    if kernel_kind(shape, lanes) in LANE_KINDS:
         return blocks(shape.co, lanes) * lanes
     return weight_shape(shape, lanes, cob)[0] * cob
 
@@ -82,7 +82,7 @@ def pack_weights(w: np.ndarray, lanes: int, cob: int, groups: int = 1) -> np.nda
     """
     shape = _shape_of(w, groups)
     packed = empty_aligned(weight_shape(shape, lanes, cob))
-    if kernel_kind(shape, lanes) in ("depthwise", "grouped-packed"):
+    if kernel_kind(shape, lanes) in LANE_KINDS:
         nbo = packed.shape[0]
         padded = np.zeros((nbo * lanes, shape.cig, shape.kh, shape.kw), dtype=np.float32)
         padded[: shape.co] = w
@@ -118,7 +118,7 @@ def pack_bias(bias: np.ndarray | None, shape: ConvShape, lanes: int, cob: int) -
     packed = empty_aligned((bias_length(shape, lanes, cob),), zero=True)
     if bias is None:
         return packed
-    if shape.groups == 1 or kernel_kind(shape, lanes) in ("depthwise", "grouped-packed"):
+    if shape.groups == 1 or kernel_kind(shape, lanes) in LANE_KINDS:
         packed[: shape.co] = bias
         return packed
     per_group = packed.reshape(shape.groups, -1)

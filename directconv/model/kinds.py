@@ -12,7 +12,6 @@ import dataclasses
 from directconv.core.shape import ConvShape, kernel_kind
 from directconv.model.plan import Reason
 
-LANE_KINDS = ("depthwise", "grouped-packed")
 # The unpruned space's register tiles: up to 8 vectors x 32 columns (with at most 2 * N_reg accumulators).
 MAX_UNPRUNED_VECTORS = 8
 MAX_UNPRUNED_WIDTH = 32

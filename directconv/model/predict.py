@@ -15,10 +15,10 @@ from typing import Protocol
 
 from directconv.core.config import KernelConfig
 from directconv.core.isa import ISAS
-from directconv.core.shape import ConvShape, kernel_kind
+from directconv.core.shape import LANE_KINDS, ConvShape, kernel_kind
 from directconv.machines.machine import Machine
 from directconv.model.broadcast import BroadcastKernel, register_tiles
-from directconv.model.kinds import LANE_KINDS, kind_reason
+from directconv.model.kinds import kind_reason
 from directconv.model.lanes import LaneKernel
 from directconv.model.plan import Plan, Reason, SearchSpace
 from directconv.model.roofline import Timing, input_reads, timing

@@ -25,10 +25,9 @@ import functools
 import math
 from dataclasses import dataclass
 
-from directconv.core.shape import ConvShape, kernel_kind
+from directconv.core.shape import LANE_KINDS, ConvShape, kernel_kind
 from directconv.machines.machine import Machine
 from directconv.model.estimate import workers
-from directconv.model.kinds import LANE_KINDS
 from directconv.model.plan import Reason
 from directconv.model.split import operand_bytes, output_blocks
 

@@ -16,9 +16,8 @@ from __future__ import annotations
 
 import math
 
-from directconv.core.shape import ConvShape, kernel_kind
+from directconv.core.shape import LANE_KINDS, ConvShape, kernel_kind
 from directconv.machines.machine import Machine
-from directconv.model.kinds import LANE_KINDS
 
 # Rows per task in a rows split: a task reads every block's weights once for 4 rows, not for every row.
 ROWS_PER_TASK = 4
