@@ -262,9 +262,9 @@ def conv2d_blocked(
 
 
 class _Workspace(threading.local):
-    """Per calling thread, the two blocked buffers of an NCHW call (its input and output), kept between calls and
-    grown to the largest layer the thread has run. A fresh buffer of a few hundred KiB or more costs the page faults
-    of memory the OS maps anew on every call: on a 960-channel 7x7 depthwise layer more time than the kernel."""
+    """Per calling thread, the blocked buffers of an NCHW call (its input and output, or the one-pass kernels'
+    scratch), kept between calls and grown to the largest layer the thread has run, so that an NCHW call allocates
+    only its result, as a peer's NCHW session does."""
 
     def __init__(self) -> None:
         self.buffers: dict[str, np.ndarray] = {}
