@@ -200,6 +200,34 @@ def test_export_builds_and_matches_the_reference(tmp_path, rng):
     check_layer((), exe, 2, EXPLICIT_SHAPE, tmp_path, rng, threads=1, relu=False)
 
 
+GROUPED_LAYERS = ("mobilenetv2:dw3x3_960", "resnext50:res2_3x3g32", "resnext50:res5_3x3g32", "deeplabv3:res5_3x3d2")
+
+
+@pytest.mark.compiler
+@pytest.mark.slow
+def test_export_of_every_kernel_kind_builds_warning_free_and_matches_the_reference(tmp_path, rng):
+    """Depthwise, grouped-packed, grouped and dilated layers: their packing in C, their kernels (whose NCHW entry
+    carries the shared transposes) and the header's DC_LANES build under -Werror together."""
+    out = tmp_path / "kinds"
+    layers = [arg for name in GROUPED_LAYERS for arg in ("--layer", name)]
+    manifest = export(out, *layers, "--prefix", "kinds")
+    cc = cross.find_target_compiler(None).path
+    build = subprocess.run(
+        ["make", "-C", str(out), f"CC={cc}", "CFLAGS=-Wall -Wextra -Werror"], capture_output=True, text=True
+    )
+    assert build.returncode == 0, build.stderr
+    driver = driver_with_kk(out, manifest)
+    exe = tmp_path / "driver"
+    link = subprocess.run(
+        [cc, "-O1", "-fopenmp", "-I", str(out), str(driver), str(out / "libdirectconv_export.a"), "-o", str(exe)],
+        capture_output=True,
+        text=True,
+    )
+    assert link.returncode == 0, link.stderr
+    for index, name in enumerate(GROUPED_LAYERS):
+        check_layer((), exe, index, get_layer(name).shape, tmp_path, rng, batch=1)
+
+
 @pytest.mark.compiler
 def test_export_for_cortex_a57_cross_compiles_and_runs_under_qemu(tmp_path, rng):
     try:

@@ -347,7 +347,8 @@ def grouped_scratch_floats(shape: ConvShape, cfg: KernelConfig) -> int:
 
 def _grouped_nchw_source(shape: ConvShape, cfg: KernelConfig, tail_call: str, vecs: int) -> str:
     return (
-        f"#define DC_LANES CB\n{c_text('dc_transpose.h')}\n"
+        # An exported layer's header defines DC_LANES too (the same number).
+        f"#ifndef DC_LANES\n#define DC_LANES CB\n#endif\n{c_text('dc_transpose.h')}\n"
         f"""#ifdef _OPENMP
 #include <omp.h>
 #define DC_THREAD omp_get_thread_num()

@@ -315,7 +315,8 @@ def _nchw_source(shape: ConvShape, cfg: KernelConfig, dispatch: str) -> str:
     first = ", ".join(str(f) for f, _ in tasks)
     count = ", ".join(str(c) for _, c in tasks)
     return (
-        f"#define DC_LANES CB\n{c_text('dc_transpose.h')}\n"
+        # An exported layer's header defines DC_LANES too (the same number).
+        f"#ifndef DC_LANES\n#define DC_LANES CB\n#endif\n{c_text('dc_transpose.h')}\n"
         f"""#ifdef _OPENMP
 #include <omp.h>
 #define DC_THREAD omp_get_thread_num()

@@ -20,11 +20,11 @@ static inline void dc_transpose4_out(const float *restrict s, float *restrict d,
 /* Blocked pixels [p0, p1) of one channel block s -> its `real` planes of d; 4x4 transposes for a full block. */
 static void dc_block_to_planes(const float *restrict s, float *restrict d, long hw, long p0, long p1, int real)
 {
-    long p = p0;
-    if (DC_LANES % 4 == 0 && real == DC_LANES) /* constant trip count: the lane loop unrolls */
-        for (; p + 4 <= p1; p += 4)
-            for (int q = 0; q < DC_LANES; q += 4) dc_transpose4_out(s, d, hw, p, q);
-    for (; p < p1; ++p)
+    /* Counted loops, not one index carried from the first into the second: GCC then sees both trip counts. */
+    const long quads = DC_LANES % 4 == 0 && real == DC_LANES ? (p1 - p0) / 4 : 0;
+    for (long k = 0; k < quads; ++k) /* constant lane count: the lane loop unrolls */
+        for (int q = 0; q < DC_LANES; q += 4) dc_transpose4_out(s, d, hw, p0 + 4 * k, q);
+    for (long p = p0 + 4 * quads; p < p1; ++p)
         for (int l = 0; l < real; ++l) d[l * hw + p] = s[p * DC_LANES + l];
 }
 
