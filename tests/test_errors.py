@@ -261,3 +261,17 @@ def test_config_that_does_not_fit_a_grouped_layer_is_refused_by_conv2d(rng):
     w = rng.standard_normal((2 * lanes, 1, 3, 3)).astype(np.float32)
     with pytest.raises(ValueError, match=r"does not fit layer .* g\d+ .*no input-channel blocking"):
         dc.conv2d(x, w, groups=2 * lanes, config=dc.KernelConfig(host_isa(), lanes, 2, cib=lanes))
+
+
+def test_conv2d_nchw_checks_its_input_and_threads(rng):
+    w = rng.standard_normal((8, 1, 3, 3)).astype(np.float32)
+    packed = dc.pack_weights(w, input_size=(6, 6), padding=1, groups=8, threads=1)
+    x = rng.standard_normal((1, 8, 6, 6)).astype(np.float32)
+    with pytest.raises(
+        ValueError, match=r"x has NCHW shape \(1, 8, 5, 6\), the weights were packed for 8 channels of 6x6"
+    ):
+        dc.conv2d_nchw(x[:, :, :5], packed)
+    with pytest.raises(ValueError, match=r"threads must be >= 1, got 0"):
+        dc.conv2d_nchw(x, packed, threads=0)
+    with pytest.raises(TypeError, match=r"weights must be PackedWeights"):
+        dc.conv2d_nchw(x, w)

@@ -635,3 +635,14 @@ def test_second_process_does_not_compile_the_new_kernels(tmp_path) -> None:
     # conversion library is not needed.
     assert first == {"compiled": 3, "hits": 0}
     assert second == {"compiled": 0, "hits": 3}
+
+
+@pytest.mark.compiler
+def test_one_pass_nchw_call_takes_a_strided_view(rng: np.random.Generator) -> None:
+    """The one-pass kernels read NCHW planes in place; a view with strides is copied first, as to_blocked does."""
+    x = rng.standard_normal((1, 16, 9, 20)).astype(np.float32)[..., ::2]
+    w = rng.standard_normal((16, 1, 3, 3)).astype(np.float32)
+    assert not x.flags.c_contiguous
+    y = dc.conv2d(x, w, padding=1, groups=16, threads=1)
+    ref = dc.conv2d_reference(x, w, padding=1, groups=16)
+    assert np.abs(y - ref).max() <= tolerance(1, 3, 3) * np.abs(ref).max()

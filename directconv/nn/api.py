@@ -288,11 +288,13 @@ def release_buffers() -> None:
 
 def conv2d_nchw(x: np.ndarray, weights: PackedWeights, *, relu: bool = False, threads: int | None = None) -> np.ndarray:
     """NCHW in, NCHW out, with weights packed once: x is converted to the blocked layout, convolved and converted
-    back, on the layer's threads. The two blocked copies live in per-thread buffers reused by the next call
-    (release_buffers frees them); the result is a new array."""
+    back, on the layer's threads (grouped, depthwise and narrow-group layers do all three in one pass). The blocked
+    copies, or the one-pass kernels' scratch, live in per-thread buffers reused by the next call (release_buffers
+    frees them); the result is a new array."""
     x = _require_float32("x", x, 4, "NCHW")
     if not isinstance(weights, PackedWeights):
         raise TypeError(f"weights must be PackedWeights (see pack_weights), got {type(weights).__name__}")
+    checks.optional_threads(threads)
     kernel, shape = weights.kernel, weights.shape
     if x.shape[1:] != (shape.ci, shape.h, shape.w):
         raise ValueError(
@@ -303,6 +305,7 @@ def conv2d_nchw(x: np.ndarray, weights: PackedWeights, *, relu: bool = False, th
     if kernel.runs_nchw:  # one pass: each task converts the channel blocks it reads in a per-thread scratch
         y = np.empty((batch, shape.co, shape.ho, shape.wo), dtype=np.float32)
         scratch = _workspace.blocked("scratch", (kernel.scratch_floats(threads),))
+        x = np.ascontiguousarray(x)  # the kernel reads planes in place: a strided view is copied once (as to_blocked)
         kernel.run_nchw(x, weights.data, weights.bias, y, scratch, cib=weights.config.cib, threads=threads, relu=relu)
         return y
     xb = convert.to_blocked(x, kernel.lanes, threads=threads, out=_workspace.blocked("in", kernel.input_shape(batch)))
