@@ -338,6 +338,26 @@ def generate(cfg: KernelConfig, shape: ConvShape, *, pin: bool = True) -> str:
 # NCHW in and out in one pass (C_NCHW_SIGNATURE): in a grouped layer a register block reads only
 # its group's input blocks, so a task converts them into a per-thread scratch (once per group and image: a thread's
 # contiguous tasks mostly share the group) and transposes its output blocks back while they are in cache.
+def nchw_prelude(shape: ConvShape, scratch_floats: int) -> str:
+    """What every one-pass NCHW entry starts with: the shared transposes, the calling thread's number (its slice of
+    the scratch), the layer's channel counts and the scratch floats per thread."""
+    # An exported layer's header defines DC_LANES too (the same number).
+    return f"""#ifndef DC_LANES
+#define DC_LANES CB
+#endif
+{c_text("dc_transpose.h")}
+#ifdef _OPENMP
+#include <omp.h>
+#define DC_THREAD omp_get_thread_num()
+#else
+#define DC_THREAD 0
+#endif
+#define CI {shape.ci}
+#define CO {shape.co}
+#define SCRATCH ((size_t){scratch_floats})
+"""
+
+
 def grouped_scratch_floats(shape: ConvShape, cfg: KernelConfig) -> int:
     """Floats of scratch the grouped NCHW entry needs per thread: one group's input blocks and one task's output."""
     view = shape.kernel_view()
@@ -347,19 +367,9 @@ def grouped_scratch_floats(shape: ConvShape, cfg: KernelConfig) -> int:
 
 def _grouped_nchw_source(shape: ConvShape, cfg: KernelConfig, tail_call: str, vecs: int) -> str:
     return (
-        # An exported layer's header defines DC_LANES too (the same number).
-        f"#ifndef DC_LANES\n#define DC_LANES CB\n#endif\n{c_text('dc_transpose.h')}\n"
-        f"""#ifdef _OPENMP
-#include <omp.h>
-#define DC_THREAD omp_get_thread_num()
-#else
-#define DC_THREAD 0
-#endif
-#define CI {shape.ci}
-#define CO {shape.co}
-#define CIG {shape.cig}
+        nchw_prelude(shape, grouped_scratch_floats(shape, cfg))
+        + f"""#define CIG {shape.cig}
 #define COG {shape.cog}
-#define SCRATCH ((size_t){grouped_scratch_floats(shape, cfg)})
 
 {C_NCHW_SIGNATURE[:-1]}
 {{

@@ -35,7 +35,7 @@ from directconv.kernels.codegen import (
     GENERATOR_VERSION,
     Tile,
     bench_source,
-    c_text,
+    nchw_prelude,
     plan_tiles,
     store_tile,
     vector_prelude,
@@ -315,18 +315,8 @@ def _nchw_source(shape: ConvShape, cfg: KernelConfig, dispatch: str) -> str:
     first = ", ".join(str(f) for f, _ in tasks)
     count = ", ".join(str(c) for _, c in tasks)
     return (
-        # An exported layer's header defines DC_LANES too (the same number).
-        f"#ifndef DC_LANES\n#define DC_LANES CB\n#endif\n{c_text('dc_transpose.h')}\n"
-        f"""#ifdef _OPENMP
-#include <omp.h>
-#define DC_THREAD omp_get_thread_num()
-#else
-#define DC_THREAD 0
-#endif
-#define CI {shape.ci}
-#define CO {shape.co}
-#define SCRATCH ((size_t){nchw_scratch_floats(shape, cfg)})
-static const int TASK_FIRST[NJ] = {{{first}}};  /* first input channel block a register block reads */
+        nchw_prelude(shape, nchw_scratch_floats(shape, cfg))
+        + f"""static const int TASK_FIRST[NJ] = {{{first}}};  /* first input channel block a register block reads */
 static const int TASK_COUNT[NJ] = {{{count}}};
 
 {C_NCHW_SIGNATURE[:-1]}
