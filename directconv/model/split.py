@@ -66,7 +66,7 @@ def choose_parallel(shape: ConvShape, machine: Machine, cob: int, threads: int) 
     inputs, weights = operand_bytes(shape, machine.n_vec)
     sizes = f"input {inputs / 1024:.0f} KiB, weights {weights / 1024:.0f} KiB"
     # A lane-wise block reads only its own groups' input blocks: split by rows, two threads would share nothing and
-    # each would walk every block (zen3, 2 threads: whole blocks ran 1.25-1.93x rows of 4 on 7 of 8 depthwise layers).
+    # each would walk every block (measured: docs/design.md, "Lane-wise layers split whole blocks").
     if kernel_kind(shape, machine.n_vec) in LANE_KINDS and co_balance >= CO_BALANCE_MIN:
         return (
             "co",

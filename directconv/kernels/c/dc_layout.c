@@ -36,8 +36,8 @@ int dc_to_blocked(const float *restrict x, float *restrict xb, long n, long c, l
     return 0;
 }
 
-/* Blocked -> NCHW, the way back. Straight loops, channel-outer or pixel-outer, ran at 0.3-1.3x numpy's strided
- * copy (docs/design.md): each writes DC_LANES planes a float at a time. Here four pixels by four lanes are one 4x4
+/* Blocked -> NCHW, the way back. Straight loops, channel-outer or pixel-outer, lost to numpy's strided copy
+ * (docs/design.md): each writes DC_LANES planes a float at a time. Here four pixels by four lanes are one 4x4
  * transpose of 16-byte vectors (SSE2 and NEON have them without ISA flags), so both sides move whole vectors.
  * Tasks are (image, channel block, run of pixels) as on the way in; only the real channels are written. */
 int dc_from_blocked(const float *restrict xb, float *restrict x, long n, long c, long hw, int threads)
