@@ -10,11 +10,9 @@ import contextlib
 import datetime as dt
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import textwrap
 import threading
 import time
@@ -66,17 +64,9 @@ def postgres_url() -> Iterator[str]:
 
 
 @pytest.fixture
-def sqlite_url(tmp_path: Path) -> Iterator[str]:
-    """An SQLite database in memory-backed storage where there is one: commits there cost no disk sync."""
-    shm = Path("/dev/shm")
-    if not (shm.is_dir() and os.access(shm, os.W_OK)):
-        yield f"sqlite:///{tmp_path / 'studies.db'}"
-        return
-    folder = Path(tempfile.mkdtemp(prefix="directconv-test-", dir=shm))
-    try:
-        yield f"sqlite:///{folder / 'studies.db'}"
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+def sqlite_url(url: str) -> str:
+    """An SQLite study database (conftest's `url`: memory-backed storage where there is one)."""
+    return url
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
