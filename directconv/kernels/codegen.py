@@ -37,6 +37,17 @@ C_SIGNATURE = (
 # Timing lives in C so that no interpreter overhead lands between runs: `warmup` untimed calls, then timed calls
 # until `min_seconds` have passed and at least `min_samples` were taken (at most `max_samples`). Per-call seconds
 # go to `samples`; returns how many were taken, or a negative kernel error code.
+# The fused form of dc_conv that graphs call: views into larger buffers and an epilogue. The input is channel
+# blocks [in_first, in_first + the layer's) of a tensor of in_blocks blocks per image; the output goes to blocks
+# [out_first, ...) of one of out_blocks (a Concat's producers write their slices in place); `residual`, NULL or a
+# tensor of res_blocks blocks per image read from res_first on, is added to the finished output, then the
+# activation `act` (kernels/c/dc_epilogue.h) with its alpha and beta. dc_conv is this with plain views and ReLU or
+# nothing. `residual` must not overlap `out`.
+C_FUSED_SIGNATURE = (
+    "int dc_conv_fused(const float *in, const float *wt, const float *bias, float *out, const float *residual, "
+    "int batch, int cib_blocks, int rows, int parallel_rows, int threads, int in_blocks, int in_first, "
+    "int out_blocks, int out_first, int res_blocks, int res_first, int act, float alpha, float beta);"
+)
 C_BENCH_SIGNATURE = (
     "int dc_bench(const float *in, const float *wt, const float *bias, float *out, "
     "int batch, int cib_blocks, int rows, int parallel_rows, int threads, "
@@ -129,7 +140,8 @@ def _emit_tile(name: str, shape: ConvShape, cfg: KernelConfig, vecs: int, tile: 
     emit = lines.append
     emit(
         f"static void {name}(const float *restrict in_b, const float *restrict wt_j, float *restrict out_r, "
-        f"const float *restrict bias_j, int k0, int ih0, int n_lo, int n_hi, int ib0, int ib1, int init, int fin)"
+        f"const float *restrict bias_j, int k0, int ih0, int n_lo, int n_hi, int ib0, int ib1, int init, "
+        f"const dc_act *ep, const float *restrict res_r)"
     )
     emit("{")
     emit("    vf " + ", ".join(a for row in acc for a in row) + ";")
@@ -182,17 +194,36 @@ def _emit_tile(name: str, shape: ConvShape, cfg: KernelConfig, vecs: int, tile: 
         emit(f"        const int ib = {nbi - 1};")
         block_body(str(ci_tail))
         emit("    }")
-    lines.extend(store_tile(acc, "fin == FIN_RELU"))
+    lines.extend(store_tile(acc, "ep"))
     emit("}")
     return "\n".join(lines)
 
 
-def store_tile(acc: list[list[str]], relu_when: str) -> list[str]:
-    """The end of a tile: ReLU on the accumulators `acc[column][vector]` when `relu_when` holds, then one store of
-    each into the output row (PLANE apart per vector, CB floats per column)."""
-    lines = [f"    if ({relu_when}) {{"]
-    lines += ["        " + " ".join(f"{a} = VRELU({a});" for a in row) for row in acc]
-    lines.append("    }")
+def store_tile(acc: list[list[str]], final: str) -> list[str]:
+    """The end of a tile: when `final` (the epilogue `ep`, NULL before the last cache block) is set, the residual
+    row `res_r` (if any) is added to the accumulators `acc[column][vector]` and the activation applied
+    (kernels/c/dc_epilogue.h); then one store of each into the output row (PLANE apart per vector, CB floats per
+    column). ReLU and Clip get lines of their own: the common activations cost no call."""
+
+    def each(expr: str) -> list[str]:
+        return ["            " + " ".join(f"{a} = {expr.format(a=a)};" for a in row) for row in acc]
+
+    lines = [f"    if ({final}) {{", "        if (res_r) {"]
+    lines += [
+        "            "
+        + " ".join(f"{a} += VLOAD(res_r + PLANE * {v} + (ptrdiff_t)(k0 + {kk}) * CB);" for v, a in enumerate(row))
+        for kk, row in enumerate(acc)
+    ]
+    lines += ["        }", "        if (ep->act == DC_ACT_RELU) {"]
+    lines += each("VRELU({a})")
+    lines += [
+        "        } else if (ep->act == DC_ACT_CLIP) {",
+        "            const vf lo = (vf){0} + ep->alpha, hi = (vf){0} + ep->beta;",
+    ]
+    lines += each("VMIN(VMAX({a}, lo), hi)")
+    lines += ["        } else if (ep->act != DC_ACT_NONE) {"]
+    lines += each("dc_activate({a}, ep)")
+    lines += ["        }", "    }"]
     lines += [
         "    " + " ".join(f"VSTORE(out_r + PLANE * {v} + (ptrdiff_t)(k0 + {kk}) * CB, {a});" for v, a in enumerate(row))
         for kk, row in enumerate(acc)
@@ -221,7 +252,7 @@ def generate(cfg: KernelConfig, shape: ConvShape, *, pin: bool = True) -> str:
     v_tail = nbo - (nj - 1) * vecs
     # The last output-channel block runs the narrower row function when C_o leaves a tail of vectors.
     tail_call = (
-        f"if (j % NJ == NJ - 1) row_v{v_tail}(in_b, wt_j, out_r, bias_j, oh, ib0, ib1, fin); else "
+        f"if (j % NJ == NJ - 1) row_v{v_tail}(in_b, wt_j, out_r, bias_j, oh, ib0, ib1, fin, res_r); else "
         if v_tail != vecs
         else ""
     )
@@ -235,6 +266,7 @@ def generate(cfg: KernelConfig, shape: ConvShape, *, pin: bool = True) -> str:
     )
     out.append("#include <stddef.h>\n#include <time.h>")
     out.append(vector_prelude(lanes, isa.register_constraint if pin else None, aarch64=isa.name == "neon"))
+    out.append(c_text("dc_epilogue.h"))
     consts = dict(
         CB=lanes,
         COB=cfg.cob,
@@ -258,9 +290,8 @@ def generate(cfg: KernelConfig, shape: ConvShape, *, pin: bool = True) -> str:
     )
     out.extend(f"#define {k} {v}" for k, v in consts.items())
     out.append("#define PLANE ((ptrdiff_t)HO * WO * CB)  /* distance between two output channel blocks */")
-    out.append(
-        "enum { FIN_NO = 0, FIN_PLAIN = 1, FIN_RELU = 2 };  /* is this the last cache block, and fuse a ReLU? */"
-    )
+    out.append("#define IN_BLOCKS (G * NBI)  /* input and output channel blocks of one image */")
+    out.append("#define OUT_BLOCKS (G * NBO)")
 
     variants = [vecs] + ([v_tail] if v_tail != vecs else [])
     for nv in variants:
@@ -271,7 +302,7 @@ def generate(cfg: KernelConfig, shape: ConvShape, *, pin: bool = True) -> str:
             out.append(_emit_tile(name, shape, cfg, nv, tile, ci_tail, nbi))
         body = [
             f"static void row_v{nv}(const float *restrict in_b, const float *restrict wt_j, float *restrict out_r, "
-            "const float *restrict bias_j, int oh, int ib0, int ib1, int fin)",
+            "const float *restrict bias_j, int oh, int ib0, int ib1, const dc_act *ep, const float *restrict res_r)",
             "{",
             "    const int ih0 = oh * SH - PT;",
             "    const int n_lo = ih0 < 0 ? (-ih0 + DH - 1) / DH : 0;  /* taps n with 0 <= ih0 + n * DH < H */",
@@ -281,12 +312,13 @@ def generate(cfg: KernelConfig, shape: ConvShape, *, pin: bool = True) -> str:
         for name, tile in zip(names, tiles, strict=True):
             if tile.count == 1:
                 body.append(
-                    f"    {name}(in_b, wt_j, out_r, bias_j, {tile.first * cfg.wob}, ih0, n_lo, n_hi, ib0, ib1, init, fin);"
+                    f"    {name}(in_b, wt_j, out_r, bias_j, {tile.first * cfg.wob}, ih0, n_lo, n_hi, ib0, ib1, init, ep, "
+                    "res_r);"
                 )
             else:
                 body.append(f"    for (int t = {tile.first}; t < {tile.first + tile.count}; ++t)")
                 body.append(
-                    f"        {name}(in_b, wt_j, out_r, bias_j, t * {cfg.wob}, ih0, n_lo, n_hi, ib0, ib1, init, fin);"
+                    f"        {name}(in_b, wt_j, out_r, bias_j, t * {cfg.wob}, ih0, n_lo, n_hi, ib0, ib1, init, ep, res_r);"
                 )
         body.append("}")
         out.append("\n".join(body))
@@ -297,10 +329,12 @@ def generate(cfg: KernelConfig, shape: ConvShape, *, pin: bool = True) -> str:
  * Tasks are handed out one at a time (dynamic schedule): on a shared machine a thread whose core is taken by
  * another process then does fewer tasks instead of holding the others back. Each output element is still
  * computed by exactly one task in a fixed order, so results do not depend on the schedule. */
-{C_SIGNATURE[:-1]}
+{C_FUSED_SIGNATURE[:-1]}
 {{
     if (batch < 1 || cib_blocks < 1 || rows < 1 || threads < 1) return -1;
+    VIEWS_CHECK
     if (cib_blocks > NBI) cib_blocks = NBI;
+    const dc_act ep = {{act, alpha, beta}};
     if (rows > HO) rows = HO;
     const long row_tasks = (HO + rows - 1) / rows;
     const long tasks = (long)batch * G * NJ * row_tasks;
@@ -310,25 +344,29 @@ def generate(cfg: KernelConfig, shape: ConvShape, *, pin: bool = True) -> str:
         if (parallel_rows) {{ j = t % (G * NJ); rt = (t / (G * NJ)) % row_tasks; b = t / (G * NJ * row_tasks); }}
         else {{ rt = t % row_tasks; j = (t / row_tasks) % (G * NJ); b = t / (G * NJ * row_tasks); }}
         const long g = j / NJ;  /* the group of register block j; its channel blocks follow the previous group's */
-        const float *in_b = in + ((size_t)b * G + (size_t)g) * NBI * H * W * CB;
+        const float *in_b = in + ((size_t)b * in_blocks + (size_t)in_first + (size_t)g * NBI) * H * W * CB;
         const float *wt_j = wt + (size_t)j * NBI * KH * KW * CB * COB;
         const float *bias_j = bias + (size_t)j * COB;
-        float *out_j = out + (((size_t)b * G + (size_t)g) * NBO + (size_t)(j % NJ) * VEC) * HO * WO * CB;
+        const size_t ob = (size_t)g * NBO + (size_t)(j % NJ) * VEC;  /* first output block of the register block */
+        float *out_j = out + ((size_t)b * out_blocks + (size_t)out_first + ob) * HO * WO * CB;
+        const float *res_j = residual ? residual + ((size_t)b * res_blocks + (size_t)res_first + ob) * HO * WO * CB : 0;
         const int r0 = (int)(rt * rows), r1 = r0 + rows < HO ? r0 + rows : HO;
         for (int ib0 = 0; ib0 < NBI; ib0 += cib_blocks) {{
             const int ib1 = ib0 + cib_blocks < NBI ? ib0 + cib_blocks : NBI;
-            const int fin = ib1 < NBI ? FIN_NO : relu ? FIN_RELU : FIN_PLAIN;
+            const dc_act *fin = ib1 < NBI ? 0 : &ep;  /* the epilogue runs after the last cache block */
             for (int oh = r0; oh < r1; ++oh) {{
                 float *out_r = out_j + (size_t)oh * WO * CB;
-                {tail_call}row_v{vecs}(in_b, wt_j, out_r, bias_j, oh, ib0, ib1, fin);
+                const float *res_r = res_j ? res_j + (size_t)oh * WO * CB : 0;
+                {tail_call}row_v{vecs}(in_b, wt_j, out_r, bias_j, oh, ib0, ib1, fin, res_r);
             }}
         }}
     }}
     return 0;
 }}
 
-"""
+""".replace("VIEWS_CHECK", VIEWS_CHECK)
     )
+    out.append(conv_wrapper_source())
     if shape.groups > 1:
         out.append(_grouped_nchw_source(shape, cfg, tail_call, vecs))
     out.append(bench_source())
@@ -375,6 +413,8 @@ def _grouped_nchw_source(shape: ConvShape, cfg: KernelConfig, tail_call: str, ve
 {{
     if (batch < 1 || cib_blocks < 1 || threads < 1) return -1;
     if (cib_blocks > NBI) cib_blocks = NBI;
+    const dc_act ep = {{relu ? DC_ACT_RELU : DC_ACT_NONE, 0.0f, 0.0f}};
+    const float *res_r = 0;
     const long tasks = (long)batch * G * NJ;
     #pragma omp parallel num_threads(threads) if(threads > 1)
     {{
@@ -394,10 +434,10 @@ def _grouped_nchw_source(shape: ConvShape, cfg: KernelConfig, tail_call: str, ve
             const float *bias_j = bias + (size_t)j * COB;
             for (int ib0 = 0; ib0 < NBI; ib0 += cib_blocks) {{
                 const int ib1 = ib0 + cib_blocks < NBI ? ib0 + cib_blocks : NBI;
-                const int fin = ib1 < NBI ? FIN_NO : relu ? FIN_RELU : FIN_PLAIN;
+                const dc_act *fin = ib1 < NBI ? 0 : &ep;
                 for (int oh = 0; oh < HO; ++oh) {{
                     float *out_r = out_j + (size_t)oh * WO * CB;
-                    {tail_call}row_v{vecs}(in_b, wt_j, out_r, bias_j, oh, ib0, ib1, fin);
+                    {tail_call}row_v{vecs}(in_b, wt_j, out_r, bias_j, oh, ib0, ib1, fin, res_r);
                 }}
             }}
             const int first = (int)(j % NJ) * VEC, count = NBO - first < VEC ? NBO - first : VEC;
@@ -411,6 +451,22 @@ def _grouped_nchw_source(shape: ConvShape, cfg: KernelConfig, tail_call: str, ve
 }}
 """
     )
+
+
+# dc_conv_fused refuses views that do not fit: IN_BLOCKS and OUT_BLOCKS are the layer's channel blocks per image.
+VIEWS_CHECK = """if (in_first < 0 || in_first + IN_BLOCKS > in_blocks || out_first < 0 || out_first + OUT_BLOCKS > out_blocks
+        || (residual && (res_first < 0 || res_first + OUT_BLOCKS > res_blocks)) || act < 0 || act >= DC_ACT_COUNT)
+        return -2;"""
+
+
+def conv_wrapper_source() -> str:
+    """dc_conv (see C_SIGNATURE) as dc_conv_fused on whole tensors: the same in every kernel kind."""
+    return f"""{C_SIGNATURE[:-1]}
+{{
+    return dc_conv_fused(in, wt, bias, out, 0, batch, cib_blocks, rows, parallel_rows, threads, IN_BLOCKS, 0,
+                         OUT_BLOCKS, 0, 0, 0, relu ? DC_ACT_RELU : DC_ACT_NONE, 0.0f, 0.0f);
+}}
+"""
 
 
 def bench_source() -> str:

@@ -30,11 +30,14 @@ from directconv.core.config import KernelConfig
 from directconv.core.isa import get_isa
 from directconv.core.shape import LANE_KINDS, ConvShape, kernel_kind
 from directconv.kernels.codegen import (
+    C_FUSED_SIGNATURE,
     C_NCHW_SIGNATURE,
-    C_SIGNATURE,
     GENERATOR_VERSION,
+    VIEWS_CHECK,
     Tile,
     bench_source,
+    c_text,
+    conv_wrapper_source,
     nchw_prelude,
     plan_tiles,
     store_tile,
@@ -134,7 +137,7 @@ def _emit_tile(name: str, shape: ConvShape, cfg: KernelConfig, phases: tuple[Pha
     emit(
         f"static inline __attribute__((always_inline)) void {name}(const float *restrict in_b, "
         "const float *restrict wt_j, float *restrict out_r, const float *restrict bias_j, const int *restrict src, "
-        "int k0, int ih0, int n_lo, int n_hi, int relu)"
+        "int k0, int ih0, int n_lo, int n_hi, const dc_act *ep, const float *restrict res_r)"
     )
     emit("{")
     emit("    vf " + ", ".join(a for row in acc for a in row) + ";")
@@ -170,7 +173,7 @@ def _emit_tile(name: str, shape: ConvShape, cfg: KernelConfig, phases: tuple[Pha
                 emit("            }")
             emit("        }")
         emit("    }")
-    lines.extend(store_tile(acc, "relu"))
+    lines.extend(store_tile(acc, "1"))
     emit("}")
     return "\n".join(lines)
 
@@ -178,7 +181,7 @@ def _emit_tile(name: str, shape: ConvShape, cfg: KernelConfig, phases: tuple[Pha
 def _emit_row(name: str, tile_names: list[str], tiles: list[Tile], wob: int) -> str:
     body = [
         f"static void {name}(const float *restrict in_b, const float *restrict wt_j, float *restrict out_r, "
-        "const float *restrict bias_j, const int *restrict src, int oh, int relu)",
+        "const float *restrict bias_j, const int *restrict src, int oh, const dc_act *ep, const float *restrict res_r)",
         "{",
         "    const int ih0 = oh * SH - PT;",
         "    const int n_lo = ih0 < 0 ? (-ih0 + DH - 1) / DH : 0;  /* taps n with 0 <= ih0 + n * DH < H */",
@@ -187,10 +190,10 @@ def _emit_row(name: str, tile_names: list[str], tiles: list[Tile], wob: int) -> 
     for tile_name, tile in zip(tile_names, tiles, strict=True):
         args = "in_b, wt_j, out_r, bias_j, src"
         if tile.count == 1:
-            body.append(f"    {tile_name}({args}, {tile.first * wob}, ih0, n_lo, n_hi, relu);")
+            body.append(f"    {tile_name}({args}, {tile.first * wob}, ih0, n_lo, n_hi, ep, res_r);")
         else:
             body.append(f"    for (int t = {tile.first}; t < {tile.first + tile.count}; ++t)")
-            body.append(f"        {tile_name}({args}, t * {wob}, ih0, n_lo, n_hi, relu);")
+            body.append(f"        {tile_name}({args}, t * {wob}, ih0, n_lo, n_hi, ep, res_r);")
     body.append("}")
     return "\n".join(body)
 
@@ -224,6 +227,7 @@ def generate(cfg: KernelConfig, shape: ConvShape, *, pin: bool = True) -> str:
         f" * layer: {shape.describe()}; {len(phases)} lane pattern(s), {len(variants)} block variant(s)\n */",
         "#include <stddef.h>\n#include <time.h>",
         vector_prelude(lanes, isa.register_constraint if pin else None, aarch64=isa.name == "neon"),
+        c_text("dc_epilogue.h"),
     ]
     consts = dict(
         CB=lanes, H=shape.h, W=shape.w, KH=shape.kh, KW=shape.kw, SH=shape.sh, SW=shape.sw, DH=shape.dh,
@@ -233,6 +237,8 @@ def generate(cfg: KernelConfig, shape: ConvShape, *, pin: bool = True) -> str:
     out.extend(f"#define {k} {v}" for k, v in consts.items())
     out.append("#define PLANE ((ptrdiff_t)HO * WO * CB)  /* distance between two output channel blocks */")
     out.append("#define PLANE_IN ((ptrdiff_t)H * W * CB)  /* distance between two input channel blocks */")
+    out.append("#define IN_BLOCKS NBI  /* input and output channel blocks of one image */")
+    out.append("#define OUT_BLOCKS NBO")
     out.append(f"static const int SRC[{nbo}] = {{{', '.join(map(str, bases))}}};  /* first input vector per output */")
     out.append(f"static const int VARIANT[{nj}] = {{{', '.join(map(str, variant_of))}}};")
 
@@ -245,17 +251,19 @@ def generate(cfg: KernelConfig, shape: ConvShape, *, pin: bool = True) -> str:
         out.append(_emit_row(f"row_{vi}", names, tiles, cfg.wob))
 
     dispatch = "\n".join(
-        f"                case {vi}: row_{vi}(in_b, wt_j, out_r, bias_j, src, oh, relu); break;"
+        f"                case {vi}: row_{vi}(in_b, wt_j, out_r, bias_j, src, oh, &ep, res_r); break;"
         for vi in range(len(variants))
     )
     out.append(
         f"""
 /* Returns 0, or a negative code for an argument out of range (the Python wrapper checks first). Tasks are handed
  * out one at a time (dynamic schedule), as in the plain kernel; each output element is computed by one task. */
-{C_SIGNATURE[:-1]}
+{C_FUSED_SIGNATURE[:-1]}
 {{
     (void)cib_blocks;
     if (batch < 1 || rows < 1 || threads < 1) return -1;
+    {VIEWS_CHECK}
+    const dc_act ep = {{act, alpha, beta}};
     if (rows > HO) rows = HO;
     const long row_tasks = (HO + rows - 1) / rows;
     const long tasks = (long)batch * NJ * row_tasks;
@@ -264,14 +272,17 @@ def generate(cfg: KernelConfig, shape: ConvShape, *, pin: bool = True) -> str:
         long b, j, rt;
         if (parallel_rows) {{ j = t % NJ; rt = (t / NJ) % row_tasks; b = t / (NJ * row_tasks); }}
         else {{ rt = t % row_tasks; j = (t / row_tasks) % NJ; b = t / (NJ * row_tasks); }}
-        const float *in_b = in + (size_t)b * NBI * H * W * CB;
+        const float *in_b = in + ((size_t)b * in_blocks + (size_t)in_first) * H * W * CB;
         const float *wt_j = wt + (size_t)j * VEC * KH * KW * CIG * CB;
         const float *bias_j = bias + (size_t)j * VEC * CB;
         const int *src = SRC + j * VEC;
-        float *out_j = out + ((size_t)b * NBO + (size_t)j * VEC) * HO * WO * CB;
+        float *out_j = out + ((size_t)b * out_blocks + (size_t)out_first + (size_t)j * VEC) * HO * WO * CB;
+        const float *res_j =
+            residual ? residual + ((size_t)b * res_blocks + (size_t)res_first + (size_t)j * VEC) * HO * WO * CB : 0;
         const int r0 = (int)(rt * rows), r1 = r0 + rows < HO ? r0 + rows : HO;
         for (int oh = r0; oh < r1; ++oh) {{
             float *out_r = out_j + (size_t)oh * WO * CB;
+            const float *res_r = res_j ? res_j + (size_t)oh * WO * CB : 0;
             switch (VARIANT[j]) {{
 {dispatch}
             }}
@@ -281,6 +292,7 @@ def generate(cfg: KernelConfig, shape: ConvShape, *, pin: bool = True) -> str:
 }}
 """
     )
+    out.append(conv_wrapper_source())
     out.append(_nchw_source(shape, cfg, dispatch))
     out.append(bench_source())
     return "\n\n".join(out) + "\n"
@@ -324,6 +336,8 @@ static const int TASK_COUNT[NJ] = {{{count}}};
     (void)cib_blocks;
     if (batch < 1 || threads < 1) return -1;
     const long tasks = (long)batch * NJ;
+    const dc_act ep = {{relu ? DC_ACT_RELU : DC_ACT_NONE, 0.0f, 0.0f}};
+    const float *res_r = 0;
     #pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if(threads > 1)
     for (long t = 0; t < tasks; ++t) {{
         const long b = t / NJ, j = t % NJ;

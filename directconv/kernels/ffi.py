@@ -54,3 +54,6 @@ def ints(values: list[int]) -> Any:
 def int_out() -> Any:
     """A new C `int *` for a function to write one result into (read it back with `[0]`)."""
     return _ffi.new("int *")
+
+
+NULL: Any = _ffi.NULL  # a null pointer argument (an optional buffer left out)

@@ -22,7 +22,25 @@ from directconv.kernels.generator import generate
 from directconv.kernels.layout import blocks
 
 # The NCHW entry exists in grouped and lane-wise kernels only; cffi looks a function up when it is first called.
-_DECLARATIONS = codegen.C_SIGNATURE + codegen.C_BENCH_SIGNATURE + codegen.C_NCHW_SIGNATURE
+_DECLARATIONS = codegen.C_SIGNATURE + codegen.C_FUSED_SIGNATURE + codegen.C_BENCH_SIGNATURE + codegen.C_NCHW_SIGNATURE
+
+
+# The activations a kernel applies in its store, in kernels/c/dc_epilogue.h's order.
+ACTIVATIONS = ("none", "relu", "clip", "leaky_relu", "sigmoid", "hard_sigmoid", "hard_swish", "silu")
+
+
+@dataclass(frozen=True)
+class Epilogue:
+    """What a kernel applies to its finished output before storing it: act(x) with ONNX's parameters (clip: alpha
+    = min, beta = max; leaky_relu: alpha; hard_sigmoid: alpha, beta)."""
+
+    act: str = "none"
+    alpha: float = 0.0
+    beta: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.act not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.act!r}")
 
 
 @dataclass(frozen=True)
@@ -154,6 +172,66 @@ class CompiledKernel:
         if code != 0:
             raise RuntimeError(f"kernel {self.path.name} rejected its arguments (code {code})")
 
+    def run_fused(
+        self,
+        x: np.ndarray,
+        weights: np.ndarray,
+        bias: np.ndarray,
+        out: np.ndarray,
+        *,
+        cib: int | None,
+        rows: int | None,
+        parallel: str,
+        threads: int,
+        epilogue: Epilogue | None = None,
+        in_first: int = 0,
+        out_first: int = 0,
+        residual: np.ndarray | None = None,
+        res_first: int = 0,
+    ) -> None:
+        """out[:, out_first:...] = act(conv(x[:, in_first:...], weights) + bias + residual[:, res_first:...]) in
+        blocked layouts (codegen.C_FUSED_SIGNATURE): x, out and residual may hold more channel blocks than the
+        layer's, which then reads and writes its slice of them (a Concat's producers write in place). Allocates
+        nothing."""
+        s, lanes = self.shape, self.lanes
+        ep = epilogue or Epilogue()
+        batch = x.shape[0] if x.ndim == 5 else -1
+        in_blocks = _check_view("input", x, (batch, s.h, s.w, lanes), in_first, blocks(s.ci, lanes))
+        out_blocks = _check_view("output", out, (batch, s.ho, s.wo, lanes), out_first, blocks(s.co, lanes))
+        _check_buffer("packed weights", weights, self._weight_shape)
+        _check_buffer("packed bias", bias, self._bias_shape)
+        if not out.flags.writeable:
+            raise ValueError("output buffer is read-only")
+        res_blocks = 0
+        if residual is not None:
+            res_blocks = _check_view("residual", residual, (batch, s.ho, s.wo, lanes), res_first, blocks(s.co, lanes))
+            if np.shares_memory(residual, out):
+                raise ValueError("the residual must not overlap the output (the kernel stores partial sums there)")
+        nbi = self._input_blocks
+        code = self._lib.dc_conv_fused(
+            ffi.floats(x, writable=False),
+            ffi.floats(weights, writable=False),
+            ffi.floats(bias, writable=False),
+            ffi.floats(out, writable=True),
+            ffi.NULL if residual is None else ffi.floats(residual, writable=False),
+            batch,
+            nbi if cib is None else max(1, min(nbi, cib // lanes)),
+            self._rows if rows is None else max(1, min(self._rows, rows)),
+            1 if parallel == "rows" else 0,
+            threads,
+            in_blocks,
+            in_first,
+            out_blocks,
+            out_first,
+            res_blocks,
+            res_first,
+            ACTIVATIONS.index(ep.act),
+            ep.alpha,
+            ep.beta,
+        )
+        if code != 0:
+            raise RuntimeError(f"kernel {self.path.name} rejected its arguments (code {code})")
+
     @property
     def runs_nchw(self) -> bool:
         """Whether the kernel has a one-pass NCHW entry (run_nchw): the kinds whose output blocks read only their
@@ -213,6 +291,20 @@ class CompiledKernel:
         )
         if code != 0:
             raise RuntimeError(f"kernel {self.path.name} rejected its arguments (code {code})")
+
+
+def _check_view(what: str, a: np.ndarray, planes: tuple[int, ...], first: int, count: int) -> int:
+    """Check that `a` is a blocked tensor (batch, blocks, *planes[1:]) whose blocks [first, first + count) exist;
+    returns its blocks per image."""
+    if not isinstance(a, np.ndarray) or a.ndim != 5:
+        raise ValueError(f"{what} must be a 5-d blocked array, got {getattr(a, 'shape', type(a).__name__)}")
+    held = a.shape[1]
+    _check_buffer(what, a, (planes[0], held, *planes[1:]))
+    if not isinstance(first, int) or first < 0 or first + count > held:
+        raise ValueError(
+            f"{what} channel blocks [{first}, {first}+{count}) must lie within its {held} blocks per image"
+        )
+    return held
 
 
 def _check_buffer(what: str, a: np.ndarray, expected: tuple[int, ...]) -> None:
