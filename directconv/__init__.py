@@ -48,6 +48,9 @@ _LAZY = {
     "UntunedWarning": "directconv.tuner.select",
     "host": "directconv.machines.host",
     "measure_peaks": "directconv.tuner.peak",
+    "load_onnx": "directconv.graph",
+    "Model": "directconv.graph",
+    "OnnxModelError": "directconv.graph",
 }
 
 
@@ -99,4 +102,8 @@ __all__ = [
     "predict",
     "search_space",
     "tile_efficiency",
+    # ONNX models
+    "Model",
+    "OnnxModelError",
+    "load_onnx",
 ]

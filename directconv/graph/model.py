@@ -1,0 +1,400 @@
+"""directconv.load_onnx and the Model it returns: an ONNX CNN run on directconv's kernels in the blocked layout.
+
+Load parses and checks the file (read.py), builds steps with every shape known (build.py), fuses what follows each
+convolution into its store (fuse.py), plans one arena for the activations (arena.py), then picks a configuration
+for every convolution (tuned, nearest or model: tuner.select), compiles its kernel and packs its weights. A call
+converts each input to the blocked layout once, runs the steps, and converts each output back once.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from directconv.core import checks
+from directconv.graph import arena, ops
+from directconv.graph.build import build
+from directconv.graph.fuse import fuse
+from directconv.graph.ir import Step, Tensor
+from directconv.graph.read import OnnxModelError, parse
+from directconv.kernels import convert, layout, runtime
+from directconv.kernels.layout import blocks
+from directconv.nn.api import available_threads
+from directconv.nn.pool import pool_output_size
+
+__all__ = ["Model", "OnnxModelError", "load_onnx"]
+
+# An arena larger than this fraction of the machine's memory is refused before it is allocated.
+MEMORY_FRACTION = 0.75
+
+
+@dataclass
+class Conv:
+    """A convolution step made ready to run: its kernel, packed weights and where its configuration came from."""
+
+    kernel: runtime.CompiledKernel
+    config: Any  # KernelConfig
+    weights: np.ndarray
+    bias: np.ndarray
+    epilogue: runtime.Epilogue
+    source: str  # tuned, nearest or model
+    detail: str
+
+
+def load_onnx(
+    source: str | os.PathLike[str] | bytes,
+    *,
+    threads: int | None = None,
+    input_shapes: dict[str, tuple[int, ...]] | None = None,
+) -> Model:
+    """Load an ONNX model (a path or the file's bytes) to run on this machine with `threads` threads (default: all
+    this process may use). `input_shapes` gives (N, C, H, W) for inputs whose C, H or W the file leaves open; the
+    batch N may change from call to call whatever the file says.
+
+    Raises OnnxModelError, naming the node and its op, for anything that cannot run; nothing is run or allocated
+    for the activations before the whole graph has been checked.
+    """
+    checks.optional_threads(threads)
+    if input_shapes is not None and not isinstance(input_shapes, dict):
+        raise TypeError(f"input_shapes must be a dict of input name to (N, C, H, W), got {type(input_shapes).__name__}")
+    parsed = parse(source)
+    steps, tensors, alias = build(parsed, {k: tuple(v) for k, v in (input_shapes or {}).items()})
+    outputs = [_resolve(alias, name) for name in parsed.outputs]
+    steps = fuse(steps, set(outputs))
+    return Model(parsed.inputs, parsed.outputs, outputs, steps, tensors, threads or available_threads())
+
+
+def _resolve(alias: dict[str, str], name: str) -> str:
+    while name in alias:
+        name = alias[name]
+    return name
+
+
+class Model:
+    """A loaded ONNX model. `run(feeds)` has onnxruntime's meaning; `model(x)` runs a single-input model.
+
+    Thread safety: one call at a time per Model (the arena is shared); load the file twice to run in parallel.
+    """
+
+    def __init__(
+        self,
+        inputs: list[tuple[str, tuple[Any, ...]]],
+        output_names: list[str],
+        outputs: list[str],
+        steps: list[Step],
+        tensors: dict[str, Tensor],
+        threads: int,
+    ) -> None:
+        from directconv.tuner.select import choose_config  # the config store and the model load with the graph
+
+        self.threads = threads
+        self.input_names = [name for name, _ in inputs]
+        self.output_names = list(output_names)
+        self._outputs = outputs
+        self._tensors = {name: t for name, t in tensors.items()}
+        self._steps = steps
+        self._convs: dict[int, Conv] = {}
+        lanes = None
+        untuned = []
+        for index, step in enumerate(steps):
+            if step.op != "conv":
+                continue
+            shape = step.params["shape"]
+            choice = choose_config(shape, threads, warn=False)
+            config = choice.config.replace(threads=threads)
+            if lanes is None:
+                lanes = config.lanes
+            elif config.lanes != lanes:  # one layout for the whole graph: every kernel blocks by the same lanes
+                raise OnnxModelError(
+                    f"{step.label()}: its configuration ({config.isa}) blocks by {config.lanes} lanes, the others "
+                    f"by {lanes}; the config store mixes vector widths for this machine"
+                )
+            kernel = runtime.load(config, shape)
+            p = step.params
+            self._convs[index] = Conv(
+                kernel=kernel,
+                config=config,
+                weights=layout.pack_weights(p.pop("weight"), config.lanes, config.cob, shape.groups),
+                bias=layout.pack_bias(p.pop("bias"), shape, config.lanes, config.cob),
+                epilogue=runtime.Epilogue(p["act"], p["alpha"], p["beta"]),
+                source=choice.source,
+                detail=choice.detail,
+            )
+            if choice.source == "model":
+                untuned.append(shape)
+        if lanes is None:
+            from directconv.core.isa import get_isa, host_isa
+
+            lanes = get_isa(host_isa()).lanes
+        self.lanes = lanes
+        self.plan = arena.plan(steps, self._tensors, self.input_names, set(outputs), lanes)
+        self._arenas: dict[int, np.ndarray] = {}
+        self._lock = threading.Lock()
+        if untuned:
+            warnings.warn(
+                f"{len(untuned)} of {len(self._convs)} convolutions run the model's configuration (nothing tuned "
+                f"for them on this machine at {threads} thread(s)); `directconv tune --onnx MODEL` tunes them",
+                UserWarning,
+                stacklevel=3,
+            )
+
+    # ------------------------------------------------------------------------------------------------ calls
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        if len(self.input_names) != 1 or len(self.output_names) != 1:
+            raise ValueError(
+                f"model(x) runs a model with one input and one output; this one has inputs {self.input_names} and "
+                f"outputs {self.output_names}: use run({{name: array}})"
+            )
+        return self.run({self.input_names[0]: x})[0]
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """The graph's outputs, in order, for `feeds` (input name -> float32 array (N, C, H, W)), as onnxruntime's
+        InferenceSession.run(None, feeds)."""
+        batch = self._check_feeds(feeds)
+        with self._lock:
+            views = self._views(batch)
+            dense: dict[str, np.ndarray] = {}
+            for name in self.input_names:
+                convert.to_blocked(np.ascontiguousarray(feeds[name]), self.lanes, threads=self.threads, out=views[name])
+            for index, step in enumerate(self._steps):
+                self._run_step(index, step, views, dense, batch)
+            results = []
+            for name in self._outputs:
+                t = self._tensors[name]
+                if t.blocked:
+                    results.append(
+                        convert.from_blocked(np.ascontiguousarray(views[name]), t.channels, threads=self.threads)
+                    )
+                else:
+                    results.append(np.array(dense[name], dtype=np.float32, copy=True))
+            return results
+
+    def _check_feeds(self, feeds: Any) -> int:
+        if not isinstance(feeds, dict):
+            raise TypeError(f"feeds must be a dict of input name to array, got {type(feeds).__name__}")
+        missing = [n for n in self.input_names if n not in feeds]
+        extra = sorted(set(feeds) - set(self.input_names))
+        if missing or extra:
+            raise ValueError(
+                f"feeds must name exactly the inputs {self.input_names}; missing {missing}, unknown {extra}"
+            )
+        batch = None
+        for name in self.input_names:
+            x = feeds[name]
+            expected = self._tensors[name].dims
+            if not isinstance(x, np.ndarray) or x.dtype != np.float32:
+                got = x.dtype if isinstance(x, np.ndarray) else type(x).__name__
+                raise TypeError(f"input {name!r} must be a float32 numpy array, got {got}")
+            if x.ndim != 4 or tuple(x.shape[1:]) != expected or x.shape[0] < 1:
+                raise ValueError(f"input {name!r} must have shape (N, {', '.join(map(str, expected))}), got {x.shape}")
+            if batch is not None and x.shape[0] != batch:
+                raise ValueError(f"all inputs must share the batch size, got {batch} and {x.shape[0]}")
+            batch = x.shape[0]
+        assert batch is not None
+        return batch
+
+    def arena_bytes(self, batch: int = 1) -> int:
+        """Bytes of the activation arena for `batch` images."""
+        return 4 * self.plan.floats * batch
+
+    def _views(self, batch: int) -> dict[str, np.ndarray]:
+        cached = self._arenas.get(batch)
+        if cached is None:
+            need = self.arena_bytes(batch)
+            limit = _memory_bytes() * MEMORY_FRACTION
+            if need > limit:
+                raise MemoryError(
+                    f"batch {batch} needs a {need / 2**30:.1f} GiB activation arena, more than {MEMORY_FRACTION:.0%} "
+                    f"of this machine's {_memory_bytes() / 2**30:.1f} GiB; run smaller batches"
+                )
+            self._arenas.clear()  # one arena at a time: the last batch size's
+            cached = self._arenas[batch] = layout.empty_aligned((need // 4,))
+        buffers = {}
+        for buffer, (nb, h, w) in self.plan.shapes.items():
+            start = self.plan.offsets[buffer] * batch
+            size = self.plan.buffer_floats(buffer) * batch
+            buffers[buffer] = cached[start : start + size].reshape(batch, nb, h, w, self.lanes)
+        views = {}
+        for name, place in self.plan.places.items():
+            nb = blocks(self._tensors[name].channels, self.lanes)
+            views[name] = buffers[place.buffer][:, place.first : place.first + nb]
+        return views
+
+    # ------------------------------------------------------------------------------------------------ steps
+    def _run_step(
+        self, index: int, step: Step, views: dict[str, np.ndarray], dense: dict[str, np.ndarray], batch: int
+    ) -> None:
+        op, p = step.op, step.params
+        if op == "conv":
+            conv = self._convs[index]
+            source, target = self.plan.places[step.inputs[0]], self.plan.places[step.output]
+            residual = p["residual"]
+            res_place = self.plan.places[residual] if residual is not None else None
+            conv.kernel.run_fused(  # whole buffers, and the first block of each tensor in its buffer
+                views[source.buffer],
+                conv.weights,
+                conv.bias,
+                views[target.buffer],
+                cib=conv.config.cib,
+                rows=conv.config.rows,
+                parallel=conv.config.parallel,
+                threads=self.threads,
+                epilogue=conv.epilogue,
+                in_first=source.first,
+                out_first=target.first,
+                residual=None if res_place is None else views[res_place.buffer],
+                res_first=0 if res_place is None else res_place.first,
+            )
+        elif op == "scale_shift":
+            ops.scale_shift(views[step.inputs[0]], p["scale"], p["shift"], views[step.output])
+        elif op == "act":
+            ops.activation(views[step.inputs[0]], views[step.output], p["kind"], p["alpha"], p["beta"])
+        elif op == "add":
+            ops.add(views[step.inputs[0]], views[step.inputs[1]], views[step.output])
+        elif op == "mul":
+            np.multiply(views[step.inputs[0]], views[step.inputs[1]], out=views[step.output])
+        elif op == "scale_channels":
+            x, s = step.inputs
+            scale = views[s][:, :, 0, 0, :].reshape(batch, -1)[:, : self._tensors[s].channels]
+            ops.scale_channels(views[x], np.ascontiguousarray(scale), views[step.output])
+        elif op == "max_pool":
+            self._max_pool(step, views)
+        elif op == "avg_pool":
+            ops.average_pool(
+                views[step.inputs[0]], views[step.output], kernel=p["kernel"], stride=p["stride"], pads=p["pads"],
+                count_include_pad=p["count_include_pad"],
+            )  # fmt: skip
+        elif op == "global_avg_pool":
+            ops.global_average_pool(views[step.inputs[0]], views[step.output])
+        elif op == "lrn":
+            ops.lrn(
+                views[step.inputs[0]], views[step.output], channels=self._tensors[step.output].channels,
+                size=p["size"], alpha=p["alpha"], beta=p["beta"], bias=p["bias"],
+            )  # fmt: skip
+        elif op == "shuffle":
+            ops.channel_shuffle(
+                views[step.inputs[0]], views[step.output], channels=self._tensors[step.output].channels,
+                groups=p["groups"],
+            )  # fmt: skip
+        elif op == "concat":
+            offsets = {i: o for i, o in p["copies"]}
+            for i, name in enumerate(step.inputs):
+                if i in offsets:
+                    ops.copy_channels(views[name], views[step.output], offsets[i], self._tensors[name].channels)
+        elif op == "to_dense":
+            t = self._tensors[step.inputs[0]]
+            dense[step.output] = convert.from_blocked(
+                np.ascontiguousarray(views[t.name]), t.channels, threads=self.threads
+            )
+        else:
+            dense[step.output] = _dense_step(step, dense, batch, self._tensors[step.output].dims)
+
+    def _max_pool(self, step: Step, views: dict[str, np.ndarray]) -> None:
+        p = step.params
+        x, y = views[step.inputs[0]], views[step.output]
+        (kh, kw), (sh, sw), (t, left, b, r) = p["kernel"], p["stride"], p["pads"]
+        square = kh == kw and sh == sw and t == left == b == r and t <= kh // 2 and p["dilation"] == (1, 1)
+        floor = square and (y.shape[2], y.shape[3]) == (
+            pool_output_size(x.shape[2], kh, sh, t),
+            pool_output_size(x.shape[3], kw, sw, left),
+        )
+        # The C pool (threaded) covers the square, symmetric, floor-mode windows of most CNNs; numpy the rest.
+        if not (floor and convert.max_pool(x, y, kh, sh, t, threads=self.threads)):
+            ops.max_pool(x, y, kernel=p["kernel"], stride=p["stride"], pads=p["pads"], dilation=p["dilation"])
+
+    # ------------------------------------------------------------------------------------------------ summary
+    def summary(self) -> str:
+        """The plan in words: each step with its shapes, kernel and where its configuration came from; the arena."""
+        lines = [f"{'#':>3}  {'step':<14}{'nodes':<34}{'input -> output':<40}kernel / configuration"]
+        counts = {"tuned": 0, "nearest": 0, "model": 0}
+        for index, step in enumerate(self._steps):
+            shapes = " + ".join(self._tensors[n].describe() for n in step.inputs) + " -> "
+            shapes += self._tensors[step.output].describe()
+            what = ""
+            conv = self._convs.get(index)
+            if conv is not None:
+                c = conv.config
+                extras = [conv.epilogue.act] if conv.epilogue.act != "none" else []
+                if step.params["residual"] is not None:
+                    extras.insert(0, "+residual")
+                what = f"{conv.kernel.kind} cob={c.cob} wob={c.wob} cib={c.cib} ({conv.source})" + (
+                    f" fused: {' '.join(extras)}" if extras else ""
+                )
+                counts[conv.source] += 1
+            elif step.op == "concat":
+                copies = len(step.params["copies"])
+                what = "in place" if not copies else f"copies {copies} of {len(step.inputs)} inputs"
+            label = step.label()
+            lines.append(f"{index:>3}  {step.op:<14}{label[:33]:<34}{shapes:<40}{what}")
+        plan = self.plan
+        lines.append(
+            f"{len(self._steps)} steps, {len(self._convs)} convolutions (configurations: "
+            + ", ".join(f"{v} {k}" for k, v in counts.items())
+            + f"); {self.threads} thread(s), {self.lanes} lanes"
+        )
+        lines.append(
+            f"activation arena: {4 * plan.floats / 2**20:.2f} MiB per image ({len(plan.shapes)} buffers, "
+            f"{4 * plan.unshared / 2**20:.2f} MiB without reuse)"
+        )
+        return "\n".join(lines)
+
+    def convolutions(self) -> list[tuple[Step, Conv]]:
+        """Every convolution step with its kernel and configuration (tune --onnx, show, export)."""
+        return [(self._steps[i], c) for i, c in sorted(self._convs.items())]
+
+
+def _memory_bytes() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not POSIX
+        return 1 << 34
+
+
+def _dense_step(step: Step, dense: dict[str, np.ndarray], batch: int, dims: tuple[int, ...]) -> np.ndarray:
+    """The tail's steps on dense arrays (numpy; BLAS for Gemm and MatMul)."""
+    op, p = step.op, step.params
+    if op == "reshape":
+        return dense[step.inputs[0]].reshape(batch, *dims)
+    if op == "gemm":
+        y = dense[step.inputs[0]] @ p["matrix"]
+        return y if p["bias"] is None else np.add(y, p["bias"], out=y)
+    if op == "softmax":
+        x = dense[step.inputs[0]]
+        shape = x.shape
+        axis = p["axis"]
+        if p["flatten"]:
+            x = x.reshape(int(np.prod(shape[:axis])), -1)
+            axis = 1
+        e = np.exp(x - x.max(axis=axis, keepdims=True))
+        return (e / e.sum(axis=axis, keepdims=True)).reshape(shape).astype(np.float32)
+    if op == "dense_act":
+        x = dense[step.inputs[0]]
+        return _dense_activation(x, p["kind"], p["alpha"], p["beta"])
+    if op in ("dense_add", "dense_mul"):
+        a, b = (dense[o] if isinstance(o, str) else o for o in p["operands"])
+        return (np.add if op == "dense_add" else np.multiply)(a, b).astype(np.float32)
+    if op == "dense_concat":
+        return np.concatenate([dense[n] for n in step.inputs], axis=p["axis"])
+    raise AssertionError(f"no implementation for step {op}")
+
+
+def _dense_activation(x: np.ndarray, kind: str, alpha: float, beta: float) -> np.ndarray:
+    if kind == "relu":
+        return np.maximum(x, 0)
+    if kind == "clip":
+        return np.clip(x, alpha, beta)
+    if kind == "leaky_relu":
+        return np.where(x > 0, x, x * np.float32(alpha))
+    sig = (0.5 * (1 + np.tanh(0.5 * x))).astype(np.float32)
+    if kind == "sigmoid":
+        return sig
+    if kind == "hard_sigmoid":
+        return np.clip(x * np.float32(alpha) + np.float32(beta), 0, 1)
+    if kind == "hard_swish":
+        return x * np.clip(x / np.float32(6) + np.float32(0.5), 0, 1)
+    return x * sig
