@@ -35,23 +35,14 @@ from typing import Any, Literal
 
 import numpy as np
 
+from directconv.bench.corpus_names import BUILT_NAMES, LIGHT_NAMES
+
 try:
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 except ImportError as exc:  # onnx is an optional dependency
-    raise ImportError("directconv.bench.corpus needs the onnx package: pip install 'directconv[test]'") from exc
+    raise ImportError("directconv.bench.corpus needs the onnx package: pip install 'directconv[onnx]'") from exc
 
-LIGHT_NAMES = (
-    "bvlc_alexnet",
-    "densenet121",
-    "inception_v1",
-    "inception_v2",
-    "resnet50",
-    "shufflenet",
-    "squeezenet",
-    "vgg19",
-    "zfnet512",
-)
 LIGHT_DIR = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
 LIGHT_IR_VERSION = 4  # the first that lets an initializer be no graph input; opset 9 needs no newer one
 BUILT_OPSET = 13
@@ -348,8 +339,7 @@ def resnext50_32x4d() -> onnx.ModelProto:
 
 CORPUS: dict[str, Callable[[], onnx.ModelProto]] = {
     **{name: functools.partial(light_model, name) for name in LIGHT_NAMES},
-    "mobilenetv2": mobilenet_v2,
-    "resnext50": resnext50_32x4d,
+    **dict(zip(BUILT_NAMES, (mobilenet_v2, resnext50_32x4d), strict=True)),
 }
 
 

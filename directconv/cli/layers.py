@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from directconv.core.shape import ConvShape
 from directconv.core.suite import NETWORKS, Layer, get_layer, network_layers
@@ -34,6 +35,14 @@ def add_layer_options(p: argparse.ArgumentParser, *, shape_options: bool = False
         choices=NETWORKS,
         help="every convolution layer of a network: its suite layers and, for the networks directconv/nn/networks.yaml "
         "chains, every other shape of its chain, named network:step (repeatable)",
+    )
+    p.add_argument(
+        "--onnx",
+        action="append",
+        default=[],
+        metavar="MODEL",
+        help="every distinct convolution of an ONNX model: a .onnx file, or a name of the bundled corpus "
+        f"({', '.join(corpus_names())}) (repeatable)",
     )
     if shape_options:
         g = p.add_argument_group("explicit shape (instead of --layer)")
@@ -70,12 +79,39 @@ def selected_layers(args: argparse.Namespace, *, required: bool = True) -> list[
     for network in args.network:
         seen = {layer.shape for layer in layers}
         layers += [layer for layer in network_conv_layers(network) if layer.shape not in seen]
+    for model in getattr(args, "onnx", []):
+        seen = {layer.shape for layer in layers}
+        layers += [layer for layer in onnx_layers(model) if layer.shape not in seen]
     shape = explicit_shape(args)
     if shape is not None:
         layers.append(Layer(shape.describe(), shape))
     if required and not layers:
-        raise ValueError("name at least one layer: --layer NAME, --network NAME (or an explicit shape)")
+        raise ValueError("name at least one layer: --layer NAME, --network NAME, --onnx MODEL (or an explicit shape)")
     return layers
+
+
+def corpus_names() -> list[str]:
+    """The models `--onnx NAME` finds without a file: directconv.bench.corpus, built from onnx's test data."""
+    from directconv.bench.corpus_names import CORPUS_NAMES
+
+    return list(CORPUS_NAMES)
+
+
+def onnx_source(model: str) -> str | bytes:
+    """What `--onnx MODEL` names: the file if one exists, else a model of the bundled corpus (its bytes)."""
+    if Path(model).exists() or model not in corpus_names():
+        return model
+    from directconv.bench.corpus import corpus_bytes
+
+    return corpus_bytes(model)
+
+
+def onnx_layers(model: str) -> list[Layer]:
+    """The distinct convolutions of an ONNX model, named MODEL:node (see graph.conv_layers)."""
+    from directconv.graph import conv_layers
+
+    stem = Path(model).stem if Path(model).exists() else model
+    return [Layer(f"{stem}:{node}", shape) for node, shape in conv_layers(onnx_source(model))]
 
 
 def explicit_shape(args: argparse.Namespace) -> ConvShape | None:

@@ -16,6 +16,14 @@ _SUBCOMMANDS: tuple[tuple[str, str, str, str], ...] = (
         "of this machine's measured FMA peak per layer.",
     ),
     (
+        "run",
+        "directconv.cli.run",
+        "run an ONNX model on this machine's kernels: outputs' shapes, time per inference, the plan",
+        "Load an ONNX model (its convolutions run their tuned configurations, else the nearest tuned or the "
+        "model's), run it on the given or generated inputs, and print each output's shape and the time per "
+        "inference; --summary prints the plan.",
+    ),
+    (
         "probe",
         "directconv.cli.probe",
         "describe this CPU (identity, caches, cores) and measure its FMA latency, throughput, clock and peak",

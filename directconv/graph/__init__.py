@@ -6,7 +6,7 @@ arena (one buffer plan) -> model (kernels, packed weights, run). ops holds the n
 
 from __future__ import annotations
 
-from directconv.graph.model import Model, load_onnx
+from directconv.graph.model import Model, conv_layers, load_onnx
 from directconv.graph.read import OnnxModelError
 
-__all__ = ["Model", "OnnxModelError", "load_onnx"]
+__all__ = ["Model", "OnnxModelError", "conv_layers", "load_onnx"]

@@ -27,7 +27,7 @@ class Tensor:
         return math.prod(self.dims)
 
     def describe(self) -> str:
-        return ("blocked " if self.blocked else "") + "x".join(str(d) for d in ("N", *self.dims))
+        return "x".join(str(d) for d in ("N", *self.dims)) + ("" if self.blocked else " dense")
 
 
 @dataclass

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import threading
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +28,7 @@ from directconv.kernels.layout import blocks
 from directconv.nn.api import available_threads
 from directconv.nn.pool import pool_output_size
 
-__all__ = ["Model", "OnnxModelError", "load_onnx"]
+__all__ = ["Model", "OnnxModelError", "conv_layers", "load_onnx"]
 
 # An arena larger than this fraction of the machine's memory is refused before it is allocated.
 MEMORY_FRACTION = 0.75
@@ -69,6 +70,22 @@ def load_onnx(
     return Model(parsed.inputs, parsed.outputs, outputs, steps, tensors, threads or available_threads())
 
 
+def conv_layers(
+    source: str | os.PathLike[str] | bytes, *, input_shapes: dict[str, tuple[int, ...]] | None = None
+) -> list[tuple[str, Any]]:
+    """The distinct convolutions of an ONNX model as (ONNX node name, ConvShape), in graph order, found as load_onnx
+    finds them (after fusion) but without choosing configurations or compiling anything: what `tune --onnx`,
+    `show --cache --onnx` and `export --onnx` work on."""
+    parsed = parse(source)
+    steps, _, alias = build(parsed, {k: tuple(v) for k, v in (input_shapes or {}).items()})
+    steps = fuse(steps, {_resolve(alias, name) for name in parsed.outputs})
+    found: dict[Any, str] = {}
+    for step in steps:
+        if step.op == "conv":
+            found.setdefault(step.params["shape"], step.nodes[0])
+    return [(name, shape) for shape, name in found.items()]
+
+
 def _resolve(alias: dict[str, str], name: str) -> str:
     while name in alias:
         name = alias[name]
@@ -100,12 +117,11 @@ class Model:
         self._steps = steps
         self._convs: dict[int, Conv] = {}
         lanes = None
-        untuned = []
+        choices = {}
         for index, step in enumerate(steps):
             if step.op != "conv":
                 continue
-            shape = step.params["shape"]
-            choice = choose_config(shape, threads, warn=False)
+            choice = choose_config(step.params["shape"], threads, warn=False)
             config = choice.config.replace(threads=threads)
             if lanes is None:
                 lanes = config.lanes
@@ -114,10 +130,15 @@ class Model:
                     f"{step.label()}: its configuration ({config.isa}) blocks by {config.lanes} lanes, the others "
                     f"by {lanes}; the config store mixes vector widths for this machine"
                 )
-            kernel = runtime.load(config, shape)
-            p = step.params
+            choices[index] = (choice, config)
+        # Compilers are processes of their own: build the kernels side by side, then load each from the disk cache.
+        with ThreadPoolExecutor(max_workers=available_threads()) as pool:
+            list(pool.map(lambda i: runtime.build(choices[i][1], steps[i].params["shape"]), choices))
+        untuned = 0
+        for index, (choice, config) in choices.items():
+            p, shape = steps[index].params, steps[index].params["shape"]
             self._convs[index] = Conv(
-                kernel=kernel,
+                kernel=runtime.load(config, shape),
                 config=config,
                 weights=layout.pack_weights(p.pop("weight"), config.lanes, config.cob, shape.groups),
                 bias=layout.pack_bias(p.pop("bias"), shape, config.lanes, config.cob),
@@ -125,8 +146,7 @@ class Model:
                 source=choice.source,
                 detail=choice.detail,
             )
-            if choice.source == "model":
-                untuned.append(shape)
+            untuned += choice.source == "model"
         if lanes is None:
             from directconv.core.isa import get_isa, host_isa
 
@@ -137,7 +157,7 @@ class Model:
         self._lock = threading.Lock()
         if untuned:
             warnings.warn(
-                f"{len(untuned)} of {len(self._convs)} convolutions run the model's configuration (nothing tuned "
+                f"{untuned} of {len(self._convs)} convolutions run the model's configuration (nothing tuned "
                 f"for them on this machine at {threads} thread(s)); `directconv tune --onnx MODEL` tunes them",
                 UserWarning,
                 stacklevel=3,
@@ -197,6 +217,11 @@ class Model:
             batch = x.shape[0]
         assert batch is not None
         return batch
+
+    @property
+    def input_dims(self) -> dict[str, tuple[int, ...]]:
+        """Each input's (C, H, W): a call feeds (N, C, H, W) for any N."""
+        return {name: self._tensors[name].dims for name in self.input_names}
 
     def arena_bytes(self, batch: int = 1) -> int:
         """Bytes of the activation arena for `batch` images."""
@@ -310,11 +335,11 @@ class Model:
     # ------------------------------------------------------------------------------------------------ summary
     def summary(self) -> str:
         """The plan in words: each step with its shapes, kernel and where its configuration came from; the arena."""
-        lines = [f"{'#':>3}  {'step':<14}{'nodes':<34}{'input -> output':<40}kernel / configuration"]
+        lines = [f"{'#':>3}  {'step':<16}{'nodes':<30}  {'input -> output':<52}  kernel / configuration"]
         counts = {"tuned": 0, "nearest": 0, "model": 0}
         for index, step in enumerate(self._steps):
-            shapes = " + ".join(self._tensors[n].describe() for n in step.inputs) + " -> "
-            shapes += self._tensors[step.output].describe()
+            shapes = " + ".join(self._tensors[n].describe() for n in step.inputs[:3])
+            shapes += (" + ..." if len(step.inputs) > 3 else "") + " -> " + self._tensors[step.output].describe()
             what = ""
             conv = self._convs.get(index)
             if conv is not None:
@@ -330,7 +355,8 @@ class Model:
                 copies = len(step.params["copies"])
                 what = "in place" if not copies else f"copies {copies} of {len(step.inputs)} inputs"
             label = step.label()
-            lines.append(f"{index:>3}  {step.op:<14}{label[:33]:<34}{shapes:<40}{what}")
+            label = label if len(label) <= 30 else label[:27] + "..."
+            lines.append(f"{index:>3}  {step.op:<16}{label:<30}  {shapes:<52}  {what}".rstrip())
         plan = self.plan
         lines.append(
             f"{len(self._steps)} steps, {len(self._convs)} convolutions (configurations: "
