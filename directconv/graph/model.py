@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -193,6 +194,36 @@ class Model:
                 else:
                     results.append(np.array(dense[name], dtype=np.float32, copy=True))
             return results
+
+    def profile(self, feeds: dict[str, np.ndarray], repeat: int = 10) -> list[tuple[int, Step, float]]:
+        """Run `repeat` times and return (index, step, median seconds) per step, conversions of the inputs and
+        outputs as steps -1 and len(steps): where a call's time goes."""
+        checks.integer("repeat", repeat, 1)
+        batch = self._check_feeds(feeds)
+        times: list[list[float]] = [[] for _ in range(len(self._steps) + 2)]
+        with self._lock:
+            views = self._views(batch)
+            for _ in range(repeat):
+                dense: dict[str, np.ndarray] = {}
+                t0 = time.perf_counter()
+                for name in self.input_names:
+                    convert.to_blocked(np.ascontiguousarray(feeds[name]), self.lanes, threads=self.threads, out=views[name])
+                times[0].append(time.perf_counter() - t0)
+                for index, step in enumerate(self._steps):
+                    t0 = time.perf_counter()
+                    self._run_step(index, step, views, dense, batch)
+                    times[index + 1].append(time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                for name in self._outputs:
+                    if self._tensors[name].blocked:
+                        convert.from_blocked(np.ascontiguousarray(views[name]), self._tensors[name].channels)
+                times[-1].append(time.perf_counter() - t0)
+        io = Step("convert", [], "", ["inputs and outputs"])
+        rows = [(-1, Step("to_blocked", [], "", ["inputs"]), float(np.median(times[0])))]
+        rows += [(i, step, float(np.median(times[i + 1]))) for i, step in enumerate(self._steps)]
+        rows.append((len(self._steps), Step("from_blocked", [], "", ["outputs"]), float(np.median(times[-1]))))
+        del io
+        return rows
 
     def _check_feeds(self, feeds: Any) -> int:
         if not isinstance(feeds, dict):
