@@ -38,17 +38,27 @@ class Block(torch.nn.Module):
         return self.fc(f.adaptive_avg_pool2d(y, 1).flatten(1))
 
 
-def test_a_model_exported_from_pytorch_matches_torch_at_any_batch() -> None:
+def _export(module: torch.nn.Module, exporter: str) -> bytes:
+    x = torch.randn(1, 3, 20, 20)
+    if exporter == "torchscript":
+        buffer = io.BytesIO()
+        torch.onnx.export(module, x, buffer, input_names=["x"], dynamic_axes={"x": {0: "N"}}, dynamo=False)
+        return buffer.getvalue()
+    pytest.importorskip("onnxscript", reason="torch's torch.export-based ONNX exporter needs onnxscript")
+    program = torch.onnx.export(module, (x,), dynamo=True, dynamic_shapes={"x": {0: torch.export.Dim("N")}})
+    return program.model_proto.SerializeToString()
+
+
+# The TorchScript exporter, and the torch.export-based one (torch's default since 2.9: it writes the pooling as a
+# ReduceMean and the flatten as a Reshape with allowzero).
+@pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
+def test_a_model_exported_from_pytorch_matches_torch_at_any_batch(exporter: str) -> None:
     torch.manual_seed(0)
     module = Block().eval()
     with torch.no_grad():  # BatchNorm statistics that are not the identity, so that folding it matters
         module.b1.running_mean.uniform_(-0.5, 0.5)
         module.b1.running_var.uniform_(0.5, 2.0)
-    buffer = io.BytesIO()
-    torch.onnx.export(
-        module, torch.randn(1, 3, 20, 20), buffer, input_names=["input"], dynamic_axes={"input": {0: "N"}}, dynamo=False
-    )
-    model = dc.load_onnx(buffer.getvalue(), threads=1)
+    model = dc.load_onnx(_export(module, exporter), threads=1)
     convs = model.convolutions()
     assert len(convs) == 3 and all(step.params["act"] != "none" for step, _ in convs)  # BN, ReLU, HardSwish, ReLU6
     assert convs[1][0].params["residual"] is not None  # the depthwise conv adds the shortcut in its store

@@ -31,7 +31,7 @@ ACTIVATION_OPS = {
 }
 SUPPORTED = sorted(
     {"Conv", "BatchNormalization", "Add", "Sum", "Mul", "Concat", "MaxPool", "AveragePool", "GlobalAveragePool"}
-    | {"LRN", "Reshape", "Transpose", "Flatten", "Gemm", "MatMul", "Softmax"}
+    | {"LRN", "ReduceMean", "Reshape", "Transpose", "Flatten", "Gemm", "MatMul", "Softmax"}
     | set(ACTIVATION_OPS)
     | PASS_THROUGH
 )
@@ -155,13 +155,7 @@ class Builder:
     def dense_input(self, node: Any, index: int = 0) -> Tensor:
         """The tensor as a dense array: a blocked one is converted once (a to_dense step shared by its readers)."""
         t = self.tensor(node, index)
-        if not t.blocked:
-            return t
-        dense = t.name + "::dense"
-        if dense not in self.tensors:
-            self.tensors[dense] = Tensor(dense, t.dims, blocked=False)
-            self.steps.append(Step("to_dense", [t.name], dense, [f"to_dense({t.name})"]))
-        return self.tensors[dense]
+        return t if not t.blocked else self.tensors[self.dense_input_named(t.name)]
 
     def single_output(self, node: Any) -> None:
         extra = [name for name in node.output[1:] if name and self.uses[name]]
@@ -495,6 +489,31 @@ class Builder:
     def op_GlobalAveragePool(self, node: Any) -> None:
         x = self.blocked_input(node)
         self.add("global_avg_pool", node, [x.name], (x.channels, 1, 1), True)
+
+    def op_ReduceMean(self, node: Any) -> None:
+        """The mean over height and width (the torch.export exporter writes adaptive_avg_pool2d(x, 1) this way):
+        a GlobalAveragePool, then a dense (N, C) when keepdims=0."""
+        x = self.blocked_input(node)
+        axes = self.attr(node, "axes", None)
+        if axes is None and len(node.input) > 1 and node.input[1]:
+            axes = np.asarray(self.constant(node, 1, "axes")).reshape(-1).tolist()
+        if axes is None or sorted(int(a) % 4 for a in axes) != [2, 3]:
+            raise OnnxModelError(f"{where(node)}: axes={axes}; directconv averages over height and width (axes 2, 3)")
+        if int(self.attr(node, "keepdims", 1)):
+            self.add("global_avg_pool", node, [x.name], (x.channels, 1, 1), True)
+            return
+        pooled = f"{node.output[0]}::pooled"
+        self.tensors[pooled] = Tensor(pooled, (x.channels, 1, 1), True)
+        self.steps.append(Step("global_avg_pool", [x.name], pooled, [node.name or node.output[0]]))
+        self.add("reshape", node, [self.dense_input_named(pooled)], (x.channels,), False)
+
+    def dense_input_named(self, name: str) -> str:
+        """A dense copy of the blocked tensor `name` (a to_dense step), for ops that produce one internally."""
+        dense = name + "::dense"
+        if dense not in self.tensors:
+            self.tensors[dense] = Tensor(dense, self.tensors[name].dims, blocked=False)
+            self.steps.append(Step("to_dense", [name], dense, [f"to_dense({name})"]))
+        return dense
 
     def op_LRN(self, node: Any) -> None:
         x = self.blocked_input(node)

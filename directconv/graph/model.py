@@ -207,7 +207,9 @@ class Model:
                 dense: dict[str, np.ndarray] = {}
                 t0 = time.perf_counter()
                 for name in self.input_names:
-                    convert.to_blocked(np.ascontiguousarray(feeds[name]), self.lanes, threads=self.threads, out=views[name])
+                    convert.to_blocked(
+                        np.ascontiguousarray(feeds[name]), self.lanes, threads=self.threads, out=views[name]
+                    )
                 times[0].append(time.perf_counter() - t0)
                 for index, step in enumerate(self._steps):
                     t0 = time.perf_counter()
