@@ -19,6 +19,10 @@ from directconv.graph.ir import Step, Tensor
 from directconv.graph.read import OnnxModelError, Parsed, where
 
 FLOAT_MAX = float(np.finfo(np.float32).max)
+# An input larger than this is refused at load: kernels are generated per layer shape (their code grows with the
+# width), so a file claiming a 10^9-pixel image must not reach the generator. Far beyond any CNN input.
+MAX_EXTENT = 1 << 15
+MAX_IMAGE_FLOATS = 1 << 30
 # ONNX ops whose output is their input (inference only).
 PASS_THROUGH = frozenset({"Identity", "Dropout"})
 ACTIVATION_OPS = {
@@ -87,6 +91,12 @@ class Builder:
                     f"input {name!r} has shape {list(dims)} with unknown C, H or W; give them with "
                     f"input_shapes={{{name!r}: (N, C, H, W)}}"
                 )
+            extents = [int(d) for d in per_image if isinstance(d, int)]
+            if max(extents) > MAX_EXTENT or math.prod(extents) > MAX_IMAGE_FLOATS:
+                raise OnnxModelError(
+                    f"input {name!r} has shape {list(dims)}: directconv takes C, H and W up to {MAX_EXTENT} and up to "
+                    f"{MAX_IMAGE_FLOATS} values per image"
+                )
             self.declared_batch[name] = dims[0] if isinstance(dims[0], int) and dims[0] > 0 else None
             self.tensors[name] = Tensor(name, tuple(d for d in per_image if isinstance(d, int)), blocked=True)
 
@@ -141,6 +151,11 @@ class Builder:
         output = node.output[0]
         if output in self.tensors or output in self.constants:
             raise OnnxModelError(f"{where(node)}: its output {output!r} is already defined")
+        if (blocked and max(dims) > MAX_EXTENT) or math.prod(dims) > MAX_IMAGE_FLOATS:
+            raise OnnxModelError(
+                f"{where(node)}: its output of shape {['N', *dims]} is larger than directconv takes (C, H, W up to "
+                f"{MAX_EXTENT}, {MAX_IMAGE_FLOATS} values per image)"
+            )
         self.tensors[output] = Tensor(output, dims, blocked)
         self.steps.append(Step(op, inputs, output, [node.name or output], dict(params)))
 
