@@ -8,6 +8,7 @@ during inference (VmHWM minus VmRSS before the run: the working memory of one in
 allocated between calls). A process of its own keeps one implementation's memory out of another's figures.
 The kernel batches its RSS counters, so both figures are exact to a few hundred KiB only.
 Linux only: elsewhere, or when /proc does not allow it, the figures are "n/a" with the reason.
+The ONNX-model bench (onnx_model.py) measures the same way with a child of its own: run_child and peak_of.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -67,14 +69,20 @@ def _child(registry: Registry[NetworkProblem], spec: NetworkSpec, impl_name: str
     # Every implementation copied the weights into its own model; dropping the originals leaves that model's
     # memory only (the input stays: the call refers to it).
     del problem
-    result = prepared.call()
+    return peak_of(prepared.call).to_dict()
+
+
+def peak_of(call: Callable[[], object]) -> MemoryUsage:
+    """In a child: run `call` once to warm up, reset the peak, run it again; the peak RSS during that run and its
+    growth over the RSS just before it (see the module docstring). Needs unavailable_reason() to be None."""
+    result = call()
     del result
     CLEAR_REFS.write_text(RESET_PEAK)
     before = parse_status(STATUS.read_text())
-    result = prepared.call()
+    result = call()
     after = parse_status(STATUS.read_text())
     del result
-    return MemoryUsage(after["VmHWM"], after["VmHWM"] - before["VmRSS"], before["VmRSS"]).to_dict()
+    return MemoryUsage(after["VmHWM"], after["VmHWM"] - before["VmRSS"], before["VmRSS"])
 
 
 def _package_root() -> str:
@@ -84,6 +92,16 @@ def _package_root() -> str:
 
 def measure_memory(spec: NetworkSpec, impl_name: str, timeout: float = TIMEOUT_SECONDS) -> MemoryUsage | str:
     """The memory of `impl_name` on `spec`, measured in a child process; a string saying why where it cannot be."""
+    data = run_child("directconv.bench.memory", [spec.to_json(), impl_name], timeout)
+    if isinstance(data, str):
+        return data
+    return MemoryUsage(data["peak_rss_bytes"], data["growth_bytes"], data["rss_before_bytes"])
+
+
+def run_child(module: str, args: Sequence[str], timeout: float = TIMEOUT_SECONDS) -> dict[str, Any] | str:
+    """Run `python -m module *args` with CHILD_ENV and this directconv importable, and return the JSON object on
+    the last line it prints; a string saying why instead where memory cannot be measured, or the child failed or
+    took longer than `timeout` seconds."""
     reason = unavailable_reason()
     if reason is not None:
         return reason
@@ -91,19 +109,15 @@ def measure_memory(spec: NetworkSpec, impl_name: str, timeout: float = TIMEOUT_S
     env["PYTHONPATH"] = os.pathsep.join(p for p in (_package_root(), env.get("PYTHONPATH")) if p)
     try:
         proc = subprocess.run(
-            [sys.executable, "-m", "directconv.bench.memory", spec.to_json(), impl_name],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env=env,
+            [sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=timeout, env=env
         )
     except subprocess.TimeoutExpired:
         return f"the child process took longer than {timeout:.0f} s"
     if proc.returncode != 0:
         lines = (proc.stderr or proc.stdout).strip().splitlines()
         return f"the child process failed (exit {proc.returncode}): {lines[-1] if lines else 'no output'}"
-    data = json.loads(proc.stdout.strip().splitlines()[-1])
-    return MemoryUsage(data["peak_rss_bytes"], data["growth_bytes"], data["rss_before_bytes"])
+    data: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return data
 
 
 def main(argv: list[str]) -> int:

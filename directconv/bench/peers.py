@@ -198,8 +198,9 @@ def onnx_model_bytes(graph: Any) -> bytes:
     return model.SerializeToString()
 
 
-def onnx_session(model: bytes, threads: int) -> Any:
-    """An onnxruntime CPU session on `threads` intra-op threads, run sequentially, with every graph optimization."""
+def onnx_session(model: bytes | str, threads: int) -> Any:
+    """An onnxruntime CPU session of a model (its bytes, or its file's path) on `threads` intra-op threads, run
+    sequentially, with every graph optimization."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()

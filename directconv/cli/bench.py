@@ -1,4 +1,5 @@
-"""`directconv bench`: the command line. The bench itself is directconv.bench (per_layer, end_to_end, session).
+"""`directconv bench`: the command line. The bench itself is directconv.bench (per_layer, end_to_end, onnx_model,
+session).
 
 Exit status: 0 when every directconv implementation computed correct answers, 1 when one did not (peers that
 are wrong or fail are reported but do not change the status), 2 on bad arguments (raised as ValueError and
@@ -10,8 +11,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from directconv.bench import end_to_end, kind, per_layer, session
+from directconv.bench import end_to_end, kind, onnx_model, per_layer, session
 from directconv.bench.base import SOURCES
+from directconv.bench.corpus_names import CORPUS_NAMES
 from directconv.bench.runner import DEFAULT, QUICK, settings_for
 from directconv.core.suite import NETWORKS
 
@@ -62,6 +64,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "onnxruntime), with its memory high-water mark",
     )
     parser.add_argument(
+        "--onnx",
+        action="append",
+        metavar="MODEL",
+        help="an ONNX file, or else a model of the corpus of that name (when no such file exists: "
+        f"{', '.join(CORPUS_NAMES)}) (repeatable): time directconv.load_onnx against an onnxruntime session on the "
+        "same model, NCHW in and out, outputs checked against onnxruntime's, each one's memory high-water mark "
+        "measured, directconv's load time reported apart",
+    )
+    parser.add_argument(
+        "--batch",
+        type=_positive_int,
+        metavar="N",
+        help="with --onnx: images per inference (default 1; a file that fixes its batch accepts only that one)",
+    )
+    parser.add_argument(
         "--input-size",
         type=_positive_int,
         metavar="S",
@@ -85,7 +102,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         metavar="NAME",
         help=f"only these implementations: {', '.join(per_layer.REGISTRY.names())} (with --end-to-end: "
-        f"{', '.join(end_to_end.REGISTRY.names())})",
+        f"{', '.join(end_to_end.REGISTRY.names())}; with --onnx: {', '.join(onnx_model.REGISTRY.names())})",
     )
     parser.add_argument(
         "--rounds",
@@ -133,4 +150,8 @@ def request(args: argparse.Namespace) -> kind.Request:
 
 def run(args: argparse.Namespace) -> int:
     parsed = request(args)
+    if args.onnx:
+        return session.run(onnx_model.kind(args.onnx, args.batch or 1), parsed)
+    if args.batch is not None:
+        raise ValueError("--batch sets the batch of --onnx models: give --onnx MODEL")
     return session.run(end_to_end.KIND if parsed.end_to_end else per_layer.KIND, parsed)
