@@ -55,6 +55,21 @@ C_BENCH_SIGNATURE = (
 )
 
 
+# A layer with fewer multiply-adds per call than this runs on one thread whatever it is given: waking a second
+# thread costs microseconds, and on a shared host a descheduled thread holds the whole layer up (a 2-convolution
+# model on 16x16 maps ran 7x slower on 2 threads than on 1). About 10 us of one core's work.
+MIN_PARALLEL_MACS = 1 << 18
+
+
+def parallel_macros(shape: ConvShape) -> str:
+    """WORK: the layer's multiply-adds per image; PARALLEL(batch): whether a call is worth a team of threads."""
+    macs = shape.ho * shape.wo * shape.co * shape.cig * shape.kh * shape.kw
+    return (
+        f"#define WORK ((long){macs})  /* multiply-adds per image */\n"
+        f"#define PARALLEL(batch) ((long)(batch) * WORK >= {MIN_PARALLEL_MACS}L)"
+    )
+
+
 def c_text(name: str) -> str:
     """A C file of kernels/c/ (shared pieces of generated and fixed C)."""
     return (resources.files(__package__) / "c" / name).read_text()
@@ -290,6 +305,7 @@ def generate(cfg: KernelConfig, shape: ConvShape, *, pin: bool = True) -> str:
     )
     out.extend(f"#define {k} {v}" for k, v in consts.items())
     out.append("#define PLANE ((ptrdiff_t)HO * WO * CB)  /* distance between two output channel blocks */")
+    out.append(parallel_macros(shape))
     out.append("#define IN_BLOCKS (G * NBI)  /* input and output channel blocks of one image */")
     out.append("#define OUT_BLOCKS (G * NBO)")
 
@@ -338,7 +354,7 @@ def generate(cfg: KernelConfig, shape: ConvShape, *, pin: bool = True) -> str:
     if (rows > HO) rows = HO;
     const long row_tasks = (HO + rows - 1) / rows;
     const long tasks = (long)batch * G * NJ * row_tasks;
-    #pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if(threads > 1)
+    #pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if(threads > 1 && PARALLEL(batch))
     for (long t = 0; t < tasks; ++t) {{
         long b, j, rt;
         if (parallel_rows) {{ j = t % (G * NJ); rt = (t / (G * NJ)) % row_tasks; b = t / (G * NJ * row_tasks); }}
@@ -416,7 +432,7 @@ def _grouped_nchw_source(shape: ConvShape, cfg: KernelConfig, tail_call: str, ve
     const dc_act ep = {{relu ? DC_ACT_RELU : DC_ACT_NONE, 0.0f, 0.0f}};
     const float *res_r = 0;
     const long tasks = (long)batch * G * NJ;
-    #pragma omp parallel num_threads(threads) if(threads > 1)
+    #pragma omp parallel num_threads(threads) if(threads > 1 && PARALLEL(batch))
     {{
         float *in_b = scratch + (size_t)DC_THREAD * SCRATCH;  /* one group's input blocks of one image */
         float *out_j = in_b + (size_t)NBI * H * W * CB;

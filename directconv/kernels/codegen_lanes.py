@@ -39,6 +39,7 @@ from directconv.kernels.codegen import (
     c_text,
     conv_wrapper_source,
     nchw_prelude,
+    parallel_macros,
     plan_tiles,
     store_tile,
     vector_prelude,
@@ -237,6 +238,7 @@ def generate(cfg: KernelConfig, shape: ConvShape, *, pin: bool = True) -> str:
     out.extend(f"#define {k} {v}" for k, v in consts.items())
     out.append("#define PLANE ((ptrdiff_t)HO * WO * CB)  /* distance between two output channel blocks */")
     out.append("#define PLANE_IN ((ptrdiff_t)H * W * CB)  /* distance between two input channel blocks */")
+    out.append(parallel_macros(shape))
     out.append("#define IN_BLOCKS NBI  /* input and output channel blocks of one image */")
     out.append("#define OUT_BLOCKS NBO")
     out.append(f"static const int SRC[{nbo}] = {{{', '.join(map(str, bases))}}};  /* first input vector per output */")
@@ -267,7 +269,7 @@ def generate(cfg: KernelConfig, shape: ConvShape, *, pin: bool = True) -> str:
     if (rows > HO) rows = HO;
     const long row_tasks = (HO + rows - 1) / rows;
     const long tasks = (long)batch * NJ * row_tasks;
-    #pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if(threads > 1)
+    #pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if(threads > 1 && PARALLEL(batch))
     for (long t = 0; t < tasks; ++t) {{
         long b, j, rt;
         if (parallel_rows) {{ j = t % NJ; rt = (t / NJ) % row_tasks; b = t / (NJ * row_tasks); }}
@@ -338,7 +340,7 @@ static const int TASK_COUNT[NJ] = {{{count}}};
     const long tasks = (long)batch * NJ;
     const dc_act ep = {{relu ? DC_ACT_RELU : DC_ACT_NONE, 0.0f, 0.0f}};
     const float *res_r = 0;
-    #pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if(threads > 1)
+    #pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if(threads > 1 && PARALLEL(batch))
     for (long t = 0; t < tasks; ++t) {{
         const long b = t / NJ, j = t % NJ;
         float *in_b = scratch + (size_t)DC_THREAD * SCRATCH;  /* this task's input blocks, from TASK_FIRST[j] on */

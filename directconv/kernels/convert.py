@@ -50,6 +50,15 @@ def _library(lanes: int) -> Any | None:
     return lib
 
 
+# Copies of fewer floats than this run on one thread: a second thread costs more to wake than it saves, and on a
+# shared host it can be descheduled (kernels.codegen.MIN_PARALLEL_MACS is the kernels' rule).
+MIN_PARALLEL_FLOATS = 1 << 16
+
+
+def _team(threads: int, floats: int) -> int:
+    return max(1, threads) if floats >= MIN_PARALLEL_FLOATS else 1
+
+
 def _pointer(a: np.ndarray) -> Any:
     return ffi.float_pointer(a)
 
@@ -74,7 +83,7 @@ def to_blocked(x: np.ndarray, lanes: int, *, threads: int = 1, out: np.ndarray |
     if lib is None or x.size == 0:
         return layout.nchw_to_blocked(x, lanes, out=out)
     x = np.ascontiguousarray(x, dtype=np.float32)
-    if lib.dc_to_blocked(_pointer(x), _pointer(out), n, c, h * w, max(1, threads)) != 0:
+    if lib.dc_to_blocked(_pointer(x), _pointer(out), n, c, h * w, _team(threads, x.size)) != 0:
         raise ValueError(f"dc_to_blocked refused shape {x.shape} with threads={threads}")
     return out
 
@@ -95,7 +104,7 @@ def from_blocked(xb: np.ndarray, channels: int, *, threads: int = 1, out: np.nda
     if lib is None or not xb.flags.c_contiguous or xb.dtype != np.float32:
         out[...] = layout.blocked_to_nchw(xb, channels)
         return out
-    if lib.dc_from_blocked(_pointer(xb), _pointer(out), n, channels, h * w, max(1, threads)) != 0:
+    if lib.dc_from_blocked(_pointer(xb), _pointer(out), n, channels, h * w, _team(threads, out.size)) != 0:
         raise ValueError(f"dc_from_blocked refused shape {xb.shape} with threads={threads}")
     return out
 
@@ -114,7 +123,17 @@ def max_pool(x: np.ndarray, y: np.ndarray, kernel: int, stride: int, padding: in
     n, nb, h, w, _ = x.shape
     if (
         lib.dc_max_pool(
-            _pointer(x), _pointer(y), n * nb, h, w, y.shape[2], y.shape[3], kernel, stride, padding, max(1, threads)
+            _pointer(x),
+            _pointer(y),
+            n * nb,
+            h,
+            w,
+            y.shape[2],
+            y.shape[3],
+            kernel,
+            stride,
+            padding,
+            _team(threads, x.size),
         )
         != 0
     ):

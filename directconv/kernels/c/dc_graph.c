@@ -1,0 +1,366 @@
+/* The non-convolution operators of a graph on blocked activations, multi-threaded: pooling, channel shuffle and
+ * copy, activations, sums and per-channel affine maps.
+ *
+ * graph/ops.py defines each operator in numpy with onnxruntime's semantics; numpy makes a pass per kernel tap or
+ * per arithmetic step on one thread, which made these operators a fifth to two fifths of a network's time. Here
+ * each output element is computed in one pass, in the order and with the roundings of the numpy passes, so the
+ * results are the same bit for bit, except global average pooling (float64 sums in another order) and sigmoid and
+ * SiLU (a polynomial exp, dc_epilogue.h), both within 1e-6 relative. kernels/graph_ops.py checks every array
+ * before calling.
+ *
+ * Before this text (kernels/graph_ops.py): DC_LANES (channels per block); DC_CHUNK (lanes per vector: 4 when
+ * DC_LANES is a multiple of 4, else 1); kernels/codegen.vector_prelude for DC_CHUNK lanes (vf, vi, VLOAD, VSTORE);
+ * dc_epilogue.h (the DC_ACT_* codes, VSEL, dc_exp). Built without ISA flags (16-byte SSE2 or NEON vectors: the loops
+ * are bound by memory) and with -ffp-contract=off, so that x * a + b rounds twice as numpy's two passes do.
+ *
+ * Layouts. A tensor is n images `xs` floats apart (a slice of channel blocks of a larger buffer has a batch stride
+ * above its own image size); an image is nb contiguous channel blocks [nb][h][w][DC_LANES]; channel c is lane
+ * c % DC_LANES of block c / DC_LANES. Per-channel vectors (scale, shift) are nb * DC_LANES floats.
+ * Every function returns 0, or -1 before touching memory when an argument is out of range. Each output element is
+ * written by one task in a fixed order, so results do not depend on `threads`. The outputs of pools, the shuffle and
+ * the channel copy must not overlap their input; an elementwise output may be an input itself, element for element,
+ * but must not overlap it otherwise.
+ */
+#include <float.h>
+#include <math.h>
+#include <string.h>
+
+_Static_assert(sizeof(vf) == DC_CHUNK * sizeof(float), "vf holds DC_CHUNK lanes");
+_Static_assert(DC_LANES % DC_CHUNK == 0, "a block is whole vectors");
+
+#define DC_VECS (DC_LANES / DC_CHUNK) /* vectors per pixel */
+#define DC_RUN 2048                   /* pixels per task of the per-block operators: 8 KiB of one channel plane */
+#define DC_SPAN 16384                 /* floats per task of the elementwise operators: 64 KiB */
+#define DC_MIN_WORK 32768             /* below this many floats read, a second thread costs more than it saves */
+
+typedef double vd __attribute__((vector_size(8 * DC_CHUNK)));
+
+static inline long dc_min(long a, long b) { return a < b ? a : b; }
+
+/* Task t of (image, block, run of DC_RUN pixels) over n images of nb blocks of hw pixels. */
+static inline void dc_task(long t, long nb, long runs, long hw, long *b, long *cb, long *p0, long *p1)
+{
+    *b = t / (nb * runs);
+    *cb = (t / runs) % nb;
+    *p0 = (t % runs) * DC_RUN;
+    *p1 = dc_min(*p0 + DC_RUN, hw);
+}
+
+/* np.clip(v, 0, 1): v itself on a tie (-0 stays -0), NaN passes through. */
+static inline vf dc_clip01(vf v)
+{
+    const vf zero = {0}, one = zero + 1.0f;
+    v = VSEL(v < zero, zero, v);
+    return VSEL(v > one, one, v);
+}
+
+/* 1 + exp(-x), +inf where dc_exp would saturate (x below -88.38): as numpy's overflow, which the division
+ * turns into the exact limit 0 (sigmoid) or -0 (SiLU) instead of dividing by a clamped exp. */
+static inline vf dc_logistic_denominator(vf x)
+{
+    const vf zero = {0};
+    return VSEL(x < zero - 88.3762626647949f, zero + INFINITY, dc_exp(-x) + 1.0f);
+}
+
+/* act(x) as graph/ops.py's numpy passes compute it: np.maximum and np.minimum give the second operand on a tie and
+ * propagate NaN; np.clip keeps x on a tie; hard_sigmoid and hard_swish round after each step. */
+static inline vf dc_act_numpy(vf x, int act, float alpha, float beta)
+{
+    const vf zero = {0}, a = zero + alpha, b = zero + beta;
+    switch (act) {
+    case DC_ACT_RELU: return VSEL((x > zero) | (x != x), x, zero);
+    case DC_ACT_CLIP: {
+        const vf lo = VSEL((x > a) | (x != x), x, a);
+        return VSEL((lo < b) | (lo != lo), lo, b);
+    }
+    case DC_ACT_LEAKY_RELU: return VSEL(x < zero, x * a, x);
+    case DC_ACT_SIGMOID: return 1.0f / dc_logistic_denominator(x);
+    case DC_ACT_HARD_SIGMOID: return dc_clip01(x * a + b);
+    case DC_ACT_HARD_SWISH: return x * dc_clip01(x * (float)(1.0 / 6.0) + 0.5f);
+    case DC_ACT_SILU: return x / dc_logistic_denominator(x);
+    default: return x;
+    }
+}
+
+/* First and end tap (0 <= first, end <= k) of a kernel of k taps d apart starting at input index `start` whose
+ * input index lies in [0, size); first >= end when none does. */
+static inline void dc_taps(long start, long size, int k, int d, int *first, int *end)
+{
+    const long lo = start >= 0 ? 0 : (-start + d - 1) / d;
+    const long hi = start > size - 1 ? 0 : (size - 1 - start) / d + 1;
+    *first = (int)dc_min(lo, k);
+    *end = (int)dc_min(hi, k);
+}
+
+/* y = ONNX MaxPool of x: y[b][cb][ho][wo][DC_LANES] over x[b][cb][h][w][DC_LANES], windows of kh x kw taps
+ * (dh, dw) apart, strides (sh, sw), top and left padding (pt, pl) acting as -inf (the bottom and right padding
+ * follow from ho and wo). NaN propagates and a tie takes the later tap, as numpy's maximum folded over the taps; a
+ * window holding no input element gives -FLT_MAX. One task per output row of one (image, block). */
+int dc_graph_max_pool(const float *restrict x, float *restrict y, long n, long nb, long xs, long ys, long h, long w,
+                      long ho, long wo, int kh, int kw, int sh, int sw, int pt, int pl, int dh, int dw, int threads)
+{
+    if (n < 1 || nb < 1 || xs < 0 || ys < 0 || h < 1 || w < 1 || ho < 1 || wo < 1 || kh < 1 || kw < 1 || sh < 1
+        || sw < 1 || pt < 0 || pl < 0 || dh < 1 || dw < 1 || threads < 1)
+        return -1;
+    const long tasks = n * nb * ho;
+    #pragma omp parallel for schedule(static) num_threads(threads) \
+        if(threads > 1 && tasks > 1 && tasks * wo * DC_LANES * kh * kw >= DC_MIN_WORK)
+    for (long t = 0; t < tasks; ++t) {
+        const long oh = t % ho, cb = t / ho % nb, b = t / ho / nb, r0 = oh * sh - pt;
+        const float *restrict xp = x + b * xs + cb * h * w * DC_LANES;
+        float *restrict yr = y + b * ys + (cb * ho + oh) * wo * DC_LANES;
+        int i0, i1;
+        dc_taps(r0, h, kh, dh, &i0, &i1);
+        for (long ow = 0; ow < wo; ++ow) {
+            const long c0 = ow * sw - pl;
+            int j0, j1;
+            dc_taps(c0, w, kw, dw, &j0, &j1);
+            const vf zero = {0}, start = zero + (i0 < i1 && j0 < j1 ? -INFINITY : -FLT_MAX);
+            vf m[DC_VECS];
+            for (int q = 0; q < DC_VECS; ++q) m[q] = start;
+            for (int i = i0; i < i1; ++i)
+                for (int j = j0; j < j1; ++j) {
+                    const float *restrict xc = xp + ((r0 + (long)i * dh) * w + c0 + (long)j * dw) * DC_LANES;
+                    for (int q = 0; q < DC_VECS; ++q) {
+                        const vf a = VLOAD(xc + q * DC_CHUNK);
+                        m[q] = VSEL((a >= m[q]) | (a != a), a, m[q]); /* keeps a NaN m: neither holds */
+                    }
+                }
+            for (int q = 0; q < DC_VECS; ++q) VSTORE(yr + ow * DC_LANES + q * DC_CHUNK, m[q]);
+        }
+    }
+    return 0;
+}
+
+/* y = ONNX AveragePool of x, laid out as in dc_graph_max_pool, pads (pt, pl, pb, pr). A window's float sum runs over
+ * its input taps row by row from 0, and is divided by the count of its elements inside the input, or with
+ * include_pad inside the padded input (a ceil-mode window running past the end padding is clipped to it): the
+ * numpy fold's order and divisor, so the result is the same bit for bit. */
+int dc_graph_average_pool(const float *restrict x, float *restrict y, long n, long nb, long xs, long ys, long h,
+                          long w, long ho, long wo, int kh, int kw, int sh, int sw, int pt, int pl, int pb, int pr,
+                          int include_pad, int threads)
+{
+    if (n < 1 || nb < 1 || xs < 0 || ys < 0 || h < 1 || w < 1 || ho < 1 || wo < 1 || kh < 1 || kw < 1 || sh < 1
+        || sw < 1 || pt < 0 || pl < 0 || pb < 0 || pr < 0 || threads < 1)
+        return -1;
+    const long tasks = n * nb * ho;
+    #pragma omp parallel for schedule(static) num_threads(threads) \
+        if(threads > 1 && tasks > 1 && tasks * wo * DC_LANES * kh * kw >= DC_MIN_WORK)
+    for (long t = 0; t < tasks; ++t) {
+        const long oh = t % ho, cb = t / ho % nb, b = t / ho / nb, r0 = oh * sh - pt;
+        const float *restrict xp = x + b * xs + cb * h * w * DC_LANES;
+        float *restrict yr = y + b * ys + (cb * ho + oh) * wo * DC_LANES;
+        int i0, i1;
+        dc_taps(r0, h, kh, 1, &i0, &i1);
+        const long rows = include_pad ? dc_min(r0 + kh, h + pb) - r0 : i1 - i0;
+        for (long ow = 0; ow < wo; ++ow) {
+            const long c0 = ow * sw - pl;
+            int j0, j1;
+            dc_taps(c0, w, kw, 1, &j0, &j1);
+            const long cols = include_pad ? dc_min(c0 + kw, w + pr) - c0 : j1 - j0;
+            vf s[DC_VECS] = {{0}};
+            for (int i = i0; i < i1; ++i)
+                for (int j = j0; j < j1; ++j) {
+                    const float *restrict xc = xp + ((r0 + i) * w + c0 + j) * DC_LANES;
+                    for (int q = 0; q < DC_VECS; ++q) s[q] += VLOAD(xc + q * DC_CHUNK);
+                }
+            const float count = (float)(rows * cols);
+            for (int q = 0; q < DC_VECS; ++q) VSTORE(yr + ow * DC_LANES + q * DC_CHUNK, s[q] / count);
+        }
+    }
+    return 0;
+}
+
+/* y[b][cb][DC_LANES] = the mean of x[b][cb][hw][DC_LANES] over its hw pixels, summed in double. One task per
+ * (image, block). */
+int dc_graph_global_average_pool(const float *restrict x, float *restrict y, long n, long nb, long hw, long xs,
+                                 long ys, int threads)
+{
+    if (n < 1 || nb < 1 || hw < 1 || xs < 0 || ys < 0 || threads < 1) return -1;
+    const long tasks = n * nb;
+    #pragma omp parallel for schedule(static) num_threads(threads) \
+        if(threads > 1 && tasks > 1 && tasks * hw * DC_LANES >= DC_MIN_WORK)
+    for (long t = 0; t < tasks; ++t) {
+        const long cb = t % nb, b = t / nb;
+        const float *restrict xp = x + b * xs + cb * hw * DC_LANES;
+        vd s[DC_VECS] = {{0}};
+        for (long p = 0; p < hw; ++p)
+            for (int q = 0; q < DC_VECS; ++q) s[q] += __builtin_convertvector(VLOAD(xp + p * DC_LANES + q * DC_CHUNK), vd);
+        for (int q = 0; q < DC_VECS; ++q)
+            VSTORE(y + b * ys + cb * DC_LANES + q * DC_CHUNK, __builtin_convertvector(s[q] / (double)hw, vf));
+    }
+    return 0;
+}
+
+/* Pixels [p0, p1) of lanes [lo, hi) of one output block yb: lane l of pixel p = xi[src[l] + p * DC_LANES]. A full
+ * block's constant trip count lets the lane loop unroll. */
+static inline void dc_gather(const float *restrict xi, float *restrict yb, const long *src, int lo, int hi, long p0,
+                             long p1)
+{
+    if (lo == 0 && hi == DC_LANES) {
+        for (long p = p0; p < p1; ++p)
+            for (int l = 0; l < DC_LANES; ++l) yb[p * DC_LANES + l] = xi[src[l] + p * DC_LANES];
+    } else {
+        for (long p = p0; p < p1; ++p)
+            for (int l = lo; l < hi; ++l) yb[p * DC_LANES + l] = xi[src[l] + p * DC_LANES];
+    }
+}
+
+/* Where channel s of an image of hw-pixel blocks starts: its block's offset plus its lane. */
+static inline long dc_channel_offset(long s, long hw)
+{
+    return s / DC_LANES * hw * DC_LANES + s % DC_LANES;
+}
+
+/* y = ShuffleNet's channel shuffle of x (both n images of nb blocks of hw pixels): output channel k * g + i is input
+ * channel i * (c / g) + k; the padded lanes (channels c and up) become zero. One task per (image, output block,
+ * run of pixels), each pixel a gather of DC_LANES input channels. */
+int dc_graph_channel_shuffle(const float *restrict x, float *restrict y, long n, long nb, long hw, long xs, long ys,
+                             long c, long g, int threads)
+{
+    if (n < 1 || nb < 1 || hw < 1 || xs < 0 || ys < 0 || c <= (nb - 1) * DC_LANES || c > nb * DC_LANES || g < 1
+        || c % g || threads < 1)
+        return -1;
+    const long runs = (hw + DC_RUN - 1) / DC_RUN, tasks = n * nb * runs;
+    #pragma omp parallel for schedule(static) num_threads(threads) \
+        if(threads > 1 && tasks > 1 && n * nb * hw * DC_LANES >= DC_MIN_WORK)
+    for (long t = 0; t < tasks; ++t) {
+        long b, ob, p0, p1, src[DC_LANES];
+        dc_task(t, nb, runs, hw, &b, &ob, &p0, &p1);
+        const int real = (int)dc_min(DC_LANES, c - ob * DC_LANES);
+        for (int l = 0; l < real; ++l) {
+            const long k = ob * DC_LANES + l;
+            src[l] = dc_channel_offset(k % g * (c / g) + k / g, hw);
+        }
+        float *restrict yb = y + b * ys + ob * hw * DC_LANES;
+        dc_gather(x + b * xs, yb, src, 0, real, p0, p1);
+        for (long p = p0; p < p1 && real < DC_LANES; ++p)
+            for (int l = real; l < DC_LANES; ++l) yb[p * DC_LANES + l] = 0.0f;
+    }
+    return 0;
+}
+
+/* Channels [offset, offset + c) of y (n images of yb blocks) = channels [0, c) of x (n images of xb blocks), both of
+ * hw pixels: one input of a Concat. Nothing else of y is written, x's padded lanes are not read. One task per
+ * (image, output block touched, run of pixels); a block-aligned copy moves whole blocks. */
+int dc_graph_copy_channels(const float *restrict x, float *restrict y, long n, long xb, long yb, long hw, long xs,
+                           long ys, long offset, long c, int threads)
+{
+    if (n < 1 || xb < 1 || yb < 1 || hw < 1 || xs < 0 || ys < 0 || offset < 0 || c < 1 || c > xb * DC_LANES
+        || offset + c > yb * DC_LANES || threads < 1)
+        return -1;
+    const long first = offset / DC_LANES, blocks = (offset + c - 1) / DC_LANES - first + 1;
+    const long runs = (hw + DC_RUN - 1) / DC_RUN, tasks = n * blocks * runs;
+    #pragma omp parallel for schedule(static) num_threads(threads) \
+        if(threads > 1 && tasks > 1 && n * c * hw >= DC_MIN_WORK)
+    for (long t = 0; t < tasks; ++t) {
+        long b, k, p0, p1, src[DC_LANES];
+        dc_task(t, blocks, runs, hw, &b, &k, &p0, &p1);
+        const long ob = first + k;
+        const int lo = (int)(offset > ob * DC_LANES ? offset - ob * DC_LANES : 0);
+        const int hi = (int)dc_min(DC_LANES, offset + c - ob * DC_LANES);
+        for (int l = lo; l < hi; ++l) src[l] = dc_channel_offset(ob * DC_LANES + l - offset, hw);
+        const float *restrict xi = x + b * xs;
+        float *restrict yo = y + b * ys + ob * hw * DC_LANES;
+        if (offset % DC_LANES == 0 && hi - lo == DC_LANES)
+            memcpy(yo + p0 * DC_LANES, xi + src[0] + p0 * DC_LANES, (size_t)(p1 - p0) * DC_LANES * sizeof(float));
+        else
+            dc_gather(xi, yo, src, lo, hi, p0, p1);
+    }
+    return 0;
+}
+
+/* The elementwise operators run tasks of (image, span of DC_SPAN floats) over count floats per image, a vector at a
+ * time in a loop whose activation switch GCC hoists (-funswitch-loops at -O3). */
+static inline int dc_elementwise_ok(long count, int act, int threads)
+{
+    return count >= 1 && count % DC_CHUNK == 0 && act >= 0 && act < DC_ACT_COUNT && threads >= 1;
+}
+
+/* y = act(x) elementwise over n images of count floats (x may be y). */
+int dc_graph_activation(const float *x, float *y, long n, long count, long xs, long ys, int act, float alpha,
+                        float beta, int threads)
+{
+    if (n < 1 || xs < 0 || ys < 0 || !dc_elementwise_ok(count, act, threads)) return -1;
+    const long spans = (count + DC_SPAN - 1) / DC_SPAN, tasks = n * spans;
+    #pragma omp parallel for schedule(static) num_threads(threads) \
+        if(threads > 1 && tasks > 1 && n * count >= DC_MIN_WORK)
+    for (long t = 0; t < tasks; ++t) {
+        const long b = t / spans, i0 = t % spans * DC_SPAN, i1 = dc_min(i0 + DC_SPAN, count);
+        const float *xi = x + b * xs;
+        float *yi = y + b * ys;
+        for (long i = i0; i < i1; i += DC_CHUNK) VSTORE(yi + i, dc_act_numpy(VLOAD(xi + i), act, alpha, beta));
+    }
+    return 0;
+}
+
+/* y = act(a + b) elementwise over n images of count floats (y may be a or b). */
+int dc_graph_add(const float *a, const float *b, float *y, long n, long count, long as, long bs, long ys, int act,
+                 float alpha, float beta, int threads)
+{
+    if (n < 1 || as < 0 || bs < 0 || ys < 0 || !dc_elementwise_ok(count, act, threads)) return -1;
+    const long spans = (count + DC_SPAN - 1) / DC_SPAN, tasks = n * spans;
+    #pragma omp parallel for schedule(static) num_threads(threads) \
+        if(threads > 1 && tasks > 1 && n * count >= DC_MIN_WORK)
+    for (long t = 0; t < tasks; ++t) {
+        const long k = t / spans, i0 = t % spans * DC_SPAN, i1 = dc_min(i0 + DC_SPAN, count);
+        const float *ai = a + k * as, *bi = b + k * bs;
+        float *yi = y + k * ys;
+        for (long i = i0; i < i1; i += DC_CHUNK)
+            VSTORE(yi + i, dc_act_numpy(VLOAD(ai + i) + VLOAD(bi + i), act, alpha, beta));
+    }
+    return 0;
+}
+
+/* y = act(x * scale + shift) per channel, rounded after the product and after the sum, over n images of nb blocks
+ * of hw pixels (x may be y); scale and shift are nb * DC_LANES floats. One task per (image, block, run of pixels). */
+int dc_graph_scale_shift(const float *x, const float *scale, const float *shift, float *y, long n, long nb, long hw,
+                         long xs, long ys, int act, float alpha, float beta, int threads)
+{
+    if (n < 1 || nb < 1 || hw < 1 || xs < 0 || ys < 0 || act < 0 || act >= DC_ACT_COUNT || threads < 1) return -1;
+    const long runs = (hw + DC_RUN - 1) / DC_RUN, tasks = n * nb * runs;
+    #pragma omp parallel for schedule(static) num_threads(threads) \
+        if(threads > 1 && tasks > 1 && n * nb * hw * DC_LANES >= DC_MIN_WORK)
+    for (long t = 0; t < tasks; ++t) {
+        long b, cb, p0, p1;
+        dc_task(t, nb, runs, hw, &b, &cb, &p0, &p1);
+        const float *xb = x + b * xs + cb * hw * DC_LANES;
+        float *yb = y + b * ys + cb * hw * DC_LANES;
+        vf s[DC_VECS], u[DC_VECS];
+        for (int q = 0; q < DC_VECS; ++q) {
+            s[q] = VLOAD(scale + cb * DC_LANES + q * DC_CHUNK);
+            u[q] = VLOAD(shift + cb * DC_LANES + q * DC_CHUNK);
+        }
+        for (long p = p0; p < p1; ++p)
+            for (int q = 0; q < DC_VECS; ++q) {
+                const long i = p * DC_LANES + q * DC_CHUNK;
+                VSTORE(yb + i, dc_act_numpy(VLOAD(xb + i) * s[q] + u[q], act, alpha, beta));
+            }
+    }
+    return 0;
+}
+
+/* y = x * scale per (image, channel) over n images of nb blocks of hw pixels (x may be y): image b's scale is the
+ * nb * DC_LANES floats at scale + b * ss (ss = 0: one scale for every image). */
+int dc_graph_scale_channels(const float *x, const float *scale, float *y, long n, long nb, long hw, long xs, long ys,
+                            long ss, int threads)
+{
+    if (n < 1 || nb < 1 || hw < 1 || xs < 0 || ys < 0 || ss < 0 || threads < 1) return -1;
+    const long runs = (hw + DC_RUN - 1) / DC_RUN, tasks = n * nb * runs;
+    #pragma omp parallel for schedule(static) num_threads(threads) \
+        if(threads > 1 && tasks > 1 && n * nb * hw * DC_LANES >= DC_MIN_WORK)
+    for (long t = 0; t < tasks; ++t) {
+        long b, cb, p0, p1;
+        dc_task(t, nb, runs, hw, &b, &cb, &p0, &p1);
+        const float *xb = x + b * xs + cb * hw * DC_LANES;
+        float *yb = y + b * ys + cb * hw * DC_LANES;
+        vf s[DC_VECS];
+        for (int q = 0; q < DC_VECS; ++q) s[q] = VLOAD(scale + b * ss + cb * DC_LANES + q * DC_CHUNK);
+        for (long p = p0; p < p1; ++p)
+            for (int q = 0; q < DC_VECS; ++q) {
+                const long i = p * DC_LANES + q * DC_CHUNK;
+                VSTORE(yb + i, VLOAD(xb + i) * s[q]);
+            }
+    }
+    return 0;
+}

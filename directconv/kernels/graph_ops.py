@@ -1,0 +1,335 @@
+"""The non-convolution graph operators in C (kernels/c/dc_graph.c), on the caller's threads.
+
+graph/ops.py defines each operator in numpy with onnxruntime's semantics and calls these first. Each returns True
+when C wrote `y`, or False, y untouched, when there is no library (neither a C compiler nor a cached build) or the
+arrays are not laid out as C indexes them; the caller then runs numpy. The results are numpy's bit for bit, except
+global average pooling (float64 sums in another order) and sigmoid and SiLU (a polynomial exp): within 1e-6
+relative.
+
+What C indexes: float32 (N, CB, H, W, L) arrays, 4-byte aligned, each image C-contiguous, images any non-negative
+number of floats apart; so a slice buffer[:, first:first + CB] of a larger activation buffer runs here for any N.
+An output's images must not overlap each other. This module checks shapes, strides and overlaps before C sees a
+pointer; the numbers it passes on (kernel sizes, channel counts) C checks, and a refusal raises ValueError.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import numpy as np
+
+from directconv.kernels import compiler, ffi
+from directconv.kernels.codegen import c_text, vector_prelude
+from directconv.kernels.runtime import ACTIVATIONS
+
+log = logging.getLogger("directconv.cache")
+
+_DECLARATIONS = (
+    "int dc_graph_max_pool(const float *x, float *y, long n, long nb, long xs, long ys, long h, long w, long ho,"
+    "                      long wo, int kh, int kw, int sh, int sw, int pt, int pl, int dh, int dw, int threads);"
+    "int dc_graph_average_pool(const float *x, float *y, long n, long nb, long xs, long ys, long h, long w, long ho,"
+    "                          long wo, int kh, int kw, int sh, int sw, int pt, int pl, int pb, int pr,"
+    "                          int include_pad, int threads);"
+    "int dc_graph_global_average_pool(const float *x, float *y, long n, long nb, long hw, long xs, long ys,"
+    "                                 int threads);"
+    "int dc_graph_channel_shuffle(const float *x, float *y, long n, long nb, long hw, long xs, long ys, long c,"
+    "                             long g, int threads);"
+    "int dc_graph_copy_channels(const float *x, float *y, long n, long xb, long yb, long hw, long xs, long ys,"
+    "                           long offset, long c, int threads);"
+    "int dc_graph_activation(const float *x, float *y, long n, long count, long xs, long ys, int act, float alpha,"
+    "                        float beta, int threads);"
+    "int dc_graph_add(const float *a, const float *b, float *y, long n, long count, long as, long bs, long ys,"
+    "                 int act, float alpha, float beta, int threads);"
+    "int dc_graph_scale_shift(const float *x, const float *scale, const float *shift, float *y, long n, long nb,"
+    "                         long hw, long xs, long ys, int act, float alpha, float beta, int threads);"
+    "int dc_graph_scale_channels(const float *x, const float *scale, float *y, long n, long nb, long hw, long xs,"
+    "                            long ys, long ss, int threads);"
+)
+# -ffp-contract=off overrides compiler.BASE_FLAGS' fast: x * scale + shift must round twice, as numpy's two passes
+# do, also where fused multiply-adds need no ISA flag (aarch64). No ISA flags: the loops are bound by memory.
+_FLAGS = ("-ffp-contract=off",)
+_libraries: dict[int, Any] = {}
+_lock = threading.Lock()
+
+
+def _source(lanes: int) -> str:
+    chunk = 4 if lanes % 4 == 0 else 1  # 16-byte vectors where a block is whole ones, else a lane at a time
+    return (
+        f"#define DC_LANES {lanes}\n#define DC_CHUNK {chunk}\n"
+        + vector_prelude(chunk, None)
+        + c_text("dc_epilogue.h")
+        + c_text("dc_graph.c")
+    )
+
+
+def _library(lanes: int) -> Any | None:
+    """The operator library for `lanes` (built once per lanes and compiler, then from the disk cache), or None when
+    neither a compiler nor a cached build is there (remembered: the graph asks at every step)."""
+    if lanes in _libraries:
+        return _libraries[lanes]
+    with _lock:
+        if lanes not in _libraries:
+            try:
+                path = compiler.build(_source(lanes), _FLAGS, name="graph_ops")
+            except compiler.CompilerNotFoundError as exc:
+                log.info("graph operators in numpy: %s", exc)
+                _libraries[lanes] = None
+            else:
+                _libraries[lanes] = ffi.load(path, _DECLARATIONS)
+        return _libraries[lanes]
+
+
+def _batch_stride(a: np.ndarray, *, output: bool = False) -> int | None:
+    """The floats between a's images, or None unless C can index a: a non-empty aligned float32 5-D array whose
+    images are C-contiguous at a non-negative stride (for an output, writeable with disjoint images)."""
+    if a.dtype != np.float32 or a.ndim != 5 or a.size == 0 or not a.flags.aligned or not a[0].flags.c_contiguous:
+        return None
+    if output and not a.flags.writeable:
+        return None
+    if a.shape[0] == 1:
+        return 0
+    stride = a.strides[0]
+    if stride < 0 or stride % 4 or (output and stride < a[0].nbytes):
+        return None
+    return stride // 4
+
+
+def _same(a: np.ndarray, b: np.ndarray) -> bool:
+    """True if a and b are the same memory element for element."""
+    return a.ctypes.data == b.ctypes.data and a.strides == b.strides and a.shape == b.shape
+
+
+def _apart_or_same(x: np.ndarray, y: np.ndarray) -> bool:
+    """True if y is x element for element or shares no memory with x: what an elementwise C loop may write."""
+    return _same(x, y) or not np.shares_memory(x, y)
+
+
+def _pointer(a: np.ndarray) -> Any:
+    return ffi.float_pointer(a)
+
+
+def _act(kind: str | None) -> int:
+    name = kind or "none"
+    if name not in ACTIVATIONS:
+        raise ValueError(f"act must be one of {', '.join(ACTIVATIONS)} or None, got {kind!r}")
+    return ACTIVATIONS.index(name)
+
+
+def _refused(name: str, result: int, **arguments: Any) -> None:
+    if result != 0:
+        details = ", ".join(f"{k}={v}" for k, v in arguments.items())
+        raise ValueError(f"{name} refused its arguments: {details}")
+
+
+def _pool_views(x: np.ndarray, y: np.ndarray) -> tuple[Any, int, int] | None:
+    """(library, x's batch stride, y's) when C can pool x into y: same images, blocks and lanes, no overlap."""
+    xs, ys = _batch_stride(x), _batch_stride(y, output=True)
+    if xs is None or ys is None or (x.shape[:2], x.shape[4]) != (y.shape[:2], y.shape[4]) or np.shares_memory(x, y):
+        return None
+    lib = _library(x.shape[4])
+    return None if lib is None else (lib, xs, ys)
+
+
+def max_pool(
+    x: np.ndarray,
+    y: np.ndarray,
+    kernel: tuple[int, ...],
+    stride: tuple[int, ...],
+    pads: tuple[int, ...],
+    dilation: tuple[int, ...],
+    *,
+    threads: int = 1,
+) -> bool:
+    """y = ONNX MaxPool of x, pads (top, left, bottom, right) acting as -inf; y's height and width are the output
+    size (floor or ceil mode), every window is clipped to the input. NaN propagates; a window holding no input
+    element gives the lowest float32. y must not overlap x (False otherwise)."""
+    views = _pool_views(x, y)
+    if views is None:
+        return False
+    lib, xs, ys = views
+    n, nb, h, w, _ = x.shape
+    args = (n, nb, xs, ys, h, w, y.shape[2], y.shape[3], *kernel, *stride, pads[0], pads[1], *dilation, threads)
+    _refused("dc_graph_max_pool", lib.dc_graph_max_pool(_pointer(x), _pointer(y), *args), shapes=(x.shape, y.shape),
+             kernel=kernel, stride=stride, pads=pads, dilation=dilation, threads=threads)  # fmt: skip
+    return True
+
+
+def average_pool(
+    x: np.ndarray,
+    y: np.ndarray,
+    kernel: tuple[int, ...],
+    stride: tuple[int, ...],
+    pads: tuple[int, ...],
+    count_include_pad: bool,
+    *,
+    threads: int = 1,
+) -> bool:
+    """y = ONNX AveragePool of x, pads (top, left, bottom, right); y's height and width are the output size. The
+    divisor counts the window's elements inside the input, or with count_include_pad inside the padded input. y
+    must not overlap x (False otherwise)."""
+    views = _pool_views(x, y)
+    if views is None:
+        return False
+    lib, xs, ys = views
+    n, nb, h, w, _ = x.shape
+    args = (n, nb, xs, ys, h, w, y.shape[2], y.shape[3], *kernel, *stride, *pads, int(bool(count_include_pad)))
+    _refused("dc_graph_average_pool", lib.dc_graph_average_pool(_pointer(x), _pointer(y), *args, threads),
+             shapes=(x.shape, y.shape), kernel=kernel, stride=stride, pads=pads, threads=threads)  # fmt: skip
+    return True
+
+
+def global_average_pool(x: np.ndarray, y: np.ndarray, *, threads: int = 1) -> bool:
+    """y (N, CB, 1, 1, L) = the mean of x (N, CB, H, W, L) over height and width, summed in float64."""
+    n, nb, h, w, lanes = x.shape
+    if y.shape != (n, nb, 1, 1, lanes):
+        raise ValueError(f"y must have shape {(n, nb, 1, 1, lanes)}, got {y.shape}")
+    views = _pool_views(x, y)
+    if views is None:
+        return False
+    lib, xs, ys = views
+    result = lib.dc_graph_global_average_pool(_pointer(x), _pointer(y), n, nb, h * w, xs, ys, threads)
+    _refused("dc_graph_global_average_pool", result, shape=x.shape, threads=threads)
+    return True
+
+
+def channel_shuffle(x: np.ndarray, y: np.ndarray, channels: int, groups: int, *, threads: int = 1) -> bool:
+    """y = the channel shuffle of x (output channel k * groups + i = input channel i * channels / groups + k), y's
+    padded lanes zero. x and y have one shape and must not overlap (False otherwise)."""
+    if x.shape != y.shape:
+        raise ValueError(f"y must have x's shape {x.shape}, got {y.shape}")
+    views = _pool_views(x, y)
+    if views is None:
+        return False
+    lib, xs, ys = views
+    n, nb, h, w, _ = x.shape
+    result = lib.dc_graph_channel_shuffle(_pointer(x), _pointer(y), n, nb, h * w, xs, ys, channels, groups, threads)
+    _refused("dc_graph_channel_shuffle", result, shape=x.shape, channels=channels, groups=groups, threads=threads)
+    return True
+
+
+def copy_channels(x: np.ndarray, y: np.ndarray, offset: int, channels: int, *, threads: int = 1) -> bool:
+    """y's channels [offset, offset + channels) = x's [0, channels); nothing else of y is written. x and y have the
+    same images, heights, widths and lanes (any blocks) and must not overlap (False otherwise)."""
+    if (x.shape[0], *x.shape[2:]) != (y.shape[0], *y.shape[2:]):
+        raise ValueError(f"y must have x's images, height, width and lanes {x.shape}, got {y.shape}")
+    xs, ys = _batch_stride(x), _batch_stride(y, output=True)
+    if xs is None or ys is None or np.shares_memory(x, y):
+        return False
+    lib = _library(x.shape[4])
+    if lib is None:
+        return False
+    n, nb, h, w, _ = x.shape
+    args = (n, nb, y.shape[1], h * w, xs, ys, offset, channels, threads)
+    result = lib.dc_graph_copy_channels(_pointer(x), _pointer(y), *args)
+    _refused("dc_graph_copy_channels", result, shapes=(x.shape, y.shape), offset=offset, channels=channels)
+    return True
+
+
+def _elementwise(inputs: tuple[np.ndarray, ...], y: np.ndarray) -> tuple[Any, list[int], int] | None:
+    """(library, the inputs' batch strides, y's) when C can map `inputs` of y's shape elementwise into y: each
+    input is y itself or apart from it."""
+    strides = [_batch_stride(a) for a in inputs]
+    ys = _batch_stride(y, output=True)
+    if ys is None or any(s is None for s in strides) or not all(_apart_or_same(a, y) for a in inputs):
+        return None
+    lib = _library(y.shape[4])
+    return None if lib is None else (lib, [s for s in strides if s is not None], ys)
+
+
+def activation(
+    x: np.ndarray, y: np.ndarray, kind: str, alpha: float = 0.0, beta: float = 0.0, *, threads: int = 1
+) -> bool:
+    """y = the activation `kind` of x (one of runtime.ACTIVATIONS, graph/ops.py's semantics); y is x or apart from
+    it (False otherwise)."""
+    if x.shape != y.shape:
+        raise ValueError(f"y must have x's shape {x.shape}, got {y.shape}")
+    act = _act(kind)
+    views = _elementwise((x,), y)
+    if views is None:
+        return False
+    lib, (xs,), ys = views
+    n = x.shape[0]
+    result = lib.dc_graph_activation(_pointer(x), _pointer(y), n, x.size // n, xs, ys, act, alpha, beta, threads)
+    _refused("dc_graph_activation", result, shape=x.shape, kind=kind, threads=threads)
+    return True
+
+
+def add(
+    a: np.ndarray,
+    b: np.ndarray,
+    y: np.ndarray,
+    act: str | None = None,
+    alpha: float = 0.0,
+    beta: float = 0.0,
+    *,
+    threads: int = 1,
+) -> bool:
+    """y = act(a + b) elementwise (act None: the sum), all of one shape; y is a, b, or apart from both (False
+    otherwise)."""
+    if not a.shape == b.shape == y.shape:
+        raise ValueError(f"a, b and y must have one shape, got {a.shape}, {b.shape} and {y.shape}")
+    code = _act(act)
+    views = _elementwise((a, b), y)
+    if views is None:
+        return False
+    lib, (as_, bs), ys = views
+    n = a.shape[0]
+    args = (n, a.size // n, as_, bs, ys, code, alpha, beta, threads)
+    _refused("dc_graph_add", lib.dc_graph_add(_pointer(a), _pointer(b), _pointer(y), *args), shape=a.shape, act=act)
+    return True
+
+
+def _per_channel(values: np.ndarray, floats: int) -> bool:
+    return values.dtype == np.float32 and values.flags.c_contiguous and values.size == floats
+
+
+def scale_shift(
+    x: np.ndarray,
+    scale: np.ndarray,
+    shift: np.ndarray,
+    y: np.ndarray,
+    act: str | None = None,
+    alpha: float = 0.0,
+    beta: float = 0.0,
+    *,
+    threads: int = 1,
+) -> bool:
+    """y = act(x * scale + shift) per channel, rounded after each step; scale and shift are C-contiguous float32
+    of CB * L floats (zero past the real channels); y is x or apart from it (False otherwise)."""
+    n, nb, h, w, lanes = x.shape
+    if y.shape != x.shape or not (_per_channel(scale, nb * lanes) and _per_channel(shift, nb * lanes)):
+        raise ValueError(
+            f"y must have x's shape {x.shape} and scale and shift {nb * lanes} C-contiguous float32s, got "
+            f"{y.shape}, {scale.dtype} {scale.shape} and {shift.dtype} {shift.shape}"
+        )
+    code = _act(act)
+    views = _elementwise((x,), y)
+    if views is None:
+        return False
+    lib, (xs,), ys = views
+    args = (n, nb, h * w, xs, ys, code, alpha, beta, threads)
+    result = lib.dc_graph_scale_shift(_pointer(x), _pointer(scale), _pointer(shift), _pointer(y), *args)
+    _refused("dc_graph_scale_shift", result, shape=x.shape, act=act, threads=threads)
+    return True
+
+
+def scale_channels(x: np.ndarray, scale: np.ndarray, y: np.ndarray, *, threads: int = 1) -> bool:
+    """y = x times a per-(image, channel) scale: C-contiguous float32 of CB * L floats (every image) or N * CB * L
+    (one row per image), zero past the real channels; y is x or apart from it (False otherwise)."""
+    n, nb, h, w, lanes = x.shape
+    row = nb * lanes
+    if y.shape != x.shape or not (_per_channel(scale, row) or _per_channel(scale, n * row)):
+        raise ValueError(
+            f"y must have x's shape {x.shape} and scale {row} or {n * row} C-contiguous float32s, got {y.shape} "
+            f"and {scale.dtype} {scale.shape}"
+        )
+    views = _elementwise((x,), y)
+    if views is None:
+        return False
+    lib, (xs,), ys = views
+    ss = row if scale.size == n * row and n > 1 else 0
+    result = lib.dc_graph_scale_channels(_pointer(x), _pointer(scale), _pointer(y), n, nb, h * w, xs, ys, ss, threads)
+    _refused("dc_graph_scale_channels", result, shape=x.shape, threads=threads)
+    return True
