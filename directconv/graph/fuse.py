@@ -5,6 +5,7 @@ scale-and-shift that a convolution alone feeds folds into its weights and bias; 
 whose operand a convolution alone feeds becomes that convolution's residual (the kernel adds the other operand in
 its store, as onnxruntime's NCHWc kernels do); an activation a convolution alone feeds goes into its store. "Alone"
 means the convolution's output has no other reader and is not a graph output: otherwise the unfused value is needed.
+An activation after a scale-and-shift or an Add that stayed a step of its own fuses into that step.
 """
 
 from __future__ import annotations
@@ -135,16 +136,18 @@ def _activations(steps: list[Step], outputs: set[str]) -> list[Step]:
     uses, kept = _readers(steps, outputs), []
     by_output: dict[str, Step] = {}
     for step in steps:
-        conv = by_output.get(step.inputs[0]) if step.op == "act" else None
+        source = by_output.get(step.inputs[0]) if step.op == "act" else None
+        # Convolutions, and the elementwise steps that did not fuse into one (DenseNet's pre-activation
+        # BatchNormalization, an Add the activation follows), apply the activation as they store.
         if (
-            conv is not None
-            and conv.op == "conv"
-            and conv.params["act"] == "none"
-            and _sole(conv, step.inputs[0], uses, outputs)
+            source is not None
+            and source.op in ("conv", "scale_shift", "add")
+            and source.params.get("act", "none") == "none"
+            and _sole(source, step.inputs[0], uses, outputs)
         ):
-            conv.params.update(act=step.params["kind"], alpha=step.params["alpha"], beta=step.params["beta"])
-            _absorb(conv, step)
-            by_output[conv.output] = conv
+            source.params.update(act=step.params["kind"], alpha=step.params["alpha"], beta=step.params["beta"])
+            _absorb(source, step)
+            by_output[source.output] = source
             continue
         kept.append(step)
         by_output[step.output] = step

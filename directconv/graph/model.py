@@ -287,7 +287,7 @@ class Model:
     def _run_step(
         self, index: int, step: Step, views: dict[str, np.ndarray], dense: dict[str, np.ndarray], batch: int
     ) -> None:
-        op, p = step.op, step.params
+        op, p, threads = step.op, step.params, self.threads
         if op == "conv":
             conv = self._convs[index]
             source, target = self.plan.places[step.inputs[0]], self.plan.places[step.output]
@@ -309,26 +309,28 @@ class Model:
                 res_first=0 if res_place is None else res_place.first,
             )
         elif op == "scale_shift":
-            ops.scale_shift(views[step.inputs[0]], p["scale"], p["shift"], views[step.output])
+            ops.scale_shift(
+                views[step.inputs[0]], p["scale"], p["shift"], views[step.output], **_act(p), threads=threads
+            )
         elif op == "act":
-            ops.activation(views[step.inputs[0]], views[step.output], p["kind"], p["alpha"], p["beta"])
+            ops.activation(views[step.inputs[0]], views[step.output], p["kind"], p["alpha"], p["beta"], threads=threads)
         elif op == "add":
-            ops.add(views[step.inputs[0]], views[step.inputs[1]], views[step.output])
+            ops.add(views[step.inputs[0]], views[step.inputs[1]], views[step.output], **_act(p), threads=threads)
         elif op == "mul":
             np.multiply(views[step.inputs[0]], views[step.inputs[1]], out=views[step.output])
         elif op == "scale_channels":
             x, s = step.inputs
             scale = views[s][:, :, 0, 0, :].reshape(batch, -1)[:, : self._tensors[s].channels]
-            ops.scale_channels(views[x], np.ascontiguousarray(scale), views[step.output])
+            ops.scale_channels(views[x], np.ascontiguousarray(scale), views[step.output], threads=threads)
         elif op == "max_pool":
             self._max_pool(step, views)
         elif op == "avg_pool":
             ops.average_pool(
                 views[step.inputs[0]], views[step.output], kernel=p["kernel"], stride=p["stride"], pads=p["pads"],
-                count_include_pad=p["count_include_pad"],
+                count_include_pad=p["count_include_pad"], threads=threads,
             )  # fmt: skip
         elif op == "global_avg_pool":
-            ops.global_average_pool(views[step.inputs[0]], views[step.output])
+            ops.global_average_pool(views[step.inputs[0]], views[step.output], threads=threads)
         elif op == "lrn":
             ops.lrn(
                 views[step.inputs[0]], views[step.output], channels=self._tensors[step.output].channels,
@@ -337,13 +339,15 @@ class Model:
         elif op == "shuffle":
             ops.channel_shuffle(
                 views[step.inputs[0]], views[step.output], channels=self._tensors[step.output].channels,
-                groups=p["groups"],
+                groups=p["groups"], threads=threads,
             )  # fmt: skip
         elif op == "concat":
             offsets = {i: o for i, o in p["copies"]}
             for i, name in enumerate(step.inputs):
                 if i in offsets:
-                    ops.copy_channels(views[name], views[step.output], offsets[i], self._tensors[name].channels)
+                    ops.copy_channels(
+                        views[name], views[step.output], offsets[i], self._tensors[name].channels, threads=threads
+                    )
         elif op == "to_dense":
             t = self._tensors[step.inputs[0]]
             dense[step.output] = convert.from_blocked(
@@ -363,7 +367,15 @@ class Model:
         )
         # The C pool (threaded) covers the square, symmetric, floor-mode windows of most CNNs; numpy the rest.
         if not (floor and convert.max_pool(x, y, kh, sh, t, threads=self.threads)):
-            ops.max_pool(x, y, kernel=p["kernel"], stride=p["stride"], pads=p["pads"], dilation=p["dilation"])
+            ops.max_pool(
+                x,
+                y,
+                kernel=p["kernel"],
+                stride=p["stride"],
+                pads=p["pads"],
+                dilation=p["dilation"],
+                threads=self.threads,
+            )
 
     # ------------------------------------------------------------------------------------------------ summary
     def summary(self) -> str:
@@ -405,6 +417,12 @@ class Model:
     def convolutions(self) -> list[tuple[Step, Conv]]:
         """Every convolution step with its kernel and configuration (tune --onnx, show, export)."""
         return [(self._steps[i], c) for i, c in sorted(self._convs.items())]
+
+
+def _act(params: dict[str, Any]) -> dict[str, Any]:
+    """The fused activation of an elementwise step, as graph.ops takes it."""
+    act = params.get("act", "none")
+    return {"act": None if act == "none" else act, "alpha": params.get("alpha", 0.0), "beta": params.get("beta", 0.0)}
 
 
 def _memory_bytes() -> int:

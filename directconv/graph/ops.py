@@ -7,9 +7,14 @@ input. Each function writes into a preallocated `out` (a view into an activation
 rebound) and returns None. They keep no state and precompute nothing, so two threads may run them on different
 arrays at once. Argument errors raise ValueError naming what was expected and what was given.
 
-The loops run over kernel taps or channel runs, never over pixels: each step is one numpy call on a strided view,
-and the temporaries are at most one input-sized array (LRN's squares, channel_shuffle's gather, an in-place SiLU's
-or HardSwish's gate).
+Every operator but LRN runs in C first (kernels/graph_ops.py: one pass, on `threads` threads) when a compiler or a
+cached build is there and the arrays are laid out as C indexes them: each image C-contiguous, images any distance
+apart, as the arena's slices buffer[:, first:first + CB] are. The C results are the numpy ones below bit for bit,
+except global average pooling's float64 sums (summed in another order) and sigmoid and SiLU (a polynomial exp),
+within 1e-6 relative. The numpy versions (the private _numpy_* functions, which take checked arguments) run
+otherwise: their loops run over kernel taps or channel runs, never over pixels, each step one numpy call on a
+strided view, and their temporaries are at most one input-sized array (LRN's squares, channel_shuffle's gather, an
+in-place SiLU's or HardSwish's gate).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from directconv.kernels import convert
+from directconv.kernels import graph_ops
 
 __all__ = [
     "ACTIVATIONS",
@@ -241,19 +246,23 @@ def max_pool(
     stride: tuple[int, int],
     pads: tuple[int, int, int, int],
     dilation: tuple[int, int] = (1, 1),
+    threads: int = 1,
 ) -> None:
     """out = ONNX MaxPool of x; pads are (top, left, bottom, right) and act as -inf.
 
     out's height and width choose floor or ceil mode (see pool_output_size; ValueError for any other size). A
     window holding no input element (only with dilation) gives the lowest float32, as in onnxruntime; NaN
-    propagates. Square windows with equal strides and pads and no dilation run in C on the calling thread when a
-    compiler is there (the same results, bit for bit); the rest fold strided views in numpy. out must not overlap x.
+    propagates. out must not overlap x.
     """
     k, s, p, d = _pool_arguments(x, out, kernel, stride, pads, dilation)
-    # dc_max_pool (kernels/c/dc_layout.c) takes square windows; pads below the kernel give each one an input element.
-    square = d == (1, 1) and k[0] == k[1] and s[0] == s[1] and min(p) == max(p)
-    if square and convert.max_pool(x, out, k[0], s[0], p[0]):
-        return
+    if not graph_ops.max_pool(x, out, k, s, p, d, threads=_integer("threads", threads, 1)):
+        _numpy_max_pool(x, out, k, s, p, d)
+
+
+def _numpy_max_pool(
+    x: np.ndarray, out: np.ndarray, k: tuple[int, ...], s: tuple[int, ...], p: tuple[int, ...], d: tuple[int, ...]
+) -> None:
+    """max_pool in numpy, on checked arguments: -inf, then np.maximum with each tap's view, row-major."""
     h, w, ho, wo = x.shape[2], x.shape[3], out.shape[2], out.shape[3]
     rows = _axis_taps(h, ho, k[0], s[0], p[0], d[0])
     cols = _axis_taps(w, wo, k[1], s[1], p[1], d[1])
@@ -285,6 +294,7 @@ def average_pool(
     stride: tuple[int, int],
     pads: tuple[int, int, int, int],
     count_include_pad: bool,
+    threads: int = 1,
 ) -> None:
     """out = ONNX AveragePool of x; pads are (top, left, bottom, right), zeros when count_include_pad.
 
@@ -294,6 +304,14 @@ def average_pool(
     """
     k, s, p, _ = _pool_arguments(x, out, kernel, stride, pads, (1, 1))
     include = bool(count_include_pad)
+    if not graph_ops.average_pool(x, out, k, s, p, include, threads=_integer("threads", threads, 1)):
+        _numpy_average_pool(x, out, k, s, p, include)
+
+
+def _numpy_average_pool(
+    x: np.ndarray, out: np.ndarray, k: tuple[int, ...], s: tuple[int, ...], p: tuple[int, ...], include: bool
+) -> None:
+    """average_pool in numpy, on checked arguments: the float32 sum of the taps' views, row-major, over the divisor."""
     h, w, ho, wo = x.shape[2], x.shape[3], out.shape[2], out.shape[3]
     out.fill(0.0)
     _fold(x, out, np.add, _axis_taps(h, ho, k[0], s[0], p[0], 1), _axis_taps(w, wo, k[1], s[1], p[1], 1))
@@ -304,12 +322,18 @@ def average_pool(
     np.divide(out, counts.astype(np.float32)[:, :, None], out=out)
 
 
-def global_average_pool(x: np.ndarray, out: np.ndarray) -> None:
+def global_average_pool(x: np.ndarray, out: np.ndarray, *, threads: int = 1) -> None:
     """out (N, CB, 1, 1, L) = the mean of x over height and width, summed in float64."""
     n, nb, h, w, lanes = _blocked("x", x)
     _output(out, (n, nb, 1, 1, lanes))
+    if not graph_ops.global_average_pool(x, out, threads=_integer("threads", threads, 1)):
+        _numpy_global_average_pool(x, out)
+
+
+def _numpy_global_average_pool(x: np.ndarray, out: np.ndarray) -> None:
+    """global_average_pool in numpy, on checked arguments."""
     # float64 sums: a float32 running sum over a large image loses digits onnxruntime keeps.
-    out[:, :, 0, 0, :] = x.sum(axis=(2, 3), dtype=np.float64) / (h * w)
+    out[:, :, 0, 0, :] = x.sum(axis=(2, 3), dtype=np.float64) / (x.shape[2] * x.shape[3])
 
 
 def lrn(x: np.ndarray, out: np.ndarray, *, channels: int, size: int, alpha: float, beta: float, bias: float) -> None:
@@ -357,17 +381,35 @@ def _logistic_denominator(x: np.ndarray, out: np.ndarray) -> None:
     np.add(out, 1.0, out=out)
 
 
-def activation(x: np.ndarray, out: np.ndarray, kind: str, alpha: float = 0.0, beta: float = 0.0) -> None:
+def _activation_kind(name: str, kind: Any, optional: bool) -> None:
+    if not (kind in ACTIVATIONS or (optional and kind is None)):
+        raise ValueError(f"{name} must be one of {', '.join(ACTIVATIONS)}{' or None' * optional}, got {kind!r}")
+
+
+def activation(
+    x: np.ndarray, out: np.ndarray, kind: str, alpha: float = 0.0, beta: float = 0.0, *, threads: int = 1
+) -> None:
     """out = the elementwise activation `kind` of x; out may be x itself (in place).
 
     relu: max(x, 0). clip: min(max(x, alpha), beta) (beta when alpha > beta, as ONNX Clip). leaky_relu: x, or
     alpha * x where x < 0. sigmoid: 1 / (1 + exp(-x)), with no warning and no inf for any x. hard_sigmoid:
     max(0, min(1, alpha * x + beta)). hard_swish: x * max(0, min(1, x / 6 + 0.5)). silu: x * sigmoid(x), computed
-    as x / (1 + exp(-x)). In place, hard_swish and silu take one x-sized temporary, leaky_relu a boolean mask.
+    as x / (1 + exp(-x)). In place, numpy's hard_swish and silu take one x-sized temporary, leaky_relu a boolean
+    mask.
     """
-    if kind not in ACTIVATIONS:
-        raise ValueError(f"kind must be one of {', '.join(ACTIVATIONS)}, got {kind!r}")
+    _activation_kind("kind", kind, False)
     _output(out, _blocked("x", x))
+    _in_place(x, out)
+    t = _integer("threads", threads, 1)
+    # numpy's exp is vectorized for the host's widest ISA, the library's (built for any x86) is not: on one thread
+    # numpy's sigmoid is 1.5x faster (0.40 against 0.62 ms on 200k floats, Zen 3).
+    numpy_first = kind in ("sigmoid", "silu") and t == 1
+    if numpy_first or not graph_ops.activation(x, out, kind, float(alpha), float(beta), threads=t):
+        _numpy_activation(x, out, kind, alpha, beta)
+
+
+def _numpy_activation(x: np.ndarray, out: np.ndarray, kind: str, alpha: float, beta: float) -> None:
+    """activation in numpy, on checked arguments (out is x or apart from it)."""
     in_place = _in_place(x, out)
     a, b = float(alpha), float(beta)
     if kind == "relu":
@@ -397,16 +439,30 @@ def activation(x: np.ndarray, out: np.ndarray, kind: str, alpha: float = 0.0, be
         np.multiply(x, gate, out=out)
 
 
-def add(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
-    """out = a + b elementwise, all of one shape; out may be a or b."""
+def add(
+    a: np.ndarray,
+    b: np.ndarray,
+    out: np.ndarray,
+    *,
+    act: str | None = None,
+    alpha: float = 0.0,
+    beta: float = 0.0,
+    threads: int = 1,
+) -> None:
+    """out = act(a + b) elementwise (see activation; None: the sum), all of one shape; out may be a or b."""
     shape = _blocked("a", a)
     if _blocked("b", b) != shape:
         raise ValueError(f"b must have a's shape {shape}, got {b.shape}")
     _output(out, shape)
-    np.add(a, b, out=out)
+    _activation_kind("act", act, True)
+    t = _integer("threads", threads, 1)
+    if not graph_ops.add(a, b, out, act, float(alpha), float(beta), threads=t):
+        np.add(a, b, out=out)
+        if act is not None:
+            _numpy_activation(out, out, act, alpha, beta)
 
 
-def scale_channels(x: np.ndarray, scale: np.ndarray, out: np.ndarray) -> None:
+def scale_channels(x: np.ndarray, scale: np.ndarray, out: np.ndarray, *, threads: int = 1) -> None:
     """out = x times a per-(image, channel) scale: ONNX Mul of x (N, C, H, W) by scale (N, C, 1, 1).
 
     scale is (N, C) or (C,) (the same for every image), any float dtype (rounded to float32 first); C sets the real
@@ -417,15 +473,27 @@ def scale_channels(x: np.ndarray, scale: np.ndarray, out: np.ndarray) -> None:
     if isinstance(scale, np.ndarray) and scale.ndim not in (1, 2):
         raise ValueError(f"scale must have shape ({shape[0]}, C) or (C,), got {scale.shape}")
     rows = (shape[0],) if isinstance(scale, np.ndarray) and scale.ndim == 2 else ()
-    np.multiply(x, _per_channel("scale", scale, rows, shape[1], shape[4]), out=out)
+    s = _per_channel("scale", scale, rows, shape[1], shape[4])
+    if not graph_ops.scale_channels(x, s, out, threads=_integer("threads", threads, 1)):
+        np.multiply(x, s, out=out)
 
 
-def scale_shift(x: np.ndarray, scale: np.ndarray, shift: np.ndarray, out: np.ndarray) -> None:
-    """out = x * scale + shift per channel, rounded after each step (ONNX Mul then Add by (C, 1, 1) constants, or a
-    BatchNormalization folded into them).
+def scale_shift(
+    x: np.ndarray,
+    scale: np.ndarray,
+    shift: np.ndarray,
+    out: np.ndarray,
+    *,
+    act: str | None = None,
+    alpha: float = 0.0,
+    beta: float = 0.0,
+    threads: int = 1,
+) -> None:
+    """out = act(x * scale + shift) per channel, rounded after each step (ONNX Mul then Add by (C, 1, 1) constants,
+    or a BatchNormalization folded into them, then the activation `act`: see activation; None: none).
 
-    scale and shift are (C,), any float dtype (rounded to float32 first); the padded lanes become zero. out may be
-    x itself.
+    scale and shift are (C,), any float dtype (rounded to float32 first); the padded lanes become act(0). out may
+    be x itself.
     """
     shape = _blocked("x", x)
     _output(out, shape)
@@ -433,16 +501,27 @@ def scale_shift(x: np.ndarray, scale: np.ndarray, shift: np.ndarray, out: np.nda
     t = _per_channel("shift", shift, (), shape[1], shape[4])
     if shift.shape != scale.shape:
         raise ValueError(f"shift must have scale's shape {scale.shape}, got {shift.shape}")
+    _activation_kind("act", act, True)
+    if not graph_ops.scale_shift(x, s, t, out, act, float(alpha), float(beta), threads=_integer("threads", threads, 1)):
+        _numpy_scale_shift(x, s, t, out, act, alpha, beta)
+
+
+def _numpy_scale_shift(
+    x: np.ndarray, s: np.ndarray, t: np.ndarray, out: np.ndarray, act: str | None, alpha: float, beta: float
+) -> None:
+    """scale_shift in numpy, on checked arguments: s and t (1, CB, 1, 1, L), zero past the real channels."""
     np.multiply(x, s, out=out)
     np.add(out, t, out=out)
+    if act is not None:
+        _numpy_activation(out, out, act, alpha, beta)
 
 
-def channel_shuffle(x: np.ndarray, out: np.ndarray, *, channels: int, groups: int) -> None:
+def channel_shuffle(x: np.ndarray, out: np.ndarray, *, channels: int, groups: int, threads: int = 1) -> None:
     """out = ShuffleNet's channel shuffle of x: Reshape (N, g, C/g, H, W), Transpose (0, 2, 1, 3, 4), Reshape back.
 
     Output channel k * g + i is input channel i * (C / g) + k, C = `channels` (a multiple of `groups`, not
-    necessarily of the lanes). out's padded lanes are set to zero. One gather, through an x-sized temporary; out
-    must not overlap x.
+    necessarily of the lanes). out's padded lanes are set to zero. numpy's is one gather, through an x-sized
+    temporary; out must not overlap x.
     """
     shape = _blocked("x", x)
     _output(out, shape)
@@ -451,7 +530,13 @@ def channel_shuffle(x: np.ndarray, out: np.ndarray, *, channels: int, groups: in
     if c % g:
         raise ValueError(f"channels must be a multiple of groups, got {c} channels in {g} groups")
     _disjoint(x, out)
-    lanes = shape[4]
+    if not graph_ops.channel_shuffle(x, out, c, g, threads=_integer("threads", threads, 1)):
+        _numpy_channel_shuffle(x, out, c, g)
+
+
+def _numpy_channel_shuffle(x: np.ndarray, out: np.ndarray, c: int, g: int) -> None:
+    """channel_shuffle in numpy, on checked arguments."""
+    lanes = x.shape[4]
     target = np.arange(c)
     k, i = np.divmod(target, g)
     source = i * (c // g) + k
@@ -461,11 +546,11 @@ def channel_shuffle(x: np.ndarray, out: np.ndarray, *, channels: int, groups: in
     _padded_lanes(out, c).fill(0.0)
 
 
-def copy_channels(x: np.ndarray, out: np.ndarray, offset: int, channels: int) -> None:
+def copy_channels(x: np.ndarray, out: np.ndarray, offset: int, channels: int, *, threads: int = 1) -> None:
     """out's channels [offset, offset + channels) = x's channels [0, channels): one input of a Concat on channels.
 
     Leaves the rest of out, padded lanes included, untouched; x's padded lanes are never read. Any offset, aligned
-    to the lanes or not; at most six strided copies. out must not overlap x.
+    to the lanes or not; numpy's is at most six strided copies. out must not overlap x.
     """
     shape = _blocked("x", x)
     c = _channel_count("channels", channels, shape[1], shape[4])
@@ -479,5 +564,11 @@ def copy_channels(x: np.ndarray, out: np.ndarray, offset: int, channels: int) ->
     if not out.flags.writeable:
         raise ValueError("out must be writeable, got a read-only array")
     _disjoint(x, out)
-    for (src_blocks, src_lanes), (dst_blocks, dst_lanes) in _channel_runs(shape[4], 0, start, c):
+    if not graph_ops.copy_channels(x, out, start, c, threads=_integer("threads", threads, 1)):
+        _numpy_copy_channels(x, out, start, c)
+
+
+def _numpy_copy_channels(x: np.ndarray, out: np.ndarray, offset: int, c: int) -> None:
+    """copy_channels in numpy, on checked arguments."""
+    for (src_blocks, src_lanes), (dst_blocks, dst_lanes) in _channel_runs(x.shape[4], 0, offset, c):
         out[:, dst_blocks, :, :, dst_lanes] = x[:, src_blocks, :, :, src_lanes]

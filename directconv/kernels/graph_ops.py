@@ -84,33 +84,27 @@ def _library(lanes: int) -> Any | None:
 def _batch_stride(a: np.ndarray, *, output: bool = False) -> int | None:
     """The floats between a's images, or None unless C can index a: a non-empty aligned float32 5-D array whose
     images are C-contiguous at a non-negative stride (for an output, writeable with disjoint images)."""
-    if a.dtype != np.float32 or a.ndim != 5 or a.size == 0 or not a.flags.aligned or not a[0].flags.c_contiguous:
+    if a.dtype != np.float32 or a.ndim != 5 or a.size == 0 or not a.flags.aligned:
         return None
     if output and not a.flags.writeable:
         return None
     if a.shape[0] == 1:
-        return 0
+        return 0 if a.flags.c_contiguous else None
+    if a.flags.c_contiguous:
+        return a.size // a.shape[0]
     stride = a.strides[0]
-    if stride < 0 or stride % 4 or (output and stride < a[0].nbytes):
+    if stride < 0 or stride % 4 or (output and stride < a[0].nbytes) or not a[0].flags.c_contiguous:
         return None
     return stride // 4
 
 
-def _same(a: np.ndarray, b: np.ndarray) -> bool:
-    """True if a and b are the same memory element for element."""
-    return a.ctypes.data == b.ctypes.data and a.strides == b.strides and a.shape == b.shape
-
-
-def _apart_or_same(x: np.ndarray, y: np.ndarray) -> bool:
-    """True if y is x element for element or shares no memory with x: what an elementwise C loop may write."""
-    return _same(x, y) or not np.shares_memory(x, y)
-
-
 def _pointer(a: np.ndarray) -> Any:
-    return ffi.float_pointer(a)
+    """A float * to a's first element: a view of a C-contiguous array's buffer (the cheaper call), else its address."""
+    return ffi.floats(a, writable=False) if a.flags.c_contiguous else ffi.float_pointer(a)
 
 
 def _act(kind: str | None) -> int:
+    """The DC_ACT_* code of an activation name (None: none)."""
     name = kind or "none"
     if name not in ACTIVATIONS:
         raise ValueError(f"act must be one of {', '.join(ACTIVATIONS)} or None, got {kind!r}")
@@ -118,6 +112,7 @@ def _act(kind: str | None) -> int:
 
 
 def _refused(name: str, result: int, **arguments: Any) -> None:
+    """ValueError naming the arguments unless C returned 0."""
     if result != 0:
         details = ", ".join(f"{k}={v}" for k, v in arguments.items())
         raise ValueError(f"{name} refused its arguments: {details}")
@@ -151,8 +146,8 @@ def max_pool(
     lib, xs, ys = views
     n, nb, h, w, _ = x.shape
     args = (n, nb, xs, ys, h, w, y.shape[2], y.shape[3], *kernel, *stride, pads[0], pads[1], *dilation, threads)
-    _refused("dc_graph_max_pool", lib.dc_graph_max_pool(_pointer(x), _pointer(y), *args), shapes=(x.shape, y.shape),
-             kernel=kernel, stride=stride, pads=pads, dilation=dilation, threads=threads)  # fmt: skip
+    result = lib.dc_graph_max_pool(_pointer(x), _pointer(y), *args)
+    _refused("dc_graph_max_pool", result, shapes=(x.shape, y.shape), kernel=kernel, stride=stride, pads=pads)
     return True
 
 
@@ -174,9 +169,9 @@ def average_pool(
         return False
     lib, xs, ys = views
     n, nb, h, w, _ = x.shape
-    args = (n, nb, xs, ys, h, w, y.shape[2], y.shape[3], *kernel, *stride, *pads, int(bool(count_include_pad)))
-    _refused("dc_graph_average_pool", lib.dc_graph_average_pool(_pointer(x), _pointer(y), *args, threads),
-             shapes=(x.shape, y.shape), kernel=kernel, stride=stride, pads=pads, threads=threads)  # fmt: skip
+    args = (n, nb, xs, ys, h, w, y.shape[2], y.shape[3], *kernel, *stride, *pads, int(count_include_pad), threads)
+    result = lib.dc_graph_average_pool(_pointer(x), _pointer(y), *args)
+    _refused("dc_graph_average_pool", result, shapes=(x.shape, y.shape), kernel=kernel, stride=stride, pads=pads)
     return True
 
 
@@ -227,15 +222,24 @@ def copy_channels(x: np.ndarray, y: np.ndarray, offset: int, channels: int, *, t
     return True
 
 
-def _elementwise(inputs: tuple[np.ndarray, ...], y: np.ndarray) -> tuple[Any, list[int], int] | None:
-    """(library, the inputs' batch strides, y's) when C can map `inputs` of y's shape elementwise into y: each
-    input is y itself or apart from it."""
-    strides = [_batch_stride(a) for a in inputs]
+def _elementwise(inputs: tuple[np.ndarray, ...], y: np.ndarray) -> tuple[Any, list[Any], int, Any] | None:
+    """(library, each input's pointer then batch stride, y's batch stride, y's pointer) when C can map `inputs` of
+    y's shape elementwise into y: each input is y element for element, or shares no memory with it."""
     ys = _batch_stride(y, output=True)
-    if ys is None or any(s is None for s in strides) or not all(_apart_or_same(a, y) for a in inputs):
+    if ys is None:
         return None
+    target = _pointer(y)
+    arguments = []
+    for a in inputs:
+        stride = _batch_stride(a)
+        if stride is None:
+            return None
+        pointer = _pointer(a)
+        if np.shares_memory(a, y) and not (pointer == target and a.strides == y.strides):
+            return None
+        arguments += [pointer, stride]
     lib = _library(y.shape[4])
-    return None if lib is None else (lib, [s for s in strides if s is not None], ys)
+    return None if lib is None else (lib, arguments, ys, target)
 
 
 def activation(
@@ -249,9 +253,9 @@ def activation(
     views = _elementwise((x,), y)
     if views is None:
         return False
-    lib, (xs,), ys = views
+    lib, (px, xs), ys, py = views
     n = x.shape[0]
-    result = lib.dc_graph_activation(_pointer(x), _pointer(y), n, x.size // n, xs, ys, act, alpha, beta, threads)
+    result = lib.dc_graph_activation(px, py, n, x.size // n, xs, ys, act, alpha, beta, threads)
     _refused("dc_graph_activation", result, shape=x.shape, kind=kind, threads=threads)
     return True
 
@@ -274,15 +278,16 @@ def add(
     views = _elementwise((a, b), y)
     if views is None:
         return False
-    lib, (as_, bs), ys = views
+    lib, (pa, as_, pb, bs), ys, py = views
     n = a.shape[0]
-    args = (n, a.size // n, as_, bs, ys, code, alpha, beta, threads)
-    _refused("dc_graph_add", lib.dc_graph_add(_pointer(a), _pointer(b), _pointer(y), *args), shape=a.shape, act=act)
+    result = lib.dc_graph_add(pa, pb, py, n, a.size // n, as_, bs, ys, code, alpha, beta, threads)
+    _refused("dc_graph_add", result, shape=a.shape, act=act, threads=threads)
     return True
 
 
 def _per_channel(values: np.ndarray, floats: int) -> bool:
-    return values.dtype == np.float32 and values.flags.c_contiguous and values.size == floats
+    """True if values are `floats` C-contiguous, aligned float32s: what C reads a channel vector from."""
+    return values.dtype == np.float32 and values.flags.c_contiguous and values.flags.aligned and values.size == floats
 
 
 def scale_shift(
@@ -308,9 +313,9 @@ def scale_shift(
     views = _elementwise((x,), y)
     if views is None:
         return False
-    lib, (xs,), ys = views
+    lib, (px, xs), ys, py = views
     args = (n, nb, h * w, xs, ys, code, alpha, beta, threads)
-    result = lib.dc_graph_scale_shift(_pointer(x), _pointer(scale), _pointer(shift), _pointer(y), *args)
+    result = lib.dc_graph_scale_shift(px, _pointer(scale), _pointer(shift), py, *args)
     _refused("dc_graph_scale_shift", result, shape=x.shape, act=act, threads=threads)
     return True
 
@@ -328,8 +333,8 @@ def scale_channels(x: np.ndarray, scale: np.ndarray, y: np.ndarray, *, threads: 
     views = _elementwise((x,), y)
     if views is None:
         return False
-    lib, (xs,), ys = views
+    lib, (px, xs), ys, py = views
     ss = row if scale.size == n * row and n > 1 else 0
-    result = lib.dc_graph_scale_channels(_pointer(x), _pointer(scale), _pointer(y), n, nb, h * w, xs, ys, ss, threads)
+    result = lib.dc_graph_scale_channels(px, _pointer(scale), py, n, nb, h * w, xs, ys, ss, threads)
     _refused("dc_graph_scale_channels", result, shape=x.shape, threads=threads)
     return True

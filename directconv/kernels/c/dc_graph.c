@@ -31,6 +31,7 @@ _Static_assert(DC_LANES % DC_CHUNK == 0, "a block is whole vectors");
 #define DC_VECS (DC_LANES / DC_CHUNK) /* vectors per pixel */
 #define DC_RUN 2048                   /* pixels per task of the per-block operators: 8 KiB of one channel plane */
 #define DC_SPAN 16384                 /* floats per task of the elementwise operators: 64 KiB */
+#define DC_TILE 1024                  /* floats a fused activation runs over while they are in L1: 4 KiB */
 #define DC_MIN_WORK 32768             /* below this many floats read, a second thread costs more than it saves */
 
 typedef double vd __attribute__((vector_size(8 * DC_CHUNK)));
@@ -55,11 +56,13 @@ static inline vf dc_clip01(vf v)
 }
 
 /* 1 + exp(-x), +inf where dc_exp would saturate (x below -88.38): as numpy's overflow, which the division
- * turns into the exact limit 0 (sigmoid) or -0 (SiLU) instead of dividing by a clamped exp. */
+ * turns into the exact limit 0 (sigmoid) or -0 (SiLU) instead of dividing by a clamped exp. NaN stays NaN (dc_exp's
+ * clamp would make it finite). */
 static inline vf dc_logistic_denominator(vf x)
 {
     const vf zero = {0};
-    return VSEL(x < zero - 88.3762626647949f, zero + INFINITY, dc_exp(-x) + 1.0f);
+    const vf d = VSEL(x < zero - 88.3762626647949f, zero + INFINITY, dc_exp(-x) + 1.0f);
+    return VSEL(x != x, x, d);
 }
 
 /* act(x) as graph/ops.py's numpy passes compute it: np.maximum and np.minimum give the second operand on a tie and
@@ -185,7 +188,8 @@ int dc_graph_global_average_pool(const float *restrict x, float *restrict y, lon
         const float *restrict xp = x + b * xs + cb * hw * DC_LANES;
         vd s[DC_VECS] = {{0}};
         for (long p = 0; p < hw; ++p)
-            for (int q = 0; q < DC_VECS; ++q) s[q] += __builtin_convertvector(VLOAD(xp + p * DC_LANES + q * DC_CHUNK), vd);
+            for (int q = 0; q < DC_VECS; ++q)
+                s[q] += __builtin_convertvector(VLOAD(xp + p * DC_LANES + q * DC_CHUNK), vd);
         for (int q = 0; q < DC_VECS; ++q)
             VSTORE(y + b * ys + cb * DC_LANES + q * DC_CHUNK, __builtin_convertvector(s[q] / (double)hw, vf));
     }
@@ -270,11 +274,29 @@ int dc_graph_copy_channels(const float *restrict x, float *restrict y, long n, l
     return 0;
 }
 
-/* The elementwise operators run tasks of (image, span of DC_SPAN floats) over count floats per image, a vector at a
- * time in a loop whose activation switch GCC hoists (-funswitch-loops at -O3). */
+/* The elementwise operators run tasks of (image, span of DC_SPAN floats) over count floats per image. */
 static inline int dc_elementwise_ok(long count, int act, int threads)
 {
     return count >= 1 && count % DC_CHUNK == 0 && act >= 0 && act < DC_ACT_COUNT && threads >= 1;
+}
+
+/* y[0, count) = act(x[0, count)), count a multiple of DC_CHUNK (x may be y). One loop per activation with the
+ * switch outside: GCC does not hoist it out of one loop (a jump per vector). */
+static void dc_act_run(const float *x, float *y, long count, int act, float alpha, float beta)
+{
+#define DC_ACT_LOOP(A) \
+    for (long i = 0; i < count; i += DC_CHUNK) VSTORE(y + i, dc_act_numpy(VLOAD(x + i), A, alpha, beta))
+    switch (act) {
+    case DC_ACT_RELU: DC_ACT_LOOP(DC_ACT_RELU); break;
+    case DC_ACT_CLIP: DC_ACT_LOOP(DC_ACT_CLIP); break;
+    case DC_ACT_LEAKY_RELU: DC_ACT_LOOP(DC_ACT_LEAKY_RELU); break;
+    case DC_ACT_SIGMOID: DC_ACT_LOOP(DC_ACT_SIGMOID); break;
+    case DC_ACT_HARD_SIGMOID: DC_ACT_LOOP(DC_ACT_HARD_SIGMOID); break;
+    case DC_ACT_HARD_SWISH: DC_ACT_LOOP(DC_ACT_HARD_SWISH); break;
+    case DC_ACT_SILU: DC_ACT_LOOP(DC_ACT_SILU); break;
+    default: if (x != y) memcpy(y, x, (size_t)count * sizeof(float));
+    }
+#undef DC_ACT_LOOP
 }
 
 /* y = act(x) elementwise over n images of count floats (x may be y). */
@@ -287,14 +309,13 @@ int dc_graph_activation(const float *x, float *y, long n, long count, long xs, l
         if(threads > 1 && tasks > 1 && n * count >= DC_MIN_WORK)
     for (long t = 0; t < tasks; ++t) {
         const long b = t / spans, i0 = t % spans * DC_SPAN, i1 = dc_min(i0 + DC_SPAN, count);
-        const float *xi = x + b * xs;
-        float *yi = y + b * ys;
-        for (long i = i0; i < i1; i += DC_CHUNK) VSTORE(yi + i, dc_act_numpy(VLOAD(xi + i), act, alpha, beta));
+        dc_act_run(x + b * xs + i0, y + b * ys + i0, i1 - i0, act, alpha, beta);
     }
     return 0;
 }
 
-/* y = act(a + b) elementwise over n images of count floats (y may be a or b). */
+/* y = act(a + b) elementwise over n images of count floats (y may be a or b). The activation runs over each tile of
+ * DC_TILE sums while it is in the L1 cache. */
 int dc_graph_add(const float *a, const float *b, float *y, long n, long count, long as, long bs, long ys, int act,
                  float alpha, float beta, int threads)
 {
@@ -303,17 +324,21 @@ int dc_graph_add(const float *a, const float *b, float *y, long n, long count, l
     #pragma omp parallel for schedule(static) num_threads(threads) \
         if(threads > 1 && tasks > 1 && n * count >= DC_MIN_WORK)
     for (long t = 0; t < tasks; ++t) {
-        const long k = t / spans, i0 = t % spans * DC_SPAN, i1 = dc_min(i0 + DC_SPAN, count);
+        const long k = t / spans, i1 = dc_min(t % spans * DC_SPAN + DC_SPAN, count);
         const float *ai = a + k * as, *bi = b + k * bs;
         float *yi = y + k * ys;
-        for (long i = i0; i < i1; i += DC_CHUNK)
-            VSTORE(yi + i, dc_act_numpy(VLOAD(ai + i) + VLOAD(bi + i), act, alpha, beta));
+        for (long i0 = t % spans * DC_SPAN; i0 < i1; i0 += DC_TILE) {
+            const long i2 = dc_min(i0 + DC_TILE, i1);
+            for (long i = i0; i < i2; i += DC_CHUNK) VSTORE(yi + i, VLOAD(ai + i) + VLOAD(bi + i));
+            if (act != DC_ACT_NONE) dc_act_run(yi + i0, yi + i0, i2 - i0, act, alpha, beta);
+        }
     }
     return 0;
 }
 
 /* y = act(x * scale + shift) per channel, rounded after the product and after the sum, over n images of nb blocks
- * of hw pixels (x may be y); scale and shift are nb * DC_LANES floats. One task per (image, block, run of pixels). */
+ * of hw pixels (x may be y); scale and shift are nb * DC_LANES floats. One task per (image, block, run of pixels);
+ * the activation runs over each tile of DC_TILE floats while it is in the L1 cache. */
 int dc_graph_scale_shift(const float *x, const float *scale, const float *shift, float *y, long n, long nb, long hw,
                          long xs, long ys, int act, float alpha, float beta, int threads)
 {
@@ -331,11 +356,16 @@ int dc_graph_scale_shift(const float *x, const float *scale, const float *shift,
             s[q] = VLOAD(scale + cb * DC_LANES + q * DC_CHUNK);
             u[q] = VLOAD(shift + cb * DC_LANES + q * DC_CHUNK);
         }
-        for (long p = p0; p < p1; ++p)
-            for (int q = 0; q < DC_VECS; ++q) {
-                const long i = p * DC_LANES + q * DC_CHUNK;
-                VSTORE(yb + i, dc_act_numpy(VLOAD(xb + i) * s[q] + u[q], act, alpha, beta));
-            }
+        for (; p0 < p1; p0 += DC_TILE / DC_LANES) {
+            const long p2 = dc_min(p0 + DC_TILE / DC_LANES, p1);
+            for (long p = p0; p < p2; ++p)
+                for (int q = 0; q < DC_VECS; ++q) {
+                    const long i = p * DC_LANES + q * DC_CHUNK;
+                    VSTORE(yb + i, VLOAD(xb + i) * s[q] + u[q]);
+                }
+            if (act != DC_ACT_NONE)
+                dc_act_run(yb + p0 * DC_LANES, yb + p0 * DC_LANES, (p2 - p0) * DC_LANES, act, alpha, beta);
+        }
     }
     return 0;
 }

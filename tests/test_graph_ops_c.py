@@ -1,0 +1,352 @@
+"""The graph operators' C library (kernels/graph_ops.py, kernels/c/dc_graph.c) against their numpy versions
+(graph/ops.py's _numpy_* functions and the numpy calls they stand for), which tests/test_graph_ops.py checks
+against onnxruntime.
+
+Each case runs for 1, 4, 8 and 16 lanes (the library is built per lanes; 1 takes the lane-at-a-time path), batch 1
+and 3, contiguous arrays and slices of a larger buffer's channel blocks (the arena's views, strided between
+images), on 1 and 2 threads. Inputs carry NaN, -0 and +0 where bitwise results are expected, so NaN propagation
+and numpy's choice between tied zeros show; padded lanes hold random finite values.
+Tolerance: bit for bit, except global average pooling (float64 sums in another order) and sigmoid and SiLU (a
+polynomial exp): rtol 1e-6 (atol 1e-30 for sigmoids of large negative inputs, which numpy rounds to 0).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import pytest
+
+from directconv.graph import ops
+from directconv.kernels import graph_ops
+
+pytestmark = pytest.mark.compiler
+
+LANES = [1, 4, 8, 16]
+SIGMOIDS = ("sigmoid", "silu")
+
+
+def layouts() -> Iterator[tuple[int, bool, int]]:
+    """(batch, sliced, threads) of every run."""
+    return itertools.product((1, 3), (False, True), (1, 2))
+
+
+def blocked(rng: np.random.Generator, shape: tuple[int, ...], sliced: bool, special: bool = True) -> np.ndarray:
+    """A random (N, CB, H, W, L) array; sliced: blocks [1, 1 + CB) of a buffer of CB + 2 blocks per image. special
+    puts NaN, -0 and +0 into the first block's first lane of two pixels in three."""
+    n, nb, h, w, lanes = shape
+    buffer = rng.standard_normal((n, nb + 2 * sliced, h, w, lanes)).astype(np.float32)
+    x = buffer[:, 1 : 1 + nb] if sliced else buffer
+    if special:
+        values = np.resize(np.array([np.nan, 0.5, -0.0, 0.0], dtype=np.float32), h * w).reshape(h, w)
+        x[:, 0, :, :, 0] = np.where(np.arange(h * w).reshape(h, w) % 3, values, x[:, 0, :, :, 0])
+    return x
+
+
+def empty(shape: tuple[int, ...], sliced: bool, fill: float = np.nan) -> np.ndarray:
+    """An output of `shape` prefilled with `fill`, contiguous or sliced like blocked's."""
+    n, nb = shape[:2]
+    buffer = np.full((n, nb + 2 * sliced, *shape[2:]), fill, dtype=np.float32)
+    return buffer[:, 1 : 1 + nb] if sliced else buffer
+
+
+def same_bits(actual: np.ndarray, expected: np.ndarray, where: str) -> None:
+    np.testing.assert_array_equal(actual.view(np.uint32), expected.view(np.uint32), err_msg=where)
+
+
+def close(actual: np.ndarray, expected: np.ndarray, where: str) -> None:
+    np.testing.assert_allclose(actual, expected, rtol=1e-6, atol=1e-30, err_msg=where)
+
+
+# Pooling ------------------------------------------------------------------------------------------------------------
+
+# (h, w, kernel, stride, pads (top, left, bottom, right), dilation, ceil mode)
+POOLS = [
+    (9, 9, (3, 3), (2, 2), (0, 0, 0, 0), (1, 1), True),  # SqueezeNet's, ceil mode
+    (8, 7, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1), True),  # the last window runs past the end padding
+    (8, 8, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1), False),
+    (7, 9, (2, 3), (1, 2), (1, 0, 0, 2), (1, 1), True),  # asymmetric everything
+    (5, 6, (5, 3), (3, 1), (4, 2, 0, 1), (1, 1), False),
+    (1, 6, (2, 2), (1, 2), (1, 0, 1, 0), (2, 1), False),  # dilation: the row window lies wholly in the padding
+    (9, 8, (3, 2), (2, 1), (2, 1, 2, 1), (2, 3), True),
+]
+
+
+def pool_shape(x: np.ndarray, h: int, w: int, kernel, stride, pads, dilation, ceil) -> tuple[int, ...]:
+    ho = ops.pool_output_size(h, kernel[0], stride[0], pads[0], pads[2], dilation[0], ceil)
+    wo = ops.pool_output_size(w, kernel[1], stride[1], pads[1], pads[3], dilation[1], ceil)
+    return (x.shape[0], x.shape[1], ho, wo, x.shape[4])
+
+
+@pytest.mark.parametrize("h, w, kernel, stride, pads, dilation, ceil", POOLS)
+@pytest.mark.parametrize("lanes", LANES)
+def test_max_pool(rng, lanes, h, w, kernel, stride, pads, dilation, ceil):
+    for batch, sliced, threads in layouts():
+        x = blocked(rng, (batch, 2, h, w, lanes), sliced)
+        shape = pool_shape(x, h, w, kernel, stride, pads, dilation, ceil)
+        out, expected = empty(shape, sliced), empty(shape, False)
+        assert graph_ops.max_pool(x, out, kernel, stride, pads, dilation, threads=threads)
+        ops._numpy_max_pool(x, expected, kernel, stride, pads, dilation)
+        same_bits(out, expected, f"batch {batch}, sliced {sliced}, {threads} threads")
+
+
+@pytest.mark.parametrize("count_include_pad", [False, True])
+@pytest.mark.parametrize("h, w, kernel, stride, pads, dilation, ceil", [p for p in POOLS if p[5] == (1, 1)])
+@pytest.mark.parametrize("lanes", LANES)
+def test_average_pool(rng, lanes, h, w, kernel, stride, pads, dilation, ceil, count_include_pad):
+    for batch, sliced, threads in layouts():
+        x = blocked(rng, (batch, 2, h, w, lanes), sliced)
+        shape = pool_shape(x, h, w, kernel, stride, pads, dilation, ceil)
+        out, expected = empty(shape, sliced), empty(shape, False)
+        assert graph_ops.average_pool(x, out, kernel, stride, pads, count_include_pad, threads=threads)
+        ops._numpy_average_pool(x, expected, kernel, stride, pads, count_include_pad)
+        same_bits(out, expected, f"batch {batch}, sliced {sliced}, {threads} threads")
+
+
+@pytest.mark.parametrize("h, w", [(13, 13), (1, 1), (7, 3)])
+@pytest.mark.parametrize("lanes", LANES)
+def test_global_average_pool(rng, lanes, h, w):
+    for batch, sliced, threads in layouts():
+        x = blocked(rng, (batch, 3, h, w, lanes), sliced, special=False)
+        x += 3.0  # a mean far from 0 shows a lost digit
+        out, expected = empty((batch, 3, 1, 1, lanes), sliced), empty((batch, 3, 1, 1, lanes), False)
+        assert graph_ops.global_average_pool(x, out, threads=threads)
+        ops._numpy_global_average_pool(x, expected)
+        close(out, expected, f"batch {batch}, sliced {sliced}, {threads} threads")
+
+
+# Channel moves ------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("channels, groups", [(12, 3), (24, 4), (16, 2), (30, 5), (7, 7)])
+@pytest.mark.parametrize("lanes", LANES)
+def test_channel_shuffle(rng, lanes, channels, groups):
+    nb = -(-channels // lanes)
+    for batch, sliced, threads in layouts():
+        x = blocked(rng, (batch, nb, 5, 6, lanes), sliced)
+        out, expected = empty(x.shape, sliced), empty(x.shape, False)
+        assert graph_ops.channel_shuffle(x, out, channels, groups, threads=threads)
+        ops._numpy_channel_shuffle(x, expected, channels, groups)
+        same_bits(out, expected, f"batch {batch}, sliced {sliced}, {threads} threads")
+
+
+@pytest.mark.parametrize("offset, channels", [(0, 3), (0, 16), (3, 13), (8, 8), (11, 20), (16, 5)])
+@pytest.mark.parametrize("lanes", LANES)
+def test_copy_channels(rng, lanes, offset, channels):
+    nb, out_blocks = -(-channels // lanes), -(-(offset + channels + 2) // lanes)
+    for batch, sliced, threads in layouts():
+        x = blocked(rng, (batch, nb, 4, 5, lanes), sliced)
+        out = empty((batch, out_blocks, 4, 5, lanes), sliced, fill=7.0)
+        expected = empty(out.shape, False, fill=7.0)
+        assert graph_ops.copy_channels(x, out, offset, channels, threads=threads)
+        ops._numpy_copy_channels(x, expected, offset, channels)
+        same_bits(out, expected, f"batch {batch}, sliced {sliced}, {threads} threads")
+
+
+# Elementwise --------------------------------------------------------------------------------------------------------
+
+ACTS = [
+    ("relu", 0.0, 0.0),
+    ("clip", 0.0, 6.0),
+    ("clip", 0.5, -1.0),  # alpha > beta: everything is beta
+    ("leaky_relu", 0.1, 0.0),
+    ("sigmoid", 0.0, 0.0),
+    ("hard_sigmoid", 0.2, 0.5),
+    ("hard_swish", 0.0, 0.0),
+    ("silu", 0.0, 0.0),
+]
+
+
+def extremes(x: np.ndarray) -> None:
+    """Puts values where exp over- or underflows and signed zeros into x's last block."""
+    values = np.array([-3e38, -100.0, -88.5, -87.0, 88.0, 100.0, 3e38, -0.0, 0.0], dtype=np.float32)
+    for image in x:
+        image[-1].reshape(-1)[: values.size] = values  # a view: each image's blocks are contiguous
+
+
+@pytest.mark.parametrize("in_place", [False, True])
+@pytest.mark.parametrize("kind, alpha, beta", ACTS)
+@pytest.mark.parametrize("lanes", LANES)
+def test_activation(rng, lanes, kind, alpha, beta, in_place):
+    for batch, sliced, threads in layouts():
+        x = blocked(rng, (batch, 2, 4, 5, lanes), sliced)
+        x *= 4.0
+        extremes(x)
+        expected = empty(x.shape, False)
+        ops._numpy_activation(x, expected, kind, alpha, beta)
+        out = x if in_place else empty(x.shape, sliced)
+        assert graph_ops.activation(x, out, kind, alpha, beta, threads=threads)
+        check = close if kind in SIGMOIDS else same_bits
+        check(out, expected, f"batch {batch}, sliced {sliced}, {threads} threads")
+
+
+@pytest.mark.parametrize("target", ["new", "a", "b"])
+@pytest.mark.parametrize("act", [None, "relu", "clip", "silu"])
+@pytest.mark.parametrize("lanes", LANES)
+def test_add(rng, lanes, act, target):
+    for batch, sliced, threads in layouts():
+        a, b = blocked(rng, (batch, 2, 4, 5, lanes), sliced), blocked(rng, (batch, 2, 4, 5, lanes), not sliced)
+        expected = np.add(a, b)
+        if act is not None:
+            ops._numpy_activation(expected, expected, act, 0.0, 6.0)
+        out = {"new": empty(a.shape, sliced), "a": a, "b": b}[target]
+        assert graph_ops.add(a, b, out, act, 0.0, 6.0, threads=threads)
+        check = close if act in SIGMOIDS else same_bits
+        check(out, expected, f"batch {batch}, sliced {sliced}, {threads} threads")
+
+
+def per_channel(rng: np.random.Generator, rows: int, nb: int, lanes: int, channels: int) -> np.ndarray:
+    """(rows, CB, 1, 1, L) float32 values, zero past `channels`: graph/ops.py's padded per-channel vectors."""
+    values = np.zeros((rows, nb * lanes), dtype=np.float32)
+    values[:, :channels] = rng.standard_normal((rows, channels))
+    return values.reshape(rows, nb, 1, 1, lanes)
+
+
+@pytest.mark.parametrize("in_place", [False, True])
+@pytest.mark.parametrize("act, alpha, beta", [(None, 0.0, 0.0), *ACTS[:2], ACTS[4], ACTS[6]])
+@pytest.mark.parametrize("lanes", LANES)
+def test_scale_shift(rng, lanes, act, alpha, beta, in_place):
+    channels = 2 * lanes - 1 if lanes > 1 else 2
+    for batch, sliced, threads in layouts():
+        x = blocked(rng, (batch, 2, 4, 5, lanes), sliced)
+        scale, shift = per_channel(rng, 1, 2, lanes, channels), per_channel(rng, 1, 2, lanes, channels)
+        expected = empty(x.shape, False)
+        ops._numpy_scale_shift(x, scale, shift, expected, act, alpha, beta)
+        out = x if in_place else empty(x.shape, sliced)
+        assert graph_ops.scale_shift(x, scale, shift, out, act, alpha, beta, threads=threads)
+        check = close if act in SIGMOIDS else same_bits
+        check(out, expected, f"batch {batch}, sliced {sliced}, {threads} threads")
+        assert np.isfinite(out[:, -1, :, :, channels - lanes :]).all(), "a padded lane is not finite"
+
+
+@pytest.mark.parametrize("in_place", [False, True])
+@pytest.mark.parametrize("per_image", [False, True])
+@pytest.mark.parametrize("lanes", LANES)
+def test_scale_channels(rng, lanes, per_image, in_place):
+    for batch, sliced, threads in layouts():
+        x = blocked(rng, (batch, 2, 4, 5, lanes), sliced)
+        scale = per_channel(rng, batch if per_image else 1, 2, lanes, 2 * lanes)
+        expected = np.multiply(x, scale)
+        out = x if in_place else empty(x.shape, sliced)
+        assert graph_ops.scale_channels(x, scale, out, threads=threads)
+        same_bits(out, expected, f"batch {batch}, sliced {sliced}, {threads} threads")
+
+
+# Dispatch -----------------------------------------------------------------------------------------------------------
+
+
+C_FUNCTIONS = ("max_pool", "average_pool", "global_average_pool", "channel_shuffle", "copy_channels", "activation")
+C_FUNCTIONS += ("add", "scale_shift", "scale_channels")
+
+
+@pytest.fixture
+def c_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, object, bool]]:
+    """Each graph_ops call graph/ops.py makes: (name, its threads, what it returned: True when C ran)."""
+    calls: list[tuple[str, object, bool]] = []
+    for name in C_FUNCTIONS:
+        original = getattr(graph_ops, name)
+
+        def spy(
+            *args: object,
+            _name: str = name,
+            _original: Callable[..., bool] = original,
+            **kwargs: object,
+        ) -> bool:
+            calls.append((_name, kwargs.get("threads"), _original(*args, **kwargs)))
+            return calls[-1][2]
+
+        monkeypatch.setattr(graph_ops, name, spy)
+    return calls
+
+
+def test_ops_dispatch_sliced_views_to_c_with_threads(rng, c_calls):
+    """graph/ops.py's public functions on the arena's views (batch 3) with threads=2 run in C, with numpy's results."""
+    lanes, batch = 8, 3
+    x = blocked(rng, (batch, 2, 9, 9, lanes), True, special=False)
+    other = blocked(rng, x.shape, True, special=False)
+    pool = {"kernel": (3, 3), "stride": (2, 2), "pads": (1, 1, 1, 1), "threads": 2}
+    ones = per_channel(rng, 1, 2, lanes, 12)
+    ones[ones != 0] = 1.0
+    pooled = (batch, 2, 5, 5, lanes)
+
+    def relu(out: np.ndarray) -> None:
+        np.add(x, other, out=out)
+        ops._numpy_activation(out, out, "relu", 0.0, 0.0)
+
+    cases: list[tuple[Callable[[np.ndarray], None], Callable[[np.ndarray], None], tuple[int, ...]]] = [
+        (
+            lambda out: ops.max_pool(x, out, **pool),
+            lambda out: ops._numpy_max_pool(x, out, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1)),
+            pooled,
+        ),
+        (
+            lambda out: ops.average_pool(x, out, **pool, count_include_pad=False),
+            lambda out: ops._numpy_average_pool(x, out, (3, 3), (2, 2), (1, 1, 1, 1), False),
+            pooled,
+        ),
+        (
+            lambda out: ops.channel_shuffle(x, out, channels=12, groups=3, threads=2),
+            lambda out: ops._numpy_channel_shuffle(x, out, 12, 3),
+            x.shape,
+        ),
+        (
+            lambda out: ops.copy_channels(x, out, 5, 12, threads=2),
+            lambda out: ops._numpy_copy_channels(x, out, 5, 12),
+            (batch, 3, 9, 9, lanes),
+        ),
+        (
+            lambda out: ops.scale_shift(x, np.ones(12), np.full(12, -1.0), out, act="relu", threads=2),
+            lambda out: ops._numpy_scale_shift(x, ones, -ones, out, "relu", 0.0, 0.0),
+            x.shape,
+        ),
+        (
+            lambda out: ops.scale_channels(x, np.ones(12), out, threads=2),
+            lambda out: np.multiply(x, ones, out=out),
+            x.shape,
+        ),
+        (lambda out: ops.add(x, other, out, act="relu", threads=2), relu, x.shape),
+        (
+            lambda out: ops.activation(x, out, "hard_swish", threads=2),
+            lambda out: ops._numpy_activation(x, out, "hard_swish", 0.0, 0.0),
+            x.shape,
+        ),
+    ]
+    for public, numpy, shape in cases:
+        out, expected = empty(shape, True), empty(shape, False)
+        if shape[1] == 3:
+            out.fill(0.0)
+            expected.fill(0.0)
+        public(out)
+        numpy(expected)
+        same_bits(out, expected, str(c_calls[-1:]))
+    ops.global_average_pool(x, empty((batch, 2, 1, 1, lanes), True), threads=2)
+    assert len(c_calls) == len(cases) + 1 and all(threads == 2 and c for _, threads, c in c_calls), c_calls
+
+
+def test_lane_strided_views_fall_back_to_numpy(rng):
+    x = blocked(rng, (1, 2, 6, 6, 9), False)[..., :8]  # lanes 8 of 9: images are not C-contiguous
+    out = empty((1, 2, 3, 3, 8), False)
+    assert not graph_ops.max_pool(x, out, (2, 2), (2, 2), (0, 0, 0, 0), (1, 1))
+    assert np.isnan(out).all(), "a refused call wrote its output"
+    ops.max_pool(x, out, kernel=(2, 2), stride=(2, 2), pads=(0, 0, 0, 0))
+    expected = empty(out.shape, False)
+    ops._numpy_max_pool(x, expected, (2, 2), (2, 2), (0, 0, 0, 0), (1, 1))
+    same_bits(out, expected, "numpy through ops")
+
+
+def test_partial_overlap_falls_back_to_numpy(rng):
+    buffer = rng.standard_normal(2 * 4 * 4 * 8 + 8).astype(np.float32)
+    a, out = buffer[:-8].reshape(1, 2, 4, 4, 8), buffer[8:].reshape(1, 2, 4, 4, 8)
+    expected = a + a
+    assert not graph_ops.add(a, a, out)
+    ops.add(a, a, out)
+    same_bits(out, expected, "numpy's add of overlapping arrays")
+
+
+def test_c_refusal_raises_value_error():
+    x = np.zeros((1, 2, 4, 4, 8), dtype=np.float32)
+    with pytest.raises(ValueError, match="dc_graph_channel_shuffle refused"):
+        graph_ops.channel_shuffle(x, np.zeros_like(x), 10, 3)
+    with pytest.raises(ValueError, match="act must be one of"):
+        graph_ops.activation(x, x, "gelu")
