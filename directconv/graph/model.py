@@ -155,6 +155,7 @@ class Model:
         self.lanes = lanes
         self.plan = arena.plan(steps, self._tensors, self.input_names, set(outputs), lanes)
         self._arenas: dict[int, np.ndarray] = {}
+        self._blas = _blas_controller() if any(step.op == "gemm" for step in steps) else None
         self._lock = threading.Lock()
         if untuned:
             warnings.warn(
@@ -353,6 +354,10 @@ class Model:
             dense[step.output] = convert.from_blocked(
                 np.ascontiguousarray(views[t.name]), t.channels, threads=self.threads
             )
+        elif op == "gemm" and self._blas is not None:
+            # BLAS keeps a pool of its own threads: held to the model's count, as the kernels are.
+            with self._blas.limit(limits=threads, user_api="blas"):
+                dense[step.output] = _dense_step(step, dense, batch, self._tensors[step.output].dims)
         else:
             dense[step.output] = _dense_step(step, dense, batch, self._tensors[step.output].dims)
 
@@ -417,6 +422,15 @@ class Model:
     def convolutions(self) -> list[tuple[Step, Conv]]:
         """Every convolution step with its kernel and configuration (tune --onnx, show, export)."""
         return [(self._steps[i], c) for i, c in sorted(self._convs.items())]
+
+
+def _blas_controller() -> Any:
+    """threadpoolctl's controller of the BLAS numpy uses (inspected once), or None without threadpoolctl."""
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        return None
+    return ThreadpoolController()
 
 
 def _act(params: dict[str, Any]) -> dict[str, Any]:
