@@ -403,9 +403,9 @@ class Builder:
         operands: list[Any] = []
         shapes = []
         for i, n in enumerate(names):
-            if n in self.constants:
+            if n in self.constants:  # ONNX broadcasts a constant right-aligned against the full (N, ...) shape
                 operands.append(np.asarray(self.constants[n], dtype=np.float32))
-                shapes.append((1, *self.constants[n].shape) if self.constants[n].ndim else ())
+                shapes.append(tuple(self.constants[n].shape))
             else:
                 t = self.dense_input(node, i)
                 operands.append(t.name)
@@ -414,8 +414,11 @@ class Builder:
             dims = np.broadcast_shapes(*shapes)
         except ValueError:
             raise OnnxModelError(f"{where(node)}: operand shapes {shapes} do not broadcast") from None
-        if len(dims) == 0 or dims[0] != 1:
-            raise OnnxModelError(f"{where(node)}: a constant operand would broadcast across the batch")
+        rank = max(len(shape) for shape, o in zip(shapes, operands, strict=True) if isinstance(o, str))
+        if len(dims) != rank or dims[0] != 1:
+            raise OnnxModelError(
+                f"{where(node)}: operand shapes {shapes}: a constant would add dimensions or broadcast across the batch"
+            )
         tensors = [o for o in operands if isinstance(o, str)]
         self.add(op, node, tensors, tuple(dims[1:]), False, operands=operands)
 
@@ -462,7 +465,7 @@ class Builder:
             wo = ops.pool_output_size(x.dims[2], kernel[1], strides[1], left, r, dilations[1], bool(ceil_mode))
         except ValueError as error:
             raise OnnxModelError(f"{where(node)}: {error}") from None
-        if max(t, b) >= kernel[0] * dilations[0] or max(left, r) >= kernel[1] * dilations[1]:
+        if max(t, b) >= kernel[0] or max(left, r) >= kernel[1]:  # onnxruntime's rule too
             raise OnnxModelError(f"{where(node)}: pads {[t, left, b, r]} as large as the window are not supported")
         return kernel, strides, (t, left, b, r), dilations, (ho, wo)
 

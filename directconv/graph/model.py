@@ -346,9 +346,7 @@ class Model:
             offsets = {i: o for i, o in p["copies"]}
             for i, name in enumerate(step.inputs):
                 if i in offsets:
-                    ops.copy_channels(
-                        views[name], views[step.output], offsets[i], self._tensors[name].channels, threads=threads
-                    )
+                    self._copy_into(views[name], views[step.output], offsets[i], self._tensors[name].channels)
         elif op == "to_dense":
             t = self._tensors[step.inputs[0]]
             dense[step.output] = convert.from_blocked(
@@ -360,6 +358,17 @@ class Model:
                 dense[step.output] = _dense_step(step, dense, batch, self._tensors[step.output].dims)
         else:
             dense[step.output] = _dense_step(step, dense, batch, self._tensors[step.output].dims)
+
+    def _copy_into(self, x: np.ndarray, out: np.ndarray, offset: int, channels: int) -> None:
+        """Channels [offset, offset + channels) of out = x's: through the output blocks they fall in only, since x
+        may itself lie in out's buffer (a Concat of a nested Concat and one of its inputs), and through a copy of x
+        if it shares even those blocks."""
+        lanes = self.lanes
+        first, last = offset // lanes, -(-(offset + channels) // lanes)
+        target = out[:, first:last]
+        if np.shares_memory(x, target):
+            x = x.copy()
+        ops.copy_channels(x, target, offset - first * lanes, channels, threads=self.threads)
 
     def _max_pool(self, step: Step, views: dict[str, np.ndarray]) -> None:
         p = step.params
