@@ -353,8 +353,9 @@ class Model:
                 np.ascontiguousarray(views[t.name]), t.channels, threads=self.threads
             )
         elif op == "gemm" and self._blas is not None:
-            # BLAS keeps a pool of its own threads: held to the model's count, as the kernels are.
-            with self._blas.limit(limits=threads, user_api="blas"):
+            # One BLAS thread: the classifier is a few MFLOP, and OpenBLAS's own threads spin after a call, taking the
+            # cores from the kernels' threads in the next call (to_blocked on 2 threads took 4.4 ms instead of 0.5).
+            with self._blas.limit(limits=1, user_api="blas"):
                 dense[step.output] = _dense_step(step, dense, batch, self._tensors[step.output].dims)
         else:
             dense[step.output] = _dense_step(step, dense, batch, self._tensors[step.output].dims)
