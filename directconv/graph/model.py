@@ -154,7 +154,7 @@ class Model:
             lanes = get_isa(host_isa()).lanes
         self.lanes = lanes
         self.plan = arena.plan(steps, self._tensors, self.input_names, set(outputs), lanes)
-        self._arenas: dict[int, np.ndarray] = {}
+        self._prepared: dict[int, tuple[dict[str, np.ndarray], dict[int, Any]]] = {}
         self._blas = _blas_controller() if any(step.op == "gemm" for step in steps) else None
         self._lock = threading.Lock()
         if untuned:
@@ -262,8 +262,10 @@ class Model:
         return 4 * self.plan.floats * batch
 
     def _views(self, batch: int) -> dict[str, np.ndarray]:
-        cached = self._arenas.get(batch)
-        if cached is None:
+        """Every blocked tensor's view into the arena for `batch` images, with the convolutions bound to them
+        (made once per batch size: one arena at a time, the last batch size's)."""
+        prepared = self._prepared.get(batch)
+        if prepared is None:
             need = self.arena_bytes(batch)
             limit = _memory_bytes() * MEMORY_FRACTION
             if need > limit:
@@ -271,18 +273,41 @@ class Model:
                     f"batch {batch} needs a {need / 2**30:.1f} GiB activation arena, more than {MEMORY_FRACTION:.0%} "
                     f"of this machine's {_memory_bytes() / 2**30:.1f} GiB; run smaller batches"
                 )
-            self._arenas.clear()  # one arena at a time: the last batch size's
-            cached = self._arenas[batch] = layout.empty_aligned((need // 4,))
-        buffers = {}
-        for buffer, (nb, h, w) in self.plan.shapes.items():
-            start = self.plan.offsets[buffer] * batch
-            size = self.plan.buffer_floats(buffer) * batch
-            buffers[buffer] = cached[start : start + size].reshape(batch, nb, h, w, self.lanes)
-        views = {}
-        for name, place in self.plan.places.items():
-            nb = blocks(self._tensors[name].channels, self.lanes)
-            views[name] = buffers[place.buffer][:, place.first : place.first + nb]
-        return views
+            self._prepared.clear()
+            arena_floats = layout.empty_aligned((need // 4,))
+            buffers = {}
+            for buffer, (nb, h, w) in self.plan.shapes.items():
+                start = self.plan.offsets[buffer] * batch
+                size = self.plan.buffer_floats(buffer) * batch
+                buffers[buffer] = arena_floats[start : start + size].reshape(batch, nb, h, w, self.lanes)
+            views = {}
+            for name, place in self.plan.places.items():
+                nb = blocks(self._tensors[name].channels, self.lanes)
+                views[name] = buffers[place.buffer][:, place.first : place.first + nb]
+            calls = {index: self._bind(self._steps[index], conv, views) for index, conv in self._convs.items()}
+            prepared = self._prepared[batch] = (views, calls)
+        return prepared[0]
+
+    def _bind(self, step: Step, conv: Conv, views: dict[str, np.ndarray]) -> Any:
+        """The convolution's kernel call on the arena: whole buffers, and each tensor's first block in its buffer."""
+        source, target = self.plan.places[step.inputs[0]], self.plan.places[step.output]
+        residual = step.params["residual"]
+        res_place = self.plan.places[residual] if residual is not None else None
+        return conv.kernel.bind_fused(
+            views[source.buffer],
+            conv.weights,
+            conv.bias,
+            views[target.buffer],
+            cib=conv.config.cib,
+            rows=conv.config.rows,
+            parallel=conv.config.parallel,
+            threads=self.threads,
+            epilogue=conv.epilogue,
+            in_first=source.first,
+            out_first=target.first,
+            residual=None if res_place is None else views[res_place.buffer],
+            res_first=0 if res_place is None else res_place.first,
+        )
 
     # ------------------------------------------------------------------------------------------------ steps
     def _run_step(
@@ -290,25 +315,7 @@ class Model:
     ) -> None:
         op, p, threads = step.op, step.params, self.threads
         if op == "conv":
-            conv = self._convs[index]
-            source, target = self.plan.places[step.inputs[0]], self.plan.places[step.output]
-            residual = p["residual"]
-            res_place = self.plan.places[residual] if residual is not None else None
-            conv.kernel.run_fused(  # whole buffers, and the first block of each tensor in its buffer
-                views[source.buffer],
-                conv.weights,
-                conv.bias,
-                views[target.buffer],
-                cib=conv.config.cib,
-                rows=conv.config.rows,
-                parallel=conv.config.parallel,
-                threads=self.threads,
-                epilogue=conv.epilogue,
-                in_first=source.first,
-                out_first=target.first,
-                residual=None if res_place is None else views[res_place.buffer],
-                res_first=0 if res_place is None else res_place.first,
-            )
+            self._prepared[batch][1][index]()
         elif op == "scale_shift":
             ops.scale_shift(
                 views[step.inputs[0]], p["scale"], p["shift"], views[step.output], **_act(p), threads=threads

@@ -7,6 +7,7 @@ contiguity against the compiled geometry before C sees a pointer, because C woul
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -193,6 +194,32 @@ class CompiledKernel:
         blocked layouts (codegen.C_FUSED_SIGNATURE): x, out and residual may hold more channel blocks than the
         layer's, which then reads and writes its slice of them (a Concat's producers write in place). Allocates
         nothing."""
+        self.bind_fused(
+            x, weights, bias, out, cib=cib, rows=rows, parallel=parallel, threads=threads, epilogue=epilogue,
+            in_first=in_first, out_first=out_first, residual=residual, res_first=res_first,
+        )()  # fmt: skip
+
+    def bind_fused(
+        self,
+        x: np.ndarray,
+        weights: np.ndarray,
+        bias: np.ndarray,
+        out: np.ndarray,
+        *,
+        cib: int | None,
+        rows: int | None,
+        parallel: str,
+        threads: int,
+        epilogue: Epilogue | None = None,
+        in_first: int = 0,
+        out_first: int = 0,
+        residual: np.ndarray | None = None,
+        res_first: int = 0,
+    ) -> Callable[[], None]:
+        """run_fused's call, checked now and made later, as often as wanted: a graph binds each convolution to its
+        arena once per batch size, so that a call costs the C function and nothing else (checking and converting
+        the arguments took longer than the kernel of a small layer). The buffers must stay alive and keep their
+        shapes while the returned function may be called: it holds pointers into them."""
         s, lanes = self.shape, self.lanes
         ep = epilogue or Epilogue()
         batch = x.shape[0] if x.ndim == 5 else -1
@@ -208,7 +235,7 @@ class CompiledKernel:
             if np.shares_memory(residual, out):
                 raise ValueError("the residual must not overlap the output (the kernel stores partial sums there)")
         nbi = self._input_blocks
-        code = self._lib.dc_conv_fused(
+        args = (
             ffi.floats(x, writable=False),
             ffi.floats(weights, writable=False),
             ffi.floats(bias, writable=False),
@@ -229,8 +256,14 @@ class CompiledKernel:
             ep.alpha,
             ep.beta,
         )
-        if code != 0:
-            raise RuntimeError(f"kernel {self.path.name} rejected its arguments (code {code})")
+        function, name = self._lib.dc_conv_fused, self.path.name
+
+        def call() -> None:
+            code = function(*args)
+            if code != 0:
+                raise RuntimeError(f"kernel {name} rejected its arguments (code {code})")
+
+        return call
 
     @property
     def runs_nchw(self) -> bool:
