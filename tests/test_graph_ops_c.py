@@ -116,6 +116,19 @@ def test_global_average_pool(rng, lanes, h, w):
         close(out, expected, f"batch {batch}, sliced {sliced}, {threads} threads")
 
 
+@pytest.mark.parametrize("size, beta, bias", [(5, 0.75, 1.0), (3, 0.75, 2.0), (5, 0.6, 1.0), (4, 0.75, 1.0)])
+@pytest.mark.parametrize("channels", [3, 13, 24])
+@pytest.mark.parametrize("lanes", LANES)
+def test_lrn(rng, lanes, channels, size, beta, bias):
+    nb = -(-channels // lanes)
+    for batch, sliced, threads in layouts():
+        x = blocked(rng, (batch, nb, 5, 6, lanes), sliced, special=False)
+        out, expected = empty(x.shape, sliced), empty(x.shape, False)
+        assert graph_ops.lrn(x, out, channels, size, 1e-2, beta, bias, threads=threads)
+        ops._numpy_lrn(x, expected, channels, size, 1e-2, beta, bias)
+        close(out, expected, f"batch {batch}, sliced {sliced}, {threads} threads")
+
+
 # Channel moves ------------------------------------------------------------------------------------------------------
 
 

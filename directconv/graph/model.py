@@ -8,6 +8,7 @@ converts each input to the blocked layout once, runs the steps, and converts eac
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -31,6 +32,8 @@ from directconv.nn.pool import pool_output_size
 
 __all__ = ["Model", "OnnxModelError", "conv_layers", "load_onnx"]
 
+# Gemm weights of at least this many floats (16 MiB, far beyond the caches) are split between the model's threads.
+LARGE_GEMM = 1 << 22
 # An arena larger than this fraction of the machine's memory is refused before it is allocated.
 MEMORY_FRACTION = 0.75
 
@@ -156,6 +159,7 @@ class Model:
         self.plan = arena.plan(steps, self._tensors, self.input_names, set(outputs), lanes)
         self._prepared: dict[int, tuple[dict[str, np.ndarray], dict[int, Any]]] = {}
         self._blas = _blas_controller() if any(step.op == "gemm" for step in steps) else None
+        self._workers: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
         if untuned:
             warnings.warn(
@@ -342,7 +346,7 @@ class Model:
         elif op == "lrn":
             ops.lrn(
                 views[step.inputs[0]], views[step.output], channels=self._tensors[step.output].channels,
-                size=p["size"], alpha=p["alpha"], beta=p["beta"], bias=p["bias"],
+                size=p["size"], alpha=p["alpha"], beta=p["beta"], bias=p["bias"], threads=threads,
             )  # fmt: skip
         elif op == "shuffle":
             ops.channel_shuffle(
@@ -359,13 +363,34 @@ class Model:
             dense[step.output] = convert.from_blocked(
                 np.ascontiguousarray(views[t.name]), t.channels, threads=self.threads
             )
-        elif op == "gemm" and self._blas is not None:
-            # One BLAS thread: the classifier is a few MFLOP, and OpenBLAS's own threads spin after a call, taking the
-            # cores from the kernels' threads in the next call (to_blocked on 2 threads took 4.4 ms instead of 0.5).
-            with self._blas.limit(limits=1, user_api="blas"):
-                dense[step.output] = _dense_step(step, dense, batch, self._tensors[step.output].dims)
+        elif op == "gemm":
+            dense[step.output] = self._gemm(dense[step.inputs[0]], p["rows"], p["bias"])
         else:
             dense[step.output] = _dense_step(step, dense, batch, self._tensors[step.output].dims)
+
+    def _gemm(self, a: np.ndarray, rows: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
+        """a @ rows.T (+ bias) with BLAS on one thread: OpenBLAS's own threads spin for long after a call and took
+        the cores from the kernels' threads in the next one (MobileNetV2 on 2 threads: to_blocked 4.4 ms instead of
+        0.5). A large matrix (AlexNet's 9216x4096, 151 MB: bound by memory) is split by rows between the model's
+        threads instead, in a pool whose threads sleep when idle."""
+        y = np.empty((a.shape[0], rows.shape[0]), dtype=np.float32)
+        parts = self.threads if rows.size >= LARGE_GEMM else 1
+        bounds = [rows.shape[0] * i // parts for i in range(parts + 1)]
+
+        def part(i: int) -> None:
+            np.matmul(a, rows[bounds[i] : bounds[i + 1]].T, out=y[:, bounds[i] : bounds[i + 1]])
+
+        with self._blas.limit(limits=1, user_api="blas") if self._blas is not None else contextlib.nullcontext():
+            if parts == 1:
+                part(0)
+            else:
+                list(self._pool().map(part, range(parts)))
+        return y if bias is None else np.add(y, bias, out=y)
+
+    def _pool(self) -> ThreadPoolExecutor:
+        if self._workers is None:
+            self._workers = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="directconv-gemm")
+        return self._workers
 
     def _copy_into(self, x: np.ndarray, out: np.ndarray, offset: int, channels: int) -> None:
         """Channels [offset, offset + channels) of out = x's: through the output blocks they fall in only, since x
@@ -464,13 +489,10 @@ def _memory_bytes() -> int:
 
 
 def _dense_step(step: Step, dense: dict[str, np.ndarray], batch: int, dims: tuple[int, ...]) -> np.ndarray:
-    """The tail's steps on dense arrays (numpy; BLAS for Gemm and MatMul)."""
+    """The tail's steps on dense arrays in numpy (Gemm and MatMul: Model._gemm)."""
     op, p = step.op, step.params
     if op == "reshape":
         return dense[step.inputs[0]].reshape(batch, *dims)
-    if op == "gemm":
-        y = dense[step.inputs[0]] @ p["matrix"]
-        return y if p["bias"] is None else np.add(y, p["bias"], out=y)
     if op == "softmax":
         x = dense[step.inputs[0]]
         shape = x.shape

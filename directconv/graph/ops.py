@@ -336,7 +336,17 @@ def _numpy_global_average_pool(x: np.ndarray, out: np.ndarray) -> None:
     out[:, :, 0, 0, :] = x.sum(axis=(2, 3), dtype=np.float64) / (x.shape[2] * x.shape[3])
 
 
-def lrn(x: np.ndarray, out: np.ndarray, *, channels: int, size: int, alpha: float, beta: float, bias: float) -> None:
+def lrn(
+    x: np.ndarray,
+    out: np.ndarray,
+    *,
+    channels: int,
+    size: int,
+    alpha: float,
+    beta: float,
+    bias: float,
+    threads: int = 1,
+) -> None:
     """out = ONNX LRN of x: x / (bias + alpha / size * sum of x^2 over the channel window) ** beta.
 
     The window of channel c is [c - floor((size - 1) / 2), c + ceil((size - 1) / 2)] clipped to the C = `channels`
@@ -348,7 +358,13 @@ def lrn(x: np.ndarray, out: np.ndarray, *, channels: int, size: int, alpha: floa
     c = _channel_count("channels", channels, shape[1], shape[4])
     n = _integer("size", size, 1)
     _disjoint(x, out)
-    lanes = shape[4]
+    if not graph_ops.lrn(x, out, c, n, alpha, beta, bias, threads=_integer("threads", threads, 1)):
+        _numpy_lrn(x, out, c, n, alpha, beta, bias)
+
+
+def _numpy_lrn(x: np.ndarray, out: np.ndarray, c: int, n: int, alpha: float, beta: float, bias: float) -> None:
+    """lrn in numpy, on checked arguments."""
+    lanes = x.shape[4]
     # Only real channels are squared: a large finite padded lane could overflow, and must not be summed anyway.
     squares = np.empty_like(x)
     _padded_lanes(squares, c).fill(0.0)

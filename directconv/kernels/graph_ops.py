@@ -46,10 +46,13 @@ _DECLARATIONS = (
     "                         long hw, long xs, long ys, int act, float alpha, float beta, int threads);"
     "int dc_graph_scale_channels(const float *x, const float *scale, float *y, long n, long nb, long hw, long xs,"
     "                            long ys, long ss, int threads);"
+    "int dc_graph_lrn(const float *x, float *y, long n, long nb, long hw, long xs, long ys, long c, int size,"
+    "                 float scale, float beta, float bias, int threads);"
 )
 # -ffp-contract=off overrides compiler.BASE_FLAGS' fast: x * scale + shift must round twice, as numpy's two passes
-# do, also where fused multiply-adds need no ISA flag (aarch64). No ISA flags: the loops are bound by memory.
-_FLAGS = ("-ffp-contract=off",)
+# do, also where fused multiply-adds need no ISA flag (aarch64); -fno-math-errno lets LRN's square roots run as
+# vector instructions. No ISA flags: the loops are bound by memory.
+_FLAGS = ("-ffp-contract=off", "-fno-math-errno")
 _libraries: dict[int, Any] = {}
 _lock = threading.Lock()
 
@@ -186,6 +189,26 @@ def global_average_pool(x: np.ndarray, y: np.ndarray, *, threads: int = 1) -> bo
     lib, xs, ys = views
     result = lib.dc_graph_global_average_pool(_pointer(x), _pointer(y), n, nb, h * w, xs, ys, threads)
     _refused("dc_graph_global_average_pool", result, shape=x.shape, threads=threads)
+    return True
+
+
+def lrn(
+    x: np.ndarray, y: np.ndarray, channels: int, size: int, alpha: float, beta: float, bias: float, *, threads: int = 1
+) -> bool:
+    """y = ONNX LRN of x across its `channels` real channels (graph.ops.lrn's definition); False when C cannot run
+    it (overlap, a layout C cannot index, more than 4096 channels or a window wider than 65)."""
+    if x.shape != y.shape:
+        raise ValueError(f"y must have x's shape {x.shape}, got {y.shape}")
+    views = _pool_views(x, y)
+    if views is None or x.shape[1] * x.shape[4] > 4096 or size > 65:
+        return False
+    lib, xs, ys = views
+    n, nb, h, w, _ = x.shape
+    scale = float(np.float32(float(alpha) / size))  # numpy multiplies float32 data by alpha / size as a float32
+    result = lib.dc_graph_lrn(
+        _pointer(x), _pointer(y), n, nb, h * w, xs, ys, channels, size, scale, float(beta), float(bias), threads
+    )
+    _refused("dc_graph_lrn", result, shape=x.shape, channels=channels, size=size, threads=threads)
     return True
 
 

@@ -394,3 +394,57 @@ int dc_graph_scale_channels(const float *x, const float *scale, float *y, long n
     }
     return 0;
 }
+
+/* ONNX LRN across channels: y = x * (bias + scale * sq)^-beta (scale = alpha / size, rounded to float by the caller
+ * as numpy does), sq the sum of the squares of the real
+ * channels [c - (size - 1) / 2, c + size / 2] (c real channels; y's padded lanes get x's). One task per (image, run
+ * of DC_RUN pixels); per pixel the squares of its channels go into a zero-bordered row on the stack and are summed
+ * in graph/ops.py's order (the square itself, then the shifts from the lowest up), so sq is numpy's bit for bit.
+ * The power: 1 / (sqrt(t) * sqrt(sqrt(t))) for beta = 0.75 (AlexNet, GoogLeNet, ZFNet), powf otherwise. */
+#define DC_LRN_CHANNELS 4096 /* more channels (with the padded lanes) than this: graph/ops.py's numpy version */
+
+int dc_graph_lrn(const float *x, float *y, long n, long nb, long hw, long xs, long ys, long c, int size, float scale,
+                 float beta, float bias, int threads)
+{
+    const long lo = (size - 1) / 2, hi = size / 2, border = lo > hi ? lo : hi;
+    if (n < 1 || nb < 1 || hw < 1 || xs < 0 || ys < 0 || c < 1 || c > nb * DC_LANES || nb * DC_LANES > DC_LRN_CHANNELS
+        || size < 1 || border > 32 || threads < 1)
+        return -1;
+    const long runs = (hw + DC_RUN - 1) / DC_RUN, tasks = n * runs;
+    const int three_quarters = beta == 0.75f;
+    const long width = nb * DC_LANES; /* channels with the padded lanes, whose squares are set to 0 */
+    #pragma omp parallel for schedule(static) num_threads(threads) \
+        if(threads > 1 && tasks > 1 && n * nb * hw * DC_LANES >= DC_MIN_WORK)
+    for (long t = 0; t < tasks; ++t) {
+        const long b = t / runs, p0 = (t % runs) * DC_RUN, p1 = dc_min(p0 + DC_RUN, hw);
+        /* squares with `border` zeros on each side, and the window sums: loops over whole rows of channels, which
+         * the compiler vectorizes */
+        float sq[DC_LRN_CHANNELS + DC_LANES + 64], sum[DC_LRN_CHANNELS + DC_LANES];
+        for (long i = 0; i < border; ++i) sq[i] = sq[border + width + i] = 0.0f;
+        for (long p = p0; p < p1; ++p) {
+            const float *xp = x + b * xs + p * DC_LANES;
+            float *yp = y + b * ys + p * DC_LANES;
+            for (long cb = 0; cb < nb; ++cb)
+                for (int l = 0; l < DC_LANES; ++l) {
+                    const float v = xp[cb * hw * DC_LANES + l];
+                    sq[border + cb * DC_LANES + l] = v * v;
+                }
+            for (long ch = c; ch < width; ++ch) sq[border + ch] = 0.0f;
+            for (long ch = 0; ch < width; ++ch) sum[ch] = sq[border + ch];
+            for (long k = -lo; k <= hi; ++k)
+                if (k != 0)
+                    for (long ch = 0; ch < width; ++ch) sum[ch] += sq[border + ch + k];
+            for (long ch = 0; ch < width; ++ch) sum[ch] = sum[ch] * scale + bias;
+            for (long ch = c; ch < width; ++ch) sum[ch] = 1.0f; /* padded lanes: y = x */
+            for (long cb = 0; cb < nb; ++cb) {
+                const float *xc = xp + cb * hw * DC_LANES, *base = sum + cb * DC_LANES;
+                float *yc = yp + cb * hw * DC_LANES;
+                if (three_quarters)
+                    for (int l = 0; l < DC_LANES; ++l) yc[l] = xc[l] / (sqrtf(base[l]) * sqrtf(sqrtf(base[l])));
+                else
+                    for (int l = 0; l < DC_LANES; ++l) yc[l] = xc[l] * powf(base[l], -beta);
+            }
+        }
+    }
+    return 0;
+}
