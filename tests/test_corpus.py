@@ -159,5 +159,5 @@ def test_write_corpus_model_replaces_the_file_whole(tmp_path: Path, monkeypatch:
 def test_import_without_onnx_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "onnx", None)  # None in sys.modules makes `import onnx` fail
     monkeypatch.delitem(sys.modules, "directconv.bench.corpus")
-    with pytest.raises(ImportError, match=r"pip install 'directconv\[test\]'"):
+    with pytest.raises(ImportError, match=r"pip install 'directconv\[onnx\]'"):
         importlib.import_module("directconv.bench.corpus")

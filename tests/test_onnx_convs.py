@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 import directconv as dc
+from directconv.bench.corpus_names import LIGHT_NAMES
 from directconv.core.isa import get_isa, host_isa
 from directconv.core.shape import ConvShape, kernel_kind
 from directconv.kernels.reference import tolerance
@@ -27,17 +28,7 @@ from directconv.kernels.reference import tolerance
 onnx = pytest.importorskip("onnx", reason="reading the ONNX networks needs the onnx package (the `test` extra)")
 
 LIGHT_DIR = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
-NETWORKS = (
-    "bvlc_alexnet",
-    "densenet121",
-    "inception_v1",
-    "inception_v2",
-    "resnet50",
-    "shufflenet",
-    "squeezenet",
-    "vgg19",
-    "zfnet512",
-)
+NETWORKS = LIGHT_NAMES
 HOST = host_isa()
 LANES = get_isa(HOST).lanes
 

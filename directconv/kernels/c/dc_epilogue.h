@@ -66,4 +66,20 @@ static inline vf dc_activate(vf x, const dc_act *a)
     }
 }
 
+/* The epilogue of one stored tile beyond a ReLU: `columns` output pixels of `vectors` vectors each, `plane` floats
+ * between two vectors of a pixel; the residual (NULL: none) is added, then the activation applied. Not inlined: in
+ * the tile function this code would change the register allocation of its hot loop. */
+static __attribute__((noinline)) void dc_finish(float *out, const float *res, int columns, int vectors,
+                                                ptrdiff_t plane, const dc_act *ep)
+{
+    const int lanes = (int)(sizeof(vf) / sizeof(float));
+    for (int v = 0; v < vectors; ++v)
+        for (int k = 0; k < columns; ++k) {
+            const ptrdiff_t at = plane * v + (ptrdiff_t)k * lanes;
+            vf x = VLOAD(out + at);
+            if (res) x += VLOAD(res + at);
+            VSTORE(out + at, dc_activate(x, ep));
+        }
+}
+
 #endif

@@ -17,6 +17,12 @@
  * OpenMP threads. The result does not depend on threads, rows or parallel_rows. Allocates nothing. Returns 0, or a
  * negative code for an argument out of range.
  *
+ * dc_conv_fused: dc_conv for graphs (what directconv.load_onnx calls): in, out and residual are channel-block slices
+ * of larger tensors (in_blocks, out_blocks, res_blocks blocks per image, the layer's starting at in_first, out_first,
+ * res_first); after the last cache block, residual (NULL: none; it must not overlap out) is added and activation
+ * act applied (kernels/c/dc_epilogue.h: 0 none, 1 relu, 2 clip(alpha, beta), 3 leaky relu(alpha), 4 sigmoid, 5 hard
+ * sigmoid(alpha, beta), 6 hard swish, 7 x * sigmoid(x)). dc_conv is it on whole tensors with act 0 or 1.
+ *
  * dc_bench: times dc_conv (relu off): `warmup` untimed calls, then timed calls until min_seconds have passed and at
  * least min_samples were taken, at most max_samples; per-call seconds go to samples. Returns the number taken, or a
  * negative dc_conv code.
@@ -30,6 +36,9 @@ extern "C" {
 
 int dc_conv(const float *in, const float *wt, const float *bias, float *out, int batch, int cib_blocks, int rows,
             int parallel_rows, int threads, int relu);
+int dc_conv_fused(const float *in, const float *wt, const float *bias, float *out, const float *residual, int batch,
+                  int cib_blocks, int rows, int parallel_rows, int threads, int in_blocks, int in_first,
+                  int out_blocks, int out_first, int res_blocks, int res_first, int act, float alpha, float beta);
 int dc_bench(const float *in, const float *wt, const float *bias, float *out, int batch, int cib_blocks, int rows,
              int parallel_rows, int threads, int warmup, double min_seconds, int min_samples, int max_samples,
              double *samples);
