@@ -8,6 +8,8 @@
 #ifndef DC_EPILOGUE_H
 #define DC_EPILOGUE_H
 
+#include <stddef.h>
+
 enum { DC_ACT_NONE = 0, DC_ACT_RELU, DC_ACT_CLIP, DC_ACT_LEAKY_RELU, DC_ACT_SIGMOID, DC_ACT_HARD_SIGMOID,
        DC_ACT_HARD_SWISH, DC_ACT_SILU, DC_ACT_COUNT };
 
@@ -69,7 +71,7 @@ static inline vf dc_activate(vf x, const dc_act *a)
 /* The epilogue of one stored tile beyond a ReLU: `columns` output pixels of `vectors` vectors each, `plane` floats
  * between two vectors of a pixel; the residual (NULL: none) is added, then the activation applied. Not inlined: in
  * the tile function this code would change the register allocation of its hot loop. */
-static __attribute__((noinline)) void dc_finish(float *out, const float *res, int columns, int vectors,
+static __attribute__((noinline, unused)) void dc_finish(float *out, const float *res, int columns, int vectors,
                                                 ptrdiff_t plane, const dc_act *ep)
 {
     const int lanes = (int)(sizeof(vf) / sizeof(float));
