@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from directconv.core import checks
+from directconv.core.config import KernelConfig
 from directconv.graph import arena, ops
 from directconv.graph.build import build
 from directconv.graph.fuse import fuse
@@ -43,7 +44,7 @@ class Conv:
     """A convolution step made ready to run: its kernel, packed weights and where its configuration came from."""
 
     kernel: runtime.CompiledKernel
-    config: Any  # KernelConfig
+    config: KernelConfig
     weights: np.ndarray
     bias: np.ndarray
     epilogue: runtime.Epilogue
