@@ -66,10 +66,23 @@ def ask(rdb: optuna.storages.RDBStorage, study: optuna.Study) -> optuna.trial.Tr
     process is gone (storage.fail_dead_trials), rather than after the heartbeat's grace period.
     """
     with claiming(rdb, study._study_id):
+        _fail_orphans(study)
         trial = study.ask()
-    for attr, value in owner().items():
-        trial.set_user_attr(attr, value)
+        for attr, value in owner().items():
+            trial.set_user_attr(attr, value)
     return trial
+
+
+def _fail_orphans(study: optuna.Study) -> None:
+    """Fail the RUNNING trials that have no owner: a live process marks its trial before it releases the lock this
+    runs under, so such a trial's process died between Optuna's ask and the mark (kill -9), and neither its pid nor
+    a heartbeat would ever tell."""
+    storage = study._storage
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        if "pid" not in trial.user_attrs:
+            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+                storage.set_trial_user_attr(trial._trial_id, "failure", "process died while asking for its trial")
+                storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
 
 
 def claim(rdb: optuna.storages.RDBStorage, study: optuna.Study, trial: optuna.trial.Trial, key: str) -> bool:
