@@ -371,9 +371,9 @@ class Model:
 
     def _gemm(self, a: np.ndarray, rows: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
         """a @ rows.T (+ bias) with BLAS on one thread: OpenBLAS's own threads spin for long after a call and took
-        the cores from the kernels' threads in the next one (MobileNetV2 on 2 threads: to_blocked 4.4 ms instead of
-        0.5). A large matrix (AlexNet's 9216x4096, 151 MB: bound by memory) is split by rows between the model's
-        threads instead, in a pool whose threads sleep when idle."""
+        the cores from the kernels' threads in the next one. A large matrix (bound by memory) is split by rows between
+        the model's threads instead, in a pool whose threads sleep when idle (docs/design.md, "Where a graph's time
+        went")."""
         y = np.empty((a.shape[0], rows.shape[0]), dtype=np.float32)
         parts = self.threads if rows.size >= LARGE_GEMM else 1
         bounds = [rows.shape[0] * i // parts for i in range(parts + 1)]

@@ -418,7 +418,7 @@ def activation(
     _in_place(x, out)
     t = _integer("threads", threads, 1)
     # numpy's exp is vectorized for the host's widest ISA, the library's (built for any x86) is not: on one thread
-    # numpy's sigmoid is 1.5x faster (0.40 against 0.62 ms on 200k floats, Zen 3).
+    # numpy's sigmoid is the faster (docs/design.md, "Where a graph's time went").
     numpy_first = kind in ("sigmoid", "silu") and t == 1
     if numpy_first or not graph_ops.activation(x, out, kind, float(alpha), float(beta), threads=t):
         _numpy_activation(x, out, kind, alpha, beta)

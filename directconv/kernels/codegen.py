@@ -57,7 +57,7 @@ C_BENCH_SIGNATURE = (
 
 # A layer with fewer multiply-adds per call than this runs on one thread whatever it is given: waking a second
 # thread costs microseconds, and on a shared host a descheduled thread holds the whole layer up (a 2-convolution
-# model on 16x16 maps ran 7x slower on 2 threads than on 1). About 10 us of one core's work.
+# model on small maps ran slower on 2 threads than on 1: docs/design.md). About 10 us of one core's work.
 MIN_PARALLEL_MACS = 1 << 18
 
 
@@ -220,8 +220,8 @@ def store_tile(acc: list[list[str]], final: str) -> list[str]:
     and Clip (ReLU6) without a residual are applied on the accumulators before the store; a residual or another
     activation is applied after it by dc_finish (kernels/c/dc_epilogue.h), a function of its own, over the tile just
     stored and still in L1. Inlined here, that code changed GCC's register allocation of the whole tile and
-    spilled accumulators in the hot loop (tests/test_isas.py); in a function of its own, a clip made MobileNetV2
-    0.87x onnxruntime at 1 thread instead of 1.0x (its small depthwise tiles pay the extra pass)."""
+    spilled accumulators in the hot loop (tests/test_isas.py); in a function of its own, a clip slowed the small
+    depthwise tiles of MobileNetV2 (docs/design.md, "The epilogue stays out of the hot loop")."""
     lines = [f"    if ({final} && ep->act == DC_ACT_RELU && !res_r) {{"]
     lines += ["        " + " ".join(f"{a} = VRELU({a});" for a in row) for row in acc]
     lines += [f"    }} else if ({final} && ep->act == DC_ACT_CLIP && !res_r) {{"]

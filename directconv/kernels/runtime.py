@@ -218,8 +218,8 @@ class CompiledKernel:
     ) -> Callable[[], None]:
         """run_fused's call, checked now and made later, as often as wanted: a graph binds each convolution to its
         arena once per batch size, so that a call costs the C function and nothing else (checking and converting
-        the arguments took longer than the kernel of a small layer). The buffers must stay alive and keep their
-        shapes while the returned function may be called: it holds pointers into them."""
+        the arguments costs more than the kernel of a small layer: docs/design.md). The buffers must stay alive and
+        keep their shapes while the returned function may be called: it holds pointers into them."""
         s, lanes = self.shape, self.lanes
         ep = epilogue or Epilogue()
         batch = x.shape[0] if x.ndim == 5 else -1
