@@ -182,7 +182,7 @@ def test_check_output_catches_wrong_answers() -> None:
     assert not check_output(nan, reference, shape).correct
 
 
-@pytest.mark.parametrize("name", ["torch-nchw", "torch-channels_last", "onnxruntime"])
+@pytest.mark.parametrize("name", ["torch-nchw", "torch-channels_last", "onnxruntime", "onnxruntime-nchwc"])
 def test_installed_peers_match_reference(name: str) -> None:
     (impl,) = per_layer.REGISTRY.select([name])
     if impl.missing():
@@ -196,6 +196,40 @@ def test_installed_peers_match_reference(name: str) -> None:
             if prepared.close:
                 prepared.close()
         assert verdict.correct, verdict.problem
+
+
+def test_onnxruntime_nchwc_times_its_blocked_kernel_alone_on_blocked_input() -> None:
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    # 12 channels: not a multiple of any block, so the blocked input is padded; the NCHW session's graph has the
+    # reorders, the timed one only the blocked Conv.
+    shape = ConvShape.from_args(12, 20, 9, 11, 3, 3, stride=1, padding=1)
+    problem = _problem(shape)
+    split = peers.nchwc_split(peers.onnx_conv_model(problem))
+    assert [n.op_type for n in split.before] == ["ReorderInput"] and [n.op_type for n in split.after] == [
+        "ReorderOutput"
+    ]
+    assert split.conv.domain == peers.NCHWC_DOMAIN
+    prepared = peers.prepare_onnxruntime_nchwc(problem, 1)
+    y = prepared.call()
+    assert y.ndim == 4 and y.shape[1] > shape.co and y.shape[1] % 8 == 0  # blocked, channels padded to the block
+    assert check_output(prepared.to_nchw(y), problem.reference(), shape).correct
+    assert "blocked input 1x" in prepared.note
+
+
+def test_onnxruntime_nchwc_reads_a_first_layer_in_nchw_and_refuses_what_it_leaves_in_nchw() -> None:
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    first = ConvShape.from_args(3, 16, 15, 15, 7, 7, stride=2, padding=3)
+    split = peers.nchwc_split(peers.onnx_conv_model(_problem(first)))
+    assert split.before == [] and split.conv.input[0] == "x"  # onnxruntime reads 3 channels from NCHW directly
+    prepared = peers.prepare_onnxruntime_nchwc(_problem(first), 1)
+    assert "NCHW input" in prepared.note
+    assert check_output(prepared.to_nchw(prepared.call()), _problem(first).reference(), first).correct
+    # 32 groups of 4 channels: onnxruntime's transformer keeps it an NCHW Conv; the peer says so, it does not guess.
+    grouped = ConvShape.from_args(128, 128, 8, 8, 3, 3, stride=1, padding=1, groups=32)
+    with pytest.raises(ValueError, match="did not turn this layer into one blocked Conv"):
+        peers.prepare_onnxruntime_nchwc(_problem(grouped), 1)
 
 
 def test_select_rejects_unknown_implementation() -> None:
@@ -276,6 +310,29 @@ def test_runner_drops_an_implementation_that_raises_while_timed() -> None:
     assert closed == ["steady", "flaky"]  # last prepared, first closed
 
 
+def test_runner_times_the_fma_peak_in_the_same_rounds_and_reads_percent_per_round() -> None:
+    problem = _problem(SMALL_SHAPES[0])
+    answer = problem.reference().astype(np.float32)
+    fakes = [Impl("a", "", lambda p, t: Prepared(lambda: answer, np.asarray))]
+    (r,) = run(problem.case(), fakes, 1, _fake_peak(), Settings(rounds=3, min_time=0.002))
+    assert len(r.peak_rounds) == 3 and all(g > 0 for g in r.peak_rounds)
+    assert r.peak_gflops == pytest.approx(sorted(r.peak_rounds)[1])  # not the fake 100 GFLOP/s measured before
+    record = per_layer.record(problem.layer, r)
+    assert record["peak_in_rounds"] is True and record["peak_gflops_rounds"] == list(r.peak_rounds)
+    assert len(record["percent_of_peak_rounds"]) == 3
+
+
+def test_percent_of_peak_is_the_median_of_per_round_ratios() -> None:
+    flops = 10**9
+    # Round 2 ran in a slow phase (both halved): per round 50%, 50%, 50%; median time over median peak says 25%.
+    timing = harness.Timing((0.02, 0.04, 0.02), 1)
+    r = Result("test:l0", "a", 1, OK, flops, _fake_peak(), timing=timing, peak_rounds=(100.0, 50.0, 100.0))
+    assert r.percent_of_peak_rounds == pytest.approx((50.0, 50.0, 50.0))
+    assert r.percent_of_peak == pytest.approx(50.0)
+    unpaired = Result("test:l0", "a", 1, OK, flops, _fake_peak(), timing=timing)
+    assert unpaired.percent_of_peak == pytest.approx(50.0) and unpaired.peak_gflops == 100.0  # the fallback
+
+
 def test_load_parser_counts_busy_columns() -> None:
     from directconv.tuner.load import LoadMeter, parse_busy_seconds
 
@@ -319,6 +376,38 @@ def test_summary_geomeans_and_ratios() -> None:
     table = per_layer.layer_table(layers[1], ["directconv-blocked", "onnxruntime"], [1], results)
     assert "WRONG" in table
     assert "Summary, 1 thread" in summary.summary_text(data)
+
+
+def test_summary_sets_each_side_against_its_like_for_like_peer_by_per_round_ratios() -> None:
+    peak = _fake_peak()
+    flops = SMALL_SHAPES[0].flops()
+
+    def result(layer: str, impl: str, seconds: tuple[float, ...]) -> Result:
+        return Result(layer, impl, 1, OK, flops, peak, timing=harness.Timing(seconds, 1))
+
+    results = [
+        # Per round 2.0, 1.0, 1.0 faster: the median of per-round ratios is 1.0; medians' ratio would say 2.0.
+        result("test:l0", "directconv-nchw", (1.0, 2.0, 3.0)),
+        result("test:l0", "onnxruntime", (2.0, 2.0, 3.0)),
+        result("test:l0", "directconv-blocked", (1.0, 1.0, 1.0)),
+        result("test:l0", "onnxruntime-nchwc", (1.2, 1.2, 1.2)),
+        result("test:l1", "directconv-nchw", (2.0, 2.0, 2.0)),
+        result("test:l1", "onnxruntime", (1.0, 1.0, 1.0)),
+        result("test:l1", "directconv-blocked", (1.0, 1.0, 1.0)),
+        Result("test:l1", "onnxruntime-nchwc", 1, FAILED, flops, peak, error="left in NCHW"),
+    ]
+    names = ["directconv-blocked", "directconv-nchw", "onnxruntime", "onnxruntime-nchwc"]
+    data = summary.summary(results, per_layer.REGISTRY.select(names), {1: peak})
+    nchw, blocked = data["1"]["like_for_like"]
+    assert (nchw["ours"], nchw["peer"]) == ("directconv-nchw", "onnxruntime")
+    assert [row["ratio"] for row in nchw["rows"]] == pytest.approx([1.0, 0.5])
+    assert nchw["geomean"] == pytest.approx(math.sqrt(0.5)) and nchw["level_layers"] == 1
+    assert nchw["worst"] == pytest.approx(0.5)
+    assert (blocked["ours"], blocked["peer"]) == ("directconv-blocked", "onnxruntime-nchwc")
+    assert [row["layer"] for row in blocked["rows"]] == ["test:l0"] and blocked["geomean"] == pytest.approx(1.2)
+    text = summary.summary_text(data)
+    assert "directconv-nchw / onnxruntime (like for like; median of per-round ratios): geomean 0.71x" in text
+    assert "directconv-blocked / onnxruntime-nchwc" in text
 
 
 def test_registry_selects_in_its_order_and_sets_aside_what_does_not_import() -> None:
@@ -513,11 +602,13 @@ def test_directconv_records_carry_the_models_estimate_of_their_config(
     data = _bench_layer(tmp_path, monkeypatch, "store", ("directconv-blocked", "directconv-nchw", "numpy-im2col"))
     assert "Model error, 1 thread: directconv-blocked" in capsys.readouterr().out
     assert data["settings"]["source"] == "store"
-    peak = data["peaks"]["1"]["gflops"]
     shape = get_layer("googlenet:3a_5x5").shape
     records = {r["impl"]: r for r in data["records"]}
     for name in ("directconv-blocked", "directconv-nchw"):
         r = records[name]
+        # One round: its in-round peak is the one both percentages are read against, not the fake one before.
+        (peak,) = r["peak_gflops_rounds"]
+        assert r["peak_gflops"] == peak != data["peaks"]["1"]["gflops"]
         expected = estimate_config(shape, host().machine, KernelConfig.from_dict(r["config"]))
         assert r["predicted_gflops"] == pytest.approx(expected)
         assert r["predicted_percent_of_peak"] == pytest.approx(100 * expected / peak)

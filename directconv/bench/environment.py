@@ -43,12 +43,10 @@ def package_versions() -> dict[str, str | None]:
     return versions
 
 
-def blas_info() -> list[dict[str, Any]] | str:
+def blas_info() -> list[dict[str, Any]]:
     """The thread pools threadpoolctl sees (BLAS and OpenMP libraries, their versions and thread counts)."""
-    try:
-        from threadpoolctl import threadpool_info
-    except Exception:  # any failure to import means: not available
-        return "threadpoolctl not installed"
+    from threadpoolctl import threadpool_info
+
     keep = ("user_api", "internal_api", "version", "num_threads", "architecture", "filepath")
     return [{k: pool.get(k) for k in keep if k in pool} for pool in threadpool_info()]
 

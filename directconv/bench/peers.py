@@ -1,5 +1,6 @@
 """The implementations directconv is measured against on one layer: numpy im2col + BLAS, torch (two layouts),
-onnxruntime; and the set-up they share with the peers of a whole network (thread counts, ONNX sessions).
+onnxruntime (its NCHW session, and its NCHWc convolution kernel alone on blocked activations); and the set-up they
+share with the peers of a whole network (thread counts, ONNX sessions).
 
 Each gets what its users would give it to be fast: weights converted and buffers allocated once in `prepare`,
 inference mode, its own thread setting for T threads. torch, onnx and onnxruntime are imported only inside
@@ -8,7 +9,10 @@ inference mode, its own thread setting for T threads. torch, onnx and onnxruntim
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -81,26 +85,16 @@ class Im2col:
         return self.y.reshape(1, s.co, s.ho, s.wo)
 
 
-def _threadpool_limits() -> Any:
-    try:
-        from threadpoolctl import threadpool_limits
-    except Exception:  # any failure to import means: not available
-        return None
-    return threadpool_limits
-
-
 def blas_threads_note(threads: int | None = None) -> str:
-    """How numpy-im2col's BLAS threads are set: limited to T by threadpoolctl, or not at all without it."""
-    if _threadpool_limits() is None:
-        # Then numpy's BLAS uses its own default (often every core) whatever T says: the report says so.
-        return "BLAS threads not limited (threadpoolctl not installed): BLAS may use more threads than T"
+    """How numpy-im2col's BLAS threads are set."""
     return f"BLAS limited to {threads if threads else 'T'} thread(s) by threadpoolctl"
 
 
-def _limit_blas(threads: int) -> Any:
-    """Limit BLAS to `threads` threads if threadpoolctl is installed; return the undo function (or None)."""
-    limits = _threadpool_limits()
-    return None if limits is None else limits(limits=threads, user_api="blas").restore_original_limits
+def _limit_blas(threads: int) -> Callable[[], None]:
+    """Limit numpy's BLAS to `threads` threads; return the function that undoes it."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=threads, user_api="blas").restore_original_limits
 
 
 def prepare_im2col(problem: LayerProblem, threads: int) -> Prepared:
@@ -198,17 +192,26 @@ def onnx_model_bytes(graph: Any) -> bytes:
     return model.SerializeToString()
 
 
-def onnx_session(model: bytes | str, threads: int) -> Any:
-    """An onnxruntime CPU session of a model (its bytes, or its file's path) on `threads` intra-op threads, run
-    sequentially, with every graph optimization."""
+def session_options(threads: int, optimize: bool = True) -> Any:
+    """onnxruntime session options: `threads` intra-op threads, run sequentially, every graph optimization (or
+    none, for a graph onnxruntime has already optimized)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    level = ort.GraphOptimizationLevel
+    options.graph_optimization_level = level.ORT_ENABLE_ALL if optimize else level.ORT_DISABLE_ALL
+    return options
+
+
+def onnx_session(model: bytes | str, threads: int, optimize: bool = True) -> Any:
+    """An onnxruntime CPU session of a model (its bytes, or its file's path) on `threads` intra-op threads, run
+    sequentially, with every graph optimization (or none)."""
+    import onnxruntime as ort
+
+    return ort.InferenceSession(model, session_options(threads, optimize), providers=["CPUExecutionProvider"])
 
 
 def prepare_onnxruntime(problem: LayerProblem, threads: int) -> Prepared:
@@ -227,6 +230,102 @@ def prepare_onnxruntime(problem: LayerProblem, threads: int) -> Prepared:
         return y
 
     return Prepared(call, np.array, note=f"onnxruntime {ort.__version__}, opset {ONNX_OPSET}")
+
+
+NCHWC_DOMAIN = "com.microsoft.nchwc"  # onnxruntime's blocked-layout operators (its NchwcTransformer writes them)
+
+
+@dataclass(frozen=True)
+class NchwcSplit:
+    """onnxruntime's own NCHWc rewrite of a one-Conv model, cut around its convolution: the nodes that reorder
+    the NCHW input into blocks (none when the convolution reads NCHW itself, as for 3-channel first layers), the
+    blocked convolution with its reordered weights, and the nodes that reorder its output back to NCHW."""
+
+    before: list[Any]
+    conv: Any
+    after: list[Any]
+    initializers: list[Any]
+    opsets: list[Any]
+
+
+def nchwc_split(model: bytes) -> NchwcSplit:
+    """Let onnxruntime optimize `model` (a Conv from "x" to "y") at its highest level, and cut the result.
+
+    The weights are reordered by onnxruntime itself, as its sessions do at load; ValueError if its transformer
+    left the convolution in NCHW (it does for some grouped layers)."""
+    import onnx
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory(prefix="directconv-bench-nchwc-") as folder:
+        path = os.path.join(folder, "optimized.onnx")
+        options = session_options(1)
+        options.optimized_model_filepath = path
+        options.log_severity_level = 3  # its warning that the saved graph is for this CPU only: that is the point
+        ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+        optimized = onnx.load(path)
+    nodes = list(optimized.graph.node)
+    convs = [i for i, n in enumerate(nodes) if n.domain == NCHWC_DOMAIN and n.op_type == "Conv"]
+    if len(convs) != 1:
+        found = ", ".join(f"{n.domain or 'ai.onnx'}.{n.op_type}" for n in nodes)
+        raise ValueError(
+            f"onnxruntime's NCHWc transformer did not turn this layer into one blocked Conv (its graph: {found})"
+        )
+    i = convs[0]
+    return NchwcSplit(
+        nodes[:i], nodes[i], nodes[i + 1 :], list(optimized.graph.initializer), list(optimized.opset_import)
+    )
+
+
+def _ort_graph(split: NchwcSplit, nodes: list[Any], source: str, target: str) -> bytes:
+    """A model of some of `split`'s nodes, from tensor `source` to tensor `target` (shapes left to onnxruntime)."""
+    from onnx import TensorProto, helper
+
+    used = {name for node in nodes for name in node.input}
+    graph = helper.make_graph(
+        nodes,
+        "directconv_bench_nchwc",
+        [helper.make_tensor_value_info(source, TensorProto.FLOAT, None)],
+        [helper.make_tensor_value_info(target, TensorProto.FLOAT, None)],
+        initializer=[t for t in split.initializers if t.name in used],
+    )
+    model = helper.make_model(graph, opset_imports=split.opsets)
+    model.ir_version = ONNX_IR_VERSION
+    return model.SerializeToString()
+
+
+def _reorder(split: NchwcSplit, nodes: list[Any], source: str, target: str, value: np.ndarray) -> np.ndarray:
+    """Run reordering nodes of `split` once on `value` (not timed): onnxruntime's own layout, whatever its block."""
+    if not nodes:
+        return value
+    session = onnx_session(_ort_graph(split, nodes, source, target), 1, optimize=False)
+    return np.asarray(session.run([target], {source: value})[0])
+
+
+def prepare_onnxruntime_nchwc(problem: LayerProblem, threads: int) -> Prepared:
+    """onnxruntime's NCHWc convolution kernel alone: its blocked Conv on input reordered once beforehand, weights
+    as its transformer reordered them, output into a buffer bound once; the reorders are outside the timing, as
+    directconv-blocked's conversions are."""
+    import onnxruntime as ort
+
+    split = nchwc_split(onnx_conv_model(problem))
+    source, target = split.conv.input[0], split.conv.output[0]
+    xb = np.ascontiguousarray(_reorder(split, split.before, "x", source, problem.x))
+    session = onnx_session(_ort_graph(split, [split.conv], source, target), threads, optimize=False)
+    first = session.run([target], {source: xb})[0]
+    y = np.empty(first.shape, dtype=np.float32)
+    binding = session.io_binding()
+    binding.bind_cpu_input(source, xb)
+    binding.bind_output(target, "cpu", 0, np.float32, list(y.shape), y.ctypes.data)
+
+    def call() -> np.ndarray:
+        session.run_with_iobinding(binding)
+        return y
+
+    def to_nchw(blocked: np.ndarray) -> np.ndarray:
+        return _reorder(split, split.after, target, "y", blocked)
+
+    layout = "NCHW input" if not split.before else f"blocked input {'x'.join(map(str, xb.shape))}"
+    return Prepared(call, to_nchw, note=f"onnxruntime {ort.__version__} NchwcConv, {layout}")
 
 
 IMPLS: tuple[Impl[LayerProblem], ...] = (
@@ -251,6 +350,13 @@ IMPLS: tuple[Impl[LayerProblem], ...] = (
         "onnxruntime",
         "onnxruntime one-node Conv model (CPUExecutionProvider, all graph optimizations, I/O bound once)",
         prepare_onnxruntime,
+        requires=("onnx", "onnxruntime"),
+    ),
+    Impl(
+        "onnxruntime-nchwc",
+        "onnxruntime's NCHWc Conv kernel alone (com.microsoft.nchwc, weights reordered by onnxruntime) on "
+        "pre-blocked input, output bound once: kernel against kernel with directconv-blocked",
+        prepare_onnxruntime_nchwc,
         requires=("onnx", "onnxruntime"),
     ),
 )

@@ -56,7 +56,9 @@ class Result:
     compared with. memory_bytes: Prepared.extra_memory_bytes. memory: measured in a process of its own (whole
     networks), or None with `memory_note` saying why. config_source: where directconv took `config` from
     ("tuned", "nearest", "model"). predicted_gflops: the model's estimate of `config` on this host's machine.
-    roofline: the bandwidth loop timed beside it, for the memory-bound layers (None elsewhere).
+    roofline: the bandwidth loop timed beside it, for the memory-bound layers (None elsewhere). peak_rounds: the
+    FMA peak (GFLOP/s) of each round, timed in the same rounds; empty if it was not, and then % of peak is read
+    against `peak`, measured before the rounds.
     """
 
     problem: str  # the layer's or the network's name
@@ -78,6 +80,7 @@ class Result:
     config_source: str | None = None
     predicted_gflops: float | None = None
     roofline: RooflineTiming | None = None
+    peak_rounds: tuple[float, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -92,7 +95,26 @@ class Result:
         return self.flops / self.timing.stats.median * 1e-9
 
     @property
+    def peak_gflops(self) -> float:
+        """The FMA peak this result is read against: the median over its rounds, or the one measured before."""
+        return statistics.median(self.peak_rounds) if self.peak_rounds else self.peak.gflops
+
+    @property
+    def percent_of_peak_rounds(self) -> tuple[float, ...] | None:
+        """Per round: GFLOP/s of the call / the FMA peak of the same round, in % (None: not timed in rounds)."""
+        if not self.ok or not self.peak_rounds:
+            return None
+        assert self.timing is not None
+        pairs = zip(self.timing.samples, self.peak_rounds, strict=True)
+        return tuple(100.0 * self.flops / seconds * 1e-9 / peak for seconds, peak in pairs)
+
+    @property
     def percent_of_peak(self) -> float | None:
+        """The median over rounds of percent_of_peak_rounds; without in-round peaks, the median GFLOP/s over the
+        peak measured before the rounds."""
+        rounds = self.percent_of_peak_rounds
+        if rounds is not None:
+            return statistics.median(rounds)
         g = self.gflops
         return None if g is None else 100.0 * g / self.peak.gflops
 
@@ -100,7 +122,7 @@ class Result:
     def predicted_percent_of_peak(self) -> float | None:
         """The model's estimate against the same measured FMA peak as `percent_of_peak`, so the two compare."""
         p = self.predicted_gflops
-        return None if p is None else 100.0 * p / self.peak.gflops
+        return None if p is None else 100.0 * p / self.peak_gflops
 
     @property
     def percent_of_bandwidth_roofline_rounds(self) -> tuple[float, ...] | None:
@@ -145,7 +167,10 @@ class Result:
             **check_fields(self.check),
             "gflops": self.gflops,
             "percent_of_peak": self.percent_of_peak,
-            "peak_gflops": self.peak.gflops,
+            "percent_of_peak_rounds": _listed(self.percent_of_peak_rounds),
+            "peak_gflops": self.peak_gflops,
+            "peak_gflops_rounds": list(self.peak_rounds),
+            "peak_in_rounds": bool(self.peak_rounds),
             "median_ms": ms("median"),
             "p10_ms": ms("p10"),
             "p90_ms": ms("p90"),
@@ -171,6 +196,10 @@ def check_fields(check: Check | None) -> dict[str, Any]:
         "max_rel_error": finite_or_none(check.max_rel_error) if check else None,
         "tolerance": check.tolerance if check else None,
     }
+
+
+def _listed(values: tuple[float, ...] | None) -> list[float] | None:
+    return None if values is None else list(values)
 
 
 def finite_or_none(value: float) -> float | None:

@@ -1,6 +1,8 @@
 """Set every implementation up on a problem, check it, time the correct ones together in interleaved rounds, and
-say how fast each was against the FMA peak: the same for one layer and for a whole network. A memory-bound layer
-also times the bandwidth loop of its minimal traffic in the same rounds (tuner/bandwidth.py).
+say how fast each was against the FMA peak: the same for one layer and for a whole network. The FMA peak loop is
+timed in the same rounds (tuner/peak.py), so that % of peak is per round: the host has phases of minutes when
+everything runs slower, and a peak measured before the rounds would not share them. A memory-bound layer also
+times the bandwidth loop of its minimal traffic in the same rounds (tuner/bandwidth.py).
 
 Failures are results, not exceptions: an implementation that raises or computes a wrong answer gets a Result
 saying so and the others go on.
@@ -8,6 +10,7 @@ saying so and the others go on.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic
@@ -16,7 +19,7 @@ from directconv.bench.base import Check, Impl, P, Prepared
 from directconv.bench.results import FAILED, OK, WRONG, Result, RooflineTiming
 from directconv.tuner.harness import TimedCallError, Timing, interleave
 from directconv.tuner.load import LoadMeter
-from directconv.tuner.peak import Peak
+from directconv.tuner.peak import Peak, PeakLoop, peak_loop
 
 if TYPE_CHECKING:  # the memory child imports this module: only what it runs counts in what it measures
     from directconv.tuner.bandwidth import StreamLoop
@@ -157,6 +160,22 @@ def measure(
 
 
 ROOFLINE = "bandwidth roofline"  # the bandwidth loop's name among the callables of one interleave
+PEAK = "FMA peak"  # the FMA peak loop's
+
+
+@functools.cache
+def _peak_loop(threads: int, seconds: float, isa: str) -> PeakLoop:
+    # Calibrated once per thread count and batch duration in a process, like the implementations' batch sizes.
+    return peak_loop(threads, seconds, isa=isa)
+
+
+def _yardsticks(threads: int, peak: Peak, settings: Settings, roofline: StreamLoop | None) -> dict[str, Any]:
+    """The loops timed beside the implementations: the FMA peak's (the loop that measured `peak`, so it builds)
+    and the bandwidth loop, if any."""
+    yardsticks: dict[str, Any] = {PEAK: _peak_loop(threads, settings.min_time, peak.isa)}
+    if roofline is not None:
+        yardsticks[ROOFLINE] = roofline
+    return yardsticks
 
 
 def run(
@@ -169,10 +188,16 @@ def run(
 ) -> list[Result]:
     """Results of every implementation in `impls` on `case` at `threads` threads, in the order of `impls`.
 
-    With `roofline` (the bandwidth loop of the problem's minimal traffic, on `threads` threads), the loop is timed
-    in the same rounds and every result carries its RooflineTiming (tuner/bandwidth.py says how it is read)."""
-    yardsticks = {ROOFLINE: roofline.call} if roofline is not None else {}
-    outcomes = measure(impls, lambda impl: impl.prepare(case.problem, threads), case.check, settings, yardsticks)
+    Every result carries the FMA peak of each round (`peak` is the fallback, measured before the rounds). With
+    `roofline` (the bandwidth loop of the problem's minimal traffic, on `threads` threads), that loop is timed in
+    the same rounds too and every result carries its RooflineTiming (tuner/bandwidth.py says how it is read)."""
+    loops = _yardsticks(threads, peak, settings, roofline)
+    calls = {name: loop.call for name, loop in loops.items()}
+    outcomes = measure(impls, lambda impl: impl.prepare(case.problem, threads), case.check, settings, calls)
+    peak_rounds: tuple[float, ...] = ()
+    timed_peak = outcomes.get(PEAK)
+    if timed_peak is not None and timed_peak.timing is not None:
+        peak_rounds = tuple(loops[PEAK].gflops(s) for s in timed_peak.timing.samples)
     roof = None
     if roofline is not None:
         timed = outcomes.get(ROOFLINE)
@@ -200,6 +225,7 @@ def run(
                 error=o.error,
                 other_cpus=o.other_cpus,
                 roofline=roof,
+                peak_rounds=peak_rounds,
             )
         )
     return results

@@ -468,11 +468,9 @@ class Model:
 
 
 def _blas_controller() -> Any:
-    """threadpoolctl's controller of the BLAS numpy uses (inspected once), or None without threadpoolctl."""
-    try:
-        from threadpoolctl import ThreadpoolController
-    except ImportError:
-        return None
+    """threadpoolctl's controller of the BLAS numpy uses (inspected once)."""
+    from threadpoolctl import ThreadpoolController
+
     return ThreadpoolController()
 
 

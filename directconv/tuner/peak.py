@@ -66,6 +66,38 @@ def peak_once(threads: int, seconds: float = DEFAULT_SECONDS, *, isa: str | None
 
 
 @dataclass(frozen=True)
+class PeakLoop:
+    """The FMA peak loop as a callable to time beside benchmarked code, in the same interleaved rounds: each call
+    runs `threads` threads of the K-chain loop for `iters` iterations at once, `flops` in all. Round r's peak is
+    flops / (round r's seconds per call); set against round r of every implementation, it takes the host's phases
+    (minutes when everything runs slower) out of their % of peak."""
+
+    threads: int
+    iters: int
+    flops: float
+    call: Callable[[], object]
+
+    def gflops(self, seconds: float) -> float:
+        """GFLOP/s of a call that took `seconds`."""
+        return self.flops / seconds * 1e-9
+
+
+def peak_loop(threads: int, seconds: float, *, isa: str | None = None) -> PeakLoop:
+    """The peak loop on `threads` threads, with iterations for about `seconds` per call (so that starting the
+    threads, which the timing of a whole call includes, costs under a percent at 10 ms or more)."""
+    checks.threads(threads)
+    checks.positive("seconds", seconds)
+    kernels = fma.load(isa or host_isa())
+    k = chains(kernels)
+    iters = calibrate(lambda n: kernels.peak(k, n, threads, ())[0], seconds)
+
+    def call() -> object:
+        return kernels.peak(k, iters, threads, ())
+
+    return PeakLoop(threads, iters, gflops(kernels, k, iters, threads, 1.0) * 1e9, call)
+
+
+@dataclass(frozen=True)
 class Peak:
     """The FMA peak for one thread count: the median of `samples` (GFLOP/s, all threads together)."""
 
