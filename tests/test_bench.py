@@ -408,6 +408,8 @@ def test_summary_sets_each_side_against_its_like_for_like_peer_by_per_round_rati
     text = summary.summary_text(data)
     assert "directconv-nchw / onnxruntime (like for like; median of per-round ratios): geomean 0.71x" in text
     assert "directconv-blocked / onnxruntime-nchwc" in text
+    # A kernel timed alone on blocked input is nobody's NCHW peer, however fast.
+    assert [row["best_peer"] for row in data["1"]["nchw_over_best_peer"]] == ["onnxruntime", "onnxruntime"]
 
 
 def test_registry_selects_in_its_order_and_sets_aside_what_does_not_import() -> None:

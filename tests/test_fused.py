@@ -121,3 +121,80 @@ def test_bad_views_are_refused() -> None:
         kernel.run_fused(x, wp, bp, out, residual=out, **args)
     with pytest.raises(ValueError, match="activation must be one of"):
         runtime.Epilogue("gelu")
+
+
+# --- the NCHW-input entry (dc_conv_fused_x) of layers with one input-channel block: a network's first layer ----------
+
+# (ci, co, kernel, stride, padding, dilation): 3 channels as an image has, 1, and exactly one full block.
+FIRST_LAYERS = [
+    (3, 20, 7, 2, 3, 1),
+    (3, 2 * LANES, 3, 1, (0, 1, 2, 1), 2),
+    (1, 5, 5, 3, 0, 1),
+    (LANES, LANES + 3, 3, 1, 1, 1),
+]
+
+
+@pytest.mark.parametrize("ci, co, k, stride, padding, dilation", FIRST_LAYERS)
+def test_nchw_input_entry_matches_the_reference_with_views_residual_and_activation(
+    ci: int, co: int, k: int, stride: int, padding: object, dilation: int
+) -> None:
+    shape = ConvShape.from_args(ci, co, 13, 12, k, k, stride, padding, dilation)
+    rng = np.random.default_rng(3)
+    batch, skip = 2, 2  # the layer reads channels [2, 2 + ci) of a larger NCHW tensor
+    x = rng.standard_normal((batch, ci + skip + 1, shape.h, shape.w)).astype(np.float32)
+    w = rng.standard_normal((co, ci, k, k)).astype(np.float32)
+    bias = rng.standard_normal(co).astype(np.float32)
+    res = rng.standard_normal((batch, co, shape.ho, shape.wo)).astype(np.float32)
+    config = dc.KernelConfig(HOST, cob=LANES, wob=4)
+    kernel = runtime.load(config, shape)
+    assert kernel.reads_nchw
+    wp = layout.pack_weights(w, LANES, config.cob)
+    bp = layout.pack_bias(bias, shape, LANES, config.cob)
+    out = np.full(kernel.output_shape(batch), np.nan, np.float32)
+    kernel.run_fused(
+        x, wp, bp, out, cib=None, rows=3, parallel="rows", threads=2, epilogue=runtime.Epilogue("relu"),
+        in_first=skip, residual=layout.nchw_to_blocked(res, LANES), nchw_input=True,
+    )  # fmt: skip
+    conv = dc.conv2d_reference(x[:, skip : skip + ci], w, bias, stride=stride, padding=padding, dilation=dilation)
+    expected = np.maximum(conv + res, 0)
+    np.testing.assert_allclose(
+        layout.blocked_to_nchw(out, co), expected, rtol=tolerance(ci, k, k), atol=tolerance(ci, k, k)
+    )
+
+
+def test_nchw_input_entry_is_refused_where_the_kernel_has_none_and_for_bad_views() -> None:
+    wide = ConvShape.from_args(LANES + 1, 8, 5, 5, 3, 3, 1, 1)
+    config = dc.KernelConfig(HOST, cob=LANES, wob=2)
+    kernel = runtime.load(config, wide)
+    assert not kernel.reads_nchw
+    wp = layout.pack_weights(np.zeros((8, LANES + 1, 3, 3), np.float32), LANES, LANES)
+    bp = layout.pack_bias(None, wide, LANES, LANES)
+    out = np.zeros(kernel.output_shape(1), np.float32)
+    args = dict(cib=None, rows=None, parallel="co", threads=1, nchw_input=True)
+    with pytest.raises(ValueError, match="reads blocked input only"):
+        kernel.run_fused(np.zeros((1, LANES + 1, 5, 5), np.float32), wp, bp, out, **args)
+    first = ConvShape.from_args(3, 8, 5, 5, 3, 3, 1, 1)
+    kernel = runtime.load(config, first)
+    wp = layout.pack_weights(np.zeros((8, 3, 3, 3), np.float32), LANES, LANES)
+    bp = layout.pack_bias(None, first, LANES, LANES)
+    with pytest.raises(ValueError, match=r"input channels \[2, 2\+3\) must lie within its 4 channels per image"):
+        kernel.run_fused(np.zeros((1, 4, 5, 5), np.float32), wp, bp, out, in_first=2, **args)
+    with pytest.raises(ValueError, match="must be a 4-d NCHW array"):
+        kernel.run_fused(np.zeros((1, 1, 5, 5, LANES), np.float32), wp, bp, out, **args)
+
+
+def test_conv2d_nchw_reads_a_first_layers_input_without_converting_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from directconv.kernels import convert
+
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 3, 17, 16)).astype(np.float32)
+    w = rng.standard_normal((10, 3, 5, 5)).astype(np.float32)
+    packed = dc.pack_weights(w, input_size=(17, 16), stride=2, padding=2, config=dc.KernelConfig(HOST, LANES, 4))
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a first layer's input must not be converted")
+
+    monkeypatch.setattr(convert, "to_blocked", refuse)
+    got = dc.conv2d_nchw(x, packed, relu=True, threads=2)
+    expected = np.maximum(dc.conv2d_reference(x, w, stride=2, padding=2), 0)
+    np.testing.assert_allclose(got, expected, rtol=tolerance(3, 5, 5), atol=tolerance(3, 5, 5))

@@ -55,6 +55,8 @@ class Impl(Generic[P]):
     requires: modules that must import for it to run; if one does not, the implementation is skipped as not
               installed (any exception on import counts: a broken install must not end the benchmark).
     peer:     True for the libraries directconv is compared against; a failing peer does not fail the command.
+    nchw:     True if it takes NCHW in and gives NCHW out (conversions, if any, inside its timing); False for a
+              kernel timed alone on blocked activations, which is set only against other such kernels.
     """
 
     name: str
@@ -62,6 +64,7 @@ class Impl(Generic[P]):
     prepare: Callable[[P, int], Prepared]
     requires: tuple[str, ...] = ()
     peer: bool = True
+    nchw: bool = True
 
     def missing(self) -> str | None:
         """None if every required module imports, else a message naming the first one that does not."""

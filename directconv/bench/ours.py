@@ -86,6 +86,7 @@ IMPLS: tuple[Impl[LayerProblem], ...] = (
         "conv2d_blocked on blocked input, weights packed once, preallocated output (allocates nothing)",
         prepare_blocked,
         peer=False,
+        nchw=False,
     ),
     Impl(
         "directconv-nchw",

@@ -358,5 +358,6 @@ IMPLS: tuple[Impl[LayerProblem], ...] = (
         "pre-blocked input, output bound once: kernel against kernel with directconv-blocked",
         prepare_onnxruntime_nchwc,
         requires=("onnx", "onnxruntime"),
+        nchw=False,
     ),
 )

@@ -52,7 +52,7 @@ def summary(results: Sequence[Result], impls: Sequence[Impl[Any]], peaks: dict[i
             "like_for_like": [_pair([r for r in results if r.threads == t], ours, peer) for ours, peer in PAIRS],
             "nchw_over_im2col": _ratio(ok, common, LIKE_FOR_LIKE, IM2COL),
             "nchw_over_im2col_layers": len(common),
-            "nchw_over_best_peer": _over_best_peer(ok, layers, [impl.name for impl in impls if impl.peer]),
+            "nchw_over_best_peer": _over_best_peer(ok, layers, [i.name for i in impls if i.peer and i.nchw]),
             "model_error": _model_error([r for r in results if r.threads == t and r.impl == OURS]),
         }
     return out
@@ -178,7 +178,7 @@ def summary_text(data: dict[str, Any]) -> str:
             )
         lines += _pairs_text(part["like_for_like"])
         if part["nchw_over_best_peer"]:
-            lines.append(f"  {LIKE_FOR_LIKE} / best peer, per layer (NCHW in and out on both sides):")
+            lines.append(f"  {LIKE_FOR_LIKE} / best NCHW peer, per layer (NCHW in and out on both sides):")
             lines.append(f"    {'layer':<30} {'nchw':>8}  {'best peer':<{NAME_WIDTH}} {'GFLOP/s':>8} {'ratio':>6}")
             for row in part["nchw_over_best_peer"]:
                 lines.append(

@@ -48,6 +48,12 @@ C_FUSED_SIGNATURE = (
     "int batch, int cib_blocks, int rows, int parallel_rows, int threads, int in_blocks, int in_first, "
     "int out_blocks, int out_first, int res_blocks, int res_first, int act, float alpha, float beta);"
 )
+# dc_conv_fused_x: dc_conv_fused reading its input from NCHW instead of blocks, for layers with one input channel
+# block (C_i <= lanes, groups 1: a network's first layer, 3 channels of an image), as onnxruntime's NCHWc kernels
+# do: the network's input then needs no conversion, and the kernel reads C_i planes instead of blocks padded to
+# the lanes. in_blocks and in_first count channels here (the input has in_blocks channels per image, the layer's
+# are [in_first, in_first + C_i)); everything else is dc_conv_fused's.
+C_FUSED_X_SIGNATURE = C_FUSED_SIGNATURE.replace("dc_conv_fused(", "dc_conv_fused_x(")
 C_BENCH_SIGNATURE = (
     "int dc_bench(const float *in, const float *wt, const float *bias, float *out, "
     "int batch, int cib_blocks, int rows, int parallel_rows, int threads, "
@@ -59,6 +65,12 @@ C_BENCH_SIGNATURE = (
 # thread costs microseconds, and on a shared host a descheduled thread holds the whole layer up (a 2-convolution
 # model on small maps ran slower on 2 threads than on 1: docs/design.md). About 10 us of one core's work.
 MIN_PARALLEL_MACS = 1 << 18
+
+
+def reads_nchw(shape: ConvShape, lanes: int) -> bool:
+    """Whether the kernel of `shape` has the NCHW-input entry dc_conv_fused_x: a plain layer with one input channel
+    block (see C_FUSED_X_SIGNATURE)."""
+    return shape.groups == 1 and shape.ci <= lanes and kernel_kind(shape, lanes) == "plain"
 
 
 def parallel_macros(shape: ConvShape) -> str:
@@ -147,8 +159,14 @@ typedef int vi __attribute__((vector_size({4 * lanes})));
     )
 
 
-def _emit_tile(name: str, shape: ConvShape, cfg: KernelConfig, vecs: int, tile: Tile, ci_tail: int, nbi: int) -> str:
+def _emit_tile(
+    name: str, shape: ConvShape, cfg: KernelConfig, vecs: int, tile: Tile, ci_tail: int, nbi: int, nchw: bool = False
+) -> str:
+    """One tile's function; `nchw`: reading the input from C_i planes (one block's channels, dc_conv_fused_x)."""
     lanes = cfg.lanes
+    # Blocked input: a pixel's channels are adjacent and pixels CB floats apart. NCHW: pixels adjacent, channels
+    # a plane apart.
+    pixel, channel = (1, " * ((ptrdiff_t)H * W)") if nchw else (lanes, "")
     w = tile.width
     acc = [[f"a{kk}_{v}" for v in range(vecs)] for kk in range(w)]
     lines: list[str] = []
@@ -185,15 +203,17 @@ def _emit_tile(name: str, shape: ConvShape, cfg: KernelConfig, vecs: int, tile: 
             for v in range(vecs):
                 emit(f"                vf w{v} = VLOAD(wr + ({m} * CB + ii) * COB + {v * lanes}); PIN(w{v});")
             for kk in live:
-                off = (kk * shape.sw + m * shape.dw) * lanes
-                emit(f"                {{ float x = in_b[ro + {off} + ii];")
+                off = (kk * shape.sw + m * shape.dw) * pixel
+                emit(f"                {{ float x = in_b[ro + {off} + ii{channel}];")
                 emit("                  " + " ".join(f"{acc[kk][v]} += w{v} * x;" for v in range(vecs)) + " }")
             emit("            }")
 
     def block_body(bound: str) -> None:
         emit("        for (int n = n_lo; n < n_hi; ++n) {")
+        # (With NCHW input there is one block: ib is 0.)
         emit(
-            "            const ptrdiff_t ro = (((ptrdiff_t)ib * H + ih0 + n * DH) * W + (ptrdiff_t)k0 * SW - PL) * CB;"
+            "            const ptrdiff_t ro = (((ptrdiff_t)ib * H + ih0 + n * DH) * W + (ptrdiff_t)k0 * SW - PL)"
+            + (";" if nchw else " * CB;")
         )
         emit("            const float *restrict wr = wt_j + ((size_t)ib * KH + n) * KW * CB * COB;")
         channel_loop(bound)
@@ -261,12 +281,6 @@ def generate(cfg: KernelConfig, shape: ConvShape, *, pin: bool = True) -> str:
     vecs = cfg.vectors
     nj = -(-nbo // vecs)
     v_tail = nbo - (nj - 1) * vecs
-    # The last output-channel block runs the narrower row function when C_o leaves a tail of vectors.
-    tail_call = (
-        f"if (j % NJ == NJ - 1) row_v{v_tail}(in_b, wt_j, out_r, bias_j, oh, ib0, ib1, fin, res_r); else "
-        if v_tail != vecs
-        else ""
-    )
     tiles = plan_tiles(shape, cfg.wob)
 
     out: list[str] = []
@@ -306,45 +320,84 @@ def generate(cfg: KernelConfig, shape: ConvShape, *, pin: bool = True) -> str:
     out.append("#define OUT_BLOCKS (G * NBO)")
 
     variants = [vecs] + ([v_tail] if v_tail != vecs else [])
-    for nv in variants:
-        names = []
-        for t_index, tile in enumerate(tiles):
-            name = f"tile_v{nv}_{t_index}"
-            names.append(name)
-            out.append(_emit_tile(name, shape, cfg, nv, tile, ci_tail, nbi))
-        body = [
-            f"static void row_v{nv}(const float *restrict in_b, const float *restrict wt_j, float *restrict out_r, "
-            "const float *restrict bias_j, int oh, int ib0, int ib1, const dc_act *ep, const float *restrict res_r)",
-            "{",
-            "    const int ih0 = oh * SH - PT;",
-            "    const int n_lo = ih0 < 0 ? (-ih0 + DH - 1) / DH : 0;  /* taps n with 0 <= ih0 + n * DH < H */",
-            "    const int n_hi = ih0 >= H ? 0 : (H - ih0 + DH - 1) / DH < KH ? (H - ih0 + DH - 1) / DH : KH;",
-            "    const int init = ib0 == 0;",
-        ]
-        for name, tile in zip(names, tiles, strict=True):
-            if tile.count == 1:
-                body.append(
-                    f"    {name}(in_b, wt_j, out_r, bias_j, {tile.first * cfg.wob}, ih0, n_lo, n_hi, ib0, ib1, init, ep, "
-                    "res_r);"
-                )
-            else:
-                body.append(f"    for (int t = {tile.first}; t < {tile.first + tile.count}; ++t)")
-                body.append(
-                    f"        {name}(in_b, wt_j, out_r, bias_j, t * {cfg.wob}, ih0, n_lo, n_hi, ib0, ib1, init, ep, res_r);"
-                )
-        body.append("}")
-        out.append("\n".join(body))
+    nchw = reads_nchw(shape, lanes)
+    if nchw:
+        out.append(f"#define CI_X {shape.ci}  /* channels the NCHW entry reads */")
+    for prefix in ("", "x") if nchw else ("",):
+        for nv in variants:
+            out.extend(_row_source(f"{prefix}v{nv}", shape, cfg, nv, tiles, ci_tail, nbi, nchw=prefix == "x"))
+    # The last output-channel block runs the narrower row function when C_o leaves a tail of vectors.
+    out.append(_driver(C_FUSED_SIGNATURE, "in_b", vecs, v_tail, "v", VIEWS_CHECK))
+    if nchw:
+        out.append(_driver(C_FUSED_X_SIGNATURE, "in_x", vecs, v_tail, "xv", VIEWS_CHECK_X))
+    out.append(conv_wrapper_source())
+    if shape.groups > 1:
+        out.append(_grouped_nchw_source(shape, cfg, _tail_call("v", v_tail, vecs), vecs))
+    out.append(bench_source())
+    return "\n\n".join(out) + "\n"
 
-    out.append(
-        f"""
+
+def _row_source(
+    suffix: str, shape: ConvShape, cfg: KernelConfig, vecs: int, tiles: list[Tile], ci_tail: int, nbi: int, nchw: bool
+) -> list[str]:
+    """The tile functions of one output row of `vecs` vectors, and row_{suffix}, which runs them all."""
+    out = []
+    names = []
+    for t_index, tile in enumerate(tiles):
+        name = f"tile_{suffix}_{t_index}"
+        names.append(name)
+        out.append(_emit_tile(name, shape, cfg, vecs, tile, ci_tail, nbi, nchw))
+    body = [
+        f"static void row_{suffix}(const float *restrict in_b, const float *restrict wt_j, float *restrict out_r, "
+        "const float *restrict bias_j, int oh, int ib0, int ib1, const dc_act *ep, const float *restrict res_r)",
+        "{",
+        "    const int ih0 = oh * SH - PT;",
+        "    const int n_lo = ih0 < 0 ? (-ih0 + DH - 1) / DH : 0;  /* taps n with 0 <= ih0 + n * DH < H */",
+        "    const int n_hi = ih0 >= H ? 0 : (H - ih0 + DH - 1) / DH < KH ? (H - ih0 + DH - 1) / DH : KH;",
+        "    const int init = ib0 == 0;",
+    ]
+    for name, tile in zip(names, tiles, strict=True):
+        if tile.count == 1:
+            body.append(
+                f"    {name}(in_b, wt_j, out_r, bias_j, {tile.first * cfg.wob}, ih0, n_lo, n_hi, ib0, ib1, init, ep, "
+                "res_r);"
+            )
+        else:
+            body.append(f"    for (int t = {tile.first}; t < {tile.first + tile.count}; ++t)")
+            body.append(
+                f"        {name}(in_b, wt_j, out_r, bias_j, t * {cfg.wob}, ih0, n_lo, n_hi, ib0, ib1, init, ep, res_r);"
+            )
+    body.append("}")
+    out.append("\n".join(body))
+    return out
+
+
+def _tail_call(prefix: str, v_tail: int, vecs: int) -> str:
+    """The call of the narrower row function for the last output-channel block, when C_o leaves a tail of vectors."""
+    if v_tail == vecs:
+        return ""
+    return f"if (j % NJ == NJ - 1) row_{prefix}{v_tail}(in_b, wt_j, out_r, bias_j, oh, ib0, ib1, fin, res_r); else "
+
+
+# Where a task's image and group start in the input: blocks of a blocked tensor, or channels of an NCHW one.
+_INPUT_AT = {
+    "in_b": "in + ((size_t)b * in_blocks + (size_t)in_first + (size_t)g * NBI) * H * W * CB",
+    "in_x": "in + ((size_t)b * in_blocks + (size_t)in_first) * H * W",
+}
+
+
+def _driver(signature: str, input_at: str, vecs: int, v_tail: int, prefix: str, views_check: str) -> str:
+    """The entry `signature` names: tasks over images, register blocks and runs of rows, each running row_{prefix}."""
+    tail_call = _tail_call(prefix, v_tail, vecs)
+    return f"""
 /* Returns 0, or a negative code for an argument out of range (the Python wrapper checks first).
  * Tasks are handed out one at a time (dynamic schedule): on a shared machine a thread whose core is taken by
  * another process then does fewer tasks instead of holding the others back. Each output element is still
  * computed by exactly one task in a fixed order, so results do not depend on the schedule. */
-{C_FUSED_SIGNATURE[:-1]}
+{signature[:-1]}
 {{
     if (batch < 1 || cib_blocks < 1 || rows < 1 || threads < 1) return -1;
-    VIEWS_CHECK
+    {views_check}
     if (cib_blocks > NBI) cib_blocks = NBI;
     const dc_act ep = {{act, alpha, beta}};
     if (rows > HO) rows = HO;
@@ -356,7 +409,7 @@ def generate(cfg: KernelConfig, shape: ConvShape, *, pin: bool = True) -> str:
         if (parallel_rows) {{ j = t % (G * NJ); rt = (t / (G * NJ)) % row_tasks; b = t / (G * NJ * row_tasks); }}
         else {{ rt = t % row_tasks; j = (t / row_tasks) % (G * NJ); b = t / (G * NJ * row_tasks); }}
         const long g = j / NJ;  /* the group of register block j; its channel blocks follow the previous group's */
-        const float *in_b = in + ((size_t)b * in_blocks + (size_t)in_first + (size_t)g * NBI) * H * W * CB;
+        const float *in_b = {_INPUT_AT[input_at]};
         const float *wt_j = wt + (size_t)j * NBI * KH * KW * CB * COB;
         const float *bias_j = bias + (size_t)j * COB;
         const size_t ob = (size_t)g * NBO + (size_t)(j % NJ) * VEC;  /* first output block of the register block */
@@ -369,20 +422,13 @@ def generate(cfg: KernelConfig, shape: ConvShape, *, pin: bool = True) -> str:
             for (int oh = r0; oh < r1; ++oh) {{
                 float *out_r = out_j + (size_t)oh * WO * CB;
                 const float *res_r = res_j ? res_j + (size_t)oh * WO * CB : 0;
-                {tail_call}row_v{vecs}(in_b, wt_j, out_r, bias_j, oh, ib0, ib1, fin, res_r);
+                {tail_call}row_{prefix}{vecs}(in_b, wt_j, out_r, bias_j, oh, ib0, ib1, fin, res_r);
             }}
         }}
     }}
     return 0;
 }}
-
-""".replace("VIEWS_CHECK", VIEWS_CHECK)
-    )
-    out.append(conv_wrapper_source())
-    if shape.groups > 1:
-        out.append(_grouped_nchw_source(shape, cfg, tail_call, vecs))
-    out.append(bench_source())
-    return "\n\n".join(out) + "\n"
+"""
 
 
 # NCHW in and out in one pass (C_NCHW_SIGNATURE): in a grouped layer a register block reads only
@@ -469,6 +515,8 @@ def _grouped_nchw_source(shape: ConvShape, cfg: KernelConfig, tail_call: str, ve
 VIEWS_CHECK = """if (in_first < 0 || in_first + IN_BLOCKS > in_blocks || out_first < 0 || out_first + OUT_BLOCKS > out_blocks
         || (residual && (res_first < 0 || res_first + OUT_BLOCKS > res_blocks)) || act < 0 || act >= DC_ACT_COUNT)
         return -2;"""
+# dc_conv_fused_x's: its input view counts channels (CI of the layer's, see C_FUSED_X_SIGNATURE).
+VIEWS_CHECK_X = VIEWS_CHECK.replace("in_first + IN_BLOCKS > in_blocks", "in_first + CI_X > in_blocks")
 
 
 def conv_wrapper_source() -> str:

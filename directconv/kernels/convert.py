@@ -60,7 +60,9 @@ def _team(threads: int, floats: int) -> int:
 
 
 def _pointer(a: np.ndarray) -> Any:
-    return ffi.float_pointer(a)
+    # Every array here is C-contiguous (checked by the caller) and writability is checked where it matters:
+    # ffi.floats costs a microsecond, a cast of a.ctypes.data several (a small layer's call is tens).
+    return ffi.floats(a, writable=False)
 
 
 def _check_out(out: np.ndarray, shape: tuple[int, ...]) -> None:

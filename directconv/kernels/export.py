@@ -329,6 +329,7 @@ def layer_text(p: str, c: str, layer: ExportLayer) -> str:
 #define dc_bench {p}_{c}_bench
 #define dc_conv_nchw {p}_{c}_conv_nchw
 #define dc_conv_fused {p}_{c}_conv_fused
+#define dc_conv_fused_x {p}_{c}_conv_fused_x
 #include "directconv.h"
 
 {kernel}

@@ -23,7 +23,14 @@ from directconv.kernels.generator import generate
 from directconv.kernels.layout import blocks
 
 # The NCHW entry exists in grouped and lane-wise kernels only; cffi looks a function up when it is first called.
-_DECLARATIONS = codegen.C_SIGNATURE + codegen.C_FUSED_SIGNATURE + codegen.C_BENCH_SIGNATURE + codegen.C_NCHW_SIGNATURE
+# The same for the NCHW-input entry, in kernels of layers with one input-channel block (codegen.reads_nchw).
+_DECLARATIONS = (
+    codegen.C_SIGNATURE
+    + codegen.C_FUSED_SIGNATURE
+    + codegen.C_FUSED_X_SIGNATURE
+    + codegen.C_BENCH_SIGNATURE
+    + codegen.C_NCHW_SIGNATURE
+)
 
 
 # The activations a kernel applies in its store, in kernels/c/dc_epilogue.h's order.
@@ -189,14 +196,15 @@ class CompiledKernel:
         out_first: int = 0,
         residual: np.ndarray | None = None,
         res_first: int = 0,
+        nchw_input: bool = False,
     ) -> None:
         """out[:, out_first:...] = act(conv(x[:, in_first:...], weights) + bias + residual[:, res_first:...]) in
         blocked layouts (codegen.C_FUSED_SIGNATURE): x, out and residual may hold more channel blocks than the
-        layer's, which then reads and writes its slice of them (a Concat's producers write in place). Allocates
-        nothing."""
+        layer's, which then reads and writes its slice of them (a Concat's producers write in place). With
+        `nchw_input` (kernels that reads_nchw), x is NCHW and in_first counts channels. Allocates nothing."""
         self.bind_fused(
             x, weights, bias, out, cib=cib, rows=rows, parallel=parallel, threads=threads, epilogue=epilogue,
-            in_first=in_first, out_first=out_first, residual=residual, res_first=res_first,
+            in_first=in_first, out_first=out_first, residual=residual, res_first=res_first, nchw_input=nchw_input,
         )()  # fmt: skip
 
     def bind_fused(
@@ -215,15 +223,27 @@ class CompiledKernel:
         out_first: int = 0,
         residual: np.ndarray | None = None,
         res_first: int = 0,
+        nchw_input: bool = False,
     ) -> Callable[[], None]:
         """run_fused's call, checked now and made later, as often as wanted: a graph binds each convolution to its
         arena once per batch size, so that a call costs the C function and nothing else (checking and converting
         the arguments costs more than the kernel of a small layer: docs/design.md). The buffers must stay alive and
-        keep their shapes while the returned function may be called: it holds pointers into them."""
+        keep their shapes while the returned function may be called: it holds pointers into them. With
+        `nchw_input`, x is NCHW (N, C, H, W) and the layer reads its channels [in_first, in_first + C_i): only
+        kernels that reads_nchw have that entry."""
         s, lanes = self.shape, self.lanes
         ep = epilogue or Epilogue()
-        batch = x.shape[0] if x.ndim == 5 else -1
-        in_blocks = _check_view("input", x, (batch, s.h, s.w, lanes), in_first, blocks(s.ci, lanes))
+        if nchw_input:
+            if not self.reads_nchw:
+                raise ValueError(
+                    f"this kernel reads blocked input only: the NCHW entry is for layers of one input-channel block "
+                    f"and one group (C_i <= {lanes}), got {s.describe()}"
+                )
+            batch = x.shape[0] if x.ndim == 4 else -1
+            in_blocks = _check_view("input", x, (batch, s.h, s.w), in_first, s.ci, rank=4)
+        else:
+            batch = x.shape[0] if x.ndim == 5 else -1
+            in_blocks = _check_view("input", x, (batch, s.h, s.w, lanes), in_first, blocks(s.ci, lanes))
         out_blocks = _check_view("output", out, (batch, s.ho, s.wo, lanes), out_first, blocks(s.co, lanes))
         _check_buffer("packed weights", weights, self._weight_shape)
         _check_buffer("packed bias", bias, self._bias_shape)
@@ -256,7 +276,8 @@ class CompiledKernel:
             ep.alpha,
             ep.beta,
         )
-        function, name = self._lib.dc_conv_fused, self.path.name
+        function = self._lib.dc_conv_fused_x if nchw_input else self._lib.dc_conv_fused
+        name = self.path.name
 
         def call() -> None:
             code = function(*args)
@@ -264,6 +285,11 @@ class CompiledKernel:
                 raise RuntimeError(f"kernel {name} rejected its arguments (code {code})")
 
         return call
+
+    @cached_property
+    def reads_nchw(self) -> bool:
+        """Whether the kernel has the NCHW-input entry (bind_fused's nchw_input): one input-channel block, no groups."""
+        return codegen.reads_nchw(self.shape, self.lanes)
 
     @property
     def runs_nchw(self) -> bool:
@@ -326,16 +352,18 @@ class CompiledKernel:
             raise RuntimeError(f"kernel {self.path.name} rejected its arguments (code {code})")
 
 
-def _check_view(what: str, a: np.ndarray, planes: tuple[int, ...], first: int, count: int) -> int:
-    """Check that `a` is a blocked tensor (batch, blocks, *planes[1:]) whose blocks [first, first + count) exist;
-    returns its blocks per image."""
-    if not isinstance(a, np.ndarray) or a.ndim != 5:
-        raise ValueError(f"{what} must be a 5-d blocked array, got {getattr(a, 'shape', type(a).__name__)}")
+def _check_view(what: str, a: np.ndarray, planes: tuple[int, ...], first: int, count: int, rank: int = 5) -> int:
+    """Check that `a` is a blocked tensor (batch, blocks, *planes[1:]) whose blocks [first, first + count) exist
+    (rank 4: an NCHW tensor and its channels); returns its blocks (channels) per image."""
+    if not isinstance(a, np.ndarray) or a.ndim != rank:
+        kind = "5-d blocked" if rank == 5 else f"{rank}-d NCHW"
+        raise ValueError(f"{what} must be a {kind} array, got {getattr(a, 'shape', type(a).__name__)}")
     held = a.shape[1]
     _check_buffer(what, a, (planes[0], held, *planes[1:]))
     if not isinstance(first, int) or first < 0 or first + count > held:
         raise ValueError(
-            f"{what} channel blocks [{first}, {first}+{count}) must lie within its {held} blocks per image"
+            f"{what} {'channel blocks' if rank == 5 else 'channels'} [{first}, {first}+{count}) must lie within its "
+            f"{held} {'blocks' if rank == 5 else 'channels'} per image"
         )
     return held
 

@@ -8,6 +8,7 @@ Blocked path: xb = to_blocked(x); pw = pack_weights(w, bias, shape=...) # once
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 from dataclasses import dataclass, field
@@ -270,7 +271,7 @@ class _Workspace(threading.local):
         self.buffers: dict[str, np.ndarray] = {}
 
     def blocked(self, slot: str, shape: tuple[int, ...]) -> np.ndarray:
-        count = int(np.prod(shape, dtype=np.int64))
+        count = math.prod(shape)  # not np.prod: microseconds per call, on a path where a small layer takes tens
         flat = self.buffers.get(slot)
         if flat is None or flat.size < count:
             flat = self.buffers[slot] = layout.empty_aligned((count,))
@@ -288,7 +289,8 @@ def release_buffers() -> None:
 
 def conv2d_nchw(x: np.ndarray, weights: PackedWeights, *, relu: bool = False, threads: int | None = None) -> np.ndarray:
     """NCHW in, NCHW out, with weights packed once: x is converted to the blocked layout, convolved and converted
-    back, on the layer's threads (grouped, depthwise and narrow-group layers do all three in one pass). The blocked
+    back, on the layer's threads (grouped, depthwise and narrow-group layers do all three in one pass; a layer of
+    at most one block of input channels, a network's first, reads x as it is). The blocked
     copies, or the one-pass kernels' scratch, live in per-thread buffers reused by the next call (release_buffers
     frees them); the result is a new array."""
     x = _require_float32("x", x, 4, "NCHW")
@@ -308,9 +310,21 @@ def conv2d_nchw(x: np.ndarray, weights: PackedWeights, *, relu: bool = False, th
         x = np.ascontiguousarray(x)  # the kernel reads planes in place: a strided view is copied once (as to_blocked)
         kernel.run_nchw(x, weights.data, weights.bias, y, scratch, cib=weights.config.cib, threads=threads, relu=relu)
         return y
-    xb = convert.to_blocked(x, kernel.lanes, threads=threads, out=_workspace.blocked("in", kernel.input_shape(batch)))
     yb = _workspace.blocked("out", kernel.output_shape(batch))
-    conv2d_blocked(BlockedTensor(xb, shape.ci), weights, relu=relu, threads=threads, out=BlockedTensor(yb, shape.co))
+    config = weights.config
+    if kernel.reads_nchw:  # one input-channel block (a first layer): the kernel reads the NCHW planes themselves
+        epilogue = runtime.Epilogue("relu") if relu else None
+        kernel.run_fused(
+            np.ascontiguousarray(x), weights.data, weights.bias, yb, cib=config.cib, rows=config.rows,
+            parallel=config.parallel, threads=threads, epilogue=epilogue, nchw_input=True,
+        )  # fmt: skip
+        return convert.from_blocked(yb, shape.co, threads=threads)
+    xb = convert.to_blocked(x, kernel.lanes, threads=threads, out=_workspace.blocked("in", kernel.input_shape(batch)))
+    # The kernel itself, not conv2d_blocked: its checks hold by construction here, and cost as much as a small layer.
+    kernel.run(
+        xb, weights.data, weights.bias, yb, cib=config.cib, rows=config.rows, parallel=config.parallel,
+        threads=threads, relu=relu,
+    )  # fmt: skip
     return convert.from_blocked(yb, shape.co, threads=threads)
 
 

@@ -23,6 +23,10 @@
  * act applied (kernels/c/dc_epilogue.h: 0 none, 1 relu, 2 clip(alpha, beta), 3 leaky relu(alpha), 4 sigmoid, 5 hard
  * sigmoid(alpha, beta), 6 hard swish, 7 x * sigmoid(x)). dc_conv is it on whole tensors with act 0 or 1.
  *
+ * dc_conv_fused_x: dc_conv_fused reading `in` as NCHW, [batch][in_blocks][H][W] with the layer's C_i channels from
+ * channel in_first on (in_blocks and in_first count channels here). Defined only in kernels of layers with one
+ * input-channel block and no groups (C_i <= c: a network's first layer), which then need no conversion of their input.
+ *
  * dc_bench: times dc_conv (relu off): `warmup` untimed calls, then timed calls until min_seconds have passed and at
  * least min_samples were taken, at most max_samples; per-call seconds go to samples. Returns the number taken, or a
  * negative dc_conv code.
@@ -39,6 +43,9 @@ int dc_conv(const float *in, const float *wt, const float *bias, float *out, int
 int dc_conv_fused(const float *in, const float *wt, const float *bias, float *out, const float *residual, int batch,
                   int cib_blocks, int rows, int parallel_rows, int threads, int in_blocks, int in_first,
                   int out_blocks, int out_first, int res_blocks, int res_first, int act, float alpha, float beta);
+int dc_conv_fused_x(const float *in, const float *wt, const float *bias, float *out, const float *residual,
+                    int batch, int cib_blocks, int rows, int parallel_rows, int threads, int in_blocks, int in_first,
+                    int out_blocks, int out_first, int res_blocks, int res_first, int act, float alpha, float beta);
 int dc_bench(const float *in, const float *wt, const float *bias, float *out, int batch, int cib_blocks, int rows,
              int parallel_rows, int threads, int warmup, double min_seconds, int min_samples, int max_samples,
              double *samples);
