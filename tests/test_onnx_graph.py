@@ -169,6 +169,35 @@ def test_conv_matches_onnxruntime(ci: int, co: int, k: int, attributes: dict[str
     assert ops(model) == ["conv"]
 
 
+def test_a_first_layer_reads_the_image_as_it_is_without_a_blocked_copy() -> None:
+    net = Net()
+    net.conv("x", "a", 3, 16, 7, strides=[2, 2], pads=[3, 3, 3, 3])
+    net.conv("x", "b", 3, 8, 3)  # a second reader of the image, with the NCHW entry too
+    net.node("Relu", ["a"], "y")
+    data = net.bytes({"x": ["N", 3, 12, 12]}, {"y": 4, "b": 4})
+    batch = {"x": image(2, 3, 12, 12)}
+    model = check(data, batch)
+    assert "x" not in model.plan.places  # no arena buffer: nothing converts the image
+    assert model.summary().count("reads NCHW input") == 2
+    rows = model.profile(batch, repeat=2)
+    assert rows[0][1].op == "to_blocked" and [r[1].op for r in rows[1:3]] == ["conv", "conv"]
+
+
+@pytest.mark.parametrize("other", ["MaxPool", "Add", "wide"])
+def test_an_image_with_another_reader_or_more_channels_is_converted_once(other: str) -> None:
+    net = Net()
+    ci = 3 if other != "wide" else 12
+    a = net.conv("x", "a", ci, ci, 3)
+    if other == "MaxPool":
+        net.node("Add", [a, net.node("MaxPool", ["x"], "p", kernel_shape=[3, 3], pads=[1, 1, 1, 1])], "y")
+    elif other == "Add":
+        net.node("Add", [a, "x"], "y")  # the image is the conv's residual as well as its input
+    else:
+        net.node("Relu", [a], "y")
+    model = check(net.bytes({"x": [1, ci, 10, 10]}), {"x": image(1, ci, 10, 10)})
+    assert "x" in model.plan.places and "reads NCHW input" not in model.summary()
+
+
 def test_same_upper_and_same_lower_pad_the_odd_pixel_at_opposite_ends() -> None:
     shapes = []
     for auto_pad in ("SAME_UPPER", "SAME_LOWER"):

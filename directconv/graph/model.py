@@ -157,7 +157,10 @@ class Model:
 
             lanes = get_isa(host_isa()).lanes
         self.lanes = lanes
-        self.plan = arena.plan(steps, self._tensors, self.input_names, set(outputs), lanes)
+        # Inputs read only by first-layer kernels that take NCHW (C_i <= lanes): never converted, no arena buffer.
+        self._nchw_inputs = _nchw_inputs(self.input_names, set(outputs), steps, self._convs)
+        blocked_inputs = [name for name in self.input_names if name not in self._nchw_inputs]
+        self.plan = arena.plan(steps, self._tensors, blocked_inputs, set(outputs), lanes)
         self._prepared: dict[int, tuple[dict[str, np.ndarray], dict[int, Any]]] = {}
         self._blas = _blas_controller() if any(step.op == "gemm" for step in steps) else None
         self._workers: ThreadPoolExecutor | None = None
@@ -186,10 +189,9 @@ class Model:
         with self._lock:
             views = self._views(batch)
             dense: dict[str, np.ndarray] = {}
-            for name in self.input_names:
-                convert.to_blocked(np.ascontiguousarray(feeds[name]), self.lanes, threads=self.threads, out=views[name])
+            nchw = self._convert_inputs(feeds, views)
             for index, step in enumerate(self._steps):
-                self._run_step(index, step, views, dense, batch)
+                self._run_step(index, step, views, dense, batch, nchw)
             results = []
             for name in self._outputs:
                 t = self._tensors[name]
@@ -212,14 +214,11 @@ class Model:
             for _ in range(repeat):
                 dense: dict[str, np.ndarray] = {}
                 t0 = time.perf_counter()
-                for name in self.input_names:
-                    convert.to_blocked(
-                        np.ascontiguousarray(feeds[name]), self.lanes, threads=self.threads, out=views[name]
-                    )
+                nchw = self._convert_inputs(feeds, views)
                 times[0].append(time.perf_counter() - t0)
                 for index, step in enumerate(self._steps):
                     t0 = time.perf_counter()
-                    self._run_step(index, step, views, dense, batch)
+                    self._run_step(index, step, views, dense, batch, nchw)
                     times[index + 1].append(time.perf_counter() - t0)
                 t0 = time.perf_counter()
                 for name in self._outputs:
@@ -232,6 +231,17 @@ class Model:
         rows.append((len(self._steps), Step("from_blocked", [], "", ["outputs"]), float(np.median(times[-1]))))
         del io
         return rows
+
+    def _convert_inputs(self, feeds: dict[str, np.ndarray], views: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Each input into its blocked view, except those the first layers read as NCHW: returned, contiguous."""
+        nchw = {}
+        for name in self.input_names:
+            x = np.ascontiguousarray(feeds[name])
+            if name in self._nchw_inputs:
+                nchw[name] = x
+            else:
+                convert.to_blocked(x, self.lanes, threads=self.threads, out=views[name])
+        return nchw
 
     def _check_feeds(self, feeds: Any) -> int:
         if not isinstance(feeds, dict):
@@ -289,17 +299,26 @@ class Model:
             for name, place in self.plan.places.items():
                 nb = blocks(self._tensors[name].channels, self.lanes)
                 views[name] = buffers[place.buffer][:, place.first : place.first + nb]
-            calls = {index: self._bind(self._steps[index], conv, views) for index, conv in self._convs.items()}
+            calls = {
+                index: self._bind(self._steps[index], conv, views)
+                for index, conv in self._convs.items()
+                if self._steps[index].inputs[0] not in self._nchw_inputs
+            }
             prepared = self._prepared[batch] = (views, calls)
         return prepared[0]
 
-    def _bind(self, step: Step, conv: Conv, views: dict[str, np.ndarray]) -> Any:
-        """The convolution's kernel call on the arena: whole buffers, and each tensor's first block in its buffer."""
-        source, target = self.plan.places[step.inputs[0]], self.plan.places[step.output]
+    def _bind(self, step: Step, conv: Conv, views: dict[str, np.ndarray], x: np.ndarray | None = None) -> Any:
+        """The convolution's kernel call on the arena: whole buffers, and each tensor's first block in its buffer;
+        with `x`, the NCHW graph input it reads instead (bound per call: a new array every time)."""
+        target = self.plan.places[step.output]
         residual = step.params["residual"]
         res_place = self.plan.places[residual] if residual is not None else None
+        nchw_input, in_first = x is not None, 0
+        if x is None:
+            source = self.plan.places[step.inputs[0]]
+            x, in_first = views[source.buffer], source.first
         return conv.kernel.bind_fused(
-            views[source.buffer],
+            x,
             conv.weights,
             conv.bias,
             views[target.buffer],
@@ -308,19 +327,30 @@ class Model:
             parallel=conv.config.parallel,
             threads=self.threads,
             epilogue=conv.epilogue,
-            in_first=source.first,
+            in_first=in_first,
             out_first=target.first,
             residual=None if res_place is None else views[res_place.buffer],
             res_first=0 if res_place is None else res_place.first,
+            nchw_input=nchw_input,
         )
 
     # ------------------------------------------------------------------------------------------------ steps
     def _run_step(
-        self, index: int, step: Step, views: dict[str, np.ndarray], dense: dict[str, np.ndarray], batch: int
+        self,
+        index: int,
+        step: Step,
+        views: dict[str, np.ndarray],
+        dense: dict[str, np.ndarray],
+        batch: int,
+        nchw: dict[str, np.ndarray],
     ) -> None:
         op, p, threads = step.op, step.params, self.threads
         if op == "conv":
-            self._prepared[batch][1][index]()
+            image = nchw.get(step.inputs[0])
+            if image is None:
+                self._prepared[batch][1][index]()
+            else:
+                self._bind(step, self._convs[index], views, image)()
         elif op == "scale_shift":
             ops.scale_shift(
                 views[step.inputs[0]], p["scale"], p["shift"], views[step.output], **_act(p), threads=threads
@@ -443,6 +473,8 @@ class Model:
                 what = f"{conv.kernel.kind} cob={c.cob} wob={c.wob} cib={c.cib} ({conv.source})" + (
                     f" fused: {' '.join(extras)}" if extras else ""
                 )
+                if step.inputs[0] in self._nchw_inputs:
+                    what += "; reads NCHW input"
                 counts[conv.source] += 1
             elif step.op == "concat":
                 copies = len(step.params["copies"])
@@ -465,6 +497,25 @@ class Model:
     def convolutions(self) -> list[tuple[Step, Conv]]:
         """Every convolution step with its kernel and configuration (tune --onnx, show, export)."""
         return [(self._steps[i], c) for i, c in sorted(self._convs.items())]
+
+
+def _nchw_inputs(inputs: list[str], outputs: set[str], steps: list[Step], convs: dict[int, Conv]) -> set[str]:
+    """The graph inputs that only convolutions with an NCHW-input kernel read, as their input (not as a residual):
+    those need no blocked copy."""
+    direct = set()
+    for name in inputs:
+        readers = [i for i, step in enumerate(steps) if name in step.inputs]
+        if name in outputs or not readers:
+            continue
+        if all(
+            i in convs
+            and convs[i].kernel.reads_nchw
+            and steps[i].inputs[0] == name
+            and steps[i].inputs.count(name) == 1
+            for i in readers
+        ):
+            direct.add(name)
+    return direct
 
 
 def _blas_controller() -> Any:

@@ -60,8 +60,9 @@ def _team(threads: int, floats: int) -> int:
 
 
 def _pointer(a: np.ndarray) -> Any:
-    # Every array here is C-contiguous (checked by the caller) and writability is checked where it matters:
-    # ffi.floats costs a microsecond, a cast of a.ctypes.data several (a small layer's call is tens).
+    # Every array here is C-contiguous and writability is checked where it matters; from_buffer rather than a cast
+    # of a.ctypes.data, which costs more than a small layer's conversion (docs/design.md, "The Python cost of an
+    # NCHW call").
     return ffi.floats(a, writable=False)
 
 

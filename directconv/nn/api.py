@@ -271,7 +271,7 @@ class _Workspace(threading.local):
         self.buffers: dict[str, np.ndarray] = {}
 
     def blocked(self, slot: str, shape: tuple[int, ...]) -> np.ndarray:
-        count = math.prod(shape)  # not np.prod: microseconds per call, on a path where a small layer takes tens
+        count = math.prod(shape)  # not np.prod: see docs/design.md, "The Python cost of an NCHW call"
         flat = self.buffers.get(slot)
         if flat is None or flat.size < count:
             flat = self.buffers[slot] = layout.empty_aligned((count,))
@@ -320,7 +320,8 @@ def conv2d_nchw(x: np.ndarray, weights: PackedWeights, *, relu: bool = False, th
         )  # fmt: skip
         return convert.from_blocked(yb, shape.co, threads=threads)
     xb = convert.to_blocked(x, kernel.lanes, threads=threads, out=_workspace.blocked("in", kernel.input_shape(batch)))
-    # The kernel itself, not conv2d_blocked: its checks hold by construction here, and cost as much as a small layer.
+    # The kernel itself, not conv2d_blocked: its checks hold by construction here (docs/design.md, "The Python cost
+    # of an NCHW call").
     kernel.run(
         xb, weights.data, weights.bias, yb, cib=config.cib, rows=config.rows, parallel=config.parallel,
         threads=threads, relu=relu,
