@@ -336,3 +336,23 @@ def test_pinned_predictions(machine_id, layer, threads, config, gflops):
     c = plan.config
     assert ((c.cob, c.wob, c.cib, c.rows, c.parallel, c.unroll), c.threads) == (config, threads)
     assert plan.predicted_gflops == pytest.approx(gflops, rel=1e-6)
+
+
+@pytest.mark.parametrize("machine_id", ["zen3", "skylake-sp", "cortex-a57"])
+def test_the_plan_says_when_the_kernel_reads_its_input_as_nchw(machine_id: str) -> None:
+    machine = load_machine(machine_id)
+    first = predict(get_layer("resnet50:conv1").shape, machine, 1)
+    (reason,) = [r for r in first.reasons if r.parameter == "input"]
+    assert reason.value == "NCHW" and f"<= {machine.n_vec} lanes" in reason.why
+    assert "input = NCHW" in first.explain()
+    later = predict(get_layer("resnet50:res2_3x3").shape, machine, 1)
+    assert [r.value for r in later.reasons if r.parameter == "input"] == ["blocked"]
+
+
+def test_predict_json_names_the_input_layout(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from directconv.cli.main import main
+
+    assert main(["predict", "--machine", "zen3", "--layer", "alexnet:conv1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["input_layout"] == "NCHW"

@@ -40,6 +40,7 @@ def run_predict(args: argparse.Namespace) -> int:
                     "machine": machine.id,
                     "shape": layer.shape.to_dict(),
                     "kind": plan.kind,
+                    "input_layout": next(r.value for r in plan.reasons if r.parameter == "input"),
                     "bound": plan.bound,
                     "config": plan.config.to_dict(),
                     "explanation": [str(r) for r in plan.reasons],

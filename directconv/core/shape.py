@@ -225,3 +225,10 @@ def kernel_kind(shape: ConvShape, lanes: int) -> KernelKind:
     if shape.cig == 1:
         return "depthwise"
     return "grouped-packed"
+
+
+def reads_nchw(shape: ConvShape, lanes: int) -> bool:
+    """Whether the kernel of `shape` reads its input as NCHW (kernels/codegen.py's dc_conv_fused_x): a plain layer
+    whose C_i channels fit one block of `lanes`, as a network's first layer (3 channels of an image) does. Such an
+    input needs no conversion, and the kernel reads C_i planes instead of blocks padded to the lanes."""
+    return kernel_kind(shape, lanes) == "plain" and shape.ci <= lanes

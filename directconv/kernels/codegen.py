@@ -26,7 +26,7 @@ from importlib import resources
 
 from directconv.core.config import KernelConfig
 from directconv.core.isa import get_isa
-from directconv.core.shape import ConvShape, kernel_kind
+from directconv.core.shape import ConvShape, kernel_kind, reads_nchw
 
 GENERATOR_VERSION = 2
 
@@ -65,12 +65,6 @@ C_BENCH_SIGNATURE = (
 # thread costs microseconds, and on a shared host a descheduled thread holds the whole layer up (a 2-convolution
 # model on small maps ran slower on 2 threads than on 1: docs/design.md). About 10 us of one core's work.
 MIN_PARALLEL_MACS = 1 << 18
-
-
-def reads_nchw(shape: ConvShape, lanes: int) -> bool:
-    """Whether the kernel of `shape` has the NCHW-input entry dc_conv_fused_x: a plain layer with one input channel
-    block (see C_FUSED_X_SIGNATURE)."""
-    return shape.groups == 1 and shape.ci <= lanes and kernel_kind(shape, lanes) == "plain"
 
 
 def parallel_macros(shape: ConvShape) -> str:

@@ -17,13 +17,13 @@ import numpy as np
 
 from directconv.core.config import KernelConfig
 from directconv.core.isa import get_isa
-from directconv.core.shape import ConvShape, KernelKind, kernel_kind
+from directconv.core.shape import ConvShape, KernelKind, kernel_kind, reads_nchw
 from directconv.kernels import codegen, codegen_lanes, compiler, ffi, layout
 from directconv.kernels.generator import generate
 from directconv.kernels.layout import blocks
 
 # The NCHW entry exists in grouped and lane-wise kernels only; cffi looks a function up when it is first called.
-# The same for the NCHW-input entry, in kernels of layers with one input-channel block (codegen.reads_nchw).
+# The same for the NCHW-input entry, in kernels of layers with one input-channel block (core.shape.reads_nchw).
 _DECLARATIONS = (
     codegen.C_SIGNATURE
     + codegen.C_FUSED_SIGNATURE
@@ -289,7 +289,7 @@ class CompiledKernel:
     @cached_property
     def reads_nchw(self) -> bool:
         """Whether the kernel has the NCHW-input entry (bind_fused's nchw_input): one input-channel block, no groups."""
-        return codegen.reads_nchw(self.shape, self.lanes)
+        return reads_nchw(self.shape, self.lanes)
 
     @property
     def runs_nchw(self) -> bool:

@@ -15,7 +15,7 @@ from typing import Protocol
 
 from directconv.core.config import KernelConfig
 from directconv.core.isa import ISAS
-from directconv.core.shape import LANE_KINDS, ConvShape, kernel_kind
+from directconv.core.shape import LANE_KINDS, ConvShape, kernel_kind, reads_nchw
 from directconv.machines.machine import Machine
 from directconv.model.broadcast import BroadcastKernel, register_tiles
 from directconv.model.kinds import kind_reason
@@ -118,12 +118,25 @@ def predict(shape: ConvShape, machine: Machine, threads: int = 1) -> Plan:
     reasons.append(Reason("threads", threads, f"as asked; machine has {machine.cores} cores"))
     unroll, why_unroll = model.unroll()
     reasons.append(Reason("unroll", unroll, why_unroll))
+    reasons.append(input_reason(view, machine.n_vec))
     config = KernelConfig(
         isa=isa, cob=cob, wob=best.width, cib=cib, rows=rows, parallel=parallel, threads=threads, unroll=unroll
     )
     t = _timing(view, machine, model, config)
     reasons.append(t.reason())
     return Plan(config, tuple(reasons), view.flops() / t.seconds / 1e9, machine.id, kind, t.bound)
+
+
+def input_reason(view: ConvShape, lanes: int) -> Reason:
+    """How the kernel reads its input: NCHW where C_i fits one block (core.shape.reads_nchw), else blocked."""
+    if reads_nchw(view, lanes):
+        return Reason(
+            "input",
+            "NCHW",
+            f"C_i = {view.ci} <= {lanes} lanes: one block, so the kernel reads the C_i planes of an NCHW input itself "
+            "(no conversion of a network's image, no padded lanes read)",
+        )
+    return Reason("input", "blocked", f"C_i = {view.ci} channels are read as blocks of {lanes} (NCHWc)")
 
 
 def _splits(shape: ConvShape, threads: int) -> list[tuple[str, int | None]]:
