@@ -4,6 +4,7 @@ size), its conversions, memory and thread-safety contracts, and its errors."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import tracemalloc
 
@@ -208,10 +209,22 @@ def test_real_network_at_reduced_size_matches_float64_reference() -> None:
 
 
 @pytest.mark.compiler
-def test_nchw_call_converts_once_in_and_once_out(rng, monkeypatch) -> None:
-    model, _ = small_chain(rng)
-    x = rng.standard_normal((1, 3, 23, 19)).astype(np.float32)
-    model(x)  # bound first: the count below covers one call and nothing of the set-up
+@pytest.mark.parametrize("first", ["image", "pool", "wide"])
+def test_nchw_call_converts_once_out_and_in_only_where_the_first_layer_cannot_read_nchw(
+    rng, monkeypatch, first
+) -> None:
+    model, weights = small_chain(rng)
+    channels = 3
+    if first == "pool":  # a max-pool first: it runs on blocked data, so the input is converted
+        model = dc.Sequential([dc.MaxPool2d(3, 1, 1), *model.steps], names=["p0", *model.names])
+    elif first == "wide":  # more input channels than one block: converted too
+        channels = 20
+        wide = he(rng, 13, channels, 3)
+        model = dc.Sequential([dc.Conv2d(*wide, padding=1, threads=2), *model.steps[1:]])
+    x = rng.standard_normal((1, channels, 23, 19)).astype(np.float32)
+    y = model(x)  # bound first: the count below covers one call and nothing of the set-up
+    plan = model.plan(channels, 23, 19)
+    assert plan.reads_nchw == (first == "image")
     calls = {"in": 0, "out": 0}
     to_blocked, to_nchw = convert.to_blocked, convert.from_blocked
 
@@ -225,11 +238,12 @@ def test_nchw_call_converts_once_in_and_once_out(rng, monkeypatch) -> None:
 
     monkeypatch.setattr(convert, "to_blocked", counting_in)
     monkeypatch.setattr(convert, "from_blocked", counting_out)
-    model(x)
-    assert calls == {"in": 1, "out": 1}
-    xb = dc.BlockedTensor(to_blocked(x, model.plan(3, 23, 19).lanes), 3)
-    model(xb)
-    assert calls == {"in": 1, "out": 1}  # blocked in, blocked out: no conversion at all
+    np.testing.assert_array_equal(model(x), y)
+    converted_in = 0 if first == "image" else 1
+    assert calls == {"in": converted_in, "out": 1}
+    xb = dc.BlockedTensor(to_blocked(x, plan.lanes), channels)
+    np.testing.assert_array_equal(dc.from_blocked(model(xb)), y)  # the blocked path computes the same
+    assert calls == {"in": converted_in, "out": 1 + 1}  # (its from_blocked is the test's own)
 
 
 @pytest.mark.compiler
@@ -239,13 +253,13 @@ def test_a_call_allocates_only_the_pair_of_buffers(rng) -> None:
     plan = model.plan(3, 96, 81)
     lanes = plan.lanes
     sizes = [s.floats(1, lanes) for s in plan.outputs]
-    # Step i writes buffer i % 2: a blocked call keeps the intermediates there, an NCHW call also the input (in
-    # buffer 1) and the last output.
+    # Step i writes buffer i % 2: a blocked call keeps the intermediates there, an NCHW call also the last output.
+    # The first convolution (3 channels) reads the NCHW input itself: no blocked copy of it in buffer 1.
+    assert plan.reads_nchw
     assert plan.buffer_floats(1, nchw=False) == (max(sizes[0], sizes[2]), max(sizes[1], sizes[3]))
-    assert plan.buffer_floats(1, nchw=True) == (
-        max(sizes[0], sizes[2], sizes[4]),
-        max(sizes[1], sizes[3], plan.input.floats(1, lanes)),
-    )
+    assert plan.buffer_floats(1, nchw=True) == (max(sizes[0], sizes[2], sizes[4]), max(sizes[1], sizes[3]))
+    converting = dataclasses.replace(plan, reads_nchw=False)
+    assert converting.buffer_floats(1, nchw=True)[1] == max(sizes[1], sizes[3], plan.input.floats(1, lanes))
     buffers = 4 * sum(plan.buffer_floats(1, nchw=False))
     slack = BOOKKEEPING_BYTES + UFUNC_SCRATCH_BYTES  # see the constants: nothing the size of an activation
     assert buffers > 2 * slack  # else the bounds below would prove little

@@ -287,6 +287,20 @@ def release_buffers() -> None:
     _workspace.buffers.clear()
 
 
+def conv2d_nchw_input(
+    x: np.ndarray, weights: PackedWeights, out: BlockedTensor, *, relu: bool = False
+) -> BlockedTensor:
+    """A chain's first convolution: NCHW x (checked by the caller) read as it is by the kernel's NCHW entry (layers of
+    at most one block of input channels: weights.kernel.reads_nchw), blocked `out` written. Allocates nothing."""
+    kernel, config = weights.kernel, weights.config
+    kernel.run_fused(
+        np.ascontiguousarray(x), weights.data, weights.bias, out.data, cib=config.cib, rows=config.rows,
+        parallel=config.parallel, threads=config.threads, epilogue=runtime.Epilogue("relu") if relu else None,
+        nchw_input=True,
+    )  # fmt: skip
+    return out
+
+
 def conv2d_nchw(x: np.ndarray, weights: PackedWeights, *, relu: bool = False, threads: int | None = None) -> np.ndarray:
     """NCHW in, NCHW out, with weights packed once: x is converted to the blocked layout, convolved and converted
     back, on the layer's threads (grouped, depthwise and narrow-group layers do all three in one pass; a layer of

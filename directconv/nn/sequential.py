@@ -53,20 +53,22 @@ class Plan:
     input: Stage
     outputs: tuple[Stage, ...]
     threads: int = 1  # of the conversion into the blocked layout: the most any convolution of the chain runs with
+    reads_nchw: bool = False  # the first step is a convolution whose kernel reads an NCHW input unconverted
 
     def buffer_floats(self, batch: int, *, nchw: bool) -> tuple[int, int]:
         """Floats in each of the two buffers of one call.
 
         Step i writes buffer i % 2. A blocked call gets its input from the caller and returns its last output in
-        a tensor of its own; an NCHW call also keeps the blocked input (in buffer 1, which step 0 does not write)
-        and the last output (converted out of its buffer) in the pair.
+        a tensor of its own; an NCHW call also keeps the blocked input (in buffer 1, which step 0 does not write;
+        not when the first convolution reads the NCHW input itself) and the last output (converted out of its
+        buffer) in the pair.
         """
         sizes = [0, 0]
         last = len(self.outputs) - 1
         for i, stage in enumerate(self.outputs):
             if i < last or nchw:
                 sizes[i % 2] = max(sizes[i % 2], stage.floats(batch, self.lanes))
-        if nchw:
+        if nchw and not self.reads_nchw:
             sizes[1] = max(sizes[1], self.input.floats(batch, self.lanes))
         return sizes[0], sizes[1]
 
@@ -157,6 +159,7 @@ class Sequential:
         isa: str | None = None
         threads = 1
         first_conv = ""
+        first_reads_nchw = False
         for i, (name, step) in enumerate(zip(self._names, self._steps, strict=True)):
             where = f"step {i} ({name!r})"
             source = "the input" if i == 0 else f"step {i - 1} ({self._names[i - 1]!r})"
@@ -176,6 +179,7 @@ class Sequential:
                             f"every Conv2d the same ISA"
                         )
                     threads = max(threads, binding.config.threads)
+                    first_reads_nchw = first_reads_nchw or (i == 0 and binding.weights.kernel.reads_nchw)
                     ho, wo = binding.shape.ho, binding.shape.wo
                     current = Stage(name, step.out_channels, ho, wo)
                 else:
@@ -187,7 +191,9 @@ class Sequential:
                 ) from None
             outputs.append(current)
         isa = isa or host_isa()
-        return Plan(isa, get_isa(isa).lanes, Stage("input", channels, height, width), tuple(outputs), threads)
+        return Plan(
+            isa, get_isa(isa).lanes, Stage("input", channels, height, width), tuple(outputs), threads, first_reads_nchw
+        )
 
     # ------------------------------------------------------------------------------------------ running
 
@@ -201,6 +207,12 @@ class Sequential:
         batch = int(x.shape[0])
         plan = self.plan(int(x.shape[1]), int(x.shape[2]), int(x.shape[3]))
         buffers = self._buffers(plan, batch, nchw=True)
+        first = self._steps[0]
+        if plan.reads_nchw and isinstance(first, Conv2d):  # a first layer's kernel reads the NCHW input unconverted
+            target = _view(buffers[0], plan.outputs[0], batch, plan.lanes)
+            weights = first.bind(int(x.shape[2]), int(x.shape[3])).weights
+            current = api.conv2d_nchw_input(x, weights, target, relu=first.activation == "relu")
+            return api.from_blocked(self._run(plan, current, buffers, out=None, last_in_buffer=True, start=1))
         blocked_in = _view(buffers[1], plan.input, batch, plan.lanes)
         convert.to_blocked(x, plan.lanes, threads=plan.threads, out=blocked_in.data)
         return api.from_blocked(self._run(plan, blocked_in, buffers, out=None, last_in_buffer=True))
@@ -234,10 +246,14 @@ class Sequential:
         *,
         out: api.BlockedTensor | None,
         last_in_buffer: bool,
+        start: int = 0,
     ) -> api.BlockedTensor:
+        """Steps `start` on, from `x` (the output of step start - 1, in buffer (start - 1) % 2 if start > 0)."""
         current = x
         last = len(self._steps) - 1
         for i, (step, stage) in enumerate(zip(self._steps, plan.outputs, strict=True)):
+            if i < start:
+                continue
             # Past the last buffered step, `out` (None: the step allocates the result, which outlives the buffers).
             in_buffer = i < last or last_in_buffer
             target = _view(buffers[i % 2], stage, x.batch, plan.lanes) if in_buffer else out
