@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Generic
 
 from directconv.bench.base import Check, Impl, P, Prepared
 from directconv.bench.results import FAILED, OK, WRONG, Result, RooflineTiming
+from directconv.core.isa import host_isa
 from directconv.tuner.harness import TimedCallError, Timing, interleave
 from directconv.tuner.load import LoadMeter
 from directconv.tuner.peak import Peak, PeakLoop, peak_loop
@@ -169,10 +170,10 @@ def _peak_loop(threads: int, seconds: float, isa: str) -> PeakLoop:
     return peak_loop(threads, seconds, isa=isa)
 
 
-def _yardsticks(threads: int, peak: Peak, settings: Settings, roofline: StreamLoop | None) -> dict[str, Any]:
-    """The loops timed beside the implementations: the FMA peak's (the loop that measured `peak`, so it builds)
-    and the bandwidth loop, if any."""
-    yardsticks: dict[str, Any] = {PEAK: _peak_loop(threads, settings.min_time, peak.isa)}
+def _yardsticks(threads: int, settings: Settings, roofline: StreamLoop | None) -> dict[str, Any]:
+    """The loops timed beside the implementations: the FMA peak's, in this host's ISA (the loop that measured the
+    peak before the rounds), and the bandwidth loop, if any."""
+    yardsticks: dict[str, Any] = {PEAK: _peak_loop(threads, settings.min_time, host_isa())}
     if roofline is not None:
         yardsticks[ROOFLINE] = roofline
     return yardsticks
@@ -191,7 +192,7 @@ def run(
     Every result carries the FMA peak of each round (`peak` is the fallback, measured before the rounds). With
     `roofline` (the bandwidth loop of the problem's minimal traffic, on `threads` threads), that loop is timed in
     the same rounds too and every result carries its RooflineTiming (tuner/bandwidth.py says how it is read)."""
-    loops = _yardsticks(threads, peak, settings, roofline)
+    loops = _yardsticks(threads, settings, roofline)
     calls = {name: loop.call for name, loop in loops.items()}
     outcomes = measure(impls, lambda impl: impl.prepare(case.problem, threads), case.check, settings, calls)
     peak_rounds: tuple[float, ...] = ()
