@@ -288,15 +288,15 @@ def release_buffers() -> None:
 
 
 def conv2d_nchw_input(
-    x: np.ndarray, weights: PackedWeights, out: BlockedTensor, *, relu: bool = False
+    x: np.ndarray, weights: PackedWeights, out: BlockedTensor, *, relu: bool = False, threads: int | None = None
 ) -> BlockedTensor:
-    """A chain's first convolution: NCHW x (checked by the caller) read as it is by the kernel's NCHW entry (layers of
-    at most one block of input channels: weights.kernel.reads_nchw), blocked `out` written. Allocates nothing."""
+    """A first convolution: NCHW x (checked by the caller) read as it is by the kernel's NCHW entry (layers of at most
+    one block of input channels: weights.kernel.reads_nchw), blocked `out` written. Allocates nothing."""
     kernel, config = weights.kernel, weights.config
     kernel.run_fused(
         np.ascontiguousarray(x), weights.data, weights.bias, out.data, cib=config.cib, rows=config.rows,
-        parallel=config.parallel, threads=config.threads, epilogue=runtime.Epilogue("relu") if relu else None,
-        nchw_input=True,
+        parallel=config.parallel, threads=threads or config.threads,
+        epilogue=runtime.Epilogue("relu") if relu else None, nchw_input=True,
     )  # fmt: skip
     return out
 
@@ -304,9 +304,9 @@ def conv2d_nchw_input(
 def conv2d_nchw(x: np.ndarray, weights: PackedWeights, *, relu: bool = False, threads: int | None = None) -> np.ndarray:
     """NCHW in, NCHW out, with weights packed once: x is converted to the blocked layout, convolved and converted
     back, on the layer's threads (grouped, depthwise and narrow-group layers do all three in one pass; a layer of
-    at most one block of input channels, a network's first, reads x as it is). The blocked
-    copies, or the one-pass kernels' scratch, live in per-thread buffers reused by the next call (release_buffers
-    frees them); the result is a new array."""
+    at most one block of input channels, a network's first, reads x as it is). The blocked copies, or the one-pass
+    kernels' scratch, live in per-thread buffers reused by the next call (release_buffers frees them); the result is
+    a new array."""
     x = _require_float32("x", x, 4, "NCHW")
     if not isinstance(weights, PackedWeights):
         raise TypeError(f"weights must be PackedWeights (see pack_weights), got {type(weights).__name__}")
@@ -327,11 +327,7 @@ def conv2d_nchw(x: np.ndarray, weights: PackedWeights, *, relu: bool = False, th
     yb = _workspace.blocked("out", kernel.output_shape(batch))
     config = weights.config
     if kernel.reads_nchw:  # one input-channel block (a first layer): the kernel reads the NCHW planes themselves
-        epilogue = runtime.Epilogue("relu") if relu else None
-        kernel.run_fused(
-            np.ascontiguousarray(x), weights.data, weights.bias, yb, cib=config.cib, rows=config.rows,
-            parallel=config.parallel, threads=threads, epilogue=epilogue, nchw_input=True,
-        )  # fmt: skip
+        conv2d_nchw_input(x, weights, BlockedTensor(yb, shape.co), relu=relu, threads=threads)
         return convert.from_blocked(yb, shape.co, threads=threads)
     xb = convert.to_blocked(x, kernel.lanes, threads=threads, out=_workspace.blocked("in", kernel.input_shape(batch)))
     # The kernel itself, not conv2d_blocked: its checks hold by construction here (docs/design.md, "The Python cost
