@@ -186,7 +186,7 @@ def test_a_first_layer_reads_the_image_as_it_is_without_a_blocked_copy() -> None
 @pytest.mark.parametrize("other", ["MaxPool", "Add", "wide"])
 def test_an_image_with_another_reader_or_more_channels_is_converted_once(other: str) -> None:
     net = Net()
-    ci = 3 if other != "wide" else 12
+    ci = 3 if other != "wide" else 20  # wide: more channels than a vector of 8 or 16 holds
     a = net.conv("x", "a", ci, ci, 3)
     if other == "MaxPool":
         net.node("Add", [a, net.node("MaxPool", ["x"], "p", kernel_shape=[3, 3], pads=[1, 1, 1, 1])], "y")
@@ -755,8 +755,9 @@ def _chain(length: int) -> dc.Model:
     net = Net()
     x = "x"
     for i in range(length):
-        x = net.conv(x, "y" if i == length - 1 else f"c{i}", 16, 16)
-    return dc.load_onnx(net.bytes({"x": [1, 16, 10, 10]}))
+        x = net.conv(x, "y" if i == length - 1 else f"c{i}", 32, 32)
+    # 32 channels: more than a vector of 8 or 16, so the image is converted into a buffer of the arena
+    return dc.load_onnx(net.bytes({"x": [1, 32, 10, 10]}))
 
 
 def _lifetimes(model: dc.Model) -> dict[str, tuple[int, int]]:
@@ -775,7 +776,7 @@ def _lifetimes(model: dc.Model) -> dict[str, tuple[int, int]]:
 def test_arena_reuses_memory_and_never_overlaps_live_buffers() -> None:
     model = _chain(6)
     plan = model.plan
-    assert model(image(1, 16, 10, 10)).shape == (1, 16, 10, 10)
+    assert model(image(1, 32, 10, 10)).shape == (1, 32, 10, 10)
     assert len(plan.shapes) == 7  # the input and six outputs
     assert plan.floats < plan.unshared
     life = _lifetimes(model)

@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 import directconv as dc
+from directconv.core.isa import ISAS
 from directconv.core.paths import UnsafeDirectoryError
 from directconv.kernels import compiler, runtime
 from directconv.kernels.reference import conv2d_reference, tolerance
@@ -215,7 +216,7 @@ def test_in_process_kernels_are_shared_by_library(isolated, rng):
     shape = dc.ConvShape.from_args(32, 16, 8, 8, 3, 3, 1, 1)
     base = predict(shape, host().machine, 1).config
     a = runtime.load(base, shape)
-    b = runtime.load(base.replace(cib=8, threads=2), shape)
+    b = runtime.load(base.replace(cib=ISAS[base.isa].lanes, threads=2), shape)
     assert a is b and runtime.loaded_libraries().count(a.path) == 1
 
 
