@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from directconv.core.isa import ISAS, host_isas
 from directconv.kernels import compiler, ffi, layout
 from directconv.kernels.codegen import c_text
 
@@ -32,6 +33,15 @@ def _source(lanes: int) -> str:
     return f"#define DC_LANES {lanes}\n" + c_text("dc_transpose.h") + c_text("dc_layout.c")
 
 
+def _flags(lanes: int) -> tuple[str, ...]:
+    """The flags of the best ISA of this host whose vectors hold `lanes` floats, else none: the library runs only
+    where kernels of that width run, and with them GCC moves a whole block per instruction (docs/design.md)."""
+    for name in host_isas():
+        if ISAS[name].lanes == lanes:
+            return ISAS[name].flags
+    return ()
+
+
 def _library(lanes: int) -> Any | None:
     """The conversion library for `lanes` (built once per lanes and compiler, then from the disk cache), or None
     when neither a compiler nor a cached build is there."""
@@ -41,8 +51,7 @@ def _library(lanes: int) -> Any | None:
             lib = _libraries.get(lanes)
             if lib is None:
                 try:
-                    # No ISA flags: the loops are copies, and the library must run wherever its kernels run.
-                    path = compiler.build(_source(lanes), (), name="layout")
+                    path = compiler.build(_source(lanes), _flags(lanes), name="layout")
                 except compiler.CompilerNotFoundError as exc:
                     log.info("layout conversions in numpy: %s", exc)
                     return None

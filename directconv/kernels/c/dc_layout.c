@@ -58,7 +58,8 @@ int dc_from_blocked(const float *restrict xb, float *restrict x, long n, long c,
  * (a plane is one channel block of one image). Padding acts as -infinity: a window is clipped to the input (the
  * caller checks that every window holds an element). NaN propagates as in numpy's maximum. One task per output row
  * of one plane. A pixel's channels go 4 at a time as 16-byte vectors (GCC vector extensions): SSE2 and NEON, the
- * baseline this library is built for (no ISA flags), have them; wider vectors would be split lane by lane. */
+ * baselines, have them, so the code needs no ISA flags (kernels/convert.py adds those of the host's ISA of
+ * DC_LANES lanes, for the way in). */
 typedef float dc_v4 __attribute__((vector_size(16), aligned(4)));
 typedef int dc_m4 __attribute__((vector_size(16), aligned(4)));
 #define DC_CHUNK (DC_LANES % 4 == 0 ? 4 : 1)

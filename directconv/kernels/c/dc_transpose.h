@@ -17,6 +17,17 @@ static inline void dc_transpose4_out(const float *restrict s, float *restrict d,
     *(dc_t4 *)(d + (q + 3) * hw + p) = __builtin_shufflevector(t1, t3, 2, 3, 6, 7);
 }
 
+/* The float-by-float rest of dc_block_to_planes. Not vectorized: with AVX-512 flags GCC turns it into scatters,
+ * which ran the way back of a 3-channel block at 0.6x the scalar loop (benchmarks/conversion_ab.py). */
+#if defined(__GNUC__) && !defined(__clang__)
+__attribute__((optimize("no-tree-vectorize")))
+#endif
+static void dc_block_to_planes_rest(const float *restrict s, float *restrict d, long hw, long p0, long p1, int real)
+{
+    for (long p = p0; p < p1; ++p)
+        for (int l = 0; l < real; ++l) d[l * hw + p] = s[p * DC_LANES + l];
+}
+
 /* Blocked pixels [p0, p1) of one channel block s -> its `real` planes of d; 4x4 transposes for a full block. */
 static void dc_block_to_planes(const float *restrict s, float *restrict d, long hw, long p0, long p1, int real)
 {
@@ -24,8 +35,20 @@ static void dc_block_to_planes(const float *restrict s, float *restrict d, long 
     const long quads = DC_LANES % 4 == 0 && real == DC_LANES ? (p1 - p0) / 4 : 0;
     for (long k = 0; k < quads; ++k) /* constant lane count: the lane loop unrolls */
         for (int q = 0; q < DC_LANES; q += 4) dc_transpose4_out(s, d, hw, p0 + 4 * k, q);
-    for (long p = p0 + 4 * quads; p < p1; ++p)
-        for (int l = 0; l < real; ++l) d[l * hw + p] = s[p * DC_LANES + l];
+    dc_block_to_planes_rest(s, d, hw, p0 + 4 * quads, p1, real);
+}
+
+/* A block of fewer than DC_LANES channels, float by float, lanes past `real` zero; not vectorized, as above. */
+#if defined(__GNUC__) && !defined(__clang__)
+__attribute__((optimize("no-tree-vectorize")))
+#endif
+static void dc_planes_to_part_block(const float *restrict s, float *restrict d, long hw, long p0, long p1, int real)
+{
+    for (long p = p0; p < p1; ++p) {
+        int l = 0;
+        for (; l < real; ++l) d[p * DC_LANES + l] = s[l * hw + p];
+        for (; l < DC_LANES; ++l) d[p * DC_LANES + l] = 0.0f;
+    }
 }
 
 /* Pixels [p0, p1) of the `real` planes of s (plane stride hw) -> one blocked channel block d, lanes past `real`
@@ -36,10 +59,6 @@ static void dc_planes_to_block(const float *restrict s, float *restrict d, long 
         for (long p = p0; p < p1; ++p)
             for (int l = 0; l < DC_LANES; ++l) d[p * DC_LANES + l] = s[l * hw + p];
     } else {
-        for (long p = p0; p < p1; ++p) {
-            int l = 0;
-            for (; l < real; ++l) d[p * DC_LANES + l] = s[l * hw + p];
-            for (; l < DC_LANES; ++l) d[p * DC_LANES + l] = 0.0f;
-        }
+        dc_planes_to_part_block(s, d, hw, p0, p1, real);
     }
 }
