@@ -1,10 +1,11 @@
-"""NCHW in and out on grouped, depthwise and narrow-group layers: one pass (dc_conv_nchw) against three (convert, run,
-convert).
+"""NCHW in and out on grouped, depthwise, narrow-group and plain 1x1 stride-1 layers: one pass (dc_conv_nchw) against
+three (convert, run, convert).
 
 For each chosen suite layer, the configuration production would run is timed both ways on the same packed weights,
 in C for the kernel and through the same Python calls for both, in interleaved rounds (order rotating every round):
   three passes: to_blocked into a kept buffer, conv2d_blocked into a kept buffer, from_blocked (a new array);
-  one pass:     conv2d_nchw, whose tasks convert their own channel blocks in a per-thread scratch.
+  one pass:     conv2d_nchw, whose tasks convert their own channel blocks in a per-thread scratch (a plain 1x1
+                layer's: a matrix product on the NCHW planes, nothing converted; kernels/codegen_pointwise.py).
 Both return a new NCHW array, as a peer's NCHW session does. Reports median ms of each and the one-pass speedup
 (median of per-round ratios), and checks both against the reference.
 

@@ -21,6 +21,7 @@ from directconv.core.shape import ConvShape, KernelKind, kernel_kind, reads_nchw
 from directconv.kernels import codegen, codegen_lanes, compiler, ffi, layout
 from directconv.kernels.generator import generate
 from directconv.kernels.layout import blocks
+from directconv.model.pointwise import has_nchw_entry
 
 # The NCHW entry exists in grouped and lane-wise kernels only; cffi looks a function up when it is first called.
 # The same for the NCHW-input entry, in kernels of layers with one input-channel block (core.shape.reads_nchw).
@@ -291,15 +292,19 @@ class CompiledKernel:
         """Whether the kernel has the NCHW-input entry (bind_fused's nchw_input): one input-channel block, no groups."""
         return reads_nchw(self.shape, self.lanes)
 
-    @property
+    @cached_property
     def runs_nchw(self) -> bool:
         """Whether the kernel has a one-pass NCHW entry (run_nchw): the kinds whose output blocks read only their
-        own groups' input blocks (grouped, depthwise, grouped-packed)."""
-        return self.kind in ("grouped", "depthwise", "grouped-packed")
+        own groups' input blocks (grouped, depthwise, grouped-packed), and plain 1x1 stride-1 layers on large enough
+        planes, whose NCHW planes are the rows of a matrix product (kernels/codegen_pointwise.py)."""
+        lanes_kinds = ("grouped", "depthwise", "grouped-packed")
+        return self.kind in lanes_kinds or has_nchw_entry(self.shape, get_isa(self.isa), self.cob)
 
     @cached_property
     def _scratch_per_thread(self) -> int:
         config = KernelConfig(self.isa, self.cob, self.wob, unroll=self.unroll)
+        if self.kind == "plain":
+            return 0  # the matrix product keeps nothing between its loads and its stores but registers
         if self.kind == "grouped":
             return codegen.grouped_scratch_floats(self.shape, config)
         return codegen_lanes.nchw_scratch_floats(self.shape, config)
@@ -320,7 +325,7 @@ class CompiledKernel:
         threads: int,
         relu: bool = False,
     ) -> None:
-        """out (NCHW) = conv(x (NCHW), weights) + bias (optionally ReLU) in one pass (codegen_lanes.C_NCHW_SIGNATURE),
+        """out (NCHW) = conv(x (NCHW), weights) + bias (optionally ReLU) in one pass (codegen.C_NCHW_SIGNATURE),
         using `scratch` (at least scratch_floats(threads) floats). Allocates nothing."""
         if not self.runs_nchw:
             raise ValueError(f"a {self.kind} kernel has no NCHW entry; convert with to_blocked and from_blocked")

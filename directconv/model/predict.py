@@ -14,13 +14,15 @@ from collections.abc import Iterator, Sequence
 from typing import Protocol
 
 from directconv.core.config import KernelConfig
-from directconv.core.isa import ISAS
+from directconv.core.isa import ISAS, Isa
 from directconv.core.shape import LANE_KINDS, ConvShape, kernel_kind, reads_nchw
 from directconv.machines.machine import Machine
+from directconv.model import pointwise
 from directconv.model.broadcast import BroadcastKernel, register_tiles
 from directconv.model.kinds import kind_reason
 from directconv.model.lanes import LaneKernel
 from directconv.model.plan import Plan, Reason, SearchSpace
+from directconv.model.pointwise import has_nchw_entry
 from directconv.model.roofline import Timing, input_reads, timing
 from directconv.model.split import ROWS_PER_TASK, choose_parallel, split_balance
 
@@ -119,6 +121,8 @@ def predict(shape: ConvShape, machine: Machine, threads: int = 1) -> Plan:
     unroll, why_unroll = model.unroll()
     reasons.append(Reason("unroll", unroll, why_unroll))
     reasons.append(input_reason(view, machine.n_vec))
+    if kind == "plain" and (view.kh, view.kw, view.h) == (1, 1, 1):
+        reasons.append(nchw_call_reason(view, ISAS[isa], cob))
     config = KernelConfig(
         isa=isa, cob=cob, wob=best.width, cib=cib, rows=rows, parallel=parallel, threads=threads, unroll=unroll
     )
@@ -137,6 +141,21 @@ def input_reason(view: ConvShape, lanes: int) -> Reason:
             "(no conversion of a network's image, no padded lanes read)",
         )
     return Reason("input", "blocked", f"C_i = {view.ci} channels are read as blocks of {lanes} (NCHWc)")
+
+
+def nchw_call_reason(view: ConvShape, isa: Isa, cob: int) -> Reason:
+    """How an NCHW call (conv2d_nchw) of a 1x1 stride-1 layer runs: a matrix product on the planes where they are
+    large enough (model/pointwise.py), else converted in, run blocked and converted back."""
+    if has_nchw_entry(view, isa, cob):
+        return Reason("nchw_call", "matrix product", pointwise.explain(isa, cob, view.w))
+    _, v = pointwise.nchw_tile(isa, cob)
+    return Reason(
+        "nchw_call",
+        "three passes",
+        f"{view.w} pixels per plane < {pointwise.MIN_RUNS} runs of {v} x {isa.lanes} pixels: an NCHW call converts "
+        "in, runs the blocked kernel and converts back (on planes this small the matrix product's tail tiles cost "
+        "more than the conversions)",
+    )
 
 
 def _splits(shape: ConvShape, threads: int) -> list[tuple[str, int | None]]:
