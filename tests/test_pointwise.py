@@ -13,7 +13,7 @@ from directconv.kernels import convert
 from directconv.kernels.generator import generate
 from directconv.kernels.reference import tolerance
 from directconv.machines import load_machine
-from directconv.model import pointwise, predict
+from directconv.model import pointwise, predict, split
 
 HOST = get_isa(host_isa())
 LANES = HOST.lanes
@@ -124,3 +124,31 @@ def test_the_entry_is_generated_only_where_it_is_used() -> None:
     assert "dc_conv_nchw" not in generate(config, small) and not pointwise.has_nchw_entry(small, isa, 32)
     strided = ConvShape.from_args(64, 256, 56, 56, 1, 1, stride=2)
     assert not pointwise.has_nchw_entry(strided, isa, 32)
+
+
+@pytest.mark.compiler
+@pytest.mark.parametrize("rows", [1, 2, 4, 1000])
+@pytest.mark.parametrize("parallel", ["rows", "co"])
+def test_a_one_row_layer_splits_its_row_by_tiles(rows: int, parallel: str, rng: np.random.Generator) -> None:
+    """A 1x1 layer's plane is one long row (ConvShape.kernel_view): its tasks take `rows` register tiles of it."""
+    ci, co, h, w = 2 * LANES + 3, LANES + 5, 9, 13  # 117 pixels: 9 tiles of 13, the last one narrower
+    wt = rng.standard_normal((co, ci, 1, 1)).astype(np.float32)
+    bias = rng.standard_normal(co).astype(np.float32)
+    x = rng.standard_normal((2, ci, h, w)).astype(np.float32)
+    config = dc.KernelConfig(HOST.name, 2 * LANES, 13, rows=min(rows, h), parallel=parallel, threads=2)
+    packed = dc.pack_weights(wt, bias, input_size=(h, w), config=config)
+    got = dc.from_blocked(dc.conv2d_blocked(dc.to_blocked(x, isa=HOST.name), packed, relu=True, threads=2))
+    expected = np.maximum(dc.conv2d_reference(x, wt, bias), 0)
+    np.testing.assert_allclose(
+        got, expected, rtol=0, atol=tolerance(ci, 1, 1) * max(1.0, float(np.abs(expected).max()))
+    )
+
+
+def test_the_model_counts_a_one_row_layers_tasks_in_tiles() -> None:
+    zen4 = load_machine("zen4")
+    view = ConvShape.from_args(144, 24, 56, 56, 1, 1).kernel_view()  # one row of 3136 pixels, one block of 32
+    parallel, rows, balance, why = split.choose_parallel(view, zen4, 32, 2, 14)
+    assert (parallel, rows, balance) == ("rows", 4, 1.0)
+    assert "56 tasks of one output-channel block x 4 tiles of its one row (224 tiles of 14 columns)" in why
+    assert split.split_balance(view, zen4, "rows", 4, 32, 2, 14) == 1.0
+    assert split.split_balance(view, zen4, "rows", 4, 32, 2) == 0.5  # without the tile width: one task

@@ -306,6 +306,7 @@ def generate(cfg: KernelConfig, shape: ConvShape, *, pin: bool = True) -> str:
         NJ=nj,
         G=shape.groups,
         VEC=vecs,
+        NT=tiles[-1].first + tiles[-1].count,  # register tiles per output row
     )
     out.extend(f"#define {k} {v}" for k, v in consts.items())
     out.append("#define PLANE ((ptrdiff_t)HO * WO * CB)  /* distance between two output channel blocks */")
@@ -343,21 +344,25 @@ def _row_source(
         out.append(_emit_tile(name, shape, cfg, vecs, tile, ci_tail, nbi, nchw))
     body = [
         f"static void row_{suffix}(const float *restrict in_b, const float *restrict wt_j, float *restrict out_r, "
-        "const float *restrict bias_j, int oh, int ib0, int ib1, const dc_act *ep, const float *restrict res_r)",
+        "const float *restrict bias_j, int oh, int ib0, int ib1, const dc_act *ep, const float *restrict res_r, "
+        "int t0, int t1)",
         "{",
+        "    /* tiles [t0, t1) of the row: all of them (0, NT), except where a layer's single row is split by tiles */",
         "    const int ih0 = oh * SH - PT;",
         "    const int n_lo = ih0 < 0 ? (-ih0 + DH - 1) / DH : 0;  /* taps n with 0 <= ih0 + n * DH < H */",
         "    const int n_hi = ih0 >= H ? 0 : (H - ih0 + DH - 1) / DH < KH ? (H - ih0 + DH - 1) / DH : KH;",
         "    const int init = ib0 == 0;",
     ]
     for name, tile in zip(names, tiles, strict=True):
+        first, end = tile.first, tile.first + tile.count
         if tile.count == 1:
+            body.append(f"    if (t0 <= {first} && {first} < t1)")
             body.append(
-                f"    {name}(in_b, wt_j, out_r, bias_j, {tile.first * cfg.wob}, ih0, n_lo, n_hi, ib0, ib1, init, ep, "
+                f"        {name}(in_b, wt_j, out_r, bias_j, {first * cfg.wob}, ih0, n_lo, n_hi, ib0, ib1, init, ep, "
                 "res_r);"
             )
         else:
-            body.append(f"    for (int t = {tile.first}; t < {tile.first + tile.count}; ++t)")
+            body.append(f"    for (int t = t0 > {first} ? t0 : {first}; t < (t1 < {end} ? t1 : {end}); ++t)")
             body.append(
                 f"        {name}(in_b, wt_j, out_r, bias_j, t * {cfg.wob}, ih0, n_lo, n_hi, ib0, ib1, init, ep, res_r);"
             )
@@ -370,7 +375,10 @@ def _tail_call(prefix: str, v_tail: int, vecs: int) -> str:
     """The call of the narrower row function for the last output-channel block, when C_o leaves a tail of vectors."""
     if v_tail == vecs:
         return ""
-    return f"if (j % NJ == NJ - 1) row_{prefix}{v_tail}(in_b, wt_j, out_r, bias_j, oh, ib0, ib1, fin, res_r); else "
+    return (
+        f"if (j % NJ == NJ - 1) row_{prefix}{v_tail}(in_b, wt_j, out_r, bias_j, oh, ib0, ib1, fin, res_r, t0, t1); "
+        "else "
+    )
 
 
 # Where a task's image and group start in the input: blocks of a blocked tensor, or channels of an NCHW one.
@@ -394,8 +402,10 @@ def _driver(signature: str, input_at: str, vecs: int, v_tail: int, prefix: str, 
     {views_check}
     if (cib_blocks > NBI) cib_blocks = NBI;
     const dc_act ep = {{act, alpha, beta}};
-    if (rows > HO) rows = HO;
-    const long row_tasks = (HO + rows - 1) / rows;
+    /* A layer of one output row (a 1x1 layer's plane as one line) splits that row by register tiles instead. */
+    const long units = HO > 1 ? HO : NT;
+    if (rows > units) rows = (int)units;
+    const long row_tasks = (units + rows - 1) / rows;
     const long tasks = (long)batch * G * NJ * row_tasks;
     #pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if(threads > 1 && PARALLEL(batch))
     for (long t = 0; t < tasks; ++t) {{
@@ -409,14 +419,15 @@ def _driver(signature: str, input_at: str, vecs: int, v_tail: int, prefix: str, 
         const size_t ob = (size_t)g * NBO + (size_t)(j % NJ) * VEC;  /* first output block of the register block */
         float *out_j = out + ((size_t)b * out_blocks + (size_t)out_first + ob) * HO * WO * CB;
         const float *res_j = residual ? residual + ((size_t)b * res_blocks + (size_t)res_first + ob) * HO * WO * CB : 0;
-        const int r0 = (int)(rt * rows), r1 = r0 + rows < HO ? r0 + rows : HO;
+        const int u0 = (int)(rt * rows), u1 = u0 + rows < units ? u0 + rows : (int)units;
+        const int r0 = HO > 1 ? u0 : 0, r1 = HO > 1 ? u1 : 1, t0 = HO > 1 ? 0 : u0, t1 = HO > 1 ? NT : u1;
         for (int ib0 = 0; ib0 < NBI; ib0 += cib_blocks) {{
             const int ib1 = ib0 + cib_blocks < NBI ? ib0 + cib_blocks : NBI;
             const dc_act *fin = ib1 < NBI ? 0 : &ep;  /* the epilogue runs after the last cache block */
             for (int oh = r0; oh < r1; ++oh) {{
                 float *out_r = out_j + (size_t)oh * WO * CB;
                 const float *res_r = res_j ? res_j + (size_t)oh * WO * CB : 0;
-                {tail_call}row_{prefix}{vecs}(in_b, wt_j, out_r, bias_j, oh, ib0, ib1, fin, res_r);
+                {tail_call}row_{prefix}{vecs}(in_b, wt_j, out_r, bias_j, oh, ib0, ib1, fin, res_r, t0, t1);
             }}
         }}
     }}
@@ -487,9 +498,10 @@ def _grouped_nchw_source(shape: ConvShape, cfg: KernelConfig, tail_call: str, ve
             for (int ib0 = 0; ib0 < NBI; ib0 += cib_blocks) {{
                 const int ib1 = ib0 + cib_blocks < NBI ? ib0 + cib_blocks : NBI;
                 const dc_act *fin = ib1 < NBI ? 0 : &ep;
+                const int t0 = 0, t1 = NT;  /* whole rows */
                 for (int oh = 0; oh < HO; ++oh) {{
                     float *out_r = out_j + (size_t)oh * WO * CB;
-                    {tail_call}row_v{vecs}(in_b, wt_j, out_r, bias_j, oh, ib0, ib1, fin, res_r);
+                    {tail_call}row_v{vecs}(in_b, wt_j, out_r, bias_j, oh, ib0, ib1, fin, res_r, t0, t1);
                 }}
             }}
             const int first = (int)(j % NJ) * VEC, count = NBO - first < VEC ? NBO - first : VEC;

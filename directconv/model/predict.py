@@ -24,7 +24,7 @@ from directconv.model.lanes import LaneKernel
 from directconv.model.plan import Plan, Reason, SearchSpace
 from directconv.model.pointwise import has_nchw_entry
 from directconv.model.roofline import Timing, input_reads, timing
-from directconv.model.split import ROWS_PER_TASK, choose_parallel, split_balance
+from directconv.model.split import ROWS_PER_TASK, choose_parallel, split_balance, split_units
 
 __all__ = ["estimate_config", "kernel_isa", "predict", "register_tiles", "search_space", "unpruned_space"]
 
@@ -98,7 +98,7 @@ def _timing(
     peak."""
     c = config
     if balance is None:
-        balance = split_balance(view, machine, c.parallel, c.rows, c.cob, c.threads)
+        balance = split_balance(view, machine, c.parallel, c.rows, c.cob, c.threads, c.wob)
     compute = model.compute_seconds(c.cob // machine.n_vec, c.wob, c.threads, balance)
     return timing(view, machine, c.threads, compute, input_reads(view, machine, c.cob, c.parallel, c.threads))
 
@@ -115,7 +115,7 @@ def predict(shape: ConvShape, machine: Machine, threads: int = 1) -> Plan:
     reasons = [kind_reason(view, machine.n_vec), *model.tile_reasons(tiles)]
     cib, why_cib = model.cache_block(best.vectors, best.width)
     reasons.append(Reason("cib", cib if cib is not None else "none" if kind in LANE_KINDS else "all", why_cib))
-    parallel, rows, _, why_par = choose_parallel(view, machine, cob, threads)
+    parallel, rows, _, why_par = choose_parallel(view, machine, cob, threads, best.width)
     reasons.append(Reason("parallel", parallel, why_par))
     reasons.append(Reason("threads", threads, f"as asked; machine has {machine.cores} cores"))
     unroll, why_unroll = model.unroll()
@@ -158,11 +158,13 @@ def nchw_call_reason(view: ConvShape, isa: Isa, cob: int) -> Reason:
     )
 
 
-def _splits(shape: ConvShape, threads: int) -> list[tuple[str, int | None]]:
-    """Thread splits of the unpruned space: both axes with 1, 2 or 4 rows per task (one task per block alone)."""
+def _splits(shape: ConvShape, threads: int, wob: int) -> list[tuple[str, int | None]]:
+    """Thread splits of the unpruned space: both axes with 1, 2 or 4 rows (tiles of a single row) per task (one
+    task per block alone)."""
+    units = split_units(shape, wob)
     splits: list[tuple[str, int | None]] = [("co", None)]
     if threads > 1:
-        splits += [("rows", r) for r in (1, 2, 4) if r <= shape.ho] + [("co", r) for r in (1, 2, 4) if r <= shape.ho]
+        splits += [("rows", r) for r in (1, 2, 4) if r <= units] + [("co", r) for r in (1, 2, 4) if r <= units]
     return splits
 
 
@@ -176,9 +178,8 @@ def unpruned_space(shape: ConvShape, machine: Machine, threads: int = 1) -> Iter
     """
     view = shape.kernel_view()
     isa = kernel_isa(machine)
-    splits = _splits(view, threads)
     for vectors, width, cib, unroll in kernel_model(view, machine).unpruned():
-        for parallel, rows in splits:
+        for parallel, rows in _splits(view, threads, width):
             yield KernelConfig(
                 isa,
                 vectors * machine.n_vec,
@@ -205,7 +206,7 @@ def search_space(shape: ConvShape, machine: Machine, threads: int = 1) -> Search
     for tile in kept:
         cob = tile.vectors * machine.n_vec
         cib, _ = model.cache_block(tile.vectors, tile.width)
-        parallel, rows, balance, _ = choose_parallel(view, machine, cob, threads)
+        parallel, rows, balance, _ = choose_parallel(view, machine, cob, threads, tile.width)
         splits = {(parallel, rows)} | ({("rows", 1), ("rows", ROWS_PER_TASK), ("co", None)} if threads > 1 else set())
         for c in model.cache_blocks_to_try(tile.vectors, tile.width):
             for unroll in model.unrolls_to_try:

@@ -26,6 +26,14 @@ ROWS_PER_TASK = 4
 CO_BALANCE_MIN = 0.9
 
 
+def split_units(shape: ConvShape, wob: int | None) -> int:
+    """What a rows split divides: the output rows, or, in a layer of one output row (a 1x1 layer's plane as one
+    line, ConvShape.kernel_view), its register tiles of `wob` columns (kernels/codegen.py's driver does the same)."""
+    if shape.ho > 1 or wob is None:
+        return shape.ho
+    return -(-shape.wo // wob)
+
+
 def output_blocks(shape: ConvShape, machine: Machine, cob: int) -> int:
     """NJ: output-channel blocks of `cob` channels; in a grouped layer each group has its own (a register block
     stays within its group), so NJ counts groups x blocks per group."""
@@ -54,13 +62,17 @@ def operand_bytes(shape: ConvShape, lanes: int) -> tuple[int, int]:
     return ci * shape.h * shape.w * 4, co * per_filter * shape.kh * shape.kw * 4
 
 
-def choose_parallel(shape: ConvShape, machine: Machine, cob: int, threads: int) -> tuple[str, int | None, float, str]:
-    """(parallel axis, rows per task, balance in (0, 1], reason)."""
+def choose_parallel(
+    shape: ConvShape, machine: Machine, cob: int, threads: int, wob: int | None = None
+) -> tuple[str, int | None, float, str]:
+    """(parallel axis, rows per task, balance in (0, 1], reason); `wob` splits a layer of one output row by tiles."""
     nj = output_blocks(shape, machine, cob)
     if threads == 1:
         return "co", None, 1.0, "one thread: a task is a whole output-channel block, all rows"
-    rows = min(ROWS_PER_TASK, shape.ho)
-    row_tasks = nj * -(-shape.ho // rows)
+    units = split_units(shape, wob)
+    rows = min(ROWS_PER_TASK, units)
+    row_tasks = nj * -(-units // rows)
+    unit = "rows" if shape.ho > 1 or wob is None else f"tiles of its one row ({units} tiles of {wob} columns)"
     rows_balance = balance(row_tasks, threads)
     co_balance = balance(nj, threads)
     inputs, weights = operand_bytes(shape, machine.n_vec)
@@ -84,7 +96,7 @@ def choose_parallel(shape: ConvShape, machine: Machine, cob: int, threads: int) 
             rows_balance,
             (
                 f"{sizes}: the input is the larger operand, so the threads share it: {row_tasks} tasks of one "
-                f"output-channel block x {rows} rows, the blocks varying fastest (balance {rows_balance:.0%})"
+                f"output-channel block x {rows} {unit}, the blocks varying fastest (balance {rows_balance:.0%})"
             ),
         )
     if co_balance >= CO_BALANCE_MIN:
@@ -103,15 +115,18 @@ def choose_parallel(shape: ConvShape, machine: Machine, cob: int, threads: int) 
         rows_balance,
         (
             f"{sizes}, but {nj} output-channel blocks divide poorly over {threads} threads (balance {co_balance:.0%}): "
-            f"{row_tasks} tasks of one block x {rows} rows instead, balance {rows_balance:.0%}"
+            f"{row_tasks} tasks of one block x {rows} {unit} instead, balance {rows_balance:.0%}"
         ),
     )
 
 
-def split_balance(shape: ConvShape, machine: Machine, parallel: str, rows: int | None, cob: int, threads: int) -> float:
+def split_balance(
+    shape: ConvShape, machine: Machine, parallel: str, rows: int | None, cob: int, threads: int, wob: int | None = None
+) -> float:
     """Balance of an arbitrary split: a co split without rows is one task per block."""
     nj = output_blocks(shape, machine, cob)
     if parallel == "co" and rows is None:
         return balance(nj, threads)
-    r = shape.ho if rows is None else rows
-    return balance(nj * -(-shape.ho // r), threads)
+    units = split_units(shape, wob)
+    r = units if rows is None else min(rows, units)
+    return balance(nj * -(-units // r), threads)
