@@ -129,16 +129,20 @@ def test_the_entry_is_generated_only_where_it_is_used() -> None:
 @pytest.mark.compiler
 @pytest.mark.parametrize("rows", [1, 2, 4, 1000])
 @pytest.mark.parametrize("parallel", ["rows", "co"])
-def test_a_one_row_layer_splits_its_row_by_tiles(rows: int, parallel: str, rng: np.random.Generator) -> None:
-    """A 1x1 layer's plane is one long row (ConvShape.kernel_view): its tasks take `rows` register tiles of it."""
-    ci, co, h, w = 2 * LANES + 3, LANES + 5, 9, 13  # 117 pixels: 9 tiles of 13, the last one narrower
-    wt = rng.standard_normal((co, ci, 1, 1)).astype(np.float32)
+@pytest.mark.parametrize("groups", [1, 3], ids=["plain", "grouped-packed"])
+def test_a_one_row_layer_splits_its_row_by_tiles(rows: int, parallel: str, groups: int, rng) -> None:
+    """A 1x1 layer's plane is one long row (ConvShape.kernel_view): its tasks take `rows` register tiles of it, in
+    both generators."""
+    ci, co, h, w = 21, 3 * (LANES // 2 + 1), 9, 13  # 117 pixels: 9 tiles of 13, the last one narrower
+    wt = rng.standard_normal((co, ci // groups, 1, 1)).astype(np.float32)
     bias = rng.standard_normal(co).astype(np.float32)
     x = rng.standard_normal((2, ci, h, w)).astype(np.float32)
-    config = dc.KernelConfig(HOST.name, 2 * LANES, 13, rows=min(rows, h), parallel=parallel, threads=2)
-    packed = dc.pack_weights(wt, bias, input_size=(h, w), config=config)
+    cob = LANES if groups > 1 else 2 * LANES
+    config = dc.KernelConfig(HOST.name, cob, 13, rows=min(rows, h), parallel=parallel, threads=2)
+    packed = dc.pack_weights(wt, bias, input_size=(h, w), groups=groups, config=config)
+    assert packed.kernel.kind == ("plain" if groups == 1 else "grouped-packed")
     got = dc.from_blocked(dc.conv2d_blocked(dc.to_blocked(x, isa=HOST.name), packed, relu=True, threads=2))
-    expected = np.maximum(dc.conv2d_reference(x, wt, bias), 0)
+    expected = np.maximum(dc.conv2d_reference(x, wt, bias, groups=groups), 0)
     np.testing.assert_allclose(
         got, expected, rtol=0, atol=tolerance(ci, 1, 1) * max(1.0, float(np.abs(expected).max()))
     )
