@@ -158,10 +158,10 @@ def nchw_call_reason(view: ConvShape, isa: Isa, cob: int) -> Reason:
     )
 
 
-def _splits(shape: ConvShape, threads: int, wob: int) -> list[tuple[str, int | None]]:
+def _splits(shape: ConvShape, threads: int, wob: int, lanes: int) -> list[tuple[str, int | None]]:
     """Thread splits of the unpruned space: both axes with 1, 2 or 4 rows (tiles of a single row) per task (one
     task per block alone)."""
-    units = split_units(shape, wob)
+    units = split_units(shape, wob, lanes)
     splits: list[tuple[str, int | None]] = [("co", None)]
     if threads > 1:
         splits += [("rows", r) for r in (1, 2, 4) if r <= units] + [("co", r) for r in (1, 2, 4) if r <= units]
@@ -179,7 +179,7 @@ def unpruned_space(shape: ConvShape, machine: Machine, threads: int = 1) -> Iter
     view = shape.kernel_view()
     isa = kernel_isa(machine)
     for vectors, width, cib, unroll in kernel_model(view, machine).unpruned():
-        for parallel, rows in _splits(view, threads, width):
+        for parallel, rows in _splits(view, threads, width, machine.n_vec):
             yield KernelConfig(
                 isa,
                 vectors * machine.n_vec,

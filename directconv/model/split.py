@@ -26,10 +26,15 @@ ROWS_PER_TASK = 4
 CO_BALANCE_MIN = 0.9
 
 
-def split_units(shape: ConvShape, wob: int | None) -> int:
+def split_units(shape: ConvShape, wob: int | None, lanes: int) -> int:
     """What a rows split divides: the output rows, or, in a layer of one output row (a 1x1 layer's plane as one
-    line, ConvShape.kernel_view), its register tiles of `wob` columns (kernels/codegen.py's driver does the same)."""
-    if shape.ho > 1 or wob is None:
+    line, ConvShape.kernel_view), its register tiles of `wob` columns, as the kernels' drivers do.
+
+    Lane-wise layers are still counted by rows (one task per block): a task of a few tiles re-reads all its block's
+    weight vectors (hundreds in a grouped 1x1 layer) for a few pixels, a cost the lane-wise estimate does not see, and
+    counting their tiles made the model prefer its own plans to the tuned neighbours' configurations that ran
+    ShuffleNet's 1x1 layers faster (docs/design.md, "A layer of one row splits by tiles")."""
+    if shape.ho > 1 or wob is None or kernel_kind(shape, lanes) in LANE_KINDS:
         return shape.ho
     return -(-shape.wo // wob)
 
@@ -69,7 +74,7 @@ def choose_parallel(
     nj = output_blocks(shape, machine, cob)
     if threads == 1:
         return "co", None, 1.0, "one thread: a task is a whole output-channel block, all rows"
-    units = split_units(shape, wob)
+    units = split_units(shape, wob, machine.n_vec)
     rows = min(ROWS_PER_TASK, units)
     row_tasks = nj * -(-units // rows)
     unit = "rows" if shape.ho > 1 or wob is None else f"tiles of its one row ({units} tiles of {wob} columns)"
@@ -127,6 +132,6 @@ def split_balance(
     nj = output_blocks(shape, machine, cob)
     if parallel == "co" and rows is None:
         return balance(nj, threads)
-    units = split_units(shape, wob)
+    units = split_units(shape, wob, machine.n_vec)
     r = units if rows is None else min(rows, units)
     return balance(nj * -(-units // r), threads)
