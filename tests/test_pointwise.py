@@ -131,8 +131,8 @@ def test_the_entry_is_generated_only_where_it_is_used() -> None:
 @pytest.mark.parametrize("parallel", ["rows", "co"])
 @pytest.mark.parametrize("groups", [1, 3], ids=["plain", "grouped-packed"])
 def test_a_one_row_layer_splits_its_row_by_tiles(rows: int, parallel: str, groups: int, rng) -> None:
-    """A 1x1 layer's plane is one long row (ConvShape.kernel_view): its tasks take `rows` register tiles of it, in
-    both generators."""
+    """A 1x1 layer's plane is one long row (ConvShape.kernel_view): a plain kernel's tasks take `rows` register tiles
+    of it; a lane-wise kernel's take the whole row of a block. Both give the reference's result."""
     ci, co, h, w = 21, 3 * (LANES // 2 + 1), 9, 13  # 117 pixels: 9 tiles of 13, the last one narrower
     wt = rng.standard_normal((co, ci // groups, 1, 1)).astype(np.float32)
     bias = rng.standard_normal(co).astype(np.float32)

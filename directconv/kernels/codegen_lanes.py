@@ -182,22 +182,18 @@ def _emit_tile(name: str, shape: ConvShape, cfg: KernelConfig, phases: tuple[Pha
 def _emit_row(name: str, tile_names: list[str], tiles: list[Tile], wob: int) -> str:
     body = [
         f"static void {name}(const float *restrict in_b, const float *restrict wt_j, float *restrict out_r, "
-        "const float *restrict bias_j, const int *restrict src, int oh, const dc_act *ep, const float *restrict res_r, "
-        "int t0, int t1)",
+        "const float *restrict bias_j, const int *restrict src, int oh, const dc_act *ep, const float *restrict res_r)",
         "{",
-        "    /* tiles [t0, t1) of the row: all of them (0, NT), except where a layer's single row is split by tiles */",
         "    const int ih0 = oh * SH - PT;",
         "    const int n_lo = ih0 < 0 ? (-ih0 + DH - 1) / DH : 0;  /* taps n with 0 <= ih0 + n * DH < H */",
         "    const int n_hi = ih0 >= H ? 0 : (H - ih0 + DH - 1) / DH < KH ? (H - ih0 + DH - 1) / DH : KH;",
     ]
     for tile_name, tile in zip(tile_names, tiles, strict=True):
         args = "in_b, wt_j, out_r, bias_j, src"
-        first, end = tile.first, tile.first + tile.count
         if tile.count == 1:
-            body.append(f"    if (t0 <= {first} && {first} < t1)")
-            body.append(f"        {tile_name}({args}, {first * wob}, ih0, n_lo, n_hi, ep, res_r);")
+            body.append(f"    {tile_name}({args}, {tile.first * wob}, ih0, n_lo, n_hi, ep, res_r);")
         else:
-            body.append(f"    for (int t = t0 > {first} ? t0 : {first}; t < (t1 < {end} ? t1 : {end}); ++t)")
+            body.append(f"    for (int t = {tile.first}; t < {tile.first + tile.count}; ++t)")
             body.append(f"        {tile_name}({args}, t * {wob}, ih0, n_lo, n_hi, ep, res_r);")
     body.append("}")
     return "\n".join(body)
@@ -237,7 +233,7 @@ def generate(cfg: KernelConfig, shape: ConvShape, *, pin: bool = True) -> str:
     consts = dict(
         CB=lanes, H=shape.h, W=shape.w, KH=shape.kh, KW=shape.kw, SH=shape.sh, SW=shape.sw, DH=shape.dh,
         DW=shape.dw, PT=shape.pt, PL=shape.pl, HO=shape.ho, WO=shape.wo, NBI=-(-shape.ci // lanes), NBO=nbo,
-        NJ=nj, VEC=vecs, CIG=shape.cig, NT=tiles[-1].first + tiles[-1].count,
+        NJ=nj, VEC=vecs, CIG=shape.cig,
     )  # fmt: skip
     out.extend(f"#define {k} {v}" for k, v in consts.items())
     out.append("#define PLANE ((ptrdiff_t)HO * WO * CB)  /* distance between two output channel blocks */")
@@ -257,7 +253,7 @@ def generate(cfg: KernelConfig, shape: ConvShape, *, pin: bool = True) -> str:
         out.append(_emit_row(f"row_{vi}", names, tiles, cfg.wob))
 
     dispatch = "\n".join(
-        f"                case {vi}: row_{vi}(in_b, wt_j, out_r, bias_j, src, oh, &ep, res_r, t0, t1); break;"
+        f"                case {vi}: row_{vi}(in_b, wt_j, out_r, bias_j, src, oh, &ep, res_r); break;"
         for vi in range(len(variants))
     )
     out.append(
@@ -270,10 +266,8 @@ def generate(cfg: KernelConfig, shape: ConvShape, *, pin: bool = True) -> str:
     if (batch < 1 || rows < 1 || threads < 1) return -1;
     {VIEWS_CHECK}
     const dc_act ep = {{act, alpha, beta}};
-    /* A layer of one output row (a 1x1 layer's plane as one line) splits that row by register tiles instead. */
-    const long units = HO > 1 ? HO : NT;
-    if (rows > units) rows = (int)units;
-    const long row_tasks = (units + rows - 1) / rows;
+    if (rows > HO) rows = HO;
+    const long row_tasks = (HO + rows - 1) / rows;
     const long tasks = (long)batch * NJ * row_tasks;
     #pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if(threads > 1 && PARALLEL(batch))
     for (long t = 0; t < tasks; ++t) {{
@@ -287,8 +281,7 @@ def generate(cfg: KernelConfig, shape: ConvShape, *, pin: bool = True) -> str:
         float *out_j = out + ((size_t)b * out_blocks + (size_t)out_first + (size_t)j * VEC) * HO * WO * CB;
         const float *res_j =
             residual ? residual + ((size_t)b * res_blocks + (size_t)res_first + (size_t)j * VEC) * HO * WO * CB : 0;
-        const int u0 = (int)(rt * rows), u1 = u0 + rows < units ? u0 + rows : (int)units;
-        const int r0 = HO > 1 ? u0 : 0, r1 = HO > 1 ? u1 : 1, t0 = HO > 1 ? 0 : u0, t1 = HO > 1 ? NT : u1;
+        const int r0 = (int)(rt * rows), r1 = r0 + rows < HO ? r0 + rows : HO;
         for (int oh = r0; oh < r1; ++oh) {{
             float *out_r = out_j + (size_t)oh * WO * CB;
             const float *res_r = res_j ? res_j + (size_t)oh * WO * CB : 0;
@@ -361,7 +354,6 @@ static const int TASK_COUNT[NJ] = {{{count}}};
         for (int v = 0; v < VEC && j * VEC + v < NBO; ++v) src[v] = SRC[j * VEC + v] - TASK_FIRST[j];
         const float *wt_j = wt + (size_t)j * VEC * KH * KW * CIG * CB;
         const float *bias_j = bias + (size_t)j * VEC * CB;
-        const int t0 = 0, t1 = NT;  /* whole rows */
         for (int oh = 0; oh < HO; ++oh) {{
             float *out_r = out_j + (size_t)oh * WO * CB;
             switch (VARIANT[j]) {{

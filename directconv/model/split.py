@@ -28,12 +28,12 @@ CO_BALANCE_MIN = 0.9
 
 def split_units(shape: ConvShape, wob: int | None, lanes: int) -> int:
     """What a rows split divides: the output rows, or, in a layer of one output row (a 1x1 layer's plane as one
-    line, ConvShape.kernel_view), its register tiles of `wob` columns, as the kernels' drivers do.
+    line, ConvShape.kernel_view), its register tiles of `wob` columns, as kernels/codegen.py's driver does.
 
-    Lane-wise layers are still counted by rows (one task per block): a task of a few tiles re-reads all its block's
-    weight vectors (hundreds in a grouped 1x1 layer) for a few pixels, a cost the lane-wise estimate does not see, and
-    counting their tiles made the model prefer its own plans to the tuned neighbours' configurations that ran
-    ShuffleNet's 1x1 layers faster (docs/design.md, "A layer of one row splits by tiles")."""
+    Lane-wise layers keep one task per block and row (kernels/codegen_lanes.py): a task of a few tiles would re-read
+    all its block's weight vectors (hundreds in a grouped 1x1 layer) for a few pixels, a cost the lane-wise estimate
+    does not see; with tiles counted, ShuffleNet ran slower at 2 threads (docs/design.md, "A layer of one row splits
+    by tiles")."""
     if shape.ho > 1 or wob is None or kernel_kind(shape, lanes) in LANE_KINDS:
         return shape.ho
     return -(-shape.wo // wob)
