@@ -69,24 +69,23 @@ def pointwise_nchw_source(shape: ConvShape, cfg: KernelConfig) -> str:
     ]
     out += [_tile(f"pw_{n}_{k}", n, k, lanes) for n in rows for k in widths]
 
-    def calls(n: str, indent: str) -> list[str]:
-        """The tiles of one task for channel count n (a C expression of one of `rows`)."""
-        lines = []
+    def calls(n: int) -> list[str]:
+        """The tiles of one task of n output channels (one of `rows`)."""
+        indent, lines, tail = "                ", [], []
         if full:
-            lines.append(f"{indent}if (t < {full}) pw_{{n}}_{v}(x_b, wt_c, bias_c, y_c, t * {run}, relu);")
-        tail = []
+            lines.append(f"{indent}if (t < {full}) pw_{n}_{v}(x_b, wt_c, bias_c, y_c, t * {run}, relu);")
         if rest_vectors:
-            tail.append(f"pw_{{n}}_{rest_vectors}(x_b, wt_c, bias_c, y_c, {full * run}, relu);")
+            tail.append(f"pw_{n}_{rest_vectors}(x_b, wt_c, bias_c, y_c, {full * run}, relu);")
         if partial:
-            tail.append(f"pw_{{n}}_1(x_b, wt_c, bias_c, y_c, {hw - lanes}, relu);")
+            tail.append(f"pw_{n}_1(x_b, wt_c, bias_c, y_c, {hw - lanes}, relu);")
         if tail:
             lines.append(f"{indent}if (t == LAST_RUN) {{ " + " ".join(tail) + " }")
-        return [line.replace("{n}", n) for line in lines]
+        return lines
 
     switch = []
     for n in rows:
         switch.append(f"            {'if' if n == rows[0] else 'else if'} (n == {n}) {{")
-        switch += calls(str(n), "                ")
+        switch += calls(n)
         switch.append("            }")
     out.append(
         f"""{C_NCHW_SIGNATURE[:-1]}

@@ -23,7 +23,8 @@ from directconv.kernels.generator import generate
 from directconv.kernels.layout import blocks
 from directconv.model.pointwise import has_nchw_entry
 
-# The NCHW entry exists in grouped and lane-wise kernels only; cffi looks a function up when it is first called.
+# The NCHW entry exists in grouped, lane-wise and large-plane 1x1 kernels only (CompiledKernel.runs_nchw); cffi
+# looks a function up when it is first called.
 # The same for the NCHW-input entry, in kernels of layers with one input-channel block (core.shape.reads_nchw).
 _DECLARATIONS = (
     codegen.C_SIGNATURE
@@ -297,8 +298,9 @@ class CompiledKernel:
         """Whether the kernel has a one-pass NCHW entry (run_nchw): the kinds whose output blocks read only their
         own groups' input blocks (grouped, depthwise, grouped-packed), and plain 1x1 stride-1 layers on large enough
         planes, whose NCHW planes are the rows of a matrix product (kernels/codegen_pointwise.py)."""
-        lanes_kinds = ("grouped", "depthwise", "grouped-packed")
-        return self.kind in lanes_kinds or has_nchw_entry(self.shape, get_isa(self.isa), self.cob)
+        if self.kind in ("grouped", "depthwise", "grouped-packed"):
+            return True
+        return has_nchw_entry(self.shape, get_isa(self.isa), self.cob)
 
     @cached_property
     def _scratch_per_thread(self) -> int:

@@ -13,20 +13,24 @@ from directconv.core.shape import ConvShape, kernel_kind
 
 # Planes of fewer whole runs of a tile (V vectors of pixels) keep the three passes (convert, blocked kernel,
 # convert): there the tail tiles (the last partial vector computed again, narrower tiles) and the input panel the
-# tiles re-read cost more than the conversions save. Measured on Zen 4 (docs/design.md, "A 1x1 layer's NCHW call
-# is a matrix product"): 28x28 and 56x56 planes (8 and 32 runs) 1.06-2.2x, 14x14 (2 runs) 0.81-1.22x, 7x7 0.66-0.96x.
+# tiles re-read cost more than the conversions save (measured: docs/design.md, "A 1x1 layer's NCHW call is a matrix
+# product").
 MIN_RUNS = 4
+
+
+def is_matrix_product(shape: ConvShape, lanes: int) -> bool:
+    """A plain 1x1, stride-1, unpadded layer: its kernel view is one row of H*W pixels (ConvShape.kernel_view)."""
+    view = shape.kernel_view()
+    return kernel_kind(view, lanes) == "plain" and (view.kh, view.kw, view.h) == (1, 1, 1)
 
 
 def has_nchw_entry(shape: ConvShape, isa: Isa, cob: int) -> bool:
     """Whether the kernel of `shape` with `cob` output channels per block gets the matrix-product NCHW entry: a
-    plain 1x1, stride-1, unpadded layer (its kernel view is one row of H*W pixels) whose planes hold at least
-    MIN_RUNS runs of the tile."""
-    view = shape.kernel_view()
-    if kernel_kind(view, isa.lanes) != "plain" or (view.kh, view.kw, view.h) != (1, 1, 1):
+    layer that is_matrix_product whose planes hold at least MIN_RUNS runs of the tile."""
+    if not is_matrix_product(shape, isa.lanes):
         return False
     _, v = nchw_tile(isa, cob)
-    return view.w >= MIN_RUNS * v * isa.lanes
+    return shape.h * shape.w >= MIN_RUNS * v * isa.lanes
 
 
 def nchw_tile(isa: Isa, cob: int) -> tuple[int, int]:
@@ -34,18 +38,10 @@ def nchw_tile(isa: Isa, cob: int) -> tuple[int, int]:
     pixel vectors, the most accumulators R * V such that they, the V input vectors of a step and (without a
     multiply-add that broadcasts from memory) one broadcast weight fit the registers; among equals, the fewest
     loads per multiply-add, (R + V) / (R * V)."""
-    spare = 0 if isa.fma_broadcast else 1
-    best: tuple[int, int, int] | None = None
-    for r in (d for d in range(1, cob + 1) if cob % d == 0):
-        v = (isa.registers - spare) // (r + 1)  # r * v accumulators + v inputs
-        if v < 1:
-            continue
-        key = (r * v, -(r + v), r)
-        if best is None or key > best:
-            best = key
-    assert best is not None, "one accumulator and one input always fit"
-    r = best[2]
-    return r, (isa.registers - spare) // (r + 1)
+    registers = isa.registers - (0 if isa.fma_broadcast else 1)
+    # r * v accumulators + v inputs; r = 1 always fits
+    tiles = [(r, registers // (r + 1)) for r in range(1, cob + 1) if cob % r == 0 and registers // (r + 1) >= 1]
+    return max(tiles, key=lambda rv: (rv[0] * rv[1], -(rv[0] + rv[1]), rv[0]))
 
 
 def explain(isa: Isa, cob: int, pixels: int) -> str:

@@ -22,7 +22,6 @@ from directconv.model.broadcast import BroadcastKernel, register_tiles
 from directconv.model.kinds import kind_reason
 from directconv.model.lanes import LaneKernel
 from directconv.model.plan import Plan, Reason, SearchSpace
-from directconv.model.pointwise import has_nchw_entry
 from directconv.model.roofline import Timing, input_reads, timing
 from directconv.model.split import ROWS_PER_TASK, choose_parallel, split_balance, split_units
 
@@ -121,7 +120,7 @@ def predict(shape: ConvShape, machine: Machine, threads: int = 1) -> Plan:
     unroll, why_unroll = model.unroll()
     reasons.append(Reason("unroll", unroll, why_unroll))
     reasons.append(input_reason(view, machine.n_vec))
-    if kind == "plain" and (view.kh, view.kw, view.h) == (1, 1, 1):
+    if pointwise.is_matrix_product(view, machine.n_vec):
         reasons.append(nchw_call_reason(view, ISAS[isa], cob))
     config = KernelConfig(
         isa=isa, cob=cob, wob=best.width, cib=cib, rows=rows, parallel=parallel, threads=threads, unroll=unroll
@@ -146,7 +145,7 @@ def input_reason(view: ConvShape, lanes: int) -> Reason:
 def nchw_call_reason(view: ConvShape, isa: Isa, cob: int) -> Reason:
     """How an NCHW call (conv2d_nchw) of a 1x1 stride-1 layer runs: a matrix product on the planes where they are
     large enough (model/pointwise.py), else converted in, run blocked and converted back."""
-    if has_nchw_entry(view, isa, cob):
+    if pointwise.has_nchw_entry(view, isa, cob):
         return Reason("nchw_call", "matrix product", pointwise.explain(isa, cob, view.w))
     _, v = pointwise.nchw_tile(isa, cob)
     return Reason(

@@ -34,9 +34,11 @@ def split_units(shape: ConvShape, wob: int | None, lanes: int) -> int:
     all its block's weight vectors (hundreds in a grouped 1x1 layer) for a few pixels, a cost the lane-wise estimate
     does not see; with tiles counted, ShuffleNet ran slower at 2 threads (docs/design.md, "A layer of one row splits
     by tiles")."""
-    if shape.ho > 1 or wob is None or kernel_kind(shape, lanes) in LANE_KINDS:
-        return shape.ho
-    return -(-shape.wo // wob)
+    return -(-shape.wo // wob) if wob is not None and _by_tiles(shape, lanes) else shape.ho
+
+
+def _by_tiles(shape: ConvShape, lanes: int) -> bool:
+    return shape.ho == 1 and kernel_kind(shape, lanes) not in LANE_KINDS
 
 
 def output_blocks(shape: ConvShape, machine: Machine, cob: int) -> int:
@@ -77,7 +79,8 @@ def choose_parallel(
     units = split_units(shape, wob, machine.n_vec)
     rows = min(ROWS_PER_TASK, units)
     row_tasks = nj * -(-units // rows)
-    unit = "rows" if shape.ho > 1 or wob is None else f"tiles of its one row ({units} tiles of {wob} columns)"
+    by_tiles = wob is not None and _by_tiles(shape, machine.n_vec)
+    unit = f"tiles of its one row ({units} tiles of {wob} columns)" if by_tiles else "rows"
     rows_balance = balance(row_tasks, threads)
     co_balance = balance(nj, threads)
     inputs, weights = operand_bytes(shape, machine.n_vec)

@@ -18,7 +18,7 @@ static inline void dc_transpose4_out(const float *restrict s, float *restrict d,
 }
 
 /* The float-by-float rest of dc_block_to_planes. Not vectorized: with AVX-512 flags GCC turns it into scatters,
- * which ran the way back of a 3-channel block at 0.6x the scalar loop (benchmarks/conversion_ab.py). */
+ * slower than the scalar loop (docs/design.md, "NCHW <-> blocked conversions in C"). */
 #if defined(__GNUC__) && !defined(__clang__)
 __attribute__((optimize("no-tree-vectorize")))
 #endif
