@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from directconv.cli.main import main
-from directconv.core.shape import ConvShape
+from directconv.core.shape import ConvShape, kernel_kind
 from directconv.core.suite import get_layer
 from directconv.kernels import cross
 from directconv.kernels.compiler import CompilerNotFoundError
@@ -201,16 +201,36 @@ def test_export_builds_and_matches_the_reference(tmp_path, rng):
 
 
 GROUPED_LAYERS = ("mobilenetv2:dw3x3_960", "resnext50:res2_3x3g32", "resnext50:res5_3x3g32", "deeplabv3:res5_3x3d2")
+# Groups of 34 channels, not whole vectors of 8 or 16 lanes: the grouped-window kernel (with a channel tail on 16).
+WINDOW = [
+    "--ci",
+    "136",
+    "--co",
+    "136",
+    "--h",
+    "9",
+    "--w",
+    "11",
+    "--kh",
+    "3",
+    "--kw",
+    "3",
+    "--stride",
+    "2",
+    "--pad",
+    "1",
+]
+WINDOW_SHAPE = ConvShape.from_args(136, 136, 9, 11, 3, 3, stride=2, padding=1, groups=4)
 
 
 @pytest.mark.compiler
 @pytest.mark.slow
 def test_export_of_every_kernel_kind_builds_warning_free_and_matches_the_reference(tmp_path, rng):
-    """Depthwise, grouped-packed, grouped and dilated layers: their packing in C, their kernels (whose NCHW entry
-    carries the shared transposes) and the header's DC_LANES build under -Werror together."""
+    """Depthwise, grouped-packed, grouped, grouped-window and dilated layers: their packing in C, their kernels
+    (whose NCHW entry carries the shared transposes) and the header's DC_LANES build under -Werror together."""
     out = tmp_path / "kinds"
     layers = [arg for name in GROUPED_LAYERS for arg in ("--layer", name)]
-    manifest = export(out, *layers, "--prefix", "kinds")
+    manifest = export(out, *layers, *WINDOW, "--groups", "4", "--prefix", "kinds")
     cc = cross.find_target_compiler(None).path
     build = subprocess.run(
         ["make", "-C", str(out), f"CC={cc}", "CFLAGS=-Wall -Wextra -Werror"], capture_output=True, text=True
@@ -224,8 +244,12 @@ def test_export_of_every_kernel_kind_builds_warning_free_and_matches_the_referen
         text=True,
     )
     assert link.returncode == 0, link.stderr
-    for index, name in enumerate(GROUPED_LAYERS):
-        check_layer((), exe, index, get_layer(name).shape, tmp_path, rng, batch=1)
+    shapes = [get_layer(name).shape for name in GROUPED_LAYERS] + [WINDOW_SHAPE]
+    lanes = {"avx2": 8, "avx512": 16}[manifest["isa"]]
+    kinds = {kernel_kind(s, lanes) for s in shapes}
+    assert kinds == {"depthwise", "grouped-packed", "grouped", "grouped-window", "plain"}
+    for index, shape in enumerate(shapes):
+        check_layer((), exe, index, shape, tmp_path, rng, batch=1)
 
 
 @pytest.mark.compiler

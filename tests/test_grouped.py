@@ -224,6 +224,26 @@ SWEEP = [
     Layer(32, 16, 4, 9, 9, 3, padding=1, dilation=(1, 2)),  # 8 in, 4 out per group
     Layer(6, 10, 2, 8, 9, 3, padding=(1, 1, 0, 0), relu=True, wob=5),  # 3 in, 5 out per group
     Layer(12, 24, 4, 13, 13, 5, stride=2, padding=(1, 0, 2, 1), dilation=2, vectors=2, wob=2),  # 3 in, 6 out
+    # grouped-window: groups not whole vectors but wide enough (on 4, 8 and 16 lanes)
+    Layer(136, 136, 4, 9, 9, 1, batch=2, relu=True, wob=5),  # 34 per group, 1x1: one long row; a tail on 16 lanes
+    Layer(
+        100,
+        50,
+        2,
+        11,
+        10,
+        3,
+        stride=2,
+        padding=(1, 2, 0, 1),
+        dilation=2,
+        threads=2,
+        vectors=2,
+        wob=3,
+        cib_vectors=1,
+        rows=2,
+        parallel="rows",
+    ),  # 50 in, 25 out per group, windows cut into cache blocks
+    Layer(100, 60, 2, 9, 9, 5, padding=2, bias=False, vectors=3, wob=2),  # 5x5, a register block over both groups
     # grouped: each group's channels are whole vectors
     Layer(16, 32, 2, 9, 9, 3, padding=1, batch=2, relu=True, vectors=2, wob=4, cib_vectors=1),  # 8 per group
     Layer(48, 48, 3, 11, 11, 3, stride=2, padding=(0, 2, 2, 0), dilation=2, threads=2, cib_vectors=1, parallel="rows"),
@@ -305,6 +325,8 @@ def _wide_sweep() -> list[Layer]:
         (48, 96, 3),
         (64, 64, 4),
         (192, 64, 4),
+        (136, 136, 4),
+        (100, 60, 2),
         (7, 9, 1),
     ]
     layers = []
@@ -359,7 +381,8 @@ def test_wide_sweep_matches_reference(rng: np.random.Generator, layer: Layer) ->
     assert_close(y, layer.reference(x, wt, bias), layer.shape())
 
 
-CHANNELS_PER_GROUP = st.sampled_from((1, 2, 3, 4, 5, 7, 8, 12, 16))  # below, at, above the vector width
+# Below, at and above the vector width; 34 spans more than two vectors without filling them (grouped-window).
+CHANNELS_PER_GROUP = st.sampled_from((1, 2, 3, 4, 5, 7, 8, 12, 16, 34))
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -65,10 +65,26 @@ def test_unpadded_1x1_layers_run_as_one_long_row():
         assert other.kernel_view() == other
 
 
-@pytest.mark.parametrize("co, ci, lanes, cob", [(5, 3, 8, 8), (37, 19, 8, 24), (64, 64, 16, 32), (3, 70, 4, 12)])
-def test_unpack_weights_inverts_pack_weights(co, ci, lanes, cob):
-    w = np.random.default_rng(co * ci).standard_normal((co, ci, 3, 2)).astype(np.float32)
-    back = layout.unpack_weights(layout.pack_weights(w, lanes, cob), co, ci)
+@pytest.mark.parametrize(
+    "co, ci, lanes, cob, groups",
+    [
+        (5, 3, 8, 8, 1),
+        (37, 19, 8, 24, 1),
+        (64, 64, 16, 32, 1),
+        (3, 70, 4, 12, 1),
+        (272, 272, 16, 32, 4),
+        (136, 136, 8, 16, 4),
+        (60, 30, 8, 8, 3),
+        (64, 32, 16, 16, 8),
+        (64, 64, 16, 16, 4),
+        (64, 64, 8, 8, 64),
+    ],
+)
+def test_unpack_weights_inverts_pack_weights(co, ci, lanes, cob, groups):
+    """Every layout: plain, grouped-window (272 g4, 136 g4, 60 g3), grouped-packed (32 -> 64 g8 on 16 lanes),
+    grouped and depthwise."""
+    w = np.random.default_rng(co * ci).standard_normal((co, ci // groups, 3, 2)).astype(np.float32)
+    back = layout.unpack_weights(layout.pack_weights(w, lanes, cob, groups), co, ci, groups, lanes=lanes)
     assert back.flags.c_contiguous and np.array_equal(back, w)
 
 

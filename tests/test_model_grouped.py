@@ -6,9 +6,10 @@ import dataclasses
 
 import pytest
 
-from directconv.core.shape import LANE_KINDS, ConvShape, kernel_kind
+from directconv.core.shape import LANE_KINDS, ConvShape, input_windows, kernel_kind, window_overhead
 from directconv.machines.loader import bundled_machines, load_machine
 from directconv.model import estimate_config, predict, search_space, unpruned_space
+from directconv.model.broadcast import BroadcastKernel, WindowKernel
 from directconv.model.cache import tile_column_runs, window_bytes_per_block
 from directconv.model.estimate import filter_rows, taps_executed
 from directconv.model.kinds import group_shape
@@ -24,6 +25,7 @@ SHAPES = {
     "resnext-32x4d": ConvShape.from_args(128, 128, 56, 56, 3, 3, 1, 1, groups=32),
     "alexnet-2-groups": ConvShape.from_args(96, 256, 27, 27, 5, 5, 1, 2, groups=2),
     "wide-groups-1x1": ConvShape.from_args(256, 256, 14, 14, 1, 1, groups=8),
+    "shufflenet-g4-1x1": ConvShape.from_args(272, 272, 14, 14, 1, 1, groups=4),
     "deeplab-dilated-6": ConvShape.from_args(256, 256, 33, 33, 3, 3, 1, 6, dilation=6),
 }
 MACHINES = bundled_machines()
@@ -46,6 +48,46 @@ def test_the_kind_follows_the_vector_width():
     assert kind_on(SHAPES["mobilenetv2-dw3x3"], "zen3") == "depthwise"
     assert kind_on(SHAPES["alexnet-2-groups"], "zen3") == "grouped"
     assert kind_on(SHAPES["deeplab-dilated-6"], "zen3") == "plain"
+    # ShuffleNet's 68 channels per group: windows of 1.11x the multiply-adds on 8 lanes, 1.34x on 16, whole
+    # vectors of 4 NEON lanes.
+    shuffle = SHAPES["shufflenet-g4-1x1"]
+    assert [kind_on(shuffle, m) for m in ("zen3", "skylake-sp", "neoverse-n1")] == [
+        "grouped-window",
+        "grouped-window",
+        "grouped",
+    ]
+    assert window_overhead(shuffle, 8, 1) == pytest.approx(1.11, abs=0.005)
+    assert window_overhead(shuffle, 16, 1) == pytest.approx(1.34, abs=0.005)
+    # Wider than WINDOW_MAX_OVERHEAD: ResNeXt's 4 per group would multiply 4 times as much on 16 lanes.
+    assert window_overhead(SHAPES["resnext-32x4d"], 16, 1) == 4.0
+
+
+def test_input_windows_hold_every_group_of_their_register_block():
+    shape = SHAPES["shufflenet-g4-1x1"]  # groups at channels 0, 68, 136, 204
+    assert input_windows(shape, 16, 1)[:5] == ((0, 5), (0, 5), (0, 5), (0, 5), (0, 9))  # block 4 spans groups 0-1
+    for lanes, vectors in ((8, 1), (16, 1), (16, 3)):
+        for j, (first, end) in enumerate(input_windows(shape, lanes, vectors)):
+            outputs = range(j * vectors * lanes, min(shape.co, (j + 1) * vectors * lanes))
+            groups = {o // shape.cog for o in outputs}
+            assert first * lanes <= min(groups) * shape.cig and max(groups) * shape.cig + shape.cig <= end * lanes
+            assert first == min(groups) * shape.cig // lanes  # no block before the first group's
+
+
+def test_a_grouped_window_layer_is_planned_over_its_windows():
+    shape, skx = SHAPES["shufflenet-g4-1x1"], load_machine("skylake-sp")
+    plan = predict(shape, skx, 1)
+    # Taller register blocks span more groups: one vector wins, and the estimate charges the window's zeros.
+    assert plan.kind == "grouped-window" and plan.config.cob == 16
+    model = WindowKernel(skx, shape)
+    assert model.unit.ci == round(1.34 * 68) and model.unit.groups == 1
+    assert model.widening(2) == pytest.approx(window_overhead(shape, 16, 2) / window_overhead(shape, 16, 1))
+    plain = BroadcastKernel(skx, model.unit)
+    for vectors in (1, 2):
+        assert model.compute_seconds(vectors, 8, 1, 1.0) == pytest.approx(
+            plain.compute_seconds(vectors, 8, 1, 1.0) * model.widening(vectors)
+        )
+    assert "grouped-window" in plan.explain() and "1.34x the layer's multiply-adds" in plan.explain()
+    assert plan.config.cib is None  # a window of 91 channels is not cut into cache blocks
 
 
 @pytest.mark.parametrize("machine", MACHINES, ids=lambda m: m.id)

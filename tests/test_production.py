@@ -19,6 +19,7 @@ import yaml
 import directconv as dc
 from directconv.core.isa import ISAS
 from directconv.core.paths import UnsafeDirectoryError
+from directconv.core.shape import kernel_kind
 from directconv.kernels import compiler, runtime
 from directconv.kernels.reference import conv2d_reference, tolerance
 from directconv.machines.host import host
@@ -38,20 +39,22 @@ def isolated(tmp_path, monkeypatch):
     return tmp_path
 
 
-def record(shape: dc.ConvShape, config: dc.KernelConfig, layer: str = "") -> None:
+def record(
+    shape: dc.ConvShape, config: dc.KernelConfig, layer: str = "", generator_version: int = 2, gflops: float = 50.0
+) -> None:
     h = host()
     entry = store.Entry(
         layer=layer,
         shape=shape,
         threads=config.threads,
         config=config,
-        gflops=50.0,
+        gflops=gflops,
         spread=0.01,
         percent_of_peak=50.0,
         trials=12,
         date="2026-11-30T00:00:00+00:00",
         directconv_version=dc.__version__,
-        generator_version=2,
+        generator_version=generator_version,
         compiler="cc",
         flags=(),
     )
@@ -91,6 +94,28 @@ def test_exact_tuned_entry_is_used_without_warning(isolated, rng):
     assert conv.source == "tuned" and conv.config == tuned
     assert "tuned on 2026-11-30" in conv.reason and not untuned_warnings(caught)
     check(conv(x), x, w, b, 1)
+
+
+def test_an_entry_timed_on_the_lane_wise_kernel_of_a_grouped_window_layer_is_not_used(isolated, rng):
+    """Before generator 3 a layer with 34 channels per group ran the lane-wise kernel: its entry's tile says nothing
+    about the window kernel that runs it now, so the model's plan runs it until it is tuned again, and a new
+    tuning replaces the old entry even when the old one measured faster."""
+    shape = dc.ConvShape.from_args(136, 136, 9, 9, 1, 1, groups=4)
+    machine = host().machine
+    assert kernel_kind(shape, machine.n_vec) == "grouped-window"
+    plan = predict(shape, machine, 1).config
+    old = plan.replace(unroll=1, wob=3)
+    record(shape, old, generator_version=2, gflops=80.0)
+    x = rng.standard_normal((1, 136, 9, 9)).astype(np.float32)
+    w = rng.standard_normal((136, 34, 1, 1)).astype(np.float32)
+    with pytest.warns(dc.UntunedWarning):
+        conv = dc.Conv2d(w, None, groups=4, threads=1, input_size=(9, 9))
+    assert conv.source == "model" and conv.config == plan
+    np.testing.assert_allclose(conv(x), conv2d_reference(x, w, None, groups=4), rtol=1e-4, atol=1e-4)
+    record(shape, plan, generator_version=3, gflops=40.0)
+    (entry,) = [f.entry for f in store.entries_for(host().fingerprint_id) if f.entry.shape == shape]
+    assert entry.generator_version == 3 and entry.config == plan
+    assert select.choose_config(shape, 1).source == "tuned"
 
 
 def test_nearest_tuned_shape_is_used_when_the_model_says_it_is_no_slower(isolated, rng):

@@ -203,8 +203,14 @@ BASE_FIELDS = ("ci", "co", "h", "w", "kh", "kw", "sh", "sw", "pt", "pb", "pl", "
 FIELDS = (*BASE_FIELDS, "dh", "dw", "groups")
 
 KernelKind = str  # one of KERNEL_KINDS
-KERNEL_KINDS = ("plain", "grouped", "depthwise", "grouped-packed")
+KERNEL_KINDS = ("plain", "grouped", "grouped-window", "depthwise", "grouped-packed")
 LANE_KINDS = ("depthwise", "grouped-packed")  # the kinds whose vectors hold several groups (kernels/codegen_lanes.py)
+BROADCAST_KINDS = ("plain", "grouped", "grouped-window")  # the paper's broadcast kernel (kernels/codegen.py)
+
+# A grouped layer whose groups are not whole vectors runs the broadcast kernel over input windows when that does at
+# less than this many times the layer's multiply-adds (zeros included); above it, the lane-wise kernel, which does none
+# in vain but shuffles an input vector per multiply-add (docs/design.md, "Groups that are not whole vectors").
+WINDOW_MAX_OVERHEAD = 1.9
 
 
 def kernel_kind(shape: ConvShape, lanes: int) -> KernelKind:
@@ -213,10 +219,14 @@ def kernel_kind(shape: ConvShape, lanes: int) -> KernelKind:
     plain:          groups = 1: every output vector reduces over all input channels (kernels/codegen.py).
     grouped:        each group's input and output channels are whole vectors, so a group is a plain convolution over
                     its own channel blocks (the same generator, run per group).
+    grouped-window: groups that are not whole vectors but wide enough: the same broadcast kernel, each register
+                    block reducing over the window of input blocks that holds its groups' channels (input_windows),
+                    its weights zero outside its own groups, where the windows cost less than
+                    WINDOW_MAX_OVERHEAD times the layer's multiply-adds.
     depthwise:      one input channel per group (groups = C_i; C_o = k * C_i with channel multiplier k): each output
                     vector multiplies input vectors lane by lane, no broadcast (kernels/codegen_lanes.py).
-    grouped-packed: groups narrower than a vector (or not whole vectors): one vector holds several groups and each
-                    input channel of a group reaches its lanes by a shuffle (kernels/codegen_lanes.py).
+    grouped-packed: the other groups narrower than a vector (or not whole vectors): one vector holds several groups
+                    and each input channel of a group reaches its lanes by a shuffle (kernels/codegen_lanes.py).
     """
     if shape.groups == 1:
         return "plain"
@@ -224,7 +234,32 @@ def kernel_kind(shape: ConvShape, lanes: int) -> KernelKind:
         return "grouped"
     if shape.cig == 1:
         return "depthwise"
+    if window_overhead(shape, lanes, 1) < WINDOW_MAX_OVERHEAD:
+        return "grouped-window"
     return "grouped-packed"
+
+
+def input_windows(shape: ConvShape, lanes: int, vectors: int) -> tuple[tuple[int, int], ...]:
+    """(first, end) input block of each register block of `vectors` output vectors in a grouped layer: the blocks
+    that hold the channels of every group the register block's output channels belong to."""
+    cob, nbo = vectors * lanes, -(-shape.co // lanes)
+    windows = []
+    for j in range(-(-nbo // vectors)):
+        first_out, last_out = j * cob, min(shape.co, (j + 1) * cob) - 1
+        first_in, end_in = first_out // shape.cog * shape.cig, (last_out // shape.cog + 1) * shape.cig
+        windows.append((first_in // lanes, -(-end_in // lanes)))
+    return tuple(windows)
+
+
+def window_overhead(shape: ConvShape, lanes: int, vectors: int) -> float:
+    """Multiply-adds the window kernel runs (every lane of its vectors over every channel of its windows) over those
+    of the lane-wise kernel (every lane over its group's C_i / groups channels)."""
+    nbo = -(-shape.co // lanes)
+    done = sum(
+        min(vectors, nbo - j * vectors) * (end - first) * lanes
+        for j, (first, end) in enumerate(input_windows(shape, lanes, vectors))
+    )
+    return done / (nbo * shape.cig)
 
 
 def reads_nchw(shape: ConvShape, lanes: int) -> bool:

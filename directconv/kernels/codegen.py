@@ -26,9 +26,9 @@ from importlib import resources
 
 from directconv.core.config import KernelConfig
 from directconv.core.isa import get_isa
-from directconv.core.shape import ConvShape, kernel_kind, reads_nchw
+from directconv.core.shape import BROADCAST_KINDS, ConvShape, input_windows, kernel_kind, reads_nchw
 
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 
 C_SIGNATURE = (
     "int dc_conv(const float *in, const float *wt, const float *bias, float *out, "
@@ -154,9 +154,18 @@ typedef int vi __attribute__((vector_size({4 * lanes})));
 
 
 def _emit_tile(
-    name: str, shape: ConvShape, cfg: KernelConfig, vecs: int, tile: Tile, ci_tail: int, nbi: int, nchw: bool = False
+    name: str,
+    shape: ConvShape,
+    cfg: KernelConfig,
+    vecs: int,
+    tile: Tile,
+    ci_tail: int,
+    nbi: int,
+    nchw: bool = False,
+    windowed: bool = False,
 ) -> str:
-    """One tile's function; `nchw`: reading the input from C_i planes (one block's channels, dc_conv_fused_x)."""
+    """One tile's function; `nchw`: reading the input from C_i planes (one block's channels, dc_conv_fused_x);
+    `windowed`: a grouped-window kernel's, whose weights start at the window's first block."""
     lanes = cfg.lanes
     # Blocked input: a pixel's channels are adjacent and pixels CB floats apart. NCHW: pixels adjacent, channels
     # a plane apart.
@@ -167,7 +176,7 @@ def _emit_tile(
     emit = lines.append
     emit(
         f"static void {name}(const float *restrict in_b, const float *restrict wt_j, float *restrict out_r, "
-        f"const float *restrict bias_j, int k0, int ih0, int n_lo, int n_hi, int ib0, int ib1, int init, "
+        f"const float *restrict bias_j, int k0, int ih0, int n_lo, int n_hi, int ib0, int ib1,{IW_PARAM[windowed]} int init, "
         f"const dc_act *ep, const float *restrict res_r)"
     )
     emit("{")
@@ -209,7 +218,10 @@ def _emit_tile(
             "            const ptrdiff_t ro = (((ptrdiff_t)ib * H + ih0 + n * DH) * W + (ptrdiff_t)k0 * SW - PL)"
             + (";" if nchw else " * CB;")
         )
-        emit("            const float *restrict wr = wt_j + ((size_t)ib * KH + n) * KW * CB * COB;")
+        # A grouped-window register block's weights start at its window's first input block iw. Only its functions
+        # take iw: one more argument changed GCC's register allocation of other kernels' tiles (a spill).
+        first = "(ib - iw)" if windowed else "ib"
+        emit(f"            const float *restrict wr = wt_j + ((size_t){first} * KH + n) * KW * CB * COB;")
         channel_loop(bound)
         emit("        }")
 
@@ -266,12 +278,15 @@ def generate(cfg: KernelConfig, shape: ConvShape, *, pin: bool = True) -> str:
     shape = shape.kernel_view()
     isa = get_isa(cfg.isa)
     lanes = isa.lanes
-    if kernel_kind(shape, lanes) not in ("plain", "grouped"):
-        raise ValueError(f"codegen.generate runs plain and grouped layers; {shape.describe()} needs codegen_lanes")
-    # A grouped layer is `groups` plain convolutions side by side: every count below is per group.
-    nbi = -(-shape.cig // lanes)
-    ci_tail = shape.cig - (nbi - 1) * lanes
-    nbo = -(-shape.cog // lanes)
+    kind = kernel_kind(shape, lanes)
+    if kind not in BROADCAST_KINDS:
+        raise ValueError(f"codegen.generate runs {', '.join(BROADCAST_KINDS)} layers; {shape.describe()} is {kind}")
+    # A grouped layer is `groups` plain convolutions side by side: every count below is per group. A grouped-window
+    # layer is one convolution whose register blocks reduce over windows of its input blocks: counts of the layer.
+    groups = shape.groups if kind == "grouped" else 1
+    nbi = -(-shape.ci // groups // lanes)
+    ci_tail = shape.ci // groups - (nbi - 1) * lanes
+    nbo = -(-shape.co // groups // lanes)
     vecs = cfg.vectors
     nj = -(-nbo // vecs)
     v_tail = nbo - (nj - 1) * vecs
@@ -304,7 +319,7 @@ def generate(cfg: KernelConfig, shape: ConvShape, *, pin: bool = True) -> str:
         NBI=nbi,
         NBO=nbo,
         NJ=nj,
-        G=shape.groups,
+        G=groups,
         VEC=vecs,
         NT=tiles[-1].first + tiles[-1].count,  # register tiles per output row
     )
@@ -313,6 +328,7 @@ def generate(cfg: KernelConfig, shape: ConvShape, *, pin: bool = True) -> str:
     out.append(parallel_macros(shape))
     out.append("#define IN_BLOCKS (G * NBI)  /* input and output channel blocks of one image */")
     out.append("#define OUT_BLOCKS (G * NBO)")
+    out.append(_window_source(shape, cfg) if kind == "grouped-window" else _WHOLE_WINDOWS)
 
     variants = [vecs] + ([v_tail] if v_tail != vecs else [])
     nchw = reads_nchw(shape, lanes)
@@ -320,20 +336,61 @@ def generate(cfg: KernelConfig, shape: ConvShape, *, pin: bool = True) -> str:
         out.append(f"#define CI_X {shape.ci}  /* channels the NCHW entry reads */")
     for prefix in ("", "x") if nchw else ("",):
         for nv in variants:
-            out.extend(_row_source(f"{prefix}v{nv}", shape, cfg, nv, tiles, ci_tail, nbi, nchw=prefix == "x"))
+            out.extend(
+                _row_source(
+                    f"{prefix}v{nv}", shape, cfg, nv, tiles, ci_tail, nbi, prefix == "x", kind == "grouped-window"
+                )
+            )
     # The last output-channel block runs the narrower row function when C_o leaves a tail of vectors.
-    out.append(_driver(C_FUSED_SIGNATURE, "in_b", vecs, v_tail, "v", VIEWS_CHECK))
+    windowed = kind == "grouped-window"
+    out.append(_driver(C_FUSED_SIGNATURE, "in_b", vecs, v_tail, "v", VIEWS_CHECK, windowed))
     if nchw:
-        out.append(_driver(C_FUSED_X_SIGNATURE, "in_x", vecs, v_tail, "xv", VIEWS_CHECK_X))
+        out.append(_driver(C_FUSED_X_SIGNATURE, "in_x", vecs, v_tail, "xv", VIEWS_CHECK_X, windowed))
     out.append(conv_wrapper_source())
-    if shape.groups > 1:
+    if kind == "grouped":
         out.append(_grouped_nchw_source(shape, cfg, _tail_call("v", v_tail, vecs), vecs))
     out.append(bench_source())
     return "\n\n".join(out) + "\n"
 
 
+# Register block j's input blocks [WLO(j), WHI(j)) and where its weights start (floats): all input blocks of its group.
+_WHOLE_WINDOWS = """#define WLO(j) 0
+#define WHI(j) NBI
+#define WOFF(j) ((size_t)(j) * NBI * KH * KW * CB * COB)"""
+
+
+def _window_source(shape: ConvShape, cfg: KernelConfig) -> str:
+    """WLO, WHI and WOFF of a grouped-window kernel: its register blocks' input windows (core.shape.input_windows)
+    and where their weights start, packed one window after the other (kernels/layout.py)."""
+    windows = input_windows(shape, cfg.lanes, cfg.vectors)
+    per_block = shape.kh * shape.kw * cfg.lanes * cfg.cob
+    offsets = [0]
+    for first, end in windows[:-1]:
+        offsets.append(offsets[-1] + (end - first) * per_block)
+
+    def table(name: str, ctype: str, values: list[int]) -> str:
+        return f"static const {ctype} {name}[NJ] = {{{', '.join(map(str, values))}}};"
+
+    return "\n".join(
+        [
+            table("dc_wlo", "int", [first for first, _ in windows]),
+            table("dc_whi", "int", [end for _, end in windows]),
+            table("dc_woff", "size_t", offsets),
+            "#define WLO(j) dc_wlo[j]\n#define WHI(j) dc_whi[j]\n#define WOFF(j) dc_woff[j]",
+        ]
+    )
+
+
 def _row_source(
-    suffix: str, shape: ConvShape, cfg: KernelConfig, vecs: int, tiles: list[Tile], ci_tail: int, nbi: int, nchw: bool
+    suffix: str,
+    shape: ConvShape,
+    cfg: KernelConfig,
+    vecs: int,
+    tiles: list[Tile],
+    ci_tail: int,
+    nbi: int,
+    nchw: bool,
+    windowed: bool,
 ) -> list[str]:
     """The tile functions of one output row of `vecs` vectors, and row_{suffix}, which runs them all."""
     out = []
@@ -341,42 +398,48 @@ def _row_source(
     for t_index, tile in enumerate(tiles):
         name = f"tile_{suffix}_{t_index}"
         names.append(name)
-        out.append(_emit_tile(name, shape, cfg, vecs, tile, ci_tail, nbi, nchw))
+        out.append(_emit_tile(name, shape, cfg, vecs, tile, ci_tail, nbi, nchw, windowed))
     body = [
         f"static void row_{suffix}(const float *restrict in_b, const float *restrict wt_j, float *restrict out_r, "
-        "const float *restrict bias_j, int oh, int ib0, int ib1, const dc_act *ep, const float *restrict res_r, "
-        "int t0, int t1)",
+        f"const float *restrict bias_j, int oh, int ib0, int ib1,{IW_PARAM[windowed]} const dc_act *ep, "
+        "const float *restrict res_r, int t0, int t1)",
         "{",
         "    /* tiles [t0, t1) of the row: all of them (0, NT), except where a layer's single row is split by tiles */",
         "    const int ih0 = oh * SH - PT;",
         "    const int n_lo = ih0 < 0 ? (-ih0 + DH - 1) / DH : 0;  /* taps n with 0 <= ih0 + n * DH < H */",
         "    const int n_hi = ih0 >= H ? 0 : (H - ih0 + DH - 1) / DH < KH ? (H - ih0 + DH - 1) / DH : KH;",
-        "    const int init = ib0 == 0;",
+        f"    const int init = ib0 == {'iw' if windowed else '0'};  /* the first block of the (window's) input */",
     ]
     for name, tile in zip(names, tiles, strict=True):
         first, end = tile.first, tile.first + tile.count
         if tile.count == 1:
             body.append(f"    if (t0 <= {first} && {first} < t1)")
             body.append(
-                f"        {name}(in_b, wt_j, out_r, bias_j, {first * cfg.wob}, ih0, n_lo, n_hi, ib0, ib1, init, ep, "
+                f"        {name}(in_b, wt_j, out_r, bias_j, {first * cfg.wob}, ih0, n_lo, n_hi, ib0, ib1,{IW_ARG[windowed]} init, ep, "
                 "res_r);"
             )
         else:
             body.append(f"    for (int t = t0 > {first} ? t0 : {first}; t < (t1 < {end} ? t1 : {end}); ++t)")
             body.append(
-                f"        {name}(in_b, wt_j, out_r, bias_j, t * {cfg.wob}, ih0, n_lo, n_hi, ib0, ib1, init, ep, res_r);"
+                f"        {name}(in_b, wt_j, out_r, bias_j, t * {cfg.wob}, ih0, n_lo, n_hi, ib0, ib1,{IW_ARG[windowed]} init, ep, res_r);"
             )
     body.append("}")
     out.append("\n".join(body))
     return out
 
 
-def _tail_call(prefix: str, v_tail: int, vecs: int) -> str:
+# The window argument of a grouped-window kernel's row and tile functions (others do not take it).
+IW_PARAM = {True: " int iw,", False: ""}
+IW_ARG = {True: " iw,", False: ""}
+
+
+def _tail_call(prefix: str, v_tail: int, vecs: int, windowed: bool = False) -> str:
     """The call of the narrower row function for the last output-channel block, when C_o leaves a tail of vectors."""
     if v_tail == vecs:
         return ""
     return (
-        f"if (j % NJ == NJ - 1) row_{prefix}{v_tail}(in_b, wt_j, out_r, bias_j, oh, ib0, ib1, fin, res_r, t0, t1); "
+        f"if (j % NJ == NJ - 1) row_{prefix}{v_tail}(in_b, wt_j, out_r, bias_j, oh, ib0, ib1,{IW_ARG[windowed]} fin, res_r, "
+        "t0, t1); "
         "else "
     )
 
@@ -388,9 +451,11 @@ _INPUT_AT = {
 }
 
 
-def _driver(signature: str, input_at: str, vecs: int, v_tail: int, prefix: str, views_check: str) -> str:
+def _driver(
+    signature: str, input_at: str, vecs: int, v_tail: int, prefix: str, views_check: str, windowed: bool
+) -> str:
     """The entry `signature` names: tasks over images, register blocks and runs of rows, each running row_{prefix}."""
-    tail_call = _tail_call(prefix, v_tail, vecs)
+    tail_call = _tail_call(prefix, v_tail, vecs, windowed)
     return f"""
 /* Returns 0, or a negative code for an argument out of range (the Python wrapper checks first).
  * Tasks are handed out one at a time (dynamic schedule): on a shared machine a thread whose core is taken by
@@ -414,20 +479,21 @@ def _driver(signature: str, input_at: str, vecs: int, v_tail: int, prefix: str, 
         else {{ rt = t % row_tasks; j = (t / row_tasks) % (G * NJ); b = t / (G * NJ * row_tasks); }}
         const long g = j / NJ;  /* the group of register block j; its channel blocks follow the previous group's */
         const float *in_b = {_INPUT_AT[input_at]};
-        const float *wt_j = wt + (size_t)j * NBI * KH * KW * CB * COB;
+        const float *wt_j = wt + WOFF(j);
         const float *bias_j = bias + (size_t)j * COB;
+        const int iw = WLO(j), iend = WHI(j);  /* the input blocks register block j reduces over */
         const size_t ob = (size_t)g * NBO + (size_t)(j % NJ) * VEC;  /* first output block of the register block */
         float *out_j = out + ((size_t)b * out_blocks + (size_t)out_first + ob) * HO * WO * CB;
         const float *res_j = residual ? residual + ((size_t)b * res_blocks + (size_t)res_first + ob) * HO * WO * CB : 0;
         const int u0 = (int)(rt * rows), u1 = u0 + rows < units ? u0 + rows : (int)units;
         const int r0 = HO > 1 ? u0 : 0, r1 = HO > 1 ? u1 : 1, t0 = HO > 1 ? 0 : u0, t1 = HO > 1 ? NT : u1;
-        for (int ib0 = 0; ib0 < NBI; ib0 += cib_blocks) {{
-            const int ib1 = ib0 + cib_blocks < NBI ? ib0 + cib_blocks : NBI;
-            const dc_act *fin = ib1 < NBI ? 0 : &ep;  /* the epilogue runs after the last cache block */
+        for (int ib0 = iw; ib0 < iend; ib0 += cib_blocks) {{
+            const int ib1 = ib0 + cib_blocks < iend ? ib0 + cib_blocks : iend;
+            const dc_act *fin = ib1 < iend ? 0 : &ep;  /* the epilogue runs after the last cache block */
             for (int oh = r0; oh < r1; ++oh) {{
                 float *out_r = out_j + (size_t)oh * WO * CB;
                 const float *res_r = res_j ? res_j + (size_t)oh * WO * CB : 0;
-                {tail_call}row_{prefix}{vecs}(in_b, wt_j, out_r, bias_j, oh, ib0, ib1, fin, res_r, t0, t1);
+                {tail_call}row_{prefix}{vecs}(in_b, wt_j, out_r, bias_j, oh, ib0, ib1,{IW_ARG[windowed]} fin, res_r, t0, t1);
             }}
         }}
     }}
@@ -493,7 +559,7 @@ def _grouped_nchw_source(shape: ConvShape, cfg: KernelConfig, tail_call: str, ve
                                        in_b + (size_t)k * H * W * CB, (long)H * W, 0, (long)H * W, CB);
                 converted = b * G + g;
             }}
-            const float *wt_j = wt + (size_t)j * NBI * KH * KW * CB * COB;
+            const float *wt_j = wt + WOFF(j);
             const float *bias_j = bias + (size_t)j * COB;
             for (int ib0 = 0; ib0 < NBI; ib0 += cib_blocks) {{
                 const int ib1 = ib0 + cib_blocks < NBI ? ib0 + cib_blocks : NBI;

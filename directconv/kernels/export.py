@@ -160,6 +160,21 @@ def _pack_text(s: ConvShape, cfg: KernelConfig) -> str:
                         packed_w[k++] = oc < {s.co} ? {w_at} : 0.0f;
                     }}
     for (int o = 0; o < {nbo * lanes}; ++o) packed_bias[o] = bias && o < {s.co} ? bias[o] : 0.0f;"""
+    if kernel_kind(s, lanes) == "grouped-window":
+        nj = blocks(blocks(s.co, lanes) * lanes, cob)
+        return f"""    /* packed_w: register block j's window of input blocks [dc_wlo[j], dc_whi[j]) after block j-1's, each
+     * [blocks][{s.kh}][{s.kw}][{lanes}][{cob}], zero where input channel c is not in output channel oc's group */
+    size_t k = 0;
+    for (int j = 0; j < {nj}; ++j)
+        for (int ib = dc_wlo[j]; ib < dc_whi[j]; ++ib)
+            for (int y = 0; y < {s.kh}; ++y)
+                for (int x = 0; x < {s.kw}; ++x)
+                    for (int l = 0; l < {lanes}; ++l)
+                        for (int o = 0; o < {cob}; ++o) {{
+                            const int oc = j * {cob} + o, i = ib * {lanes} + l - oc / {s.cog} * {s.cig};
+                            packed_w[k++] = oc < {s.co} && 0 <= i && i < {s.cig} ? {w_at} : 0.0f;
+                        }}
+    for (int o = 0; o < {nj * cob}; ++o) packed_bias[o] = bias && o < {s.co} ? bias[o] : 0.0f;"""
     nj = blocks(blocks(s.cog, lanes) * lanes, cob)
     nbi = blocks(s.cig, lanes)
     return f"""    /* packed_w [{s.groups} * {nj}][{nbi}][{s.kh}][{s.kw}][{lanes}][{cob}]: each group's blocks after the previous

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from directconv.core.shape import LANE_KINDS, ConvShape, kernel_kind
+from directconv.core.shape import LANE_KINDS, ConvShape, input_windows, kernel_kind
 
 # Alignment of every buffer the kernels read or write: a cache line. numpy aligns to 16 bytes only (large arrays
 # usually start 16 bytes past a line), so every other 32-byte (AVX2) or every 64-byte (AVX-512) vector load of
@@ -52,16 +52,23 @@ def blocked_to_nchw(xb: np.ndarray, channels: int) -> np.ndarray:
 
 def weight_shape(shape: ConvShape, lanes: int, cob: int) -> tuple[int, ...]:
     """The packed weights' array shape for `shape` (see pack_weights)."""
-    if kernel_kind(shape, lanes) in LANE_KINDS:
+    kind = kernel_kind(shape, lanes)
+    if kind in LANE_KINDS:
         return (blocks(shape.co, lanes), shape.kh, shape.kw, shape.cig, lanes)
+    if kind == "grouped-window":
+        windows = input_windows(shape, lanes, cob // lanes)
+        return (sum(end - first for first, end in windows), shape.kh, shape.kw, lanes, cob)
     nj = blocks(blocks(shape.cog, lanes) * lanes, cob)
     return (shape.groups * nj, blocks(shape.cig, lanes), shape.kh, shape.kw, lanes, cob)
 
 
 def bias_length(shape: ConvShape, lanes: int, cob: int) -> int:
     """The packed bias's length: one slot per output channel of every register block, tails included."""
-    if kernel_kind(shape, lanes) in LANE_KINDS:
+    kind = kernel_kind(shape, lanes)
+    if kind in LANE_KINDS:
         return blocks(shape.co, lanes) * lanes
+    if kind == "grouped-window":
+        return len(input_windows(shape, lanes, cob // lanes)) * cob
     return weight_shape(shape, lanes, cob)[0] * cob
 
 
@@ -76,13 +83,20 @@ def pack_weights(w: np.ndarray, lanes: int, cob: int, groups: int = 1) -> np.nda
 
     plain and grouped kernels: (groups * ceil(C_o,g / cob), ceil(C_i,g / lanes), kh, kw, lanes, cob), each group's
     register blocks after the previous group's, zero past each group's channels (C_o,g = C_o / groups).
+    grouped-window kernels: (sum over register blocks j of their window's input blocks, kh, kw, lanes, cob): block
+    j's window (core.shape.input_windows) after block j-1's, as a plain layer's over the window's channels, zero
+    where an input channel is not in the output channel's group.
     depthwise and grouped-packed kernels: (ceil(C_o / lanes), kh, kw, C_i / groups, lanes): for output channel
     o = b * lanes + l, element [b, n, m, i, l] is w[o, i, n, m]: one vector per (tap, input channel of the group),
     lane by lane, zero past C_o.
     """
     shape = _shape_of(w, groups)
     packed = empty_aligned(weight_shape(shape, lanes, cob))
-    if kernel_kind(shape, lanes) in LANE_KINDS:
+    kind = kernel_kind(shape, lanes)
+    if kind == "grouped-window":
+        _pack_windows(w, shape, lanes, cob, packed)
+        return packed
+    if kind in LANE_KINDS:
         nbo = packed.shape[0]
         padded = np.zeros((nbo * lanes, shape.cig, shape.kh, shape.kw), dtype=np.float32)
         padded[: shape.co] = w
@@ -99,9 +113,38 @@ def pack_weights(w: np.ndarray, lanes: int, cob: int, groups: int = 1) -> np.nda
     return packed
 
 
-def unpack_weights(packed: np.ndarray, co: int, ci: int, groups: int = 1) -> np.ndarray:
+def _pack_windows(w: np.ndarray, shape: ConvShape, lanes: int, cob: int, packed: np.ndarray) -> None:
+    """pack_weights of a grouped-window kernel, into `packed`."""
+    kh, kw, at = shape.kh, shape.kw, 0
+    for j, (first, end) in enumerate(input_windows(shape, lanes, cob // lanes)):
+        dense = np.zeros((cob, (end - first) * lanes, kh, kw), dtype=np.float32)
+        for o in range(j * cob, min(shape.co, (j + 1) * cob)):
+            start = o // shape.cog * shape.cig - first * lanes  # the group's first input channel in the window
+            dense[o - j * cob, start : start + shape.cig] = w[o]
+        # (cob, blocks, lanes, kh, kw) -> (blocks, kh, kw, lanes, cob)
+        packed[at : at + end - first] = dense.reshape(cob, end - first, lanes, kh, kw).transpose(1, 3, 4, 2, 0)
+        at += end - first
+
+
+def _unpack_windows(packed: np.ndarray, shape: ConvShape, lanes: int) -> np.ndarray:
+    cob, at = packed.shape[-1], 0
+    w = np.empty((shape.co, shape.cig, shape.kh, shape.kw), dtype=np.float32)
+    for j, (first, end) in enumerate(input_windows(shape, lanes, cob // lanes)):
+        dense = packed[at : at + end - first].transpose(4, 0, 3, 1, 2).reshape(cob, -1, shape.kh, shape.kw)
+        for o in range(j * cob, min(shape.co, (j + 1) * cob)):
+            start = o // shape.cog * shape.cig - first * lanes
+            w[o] = dense[o - j * cob, start : start + shape.cig]
+        at += end - first
+    return w
+
+
+def unpack_weights(packed: np.ndarray, co: int, ci: int, groups: int = 1, *, lanes: int) -> np.ndarray:
     """The inverse of pack_weights: packed -> OIHW (co, ci / groups, kh, kw), a new array."""
     cig = ci // groups
+    kh, kw = packed.shape[1:3]
+    shape = ConvShape(ci=ci, co=co, h=kh, w=kw, kh=kh, kw=kw, groups=groups)
+    if kernel_kind(shape, lanes) == "grouped-window":
+        return _unpack_windows(packed, shape, lanes)
     if packed.ndim == 5:  # depthwise and grouped-packed
         nbo, kh, kw, _, lanes = packed.shape
         full = packed.transpose(0, 4, 3, 1, 2).reshape(nbo * lanes, cig, kh, kw)
@@ -118,7 +161,7 @@ def pack_bias(bias: np.ndarray | None, shape: ConvShape, lanes: int, cob: int) -
     packed = empty_aligned((bias_length(shape, lanes, cob),), zero=True)
     if bias is None:
         return packed
-    if shape.groups == 1 or kernel_kind(shape, lanes) in LANE_KINDS:
+    if shape.groups == 1 or kernel_kind(shape, lanes) in (*LANE_KINDS, "grouped-window"):
         packed[: shape.co] = bias
         return packed
     per_group = packed.reshape(shape.groups, -1)

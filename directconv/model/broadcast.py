@@ -6,16 +6,19 @@ Register blocking follows the paper (Zhang et al. 2018, eqs. 1-2) with the regis
   E + vectors (weights) + 1 (broadcast input) <= N_reg        (everything in registers, no spills)
 Cache blocking is ours (the paper leaves it as future work), BLIS-style from cache sizes, ways and line size:
 see model/cache.py. A grouped layer is planned on one group (model/kinds.py): its blocks stay within the group's
-C_o/groups outputs and C_i/groups inputs, and its time is `groups` times one group's.
+C_o/groups outputs and C_i/groups inputs, and its time is `groups` times one group's. A grouped-window layer is
+planned as a plain layer over its mean input window (WindowKernel), each register tile charged for the zeros its
+window multiplies.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import cached_property
 
 from directconv.core.isa import ISAS
-from directconv.core.shape import ConvShape
+from directconv.core.shape import ConvShape, window_overhead
 from directconv.machines.machine import Machine
 from directconv.model.cache import choose_cib, weights_level
 from directconv.model.estimate import layer_seconds, registers_needed, row_cycles, spare_registers, tile_efficiency
@@ -64,7 +67,7 @@ def register_tiles(machine: Machine, shape: ConvShape) -> list[Tile]:
     blocks_out = -(-shape.co // machine.n_vec)
     spare = spare_registers(shape)
     tiles = []
-    for vectors in range(1, blocks_out + 1):
+    for vectors in range(1, min(blocks_out, MAX_UNPRUNED_VECTORS) + 1):  # the unpruned space's tiles only
         if not fits_registers(machine, vectors, 1, spare):
             break
         for width in range(1, shape.wo + 1):
@@ -73,11 +76,16 @@ def register_tiles(machine: Machine, shape: ConvShape) -> list[Tile]:
             from_l2 = weights_level(machine, shape, vectors * machine.n_vec, width) > 1
             tiles.append(Tile(vectors, width, row_cycles(machine, shape, vectors, width, from_l2), from_l2))
 
+    return ranked(machine, tiles)
+
+
+def ranked(machine: Machine, tiles: Sequence[Tile]) -> list[Tile]:
+    """`tiles` best first: estimated cycles, one-vector tiles charged for their broadcasts; among equals one-vector
+    tiles last (a broadcast feeds fewer FMAs), then more accumulators (more slack against latency), then more
+    vectors."""
     penalty = one_vector_penalty(machine)
 
     def rank(t: Tile) -> tuple:
-        # Estimated cycles, one-vector tiles charged for their broadcasts; among equals one-vector tiles last (a
-        # broadcast feeds fewer FMAs), then more accumulators (more slack against latency), then more vectors.
         cycles = t.cycles * (penalty if t.vectors == 1 else 1.0)
         return (round(cycles, 6), t.vectors == 1, -t.accumulators, -t.vectors)
 
@@ -115,7 +123,7 @@ class BroadcastKernel:
         cob, need = best.vectors * m.n_vec, m.n_fma * m.l_fma
         full_t, tail_w = divmod(unit.wo, best.width)
         full_j, tail_v = divmod(-(-unit.co // m.n_vec), best.vectors)
-        per_group = f" per group ({self.view.groups} groups)" if self.view.groups > 1 else ""
+        per_group = f" per group ({self.view.groups} groups)" if unit.co != self.view.co else ""
         spare = spare_registers(unit)
         reasons = [
             Reason(
@@ -210,3 +218,44 @@ class BroadcastKernel:
             "(measured on Zen 3)",
             f"unroll: {UNROLLS_PRUNED} (8 makes GCC hoist loads and spill accumulators)",
         )
+
+
+@dataclass(frozen=True)
+class WindowKernel(BroadcastKernel):
+    """The broadcast kernel of a grouped-window layer (core.shape.input_windows): planned as a plain layer over
+    the mean input window of a one-vector register block, each tile of `vectors` vectors charged for how much
+    wider its windows are (a register block that spans more groups reduces over more input blocks)."""
+
+    @cached_property
+    def unit(self) -> ConvShape:
+        lanes = self.machine.n_vec
+        window = round(window_overhead(self.view, lanes, 1) * self.view.cig)
+        return replace(self.view, ci=window, groups=1)
+
+    def widening(self, vectors: int) -> float:
+        """Multiply-adds of `vectors`-vector register blocks over those of one-vector blocks."""
+        lanes = self.machine.n_vec
+        return window_overhead(self.view, lanes, vectors) / window_overhead(self.view, lanes, 1)
+
+    def tiles(self) -> list[Tile]:
+        return ranked(self.machine, [replace(t, cycles=t.cycles * self.widening(t.vectors)) for t in super().tiles()])
+
+    def cache_block(self, vectors: int, width: int) -> tuple[int | None, str]:
+        cib, why = super().cache_block(vectors, width)
+        if cib is not None and 2 * cib > self.unit.ci:
+            return None, (
+                f"{why}; but a register block reduces over its window only (about {self.unit.ci} input channels), "
+                f"so C_i,b={cib} would cut a short tail off each window, storing and reloading every accumulator "
+                "for it: the window is the cache block"
+            )
+        return cib, why
+
+    def cache_blocks_to_try(self, vectors: int, width: int) -> list[int | None]:
+        """The whole window, and the model's C_i,b where it cuts one (windows are a few blocks: no ladder)."""
+        cib, _ = self.cache_block(vectors, width)
+        return [None] if cib is None else [None, cib]
+
+    def compute_seconds(self, vectors: int, width: int, threads: int, balance: float) -> float:
+        # The unit is the whole layer (one "group"): no factor of groups, the windows' widening instead.
+        one = super().compute_seconds(vectors, width, threads, balance) / self.view.groups
+        return one * self.widening(vectors)

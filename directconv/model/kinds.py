@@ -2,14 +2,15 @@
 
 plain and grouped layers run the broadcast kernel of the paper: a grouped layer whose groups are whole vectors is
 that kernel run once per group, so the model plans one group (C_i/groups inputs, C_o/groups outputs) and counts
-it `groups` times. depthwise and grouped-packed layers run the lane-wise kernel (model/lanes.py).
+it `groups` times. A grouped-window layer runs it over each register block's window of input blocks
+(model/broadcast.py, WindowKernel). depthwise and grouped-packed layers run the lane-wise kernel (model/lanes.py).
 """
 
 from __future__ import annotations
 
 import dataclasses
 
-from directconv.core.shape import ConvShape, kernel_kind
+from directconv.core.shape import WINDOW_MAX_OVERHEAD, ConvShape, kernel_kind, window_overhead
 from directconv.model.plan import Reason
 
 # The unpruned space's register tiles: up to 8 vectors x 32 columns (with at most 2 * N_reg accumulators).
@@ -48,6 +49,14 @@ def kind_reason(shape: ConvShape, lanes: int) -> Reason:
             f"plain kernel once per group, reducing over the group's {shape.cig} channels; register and cache "
             f"blocks stay within a group (C_o,b <= {shape.cog}, C_i,b <= {shape.cig}), the threads share "
             "groups x output-channel blocks (x rows)"
+        )
+    elif kind == "grouped-window":
+        why = (
+            f"{g} groups of {shape.cig} input -> {shape.cog} output channels, not whole vectors of N_vec={lanes}: "
+            "the broadcast kernel, each register block reducing over the input blocks that hold its groups' "
+            f"channels (weights zero outside the group): {window_overhead(shape, lanes, 1):.2f}x the layer's "
+            f"multiply-adds with one-vector blocks (< {WINDOW_MAX_OVERHEAD:g}x, so cheaper than a shuffle per "
+            "multiply-add in the lane-wise kernel); a taller block spans more groups and widens its window"
         )
     elif kind == "depthwise":
         multiplier = (

@@ -2,6 +2,7 @@
 
 Which kernel runs the layer decides how its blocks are planned (model/kinds.py):
   plain, grouped          the paper's broadcast kernel, on one group of the layer (model/broadcast.py);
+  grouped-window          the same kernel over each register block's input window (broadcast.WindowKernel);
   depthwise,              the lane-wise kernel: no broadcast, no channel reduction (model/lanes.py).
   grouped-packed
 Either way the threads split output-channel blocks or (block, rows) tasks (model/split.py), and the estimate is the
@@ -18,7 +19,7 @@ from directconv.core.isa import ISAS, Isa
 from directconv.core.shape import LANE_KINDS, ConvShape, kernel_kind, reads_nchw
 from directconv.machines.machine import Machine
 from directconv.model import pointwise
-from directconv.model.broadcast import BroadcastKernel, register_tiles
+from directconv.model.broadcast import BroadcastKernel, WindowKernel, register_tiles
 from directconv.model.kinds import kind_reason
 from directconv.model.lanes import LaneKernel
 from directconv.model.plan import Plan, Reason, SearchSpace
@@ -85,9 +86,10 @@ def kernel_isa(machine: Machine) -> str:
 
 def kernel_model(view: ConvShape, machine: Machine) -> KernelModel:
     """The model of the kernel that runs `view` (a kernel_view geometry) on `machine`."""
-    if kernel_kind(view, machine.n_vec) in LANE_KINDS:
+    kind = kernel_kind(view, machine.n_vec)
+    if kind in LANE_KINDS:
         return LaneKernel(machine, view)
-    return BroadcastKernel(machine, view)
+    return WindowKernel(machine, view) if kind == "grouped-window" else BroadcastKernel(machine, view)
 
 
 def _timing(

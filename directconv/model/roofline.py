@@ -25,7 +25,7 @@ import functools
 import math
 from dataclasses import dataclass
 
-from directconv.core.shape import LANE_KINDS, ConvShape, kernel_kind
+from directconv.core.shape import LANE_KINDS, ConvShape, input_windows, kernel_kind
 from directconv.machines.machine import Machine
 from directconv.model.estimate import workers
 from directconv.model.plan import Reason
@@ -125,6 +125,10 @@ def input_reads(shape: ConvShape, machine: Machine, cob: int, parallel: str, thr
         return 1
     blocks = output_blocks(shape, machine, cob) // shape.groups  # output-channel blocks per group
     group_input = operand_bytes(shape, machine.n_vec)[0] // shape.groups
+    if kernel_kind(shape, machine.n_vec) == "grouped-window":  # each block reads its window: a share of the input
+        windows = input_windows(shape, machine.n_vec, cob // machine.n_vec)
+        blocks = max(1, round(sum(end - first for first, end in windows) / -(-shape.ci // machine.n_vec)))
+        group_input = operand_bytes(shape, machine.n_vec)[0]
     l2 = machine.cache(2)
     if l2 is not None and group_input <= l2.size_bytes // l2.shared_by_cores:
         return min(blocks, workers(machine, threads))  # one read per thread, then its L2 holds it

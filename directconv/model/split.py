@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 
-from directconv.core.shape import LANE_KINDS, ConvShape, kernel_kind
+from directconv.core.shape import LANE_KINDS, ConvShape, kernel_kind, window_overhead
 from directconv.machines.machine import Machine
 
 # Rows per task in a rows split: a task reads every block's weights once for 4 rows, not for every row.
@@ -62,10 +62,14 @@ def balance(tasks: int, threads: int) -> float:
 def operand_bytes(shape: ConvShape, lanes: int) -> tuple[int, int]:
     """(input, weights) bytes in the blocked layouts (channels padded to whole vectors of `lanes`). A group's
     filters see only its C_i/groups input channels; kernels whose vectors hold several groups keep the weights
-    lane by lane, C_i/groups vectors per tap and output vector (kernels/layout.py)."""
+    lane by lane, C_i/groups vectors per tap and output vector, and grouped-window ones over their input windows
+    (kernels/layout.py)."""
     ci = -(-shape.ci // lanes) * lanes
     co = -(-shape.co // lanes) * lanes
-    per_filter = shape.cig if kernel_kind(shape, lanes) in LANE_KINDS else -(-shape.cig // lanes) * lanes
+    kind = kernel_kind(shape, lanes)
+    per_filter = shape.cig if kind in LANE_KINDS else -(-shape.cig // lanes) * lanes
+    if kind == "grouped-window":  # one-vector blocks' windows (zeros outside the group included)
+        per_filter = round(window_overhead(shape, lanes, 1) * shape.cig)
     return ci * shape.h * shape.w * 4, co * per_filter * shape.kh * shape.kw * 4
 
 

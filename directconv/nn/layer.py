@@ -179,7 +179,9 @@ class Conv2d:
             weight = self._weight
         else:
             first = next(iter(self._bindings.values())).weights
-            weight = layout.unpack_weights(first.data, self.out_channels, self.in_channels, self.groups)
+            weight = layout.unpack_weights(
+                first.data, self.out_channels, self.in_channels, self.groups, lanes=first.config.lanes
+            )
         packed = api.pack_weights(
             weight,
             self._bias,

@@ -124,7 +124,7 @@ def choose_config(shape: ConvShape, threads: int = 1, *, warn: bool = True) -> C
     that report the source themselves (bench, export).
     """
     h = host()
-    found = store.entries_for(h.fingerprint_id)
+    found = [f for f in store.entries_for(h.fingerprint_id) if f.entry.measured_todays_kernel()]
     exact = next((f for f in found if f.entry.shape == shape and f.entry.threads == threads), None)
     if exact is not None:
         e = exact.entry

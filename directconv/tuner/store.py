@@ -31,12 +31,16 @@ from directconv.core import schema
 from directconv.core.config import KernelConfig
 from directconv.core.files import write_atomic
 from directconv.core.paths import store_dir
-from directconv.core.shape import ConvShape
+from directconv.core.shape import ConvShape, kernel_kind
 
 _SCHEMA = schema.read_schema(__package__, "store.schema.json")
 FORMAT: str = _SCHEMA["properties"]["format"]["const"]
 _ID = re.compile(_SCHEMA["properties"]["machine"]["pattern"])  # with fullmatch: `$` also matches before a newline
 MAX_CHARS = 16 << 20  # a store file's text: some 700 characters an entry, at most 10000 entries (store.schema.json)
+
+
+# The generator version that introduced the grouped-window kernel kind (Entry.measured_todays_kernel).
+WINDOW_GENERATOR = 3
 
 
 class StoreError(schema.DocumentError):
@@ -61,6 +65,14 @@ class Entry:
 
     def key(self) -> tuple[ConvShape, int]:
         return (self.shape, self.threads)
+
+    def measured_todays_kernel(self) -> bool:
+        """Whether the entry timed the kernel kind that runs its shape today: from generator 3 on, grouped layers
+        whose groups are not whole vectors but wide enough run the grouped-window kernel (core.shape.kernel_kind);
+        an earlier entry for such a shape timed the lane-wise kernel, whose best tile says nothing about it."""
+        return self.generator_version >= WINDOW_GENERATOR or kernel_kind(self.shape, self.config.lanes) != (
+            "grouped-window"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -272,7 +284,8 @@ def store_path(machine: str, fingerprint_id: str, store: str | Path | None = Non
 def record(
     entry: Entry, *, machine: str, fingerprint_id: str, fingerprint: dict[str, Any], store: str | Path | None = None
 ) -> tuple[bool, Path]:
-    """Add `entry` unless a faster one for the same (shape, threads) is there; returns (written, path)."""
+    """Add `entry` unless a faster one for the same (shape, threads) and today's kernel is there; returns (written,
+    path)."""
     path = store_path(machine, fingerprint_id, store)
     with _locked(path):
         entries: list[Entry] = []
@@ -285,7 +298,7 @@ def record(
                 os.replace(path, aside)
                 warnings.warn(f"{exc}; moved aside to {aside.name}", stacklevel=2)
         old = next((e for e in entries if e.key() == entry.key()), None)
-        if old is not None and old.gflops >= entry.gflops:
+        if old is not None and old.gflops >= entry.gflops and old.measured_todays_kernel():
             return False, path
         entries = [e for e in entries if e.key() != entry.key()] + [entry]
         write_atomic(path, dump_store(machine, fingerprint_id, fingerprint, entries))
