@@ -116,7 +116,7 @@ def main() -> int:
             "provenance": provenance(),
             "lanes": args.lanes,
             "rounds": args.rounds,
-            "flags": convert._flags(args.lanes),
+            "flags": convert.isa_flags(args.lanes),
         }
         write_json(args.json, {**data, "rows": rows})
     return 0

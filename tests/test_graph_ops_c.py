@@ -132,7 +132,8 @@ def test_lrn(rng, lanes, channels, size, beta, bias):
 # Channel moves ------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("channels, groups", [(12, 3), (24, 4), (16, 2), (30, 5), (7, 7)])
+# (68, 4) and (136, 4): ShuffleNet's 4 groups of 17 and 34 channels, whose runs straddle blocks.
+@pytest.mark.parametrize("channels, groups", [(12, 3), (24, 4), (16, 2), (30, 5), (7, 7), (68, 4), (136, 4)])
 @pytest.mark.parametrize("lanes", LANES)
 def test_channel_shuffle(rng, lanes, channels, groups):
     nb = -(-channels // lanes)

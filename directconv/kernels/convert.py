@@ -33,7 +33,7 @@ def _source(lanes: int) -> str:
     return f"#define DC_LANES {lanes}\n" + c_text("dc_transpose.h") + c_text("dc_layout.c")
 
 
-def _flags(lanes: int) -> tuple[str, ...]:
+def isa_flags(lanes: int) -> tuple[str, ...]:
     """The flags of the best ISA of this host whose vectors hold `lanes` floats, else none: the library runs only
     where kernels of that width run, and with them GCC moves a whole block per instruction (docs/design.md)."""
     for name in host_isas():
@@ -51,7 +51,7 @@ def _library(lanes: int) -> Any | None:
             lib = _libraries.get(lanes)
             if lib is None:
                 try:
-                    path = compiler.build(_source(lanes), _flags(lanes), name="layout")
+                    path = compiler.build(_source(lanes), isa_flags(lanes), name="layout")
                 except compiler.CompilerNotFoundError as exc:
                     log.info("layout conversions in numpy: %s", exc)
                     return None

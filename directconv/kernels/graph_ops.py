@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from directconv.kernels import compiler, ffi
+from directconv.kernels import compiler, convert, ffi
 from directconv.kernels.codegen import c_text, vector_prelude
 from directconv.kernels.runtime import ACTIVATIONS
 
@@ -51,14 +51,27 @@ _DECLARATIONS = (
 )
 # -ffp-contract=off overrides compiler.BASE_FLAGS' fast: x * scale + shift must round twice, as numpy's two passes
 # do, also where fused multiply-adds need no ISA flag (aarch64); -fno-math-errno lets LRN's square roots run as
-# vector instructions. No ISA flags: the loops are bound by memory.
+# vector instructions.
 _FLAGS = ("-ffp-contract=off", "-fno-math-errno")
 _libraries: dict[int, Any] = {}
 _lock = threading.Lock()
 
 
+def _flags(lanes: int) -> tuple[str, ...]:
+    """_FLAGS, and those of the host's ISA whose vectors hold `lanes` floats where it has one: a max-pool then moves a
+    whole block per instruction (1.5x on Zen 4: docs/design.md, "Graph operators with the ISA's flags")."""
+    return _FLAGS + convert.isa_flags(lanes)
+
+
+def _chunk(lanes: int) -> int:
+    """Lanes per vector: a whole block with its ISA's flags, else 16 bytes where a block is whole ones, else one."""
+    if convert.isa_flags(lanes):
+        return lanes
+    return 4 if lanes % 4 == 0 else 1
+
+
 def _source(lanes: int) -> str:
-    chunk = 4 if lanes % 4 == 0 else 1  # 16-byte vectors where a block is whole ones, else a lane at a time
+    chunk = _chunk(lanes)
     return (
         f"#define DC_LANES {lanes}\n#define DC_CHUNK {chunk}\n"
         + vector_prelude(chunk, None)
@@ -75,7 +88,7 @@ def _library(lanes: int) -> Any | None:
     with _lock:
         if lanes not in _libraries:
             try:
-                path = compiler.build(_source(lanes), _FLAGS, name="graph_ops")
+                path = compiler.build(_source(lanes), _flags(lanes), name="graph_ops")
             except compiler.CompilerNotFoundError as exc:
                 log.info("graph operators in numpy: %s", exc)
                 _libraries[lanes] = None

@@ -197,8 +197,12 @@ int dc_graph_global_average_pool(const float *restrict x, float *restrict y, lon
 }
 
 /* Pixels [p0, p1) of lanes [lo, hi) of one output block yb: lane l of pixel p = xi[src[l] + p * DC_LANES]. A full
- * block's constant trip count lets the lane loop unroll. */
-static inline void dc_gather(const float *restrict xi, float *restrict yb, const long *src, int lo, int hi, long p0,
+ * block's constant trip count lets the lane loop unroll. Not vectorized: with AVX-512 flags GCC's gathers ran a
+ * shuffle at half the speed of the scalar loop (docs/design.md, "Graph operators with the ISA's flags"). */
+#if defined(__GNUC__) && !defined(__clang__)
+__attribute__((optimize("no-tree-vectorize")))
+#endif
+static void dc_gather(const float *restrict xi, float *restrict yb, const long *src, int lo, int hi, long p0,
                              long p1)
 {
     if (lo == 0 && hi == DC_LANES) {
