@@ -60,6 +60,15 @@ def test_the_kind_follows_the_vector_width():
     assert window_overhead(shuffle, 16, 1) == pytest.approx(1.34, abs=0.005)
     # Wider than WINDOW_MAX_OVERHEAD: ResNeXt's 4 per group would multiply 4 times as much on 16 lanes.
     assert window_overhead(SHAPES["resnext-32x4d"], 16, 1) == 4.0
+    # With a filter the lane-wise kernel reuses each shuffled pixel for a row of taps: windows win only below 1.6x.
+    filtered = ConvShape.from_args(200, 200, 14, 14, 3, 3, 1, 1, groups=4)
+    assert (
+        window_overhead(filtered, 16, 1) == pytest.approx(1.5, abs=0.005)
+        and kernel_kind(filtered, 16) == "grouped-window"
+    )
+    # 34 per group, 1.73x: windows in a 1x1 layer (below 1.8x), the lane-wise kernel with a 3x3 filter.
+    assert kernel_kind(ConvShape.from_args(136, 136, 14, 14, 1, 1, groups=4), 16) == "grouped-window"
+    assert kernel_kind(ConvShape.from_args(136, 136, 14, 14, 3, 3, 1, 1, groups=4), 16) == "grouped-packed"
 
 
 def test_input_windows_hold_every_group_of_their_register_block():

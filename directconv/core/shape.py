@@ -207,10 +207,13 @@ KERNEL_KINDS = ("plain", "grouped", "grouped-window", "depthwise", "grouped-pack
 LANE_KINDS = ("depthwise", "grouped-packed")  # the kinds whose vectors hold several groups (kernels/codegen_lanes.py)
 BROADCAST_KINDS = ("plain", "grouped", "grouped-window")  # the paper's broadcast kernel (kernels/codegen.py)
 
-# A grouped layer whose groups are not whole vectors runs the broadcast kernel over input windows when that does at
-# less than this many times the layer's multiply-adds (zeros included); above it, the lane-wise kernel, which does none
-# in vain but shuffles an input vector per multiply-add (docs/design.md, "Groups that are not whole vectors").
-WINDOW_MAX_OVERHEAD = 1.9
+# A grouped layer whose groups are not whole vectors runs the broadcast kernel over input windows when that does
+# less than this many times the layer's multiply-adds (zeros included); above it, the lane-wise kernel, which does
+# none in vain but shuffles an input vector per multiply-add. The lane-wise kernel reuses each shuffled pixel for
+# every tap of a filter row, so with a filter it wins sooner (measured on Zen 4: benchmarks/window_ab.py,
+# docs/design.md, "Groups that are not whole vectors").
+WINDOW_MAX_OVERHEAD = 1.8  # 1x1 layers
+WINDOW_MAX_OVERHEAD_FILTER = 1.6  # layers with a filter
 
 
 def kernel_kind(shape: ConvShape, lanes: int) -> KernelKind:
@@ -222,7 +225,7 @@ def kernel_kind(shape: ConvShape, lanes: int) -> KernelKind:
     grouped-window: groups that are not whole vectors but wide enough: the same broadcast kernel, each register
                     block reducing over the window of input blocks that holds its groups' channels (input_windows),
                     its weights zero outside its own groups, where the windows cost less than
-                    WINDOW_MAX_OVERHEAD times the layer's multiply-adds.
+                    WINDOW_MAX_OVERHEAD (1x1) or WINDOW_MAX_OVERHEAD_FILTER times the layer's multiply-adds.
     depthwise:      one input channel per group (groups = C_i; C_o = k * C_i with channel multiplier k): each output
                     vector multiplies input vectors lane by lane, no broadcast (kernels/codegen_lanes.py).
     grouped-packed: the other groups narrower than a vector (or not whole vectors): one vector holds several groups
@@ -234,9 +237,14 @@ def kernel_kind(shape: ConvShape, lanes: int) -> KernelKind:
         return "grouped"
     if shape.cig == 1:
         return "depthwise"
-    if window_overhead(shape, lanes, 1) < WINDOW_MAX_OVERHEAD:
+    if window_overhead(shape, lanes, 1) < window_limit(shape):
         return "grouped-window"
     return "grouped-packed"
+
+
+def window_limit(shape: ConvShape) -> float:
+    """The window overhead below which `shape` runs the grouped-window kernel (see WINDOW_MAX_OVERHEAD)."""
+    return WINDOW_MAX_OVERHEAD if shape.kh * shape.kw == 1 else WINDOW_MAX_OVERHEAD_FILTER
 
 
 def input_windows(shape: ConvShape, lanes: int, vectors: int) -> tuple[tuple[int, int], ...]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from directconv.core.shape import WINDOW_MAX_OVERHEAD, ConvShape, kernel_kind, window_overhead
+from directconv.core.shape import ConvShape, kernel_kind, window_limit, window_overhead
 from directconv.model.plan import Reason
 
 # The unpruned space's register tiles: up to 8 vectors x 32 columns (with at most 2 * N_reg accumulators).
@@ -55,7 +55,7 @@ def kind_reason(shape: ConvShape, lanes: int) -> Reason:
             f"{g} groups of {shape.cig} input -> {shape.cog} output channels, not whole vectors of N_vec={lanes}: "
             "the broadcast kernel, each register block reducing over the input blocks that hold its groups' "
             f"channels (weights zero outside the group): {window_overhead(shape, lanes, 1):.2f}x the layer's "
-            f"multiply-adds with one-vector blocks (< {WINDOW_MAX_OVERHEAD:g}x, so cheaper than a shuffle per "
+            f"multiply-adds with one-vector blocks (< {window_limit(shape):g}x, so cheaper than a shuffle per "
             "multiply-add in the lane-wise kernel); a taller block spans more groups and widens its window"
         )
     elif kind == "depthwise":
