@@ -1,10 +1,11 @@
 """Grouped layers whose groups are not whole vectors: the lane-wise kernel against the grouped-window one.
 
-For each shape, both kernels run the model's configuration for their kind (core.shape.kernel_kind with the rule
-WINDOW_MAX_OVERHEAD and WINDOW_MAX_OVERHEAD_FILTER set to 0, then to infinity), timed in C (dc_bench) on blocked input, the two alternating in every
-round; reported: the windows' multiply-add overhead on one-vector blocks, microseconds per call and the median of
-per-round ratios lane-wise / window. Shapes: ShuffleNet's 4-group 1x1 layers (34, 68 and 136 channels per group),
-ResNeXt's 8 per group (a 2x overhead on 16 lanes) and two 3x3 layers with 40 and 50 channels per group.
+For each shape, both kernels run the model's configuration for their kind (core.shape.kernel_kind with its limits
+WINDOW_MAX_OVERHEAD and WINDOW_MAX_OVERHEAD_FILTER set to 0, then to infinity), timed in C (dc_bench) on blocked
+input, the two alternating in every round; reported: the windows' multiply-add overhead on one-vector blocks,
+microseconds per call and the median of per-round ratios lane-wise / window. Shapes: ShuffleNet's 4-group 1x1
+layers (28, 34, 68 and 136 channels per group), ResNeXt's 8 per group (a 2x overhead on 16 lanes) and two 3x3
+layers with 40 and 50 channels per group.
 
 Usage: python benchmarks/window_ab.py [--threads 1] [--rounds 11] [--json results.json]
 """
