@@ -150,6 +150,19 @@ def test_a_neighbour_the_model_predicts_slower_is_not_used(isolated, rng):
     check(conv(x), x, w, b, 1)
 
 
+def test_a_neighbour_more_than_twice_as_wide_or_large_is_not_used(isolated, rng):
+    """Only shapes within 2x in input channels, output channels and output pixels, with the same filter and stride,
+    lend their configurations; a tile tuned for a layer 4x wider says nothing here, whatever the model predicts."""
+    here = dc.ConvShape.from_args(16, 96, 28, 28, 1, 1)
+    plan = predict(here, host().machine, 1).config
+    record(dc.ConvShape.from_args(64, 96, 28, 28, 1, 1), plan.replace(unroll=4 if plan.unroll != 4 else 1))
+    assert not select.near_enough(here, dc.ConvShape.from_args(64, 96, 28, 28, 1, 1))
+    assert select.near_enough(here, dc.ConvShape.from_args(32, 96, 20, 20, 1, 1))  # 2x channels, 0.51x pixels
+    assert not select.near_enough(here, dc.ConvShape.from_args(16, 96, 28, 28, 3, 3, 1, 1))  # another filter
+    choice = select.choose_config(here, 1, warn=False)
+    assert choice.source == "model" and choice.config == plan
+
+
 def test_model_fallback_warns_once_per_shape_naming_the_tune_command(isolated, rng):
     x, w, b = layer_data(rng, 10, 20, 9, 9, 3)
     with warnings.catch_warnings(record=True) as caught:

@@ -2,8 +2,9 @@
 
 Three sources, in order:
   1. "tuned":   the config store's entry for this machine's fingerprint, this exact shape and thread count;
-  2. "nearest": else the tuned entry (same fingerprint and thread count) of the nearest shape whose configuration
-                is valid for this one, if the model predicts it no slower here than the model's own plan;
+  2. "nearest": else the tuned entry (same fingerprint and thread count) of the nearest shape, within 2x in
+                channels and pixels with the same filter, whose configuration is valid for this one, if the model
+                predicts it no slower here than the model's own plan;
   3. "model":   else the model's plan for this machine, with one UntunedWarning per process and shape that names
                 the command that would tune it.
 Every source ends in a compiled, register-blocked kernel: there is no generic fallback loop.
@@ -96,15 +97,31 @@ def shape_distance(a: ConvShape, b: ConvShape) -> float:
     )
 
 
+# A neighbour's configuration is reused only within this factor of the layer's input channels, output channels and
+# output pixels (and with the same filter and stride): MobileNetV2's 16 -> 96 112x112 expansion ran 4x slower at
+# 2 threads with the tile tuned for ResNet-50's 64 -> 256 56x56 layer, which the model, capped at the FMA peak,
+# could not tell from its own plan (docs/design.md, "Nearest tuned shapes stay near").
+NEAREST_MAX_RATIO = 2.0
+
+
+def near_enough(a: ConvShape, b: ConvShape) -> bool:
+    """Whether b is close enough to a for its tuned configuration to stand in (NEAREST_MAX_RATIO)."""
+    if (a.kh, a.kw, a.sh, a.sw) != (b.kh, b.kw, b.sh, b.sw):
+        return False
+    pairs = ((a.ci, b.ci), (a.co, b.co), (a.ho * a.wo, b.ho * b.wo))
+    return all(max(x, y) <= NEAREST_MAX_RATIO * min(x, y) for x, y in pairs)
+
+
 def nearest_tuned(shape: ConvShape, threads: int, machine: Machine, found: list[store.Found]) -> store.Found | None:
-    """The entry of the nearest other shape run by the same kind of kernel whose configuration is valid for
-    `shape` (a register tile tuned for the broadcast kernel says nothing about the lane-wise one)."""
+    """The entry of the nearest other shape near enough (near_enough), run by the same kind of kernel, whose
+    configuration is valid for `shape` (a register tile tuned for the broadcast kernel says nothing about the
+    lane-wise one)."""
     kind = kernel_kind(shape, machine.n_vec)
     candidates = []
     for f in found:
         if f.entry.threads != threads or f.entry.shape == shape or f.entry.config.lanes != machine.n_vec:
             continue
-        if kernel_kind(f.entry.shape, machine.n_vec) != kind:
+        if kernel_kind(f.entry.shape, machine.n_vec) != kind or not near_enough(shape, f.entry.shape):
             continue
         try:
             f.entry.config.check_fits(shape)
