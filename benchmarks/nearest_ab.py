@@ -16,6 +16,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -66,9 +67,8 @@ def main() -> int:
             changed = sum(a != b for a, b in zip(*configs, strict=True))
             rng = np.random.default_rng(0)
             feeds = {n: rng.random((1, *dims), dtype=np.float32) for n, dims in old.input_dims.items()}
-            ratios = [
-                median_batch(lambda: old.run(feeds)) / median_batch(lambda: new.run(feeds)) for _ in range(args.rounds)
-            ]
+            run_old, run_new = partial(old.run, feeds), partial(new.run, feeds)
+            ratios = [median_batch(run_old) / median_batch(run_new) for _ in range(args.rounds)]
             ratio = float(np.median(ratios))
             rows.append({"model": name, "threads": threads, "steps_changed": changed, "old_over_new": round(ratio, 3)})
             print(f"{name:14} {threads}T  {changed:3d} steps changed  old/new x{ratio:.3f}", flush=True)
