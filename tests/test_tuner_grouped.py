@@ -150,11 +150,12 @@ def test_a_tuned_neighbour_of_another_kernel_kind_is_not_reused(tmp_path):
     # A plain 3x3 layer's tile with cib all and unroll 1 would pass check_fits on a depthwise layer, but it was
     # tuned for the broadcast kernel: it says nothing about the lane-wise one.
     plain_config = KernelConfig("avx2", 8, 14)
-    record(tmp_path, entry(ConvShape.from_args(144, 144, 28, 28, 3, 3, 1, 1), plain_config))
+    # 40x40: within 2x of the layer's 56x56 pixels (select.near_enough), so only the kind keeps it out.
+    record(tmp_path, entry(ConvShape.from_args(144, 144, 40, 40, 3, 3, 1, 1), plain_config))
     found = store.entries_for(FID, store=tmp_path)
     plain_config.check_fits(DEPTHWISE)
     assert nearest_tuned(DEPTHWISE, 1, ZEN3, found) is None
-    neighbour = ConvShape.from_args(144, 144, 28, 28, 3, 3, 1, 1, groups=144)
+    neighbour = ConvShape.from_args(144, 144, 40, 40, 3, 3, 1, 1, groups=144)
     record(tmp_path, entry(neighbour, predict(neighbour, ZEN3).config))
     near = nearest_tuned(DEPTHWISE, 1, ZEN3, store.entries_for(FID, store=tmp_path))
     assert near is not None and near.entry.shape == neighbour
