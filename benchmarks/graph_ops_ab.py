@@ -3,8 +3,8 @@
 
 ShuffleNet's operators on its own shapes (the first max-pool, a stride-2 average-pool, channel shuffles, a fused
 residual add, a ReLU and the global average pool), one thread, in rounds that alternate the two builds (the graph
-calls whichever library is installed); reported: median microseconds per call and the median of per-round ratios
-old / new.
+calls whichever library is installed); reported: microseconds per call (a batch of 50 calls per round, median
+over rounds) and the median of per-round ratios old / new.
 
 Usage: python benchmarks/graph_ops_ab.py [--lanes 16] [--rounds 11] [--json results.json]
 """
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from provenance import provenance, write_json
 
 from directconv.graph import ops
 from directconv.kernels import codegen, compiler, ffi, graph_ops
+from directconv.tuner.harness import time_batch
 
 
 def build(lanes: int, chunk: int, flags: tuple[str, ...]) -> Any:
@@ -60,16 +60,6 @@ def cases(lanes: int) -> dict[str, Callable[[], None]]:
     }
 
 
-def median_call(fn: Callable[[], None], calls: int = 50) -> float:
-    fn()
-    times = []
-    for _ in range(calls):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--lanes", type=int, default=16)
@@ -86,7 +76,8 @@ def main() -> int:
         for name, fn in cases(lanes).items():
             for which, lib in builds.items():
                 graph_ops._libraries[lanes] = lib  # the library every graph operator of `lanes` calls
-                seconds.setdefault((name, which), []).append(median_call(fn))
+                fn()
+                seconds.setdefault((name, which), []).append(time_batch(fn, 50))
     rows = []
     for name in cases(lanes):
         old, new = np.array(seconds[(name, "old")]), np.array(seconds[(name, "new")])
