@@ -70,6 +70,9 @@ POOLS = [
     (5, 6, (5, 3), (3, 1), (4, 2, 0, 1), (1, 1), False),
     (1, 6, (2, 2), (1, 2), (1, 0, 1, 0), (2, 1), False),  # dilation: the row window lies wholly in the padding
     (9, 8, (3, 2), (2, 1), (2, 1, 2, 1), (2, 3), True),
+    # 3x3 windows with dilation 1 run unrolled where they lie inside (stride 1 as in Inception's branches)
+    (10, 11, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), False),
+    (11, 12, (3, 3), (2, 3), (0, 2, 1, 0), (1, 1), True),
 ]
 
 

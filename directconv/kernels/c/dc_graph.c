@@ -8,10 +8,11 @@
  * SiLU (a polynomial exp, dc_epilogue.h), both within 1e-6 relative. kernels/graph_ops.py checks every array
  * before calling.
  *
- * Before this text (kernels/graph_ops.py): DC_LANES (channels per block); DC_CHUNK (lanes per vector: 4 when
- * DC_LANES is a multiple of 4, else 1); kernels/codegen.vector_prelude for DC_CHUNK lanes (vf, vi, VLOAD, VSTORE);
- * dc_epilogue.h (the DC_ACT_* codes, VSEL, dc_exp). Built without ISA flags (16-byte SSE2 or NEON vectors: the loops
- * are bound by memory) and with -ffp-contract=off, so that x * a + b rounds twice as numpy's two passes do.
+ * Before this text (kernels/graph_ops.py): DC_LANES (channels per block); DC_CHUNK (lanes per vector: a whole
+ * block where the host has an ISA of that width, whose flags the library is then built with; else 4 when DC_LANES
+ * is a multiple of 4, else 1); kernels/codegen.vector_prelude for DC_CHUNK lanes (vf, vi, VLOAD, VSTORE);
+ * dc_epilogue.h (the DC_ACT_* codes, VSEL, dc_exp). Built with -ffp-contract=off, so that x * a + b rounds twice as
+ * numpy's two passes do.
  *
  * Layouts. A tensor is n images `xs` floats apart (a slice of channel blocks of a larger buffer has a batch stride
  * above its own image size); an image is nb contiguous channel blocks [nb][h][w][DC_LANES]; channel c is lane
@@ -95,6 +96,21 @@ static inline void dc_taps(long start, long size, int k, int d, int *first, int 
     *end = (int)dc_min(hi, k);
 }
 
+/* The maximum of a 3x3 window of whole pixels (`row` floats between its rows) into y, folded over the taps in
+ * row-major order as dc_graph_max_pool does (a tie takes the later tap, NaN propagates). */
+static inline void dc_max3x3(const float *restrict xc, long row, float *restrict y)
+{
+    for (int q = 0; q < DC_VECS; ++q) {
+        vf m = VLOAD(xc + q * DC_CHUNK);
+        for (int i = 0; i < 3; ++i)
+            for (int j = i == 0; j < 3; ++j) {
+                const vf a = VLOAD(xc + i * row + j * DC_LANES + q * DC_CHUNK);
+                m = VSEL((a >= m) | (a != a), a, m);
+            }
+        VSTORE(y + q * DC_CHUNK, m);
+    }
+}
+
 /* y = ONNX MaxPool of x: y[b][cb][ho][wo][DC_LANES] over x[b][cb][h][w][DC_LANES], windows of kh x kw taps
  * (dh, dw) apart, strides (sh, sw), top and left padding (pt, pl) acting as -inf (the bottom and right padding
  * follow from ho and wo). NaN propagates and a tie takes the later tap, as numpy's maximum folded over the taps; a
@@ -114,7 +130,18 @@ int dc_graph_max_pool(const float *restrict x, float *restrict y, long n, long n
         float *restrict yr = y + b * ys + (cb * ho + oh) * wo * DC_LANES;
         int i0, i1;
         dc_taps(r0, h, kh, dh, &i0, &i1);
+        /* The columns whose 3x3 window lies inside a row that is inside: the common max-pool, taps unrolled. */
+        long in0 = wo, in1 = wo;
+        if (kh == 3 && kw == 3 && dh == 1 && dw == 1 && i0 == 0 && i1 == 3) {
+            in0 = dc_min((pl + sw - 1) / sw, wo);
+            in1 = w - 3 + pl >= 0 ? dc_min((w - 3 + pl) / sw + 1, wo) : 0;
+            if (in1 < in0) in1 = in0;
+        }
+        for (long ow = in0; ow < in1; ++ow)
+            dc_max3x3(xp + (r0 * w + ow * sw - pl) * DC_LANES, w * DC_LANES, yr + ow * DC_LANES);
         for (long ow = 0; ow < wo; ++ow) {
+            if (ow == in0) ow = in1;
+            if (ow >= wo) break;
             const long c0 = ow * sw - pl;
             int j0, j1;
             dc_taps(c0, w, kw, dw, &j0, &j1);
