@@ -36,6 +36,11 @@ _Static_assert(DC_LANES % DC_CHUNK == 0, "a block is whole vectors");
 #define DC_MIN_WORK 32768             /* below this many floats read, a second thread costs more than it saves */
 
 typedef double vd __attribute__((vector_size(8 * DC_CHUNK)));
+#if DC_CHUNK >= 8
+typedef float vhf __attribute__((vector_size(2 * DC_CHUNK)));                /* half a vector */
+typedef float vhfu __attribute__((vector_size(2 * DC_CHUNK), aligned(4)));   /* unaligned */
+typedef double vhd __attribute__((vector_size(4 * DC_CHUNK)));               /* its doubles */
+#endif
 
 static inline long dc_min(long a, long b) { return a < b ? a : b; }
 
@@ -213,12 +218,23 @@ int dc_graph_global_average_pool(const float *restrict x, float *restrict y, lon
     for (long t = 0; t < tasks; ++t) {
         const long cb = t % nb, b = t / nb;
         const float *restrict xp = x + b * xs + cb * hw * DC_LANES;
+#if DC_CHUNK >= 8
+        /* Half vectors: their doubles fill one native register; a whole vector's doubles are twice the ISA's width,
+         * and GCC lowers such vectors through memory. */
+        vhd s[2 * DC_VECS] = {{0}};
+        for (long p = 0; p < hw; ++p)
+            for (int q = 0; q < 2 * DC_VECS; ++q)
+                s[q] += __builtin_convertvector(*(const vhfu *)(xp + p * DC_LANES + q * (DC_CHUNK / 2)), vhd);
+        for (int q = 0; q < 2 * DC_VECS; ++q)
+            *(vhfu *)(y + b * ys + cb * DC_LANES + q * (DC_CHUNK / 2)) = __builtin_convertvector(s[q] / (double)hw, vhf);
+#else
         vd s[DC_VECS] = {{0}};
         for (long p = 0; p < hw; ++p)
             for (int q = 0; q < DC_VECS; ++q)
                 s[q] += __builtin_convertvector(VLOAD(xp + p * DC_LANES + q * DC_CHUNK), vd);
         for (int q = 0; q < DC_VECS; ++q)
             VSTORE(y + b * ys + cb * DC_LANES + q * DC_CHUNK, __builtin_convertvector(s[q] / (double)hw, vf));
+#endif
     }
     return 0;
 }
