@@ -542,11 +542,12 @@ MEMORY_LAYERS = [
     Layer(64, 64, 64, 28, 28, 3, padding=2, dilation=2, threads=2, vectors=2, wob=6),
     Layer(48, 48, 4, 20, 20, 3, padding=1, threads=2, vectors=2, wob=4),
     Layer(32, 64, 2, 20, 20, 3, padding=1, threads=2, vectors=2, wob=4, cib_vectors=1),
+    Layer(136, 136, 4, 14, 14, 1, threads=2, wob=7),  # 34 per group: windows on 8 and 16 lanes
 ]
 
 
 def test_memory_layers_cover_the_new_kinds() -> None:
-    assert [layer.kind for layer in MEMORY_LAYERS] == ["depthwise", "grouped-packed", "grouped"]
+    assert [layer.kind for layer in MEMORY_LAYERS] == ["depthwise", "grouped-packed", "grouped", "grouped-window"]
 
 
 @pytest.mark.compiler
