@@ -328,21 +328,17 @@ def generate(cfg: KernelConfig, shape: ConvShape, *, pin: bool = True) -> str:
     out.append(parallel_macros(shape))
     out.append("#define IN_BLOCKS (G * NBI)  /* input and output channel blocks of one image */")
     out.append("#define OUT_BLOCKS (G * NBO)")
-    out.append(_window_source(shape, cfg) if kind == "grouped-window" else _WHOLE_WINDOWS)
+    out.append(_window_source(shape, cfg) if kind == "grouped-window" else _WHOLE_WINDOWS)  # WLO, WHI, WOFF
 
     variants = [vecs] + ([v_tail] if v_tail != vecs else [])
     nchw = reads_nchw(shape, lanes)
     if nchw:
         out.append(f"#define CI_X {shape.ci}  /* channels the NCHW entry reads */")
+    windowed = kind == "grouped-window"
     for prefix in ("", "x") if nchw else ("",):
         for nv in variants:
-            out.extend(
-                _row_source(
-                    f"{prefix}v{nv}", shape, cfg, nv, tiles, ci_tail, nbi, prefix == "x", kind == "grouped-window"
-                )
-            )
+            out.extend(_row_source(f"{prefix}v{nv}", shape, cfg, nv, tiles, ci_tail, nbi, prefix == "x", windowed))
     # The last output-channel block runs the narrower row function when C_o leaves a tail of vectors.
-    windowed = kind == "grouped-window"
     out.append(_driver(C_FUSED_SIGNATURE, "in_b", vecs, v_tail, "v", VIEWS_CHECK, windowed))
     if nchw:
         out.append(_driver(C_FUSED_X_SIGNATURE, "in_x", vecs, v_tail, "xv", VIEWS_CHECK_X, windowed))

@@ -141,7 +141,7 @@ def _unpack_windows(packed: np.ndarray, shape: ConvShape, lanes: int) -> np.ndar
 def unpack_weights(packed: np.ndarray, co: int, ci: int, groups: int = 1, *, lanes: int) -> np.ndarray:
     """The inverse of pack_weights: packed -> OIHW (co, ci / groups, kh, kw), a new array."""
     cig = ci // groups
-    kh, kw = packed.shape[1:3]
+    kh, kw = packed.shape[1:3] if packed.ndim == 5 else packed.shape[2:4]  # taps: see pack_weights' layouts
     shape = ConvShape(ci=ci, co=co, h=kh, w=kw, kh=kh, kw=kw, groups=groups)
     if kernel_kind(shape, lanes) == "grouped-window":
         return _unpack_windows(packed, shape, lanes)
