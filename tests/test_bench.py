@@ -671,3 +671,14 @@ def test_source_option_reaches_the_request() -> None:
     assert cli_bench.request(parser.parse_args(["--source", "model"])).source == "model"
     with pytest.raises(SystemExit):
         parser.parse_args(["--source", "guess"])
+
+
+def test_the_recorded_environment_names_libraries_not_where_they_are_installed() -> None:
+    """Results are shared and committed: the thread pools' libraries are recorded by file name, no directory."""
+    import numpy  # noqa: F401  (loads the BLAS threadpoolctl reports)
+
+    from directconv.bench.environment import blas_info
+
+    pools = blas_info()
+    assert pools and all("filepath" not in pool for pool in pools)
+    assert all(pool["library"] and os.sep not in pool["library"] for pool in pools)

@@ -47,8 +47,12 @@ def blas_info() -> list[dict[str, Any]]:
     """The thread pools threadpoolctl sees (BLAS and OpenMP libraries, their versions and thread counts)."""
     from threadpoolctl import threadpool_info
 
-    keep = ("user_api", "internal_api", "version", "num_threads", "architecture", "filepath")
-    return [{k: pool.get(k) for k in keep if k in pool} for pool in threadpool_info()]
+    keep = ("user_api", "internal_api", "version", "num_threads", "architecture")
+    # The library's file name says which build ran; its directory is only where this machine installed it.
+    return [
+        {**{k: pool.get(k) for k in keep if k in pool}, "library": os.path.basename(pool.get("filepath") or "")}
+        for pool in threadpool_info()
+    ]
 
 
 def metadata() -> dict[str, Any]:
