@@ -146,8 +146,10 @@ def test_maxpool_in_c_matches_the_numpy_reference_bit_for_bit(rng, lanes: int) -
     # -infinity included (numpy's maximum propagates NaN), on 1 and 2 threads.
     x = rng.standard_normal((2, 19, 15, 14)).astype(np.float32)
     x[0, 3, 4, 5], x[1, 17, 0, 0], x[0, 0, 7, 7] = np.nan, -np.inf, np.inf
+    x[1, 2, 3:6, 3:6] = np.where(np.arange(9).reshape(3, 3) % 2, 0.0, -0.0)  # ties between signed zeros
     xb = dc.BlockedTensor(layout.nchw_to_blocked(x, lanes), 19)
-    for kernel, stride, padding in [(3, 2, 1), (2, 2, 0), (3, 1, 1), (5, 3, 2)]:
+    # 3x3 windows inside the input run unrolled (dc_max3x3): with and without padding, strides 1 to 3.
+    for kernel, stride, padding in [(3, 2, 1), (2, 2, 0), (3, 1, 1), (5, 3, 2), (3, 2, 0), (3, 3, 1)]:
         pool = dc.MaxPool2d(kernel, stride, padding)
         reference = np.empty(pool.output_shape(xb), dtype=np.float32)
         pool._pool(xb.data, reference)
