@@ -30,6 +30,7 @@ def build(lanes: int, chunk: int, flags: tuple[str, ...]) -> Any:
         f"#define DC_LANES {lanes}\n#define DC_CHUNK {chunk}\n"
         + codegen.vector_prelude(chunk, None)
         + codegen.c_text("dc_epilogue.h")
+        + codegen.c_text("dc_window.h")
         + codegen.c_text("dc_graph.c")
     )
     return ffi.load(compiler.build(source, flags, name="graph_ops"), graph_ops._DECLARATIONS)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -247,6 +248,7 @@ def window_limit(shape: ConvShape) -> float:
     return WINDOW_MAX_OVERHEAD if shape.kh * shape.kw == 1 else WINDOW_MAX_OVERHEAD_FILTER
 
 
+@functools.cache  # the model asks for every tile it ranks; the answer depends on the three arguments only
 def input_windows(shape: ConvShape, lanes: int, vectors: int) -> tuple[tuple[int, int], ...]:
     """(first, end) input block of each register block of `vectors` output vectors in a grouped layer: the blocks
     that hold the channels of every group the register block's output channels belong to."""
@@ -268,6 +270,12 @@ def window_overhead(shape: ConvShape, lanes: int, vectors: int) -> float:
         for j, (first, end) in enumerate(input_windows(shape, lanes, vectors))
     )
     return done / (nbo * shape.cig)
+
+
+def mean_window(shape: ConvShape, lanes: int) -> int:
+    """Input channels a one-vector register block's window holds, on average over the layer's blocks (zeros
+    included): what a grouped-window layer's filters reduce over in the model (model/broadcast.WindowKernel)."""
+    return round(window_overhead(shape, lanes, 1) * shape.cig)
 
 
 def reads_nchw(shape: ConvShape, lanes: int) -> bool:

@@ -30,7 +30,7 @@ _lock = threading.Lock()
 
 
 def _source(lanes: int) -> str:
-    return f"#define DC_LANES {lanes}\n" + c_text("dc_transpose.h") + c_text("dc_layout.c")
+    return f"#define DC_LANES {lanes}\n" + c_text("dc_transpose.h") + c_text("dc_window.h") + c_text("dc_layout.c")
 
 
 def isa_flags(lanes: int) -> tuple[str, ...]:

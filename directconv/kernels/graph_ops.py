@@ -76,6 +76,7 @@ def _source(lanes: int) -> str:
         f"#define DC_LANES {lanes}\n#define DC_CHUNK {chunk}\n"
         + vector_prelude(chunk, None)
         + c_text("dc_epilogue.h")
+        + c_text("dc_window.h")
         + c_text("dc_graph.c")
     )
 

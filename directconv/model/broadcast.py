@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from functools import cached_property
 
 from directconv.core.isa import ISAS
-from directconv.core.shape import ConvShape, window_overhead
+from directconv.core.shape import ConvShape, mean_window, window_overhead
 from directconv.machines.machine import Machine
 from directconv.model.cache import choose_cib, weights_level
 from directconv.model.estimate import layer_seconds, registers_needed, row_cycles, spare_registers, tile_efficiency
@@ -228,9 +228,7 @@ class WindowKernel(BroadcastKernel):
 
     @cached_property
     def unit(self) -> ConvShape:
-        lanes = self.machine.n_vec
-        window = round(window_overhead(self.view, lanes, 1) * self.view.cig)
-        return replace(self.view, ci=window, groups=1)
+        return replace(self.view, ci=mean_window(self.view, self.machine.n_vec), groups=1)
 
     def widening(self, vectors: int) -> float:
         """Multiply-adds of `vectors`-vector register blocks over those of one-vector blocks."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 
-from directconv.core.shape import LANE_KINDS, ConvShape, kernel_kind, window_overhead
+from directconv.core.shape import LANE_KINDS, ConvShape, kernel_kind, mean_window
 from directconv.machines.machine import Machine
 
 # Rows per task in a rows split: a task reads every block's weights once for 4 rows, not for every row.
@@ -69,7 +69,7 @@ def operand_bytes(shape: ConvShape, lanes: int) -> tuple[int, int]:
     kind = kernel_kind(shape, lanes)
     per_filter = shape.cig if kind in LANE_KINDS else -(-shape.cig // lanes) * lanes
     if kind == "grouped-window":  # one-vector blocks' windows (zeros outside the group included)
-        per_filter = round(window_overhead(shape, lanes, 1) * shape.cig)
+        per_filter = mean_window(shape, lanes)
     return ci * shape.h * shape.w * 4, co * per_filter * shape.kh * shape.kw * 4
 
 

@@ -137,11 +137,8 @@ int dc_graph_max_pool(const float *restrict x, float *restrict y, long n, long n
         dc_taps(r0, h, kh, dh, &i0, &i1);
         /* The columns whose 3x3 window lies inside a row that is inside: the common max-pool, taps unrolled. */
         long in0 = wo, in1 = wo;
-        if (kh == 3 && kw == 3 && dh == 1 && dw == 1 && i0 == 0 && i1 == 3) {
-            in0 = dc_min((pl + sw - 1) / sw, wo);
-            in1 = w - 3 + pl >= 0 ? dc_min((w - 3 + pl) / sw + 1, wo) : 0;
-            if (in1 < in0) in1 = in0;
-        }
+        if (kh == 3 && kw == 3 && dh == 1 && dw == 1 && i0 == 0 && i1 == 3)
+            dc_inner_columns(w, wo, 3, sw, pl, &in0, &in1);
         for (long ow = in0; ow < in1; ++ow)
             dc_max3x3(xp + (r0 * w + ow * sw - pl) * DC_LANES, w * DC_LANES, yr + ow * DC_LANES);
         for (long ow = 0; ow < wo; ++ow) {
@@ -240,8 +237,8 @@ int dc_graph_global_average_pool(const float *restrict x, float *restrict y, lon
 }
 
 /* Pixels [p0, p1) of lanes [lo, hi) of one output block yb: lane l of pixel p = xi[src[l] + p * DC_LANES]. A full
- * block's constant trip count lets the lane loop unroll. Not vectorized: with AVX-512 flags GCC's gathers ran a
- * shuffle at half the speed of the scalar loop (docs/design.md, "Graph operators with the ISA's flags"). */
+ * block's constant trip count lets the lane loop unroll. Not vectorized: with AVX-512 flags GCC makes it gathers,
+ * slower than the scalar loop (docs/design.md, "Where a graph's time went"). */
 #if defined(__GNUC__) && !defined(__clang__)
 __attribute__((optimize("no-tree-vectorize")))
 #endif

@@ -93,11 +93,7 @@ int dc_max_pool(const float *restrict x, float *restrict y, long planes, long h,
         const long r0 = oh * s - p, ra = r0 < 0 ? 0 : r0, rb = r0 + k < h ? r0 + k : h;
         /* The columns whose 3x3 window lies inside a row that is inside: the common max-pool, taps unrolled. */
         long in0 = wo, in1 = wo;
-        if (k == 3 && ra == r0 && rb == r0 + 3) {
-            in0 = (p + s - 1) / s < wo ? (p + s - 1) / s : wo;
-            in1 = w - 3 + p >= 0 ? ((w - 3 + p) / s + 1 < wo ? (w - 3 + p) / s + 1 : wo) : 0;
-            if (in1 < in0) in1 = in0;
-        }
+        if (k == 3 && ra == r0 && rb == r0 + 3) dc_inner_columns(w, wo, 3, s, p, &in0, &in1);
         for (long ow = in0; ow < in1; ++ow)
             dc_max3x3(xp + (r0 * w + ow * s - p) * DC_LANES, w * DC_LANES, yr + ow * DC_LANES);
         for (long ow = 0; ow < wo; ++ow) {
