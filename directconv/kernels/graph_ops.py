@@ -59,7 +59,7 @@ _lock = threading.Lock()
 
 def _flags(lanes: int) -> tuple[str, ...]:
     """_FLAGS, and those of the host's ISA whose vectors hold `lanes` floats where it has one: a max-pool then moves a
-    whole block per instruction (1.5x on Zen 4: docs/design.md, "Graph operators with the ISA's flags")."""
+    whole block per instruction (measured: docs/design.md, "Where a graph's time went")."""
     return _FLAGS + convert.isa_flags(lanes)
 
 

@@ -98,9 +98,8 @@ def shape_distance(a: ConvShape, b: ConvShape) -> float:
 
 
 # A neighbour's configuration is reused only within this factor of the layer's input channels, output channels and
-# output pixels (and with the same filter and stride): MobileNetV2's 16 -> 96 112x112 expansion ran 4x slower at
-# 2 threads with the tile tuned for ResNet-50's 64 -> 256 56x56 layer, which the model, capped at the FMA peak,
-# could not tell from its own plan (docs/design.md, "Nearest tuned shapes stay near").
+# output pixels (and with the same filter and stride): the model caps its estimates at the FMA peak, so it cannot
+# tell a far neighbour's tile from its own plan (docs/design.md, "Nearest tuned shapes stay near").
 NEAREST_MAX_RATIO = 2.0
 
 
