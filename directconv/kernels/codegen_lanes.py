@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from directconv.core.config import KernelConfig
 from directconv.core.isa import get_isa
 from directconv.core.shape import LANE_KINDS, ConvShape, kernel_kind
+from directconv.kernels import codegen_planes
 from directconv.kernels.codegen import (
     C_FUSED_SIGNATURE,
     C_NCHW_SIGNATURE,
@@ -44,6 +45,7 @@ from directconv.kernels.codegen import (
     store_tile,
     vector_prelude,
 )
+from directconv.model.depthwise_nchw import has_plane_entry
 
 # More phases than this would multiply the code by as much: no layer we know comes close (depthwise and ResNeXt have
 # one, a channel multiplier of 2 on 8 lanes has two).
@@ -295,7 +297,10 @@ def generate(cfg: KernelConfig, shape: ConvShape, *, pin: bool = True) -> str:
 """
     )
     out.append(conv_wrapper_source())
-    out.append(_nchw_source(shape, cfg, dispatch))
+    if has_plane_entry(shape, isa):
+        out.append(codegen_planes.planes_nchw_source(shape, cfg))
+    else:
+        out.append(_nchw_source(shape, cfg, dispatch))
     out.append(bench_source())
     return "\n\n".join(out) + "\n"
 
@@ -317,7 +322,10 @@ def _task_inputs(shape: ConvShape, lanes: int, vecs: int) -> list[tuple[int, int
 
 
 def nchw_scratch_floats(shape: ConvShape, cfg: KernelConfig) -> int:
-    """Floats of scratch dc_conv_nchw needs per thread: the input blocks of one task and its output blocks."""
+    """Floats of scratch dc_conv_nchw needs per thread: the input blocks of one task and its output blocks (none
+    where the planes are convolved in place, kernels/codegen_planes.py)."""
+    if has_plane_entry(shape, get_isa(cfg.isa)):
+        return 0
     view = shape.kernel_view()
     most = max(count for _, count in _task_inputs(view, cfg.lanes, cfg.vectors))
     return (most * view.h * view.w + cfg.vectors * view.ho * view.wo) * cfg.lanes

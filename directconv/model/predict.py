@@ -18,7 +18,7 @@ from directconv.core.config import KernelConfig
 from directconv.core.isa import ISAS, Isa
 from directconv.core.shape import LANE_KINDS, ConvShape, kernel_kind, reads_nchw
 from directconv.machines.machine import Machine
-from directconv.model import pointwise
+from directconv.model import depthwise_nchw, pointwise
 from directconv.model.broadcast import BroadcastKernel, WindowKernel, register_tiles
 from directconv.model.kinds import kind_reason
 from directconv.model.lanes import LaneKernel
@@ -124,6 +124,8 @@ def predict(shape: ConvShape, machine: Machine, threads: int = 1) -> Plan:
     reasons.append(input_reason(view, machine.n_vec))
     if pointwise.is_matrix_product(view, machine.n_vec):
         reasons.append(nchw_call_reason(view, ISAS[isa], cob))
+    elif kind == "depthwise":
+        reasons.append(depthwise_nchw_reason(view, ISAS[isa]))
     config = KernelConfig(
         isa=isa, cob=cob, wob=best.width, cib=cib, rows=rows, parallel=parallel, threads=threads, unroll=unroll
     )
@@ -156,6 +158,19 @@ def nchw_call_reason(view: ConvShape, isa: Isa, cob: int) -> Reason:
         f"{view.w} pixels per plane < {pointwise.MIN_RUNS} runs of {v} x {isa.lanes} pixels: an NCHW call converts "
         "in, runs the blocked kernel and converts back (on planes this small the matrix product's tail tiles cost "
         "more than the conversions)",
+    )
+
+
+def depthwise_nchw_reason(view: ConvShape, isa: Isa) -> Reason:
+    """How an NCHW call of a depthwise layer runs: each plane convolved in place where its rows are at least a
+    vector wide (model/depthwise_nchw.py), else in one pass through a per-thread blocked scratch."""
+    if depthwise_nchw.has_plane_entry(view, isa):
+        return Reason("nchw_call", "planes", depthwise_nchw.explain(isa, view))
+    return Reason(
+        "nchw_call",
+        "one pass",
+        f"output rows of {view.wo} columns (stride {view.sw}) on {isa.lanes} lanes: an NCHW call converts each task's "
+        "channel blocks into a per-thread scratch, runs the blocked kernel there and transposes its output back",
     )
 
 
