@@ -14,6 +14,7 @@ from directconv.kernels.generator import generate
 from directconv.kernels.reference import tolerance
 from directconv.machines import load_machine
 from directconv.model import depthwise_nchw, predict
+from directconv.nn import api
 
 HOST = get_isa(host_isa())
 # The ISAs this host runs whose vectors hold several lanes (AVX2's 8 and AVX-512's 16 on an AVX-512 host).
@@ -173,3 +174,26 @@ def test_the_entry_is_generated_only_where_it_is_used() -> None:
     assert not depthwise_nchw.has_plane_entry(wide_stride_3, ISAS["avx512"])
     grouped = ConvShape.from_args(64, 64, 56, 56, 3, 3, 1, 1, 1, 16)
     assert not depthwise_nchw.has_plane_entry(grouped, ISAS["avx512"])
+
+
+@pytest.mark.compiler
+@pytest.mark.parametrize(
+    ("ci", "co", "size", "k", "groups", "kept"),
+    [
+        (32, 32, 40, 3, 32, "none: planes read in place"),
+        (40, 40, 7, 3, 40, "one-pass scratch"),
+        (24, 40, 20, 3, 1, "blocked input and output"),
+        (3, 24, 20, 3, 1, "blocked output"),
+    ],
+)
+def test_working_bytes_are_what_an_nchw_call_keeps(ci, co, size, k, groups, kept, rng) -> None:
+    """The bench's extra-memory figure for directconv-nchw is the buffers conv2d_nchw keeps between calls."""
+    wt = rng.standard_normal((co, ci // groups, k, k)).astype(np.float32)
+    config = dc.KernelConfig(HOST.name, HOST.lanes, 4, threads=2)
+    packed = dc.pack_weights(wt, None, input_size=(size, size), padding=1, groups=groups, config=config)
+    x = rng.standard_normal((2, ci, size, size)).astype(np.float32)
+    api.release_buffers()
+    dc.conv2d_nchw(x, packed, threads=2)
+    held = sum(buffer.nbytes for buffer in api._workspace.buffers.values())
+    assert api.nchw_working_bytes(packed, 2, 2) == held
+    assert (held == 0) == kept.startswith("none")

@@ -16,6 +16,7 @@ from directconv.kernels import layout
 from directconv.kernels.layout import blocks
 from directconv.machines.host import host
 from directconv.model import predict
+from directconv.nn.api import nchw_working_bytes
 from directconv.tuner.select import choose_config
 
 
@@ -61,7 +62,8 @@ def prepare_blocked(problem: LayerProblem, threads: int) -> Prepared:
 
 
 def prepare_nchw(problem: LayerProblem, threads: int) -> Prepared:
-    """NCHW in, NCHW out: directconv.conv2d_nchw (to_blocked + conv2d_blocked + from_blocked), weights packed once.
+    """NCHW in, NCHW out: directconv.conv2d_nchw (to_blocked + conv2d_blocked + from_blocked, or one of the kernel's
+    NCHW entries), weights packed once.
 
     This is directconv.conv2d without its weight packing, which a user running a layer more than once does
     once; the layout conversions of input and output are part of every call, as they are for such a user.
@@ -73,10 +75,7 @@ def prepare_nchw(problem: LayerProblem, threads: int) -> Prepared:
     def call() -> np.ndarray:
         return directconv.conv2d_nchw(x, packed, threads=threads)
 
-    s = problem.shape
-    lanes = config.lanes
-    # The blocked copies of input and output (their channel padding included) stay in per-thread buffers.
-    temporaries = 4 * lanes * (blocks(s.ci, lanes) * s.h * s.w + blocks(s.co, lanes) * s.ho * s.wo)
+    temporaries = nchw_working_bytes(packed, x.shape[0], threads)
     return Prepared(call, np.asarray, extra_memory_bytes=temporaries, config=config.to_dict(), config_source=source)
 
 
@@ -90,8 +89,9 @@ IMPLS: tuple[Impl[LayerProblem], ...] = (
     ),
     Impl(
         "directconv-nchw",
-        "NCHW in/out: conv2d_nchw, conversions included in every call (blocked copies in reused per-thread "
-        "buffers), weights packed once",
+        "NCHW in/out: conv2d_nchw, conversions included in every call (blocked copies or a one-pass scratch in "
+        "reused per-thread buffers; none for 1x1 and depthwise layers whose planes are read in place), weights "
+        "packed once",
         prepare_nchw,
         peer=False,
     ),

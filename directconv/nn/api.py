@@ -301,6 +301,17 @@ def conv2d_nchw_input(
     return out
 
 
+def nchw_working_bytes(weights: PackedWeights, batch: int, threads: int) -> int:
+    """Bytes of the per-thread buffers conv2d_nchw keeps for a call of `batch` images on `threads` threads: the
+    one-pass kernels' scratch (none where planes are read in place), else the blocked output and, unless the kernel
+    reads NCHW input itself, the blocked input."""
+    kernel = weights.kernel
+    if kernel.runs_nchw:
+        return 4 * kernel.scratch_floats(threads)
+    out = int(np.prod(kernel.output_shape(batch)))
+    return 4 * (out if kernel.reads_nchw else out + int(np.prod(kernel.input_shape(batch))))
+
+
 def conv2d_nchw(x: np.ndarray, weights: PackedWeights, *, relu: bool = False, threads: int | None = None) -> np.ndarray:
     """NCHW in, NCHW out, with weights packed once: x is converted to the blocked layout, convolved and converted
     back, on the layer's threads (grouped, depthwise and narrow-group layers do all three in one pass; a 1x1
