@@ -86,6 +86,8 @@ def c_text(name: str) -> str:
 # per-thread scratch, runs its rows there and transposes its output blocks back, so a memory-bound layer moves
 # its tensors through the cache once instead of three times (to_blocked, kernel, from_blocked). `scratch` holds
 # `threads` times the scratch of one thread (runtime.CompiledKernel.scratch_floats); the kernel allocates nothing.
+# Two kinds of layer have an entry of this signature that converts nothing and ignores `scratch`: plain 1x1 layers
+# on large planes (codegen_pointwise) and depthwise layers whose rows are a vector wide (codegen_planes).
 C_NCHW_SIGNATURE = (
     "int dc_conv_nchw(const float *x, const float *wt, const float *bias, float *y, int batch, int cib_blocks, "
     "int threads, int relu, float *scratch);"

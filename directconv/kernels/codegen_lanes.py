@@ -17,6 +17,8 @@ Contract (shares the plain kernel's C signature, so runtime, bench and tuner tre
 - Which lanes come from which input vector depends on where group boundaries fall in an output vector: output
   vectors with the same pattern (their "phase") share code; a table gives each vector its phase and its first
   input vector.
+- The NCHW entry (dc_conv_nchw) converts each task's blocks in a per-thread scratch, except for depthwise layers whose
+  rows are at least a vector wide: those convolve their NCHW planes in place (kernels/codegen_planes.py).
 - cib_blocks is ignored (there is no reduction over input channel blocks). Edge tiles, stride, per-side padding
   and dilation are compiled in as in codegen; the kernel allocates nothing; the result does not depend on the
   thread count.

@@ -296,7 +296,8 @@ class CompiledKernel:
     @cached_property
     def runs_nchw(self) -> bool:
         """Whether the kernel has a one-pass NCHW entry (run_nchw): the kinds whose output blocks read only their
-        own groups' input blocks (grouped, depthwise, grouped-packed), and plain 1x1 stride-1 layers on large enough
+        own groups' input blocks (grouped, depthwise, grouped-packed; a depthwise layer whose rows are a vector wide
+        convolves its planes in place, kernels/codegen_planes.py), and plain 1x1 stride-1 layers on large enough
         planes, whose NCHW planes are the rows of a matrix product (kernels/codegen_pointwise.py)."""
         if self.kind in ("grouped", "depthwise", "grouped-packed"):
             return True

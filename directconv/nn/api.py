@@ -315,8 +315,9 @@ def nchw_working_bytes(weights: PackedWeights, batch: int, threads: int) -> int:
 def conv2d_nchw(x: np.ndarray, weights: PackedWeights, *, relu: bool = False, threads: int | None = None) -> np.ndarray:
     """NCHW in, NCHW out, with weights packed once: x is converted to the blocked layout, convolved and converted
     back, on the layer's threads (grouped, depthwise and narrow-group layers do all three in one pass; a 1x1
-    stride-1 layer on a large enough plane is a matrix product on the planes, nothing converted; a layer of at most
-    one block of input channels, a network's first, reads x as it is). The blocked copies, or the one-pass
+    stride-1 layer on a large enough plane is a matrix product on the planes, and a depthwise layer whose rows are a
+    vector wide convolves its planes, nothing converted; a layer of at most one block of input channels, a
+    network's first, reads x as it is). The blocked copies, or the one-pass
     kernels' scratch, live in per-thread buffers reused by the next call (release_buffers frees them); the result is
     a new array."""
     x = _require_float32("x", x, 4, "NCHW")
