@@ -6,7 +6,7 @@ Which kernel runs the layer decides how its blocks are planned (model/kinds.py):
   depthwise,              the lane-wise kernel: no broadcast, no channel reduction (model/lanes.py).
   grouped-packed
 Either way the threads split output-channel blocks or (block, rows) tasks (model/split.py), and the estimate is the
-largest of the kernel's compute time, the memory roofline and the FMA peak (model/roofline.py).
+kernel's compute time plus its transfers, floored at the FMA peak's time (model/roofline.py).
 """
 
 from __future__ import annotations

@@ -14,9 +14,13 @@ stays in the core's L2 for the next block only if it fits there (then each threa
 (depthwise, grouped-packed) read each input vector for their own output vectors only. The output is written once,
 the weights read once.
 
-The model's estimate of a layer is the largest of three times: its compute (estimate.py, lanes.py), this roofline,
-and its FLOPs at the FMA peak of the threads (a kernel that skips taps in the padding does less work than the FLOP
-count says, but never runs faster than the peak).
+The model's estimate of a layer composes the two as the Execution-Cache-Memory model does (Treibig and Hager,
+"Introducing a performance model for bandwidth-limited loop kernels", PPAM 2009; Stengel et al., ICS 2015): the
+in-core time (its compute: estimate.py, lanes.py, the largest of its overlapping bounds) plus the transfers of this
+roofline, which the kernel's loads wait for rather than overlap. The FLOPs at the FMA peak of the threads floor the
+sum (a kernel that skips taps in the padding does less work than the FLOP count says, but never runs faster than the
+peak). Measured on the Zen 4 host, the sum is what the lane-wise kernels' C-timed speeds follow (docs/design.md,
+"In-core time plus transfers"); for the broadcast kernels the transfers are a few percent of the compute.
 """
 
 from __future__ import annotations
@@ -63,7 +67,8 @@ class Memory:
 
 @dataclass(frozen=True)
 class Timing:
-    """The three lower bounds on a layer's time; the estimate is the largest."""
+    """The in-core time, the transfers and the FMA peak; the estimate is in-core time plus transfers, at least the
+    peak's time (see the module docstring)."""
 
     compute: float  # seconds the kernel's instructions take (register tiles, loads, latency, balance)
     memory: Memory
@@ -72,28 +77,30 @@ class Timing:
 
     @property
     def seconds(self) -> float:
-        return max(self.compute, self.memory.seconds, self.peak)
+        return max(self.compute + self.memory.seconds, self.peak)
 
     @property
     def bound(self) -> str:
-        """What sets the estimate: "compute", "memory" or "peak"."""
-        if self.memory.seconds > max(self.compute, self.peak):
-            return "memory"
-        return "peak" if self.peak > self.compute else "compute"
+        """What the estimate is mostly made of: "memory" where the transfers take longer than the compute, "peak"
+        where the peak floors the sum, else "compute"."""
+        if self.peak >= self.compute + self.memory.seconds:
+            return "peak"
+        return "memory" if self.memory.seconds > self.compute else "compute"
 
     def reason(self) -> Reason:
         mem, intensity = self.memory.seconds, self.flops / self.memory.moved
         traffic = f"{self.memory.describe()}: {mem * 1e6:.1f} us at {intensity:.2f} FLOP/byte"
         compute = f"{self.compute * 1e6:.1f} us of compute"
-        if self.bound == "memory":
-            why = f"memory-bound: {traffic}, more than the {compute}: the roofline sets the estimate"
+        total = f"{compute} + {mem * 1e6:.1f} us of transfers = {(self.compute + mem) * 1e6:.1f} us"
+        if self.bound == "peak":
+            why = (
+                f"at the FMA peak: {traffic}; {total}, below the {self.peak * 1e6:.1f} us of the FLOPs at the peak "
+                "(the kernel skips taps in the padding that the FLOP count includes)"
+            )
+        elif self.bound == "memory":
+            why = f"memory-bound: {traffic}, more than the compute: {total}"
         else:
-            why = f"compute-bound: {traffic}, {mem / self.compute:.0%} of the {compute}"
-            if self.bound == "peak":
-                why += (
-                    f"; the FMA peak floors it at {self.peak * 1e6:.1f} us (the kernel skips taps in the padding "
-                    "that the FLOP count includes)"
-                )
+            why = f"compute-bound: {traffic}, {mem / self.compute:.0%} of the compute: {total}"
         return Reason("roofline", self.bound, why)
 
 
