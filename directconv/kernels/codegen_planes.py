@@ -94,6 +94,7 @@ def _input_vector(shape: ConvShape, lanes: int, row: str, first: str, known: int
 
 
 def _a(j: int) -> str:
+    """The C name of input vector j of a row (j < 0: left of the tile's first column)."""
     return f"A{j}" if j >= 0 else f"Am{-j}"
 
 
@@ -104,7 +105,7 @@ def _tap_vector(shape: ConvShape, lanes: int, k: int, m: int) -> str:
     j, r = divmod(base, lanes)
     positions = [r + lane * shape.sw for lane in range(lanes)]  # within A<j> | A<j+1> | A<j+2>
     a = [_a(j + i) for i in range(3)]
-    if all(p < lanes for p in positions) and positions == list(range(lanes)):
+    if positions == list(range(lanes)):  # the vector itself
         return a[0]
     first = f"__builtin_shufflevector({a[0]}, {a[1]}, {', '.join(str(min(p, 2 * lanes - 1)) for p in positions)})"
     if all(p < 2 * lanes for p in positions):
