@@ -246,6 +246,23 @@ def test_percent_of_the_bandwidth_roofline_is_per_round() -> None:
     assert plain["percent_of_bandwidth_roofline"] is None and plain["bandwidth_gbps"] is None
 
 
+def test_percent_of_the_roofline_is_the_larger_fraction_of_each_round() -> None:
+    """The roofline is the lower of the FMA peak and the bandwidth bound: a call's time over the larger of the two
+    bounds' times, so per round the larger of %peak and %bw."""
+    roof = RooflineTiming(2_000_000, (0.001, 0.002, 0.001))  # %bw per round: 50, 100, 25
+    timing = Timing((0.002, 0.002, 0.004), 10)
+    # 200,000 FLOP per call: 0.1, 0.1, 0.05 GFLOP/s against in-round peaks of 0.2, 1.0, 0.1: %peak 50, 10, 50.
+    r = Result("t:l", "x", 1, OK, 200_000, _fake_peak(), timing=timing, roofline=roof, peak_rounds=(0.2, 1.0, 0.1))
+    assert r.percent_of_peak_rounds == pytest.approx((50.0, 10.0, 50.0))
+    assert r.percent_of_roofline_rounds == pytest.approx((50.0, 100.0, 50.0))
+    assert r.percent_of_roofline == pytest.approx(50.0)
+    assert (
+        Result("t:l", "x", 1, OK, 10, _fake_peak(), timing=timing, peak_rounds=(1.0,) * 3).percent_of_roofline is None
+    )
+    fields = per_layer.record(Layer("t:l", ConvShape.from_args(8, 8, 5, 5, 3, 3, 1, 1, groups=8)), r)
+    assert fields["percent_of_roofline"] == pytest.approx(50.0)
+
+
 def _small_problem() -> LayerProblem:
     return LayerProblem.make(Layer("test:dw", ConvShape.from_args(16, 16, 6, 7, 3, 3, 1, 1, groups=16)), 1)
 
@@ -291,7 +308,7 @@ def test_the_table_of_a_memory_bound_layer_has_a_bandwidth_column() -> None:
     results = [Result(depthwise.name, "answer", 1, OK, 10**6, _fake_peak(), timing=timing, roofline=roof)]
     text = per_layer.layer_table(depthwise, ["answer"], [1], results)
     assert "bandwidth roofline: 0.95 MiB minimal traffic per call; loop in the same rounds: 1 thread 2 GB/s" in text
-    assert "%bw" in text and " 50%" in text
+    assert "%bw" in text and "%roof" in text and " 50%" in text
     plain = per_layer.layer_table(depthwise, ["answer"], [1], [Result(depthwise.name, "answer", 1, OK, 10**6,
                                                                       _fake_peak(), timing=timing)])  # fmt: skip
     assert "%bw" not in plain and "bandwidth roofline" not in plain

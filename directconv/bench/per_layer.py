@@ -63,7 +63,9 @@ REPORT = report.Report(
         f"from {report.BUSY_WARNING} on, the figures of that column may be skewed.\n"
         "%bw (depthwise and narrow-group layers only): the layer's minimal traffic (input and weights read once, "
         "output written once) per second of the call, as % of the bandwidth a plain read/write loop of those bytes "
-        "reached in the same round on as many threads (tuner/bandwidth.py); median over rounds."
+        "reached in the same round on as many threads (tuner/bandwidth.py); median over rounds.\n"
+        "%roof (the same layers): against the roofline, the lower of the FMA peak and that bandwidth over the "
+        "minimal traffic: per round the larger of %peak and %bw; median over rounds."
     ),
     timed=(report.gflops_column(8), report.percent_column(), report.median_column(3), report.spread_column(6)),
     trailing=(report.Column("extra memory", 0, _mib),),
@@ -79,8 +81,20 @@ def _percent_of_bandwidth(r: Result) -> str:
     return "-" if value is None else f"{value:.0f}%"
 
 
-# Memory-bound layers' tables: the same columns and a %bw one.
-ROOFLINE_REPORT = replace(REPORT, timed=(*REPORT.timed, report.Column("%bw", 5, _percent_of_bandwidth)))
+def _percent_of_roofline(r: Result) -> str:
+    value = r.percent_of_roofline
+    return "-" if value is None else f"{value:.0f}%"
+
+
+# Memory-bound layers' tables: the same columns, a %bw one and a %roof one.
+ROOFLINE_REPORT = replace(
+    REPORT,
+    timed=(
+        *REPORT.timed,
+        report.Column("%bw", 5, _percent_of_bandwidth),
+        report.Column("%roof", 5, _percent_of_roofline),
+    ),
+)
 
 
 def memory_bound(layer: Layer) -> bool:

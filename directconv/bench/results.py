@@ -141,6 +141,22 @@ class Result:
         rounds = self.percent_of_bandwidth_roofline_rounds
         return None if rounds is None else statistics.median(rounds)
 
+    @property
+    def percent_of_roofline_rounds(self) -> tuple[float, ...] | None:
+        """Per round: the call against the roofline, the lower of the FMA peak and the loop's bandwidth over the
+        layer's minimal traffic: the call's time is the larger of the two bounds' times over its own, so the larger
+        of percent_of_peak and percent_of_bandwidth_roofline of the round, in %."""
+        peak, bandwidth = self.percent_of_peak_rounds, self.percent_of_bandwidth_roofline_rounds
+        if peak is None or bandwidth is None:
+            return None
+        return tuple(max(p, b) for p, b in zip(peak, bandwidth, strict=True))
+
+    @property
+    def percent_of_roofline(self) -> float | None:
+        """The median over rounds of percent_of_roofline_rounds."""
+        rounds = self.percent_of_roofline_rounds
+        return None if rounds is None else statistics.median(rounds)
+
     def roofline_fields(self) -> dict[str, Any]:
         """The bandwidth roofline as record fields, None each where there is none (error says why, if it failed)."""
         roof = self.roofline
@@ -152,6 +168,7 @@ class Result:
             "bandwidth_gbps_rounds": list(bandwidths) if roof is not None else None,
             "percent_of_bandwidth_roofline": self.percent_of_bandwidth_roofline,
             "percent_of_bandwidth_roofline_rounds": list(rounds) if rounds is not None else None,
+            "percent_of_roofline": self.percent_of_roofline,
             "roofline_error": roof.error if roof is not None else None,
         }
 
