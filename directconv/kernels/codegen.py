@@ -242,6 +242,12 @@ def _emit_tile(
     return "\n".join(lines)
 
 
+def relu_lines(acc: list[list[str]], flag: str) -> list[str]:
+    """C lines that apply ReLU to every accumulator variable when the C expression `flag` is true (the NCHW entries'
+    fused ReLU)."""
+    return [f"    if ({flag}) {{", *("        " + " ".join(f"{a} = VRELU({a});" for a in row) for row in acc), "    }"]
+
+
 def store_tile(acc: list[list[str]], final: str) -> list[str]:
     """The end of a tile: one store of each accumulator `acc[column][vector]` into the output row (PLANE apart per
     vector, CB floats per column). When `final` (the epilogue `ep`, NULL before the last cache block) is set, ReLU

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from directconv.core.config import KernelConfig
 from directconv.core.isa import get_isa
 from directconv.core.shape import ConvShape
-from directconv.kernels.codegen import C_NCHW_SIGNATURE
+from directconv.kernels.codegen import C_NCHW_SIGNATURE, relu_lines
 from directconv.model.depthwise_nchw import input_vectors, plane_tile
 
 
@@ -149,9 +149,7 @@ def _tile(name: str, shape: ConvShape, lanes: int, rows: int, width: int, edge_s
                 fmas = " ".join(f"{acc[r][k]} += w{n}_{m} * x;" for r, n in pairs)
                 lines.append(f"        {{ const vf x = {_tap_vector(shape, lanes, k, m)}; {fmas} }}")
         lines.append("    }")
-    lines.append("    if (relu) {")
-    lines += ["        " + " ".join(f"{a} = VRELU({a});" for a in row) for row in acc]
-    lines.append("    }")
+    lines += relu_lines(acc, "relu")
     for r in range(rows):
         lines.append(
             "    "

@@ -16,7 +16,7 @@ from __future__ import annotations
 from directconv.core.config import KernelConfig
 from directconv.core.isa import get_isa
 from directconv.core.shape import ConvShape
-from directconv.kernels.codegen import C_NCHW_SIGNATURE
+from directconv.kernels.codegen import C_NCHW_SIGNATURE, relu_lines
 from directconv.model.pointwise import nchw_tile
 
 
@@ -38,9 +38,7 @@ def _tile(name: str, r: int, v: int, lanes: int) -> str:
             f"        {{ const float w = wc[{i}]; " + " ".join(f"{acc[i][k]} += w * x{k};" for k in range(v)) + " }"
         )
     lines.append("    }")
-    lines.append("    if (relu) {")
-    lines += ["        " + " ".join(f"{a} = VRELU({a});" for a in row) for row in acc]
-    lines.append("    }")
+    lines += relu_lines(acc, "relu")
     for i in range(r):
         lines.append(
             "    " + " ".join(f"VSTORE(y + (size_t){i} * HW + p + {k * lanes}, {acc[i][k]});" for k in range(v))
