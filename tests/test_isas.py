@@ -26,7 +26,7 @@ from directconv.core.config import KernelConfig
 from directconv.core.isa import host_isas
 from directconv.core.shape import ConvShape
 from directconv.core.suite import get_layer
-from directconv.kernels import codegen, cross, selftest
+from directconv.kernels import codegen, cross, generator, selftest
 from directconv.kernels.compiler import BASE_FLAGS, CompileError, CompilerNotFoundError
 from directconv.machines.loader import bundled_machines, load_machine, machine_to_data, parse_machine
 from directconv.machines.machine import Machine
@@ -90,11 +90,14 @@ def check_against_reference(
     prefix: tuple[str, ...] | None = None,
     seed: int = 0,
 ) -> None:
-    """Build the driver for `machine`, run it on random operands and compare with the float64 reference."""
+    """Build the driver for `machine`, run it on random operands and compare with the float64 reference; the
+    kernel's NCHW entry too where it has one."""
     operands = selftest.random_operands(shape, batch, seed)
     exe = cross.build_for_machine(config, shape, machine, "executable", cc=cc)
-    yb = selftest.run_on_driver(exe, config, shape, operands, relu=relu, prefix=prefix)
-    problem, _ = selftest.output_problem(yb, shape, operands, relu=relu)
+    yb, y = selftest.run_on_driver(
+        exe, config, shape, operands, relu=relu, prefix=prefix, nchw_scratch=generator.nchw_scratch(config, shape)
+    )
+    problem, _ = selftest.output_problem(yb, shape, operands, relu=relu, nchw=y)
     assert problem is None, f"{machine.id} {config} on {shape.describe()}: {problem}"
 
 

@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 import shutil
 
+import numpy as np
 import pytest
 
+import directconv as dc
 from directconv.cli.main import main
 from directconv.core.isa import host_isas
-from directconv.kernels import cross, selftest
+from directconv.core.shape import ConvShape
+from directconv.kernels import cross, layout, selftest
 from directconv.machines.host import runs_code_for
 from directconv.machines.loader import load_machine
 
@@ -53,9 +56,27 @@ def test_a_failing_case_is_a_result_not_an_exception(monkeypatch) -> None:
     def crash(*args, **kwargs):
         raise RuntimeError("driver killed by signal 11")
 
-    monkeypatch.setattr(cross, "run_driver", crash)
+    monkeypatch.setattr(cross, "run_driver_outputs", crash)
     result = selftest.run_case(case, machine, "native")
     assert not result.passed and "signal 11" in (result.error or "")
+
+
+def test_the_nchw_entrys_output_is_checked_too() -> None:
+    shape = ConvShape.from_args(8, 8, 6, 20, 3, 3, 1, 1, groups=8)
+    operands = selftest.random_operands(shape, 1, 0)
+    x, w, b = operands
+    reference = dc.conv2d_reference(x, w, b, padding=1, groups=8)
+    blocked = layout.nchw_to_blocked(reference, 4)
+    assert selftest.output_problem(blocked, shape, operands, nchw=reference) == (None, pytest.approx(0, abs=1e-6))
+    unwritten = reference.copy()
+    unwritten[0, 3, 2, 7] = np.nan
+    assert selftest.output_problem(blocked, shape, operands, nchw=unwritten)[0] == (
+        "NCHW entry: outputs left unwritten (the driver starts them as NaN)"
+    )
+    wrong = reference.copy()
+    wrong[0, 5] += 1.0
+    problem, err = selftest.output_problem(blocked, shape, operands, nchw=wrong)
+    assert problem is not None and problem.startswith("NCHW entry: relative error") and err is not None and err > 1e-3
 
 
 @pytest.mark.compiler
@@ -66,7 +87,10 @@ def test_selftest_passes_for_one_machine_of_each_isa(machine_id: str) -> None:
     machine = load_machine(machine_id)
     sweep = selftest.cases(machine)
     # Three shapes' worth of cases keep the suite short; the command runs them all.
-    chosen = [c for c in sweep if c.name.split("/")[0] in ("3x3-tails", "5x3-strided-asym", "1x1-tails")]
+    # The depthwise shape runs its NCHW entry as well (the planes on 4 lanes, the one-pass entry on wider ones).
+    chosen = [
+        c for c in sweep if c.name.split("/")[0] in ("3x3-tails", "5x3-strided-asym", "1x1-tails", "depthwise-3x3")
+    ]
     report = selftest.selftest(machine, chosen)
     assert report.failed == 0, [c for c in report.cases if not c.passed]
     assert report.passed == len(chosen) >= 6

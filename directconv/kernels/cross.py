@@ -46,6 +46,7 @@ __all__ = [
     "host_arch",
     "resolve_flags",
     "run_driver",
+    "run_driver_outputs",
     "target_flags",
     "target_for",
 ]
@@ -298,6 +299,28 @@ def run_driver(
     natively or under qemu-user (see emulator); `prefix` overrides that command prefix (e.g. a qemu -cpu choice).
     Raises RuntimeError with the driver's message when it fails or is killed.
     """
+    blocked, _ = run_driver_outputs(
+        executable, arch, config, shape, x, weights, bias, relu=relu, timeout=timeout, prefix=prefix
+    )
+    return blocked
+
+
+def run_driver_outputs(
+    executable: Path,
+    arch: str | None,
+    config: KernelConfig,
+    shape: ConvShape,
+    x: np.ndarray,
+    weights: np.ndarray,
+    bias: np.ndarray,
+    *,
+    relu: bool = False,
+    timeout: float = 120.0,
+    prefix: tuple[str, ...] | None = None,
+    nchw: tuple[np.ndarray, int] | None = None,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """run_driver, and with `nchw` = (the same input in NCHW, scratch floats per thread) also the kernel's NCHW
+    entry (dc_conv_nchw) on it: (the blocked output, the NCHW output or None)."""
     lanes = config.lanes
     batch = x.shape[0]
     out_shape = (batch, blocks(shape.co, lanes), shape.ho, shape.wo, lanes)
@@ -306,6 +329,8 @@ def run_driver(
         "weights": (weights, weight_shape(shape, lanes, config.cob)),
         "bias": (bias, (bias_length(shape, lanes, config.cob),)),
     }
+    if nchw is not None:
+        expected["NCHW input"] = (nchw[0], (batch, shape.ci, shape.h, shape.w))
     for what, (array, want) in expected.items():
         if array.dtype != np.float32 or array.shape != want:
             raise ValueError(f"{what} must be float32 of shape {want} for this kernel, got {array.dtype} {array.shape}")
@@ -318,9 +343,11 @@ def run_driver(
             )
     cib_blocks, rows, parallel_rows = driver_arguments(config, shape)
     out_floats = int(np.prod(out_shape))
+    nchw_shape = (batch, shape.co, shape.ho, shape.wo)
     with tempfile.TemporaryDirectory(prefix="dc-run-") as tmp:
-        files = {n: Path(tmp) / f"{n}.f32" for n in ("in", "wt", "bias", "out")}
-        for n, array in (("in", x), ("wt", weights), ("bias", bias)):
+        files = {n: Path(tmp) / f"{n}.f32" for n in ("in", "wt", "bias", "out", "in_nchw", "out_nchw")}
+        arrays = [("in", x), ("wt", weights), ("bias", bias)] + ([("in_nchw", nchw[0])] if nchw is not None else [])
+        for n, array in arrays:
             # Both architectures we target are little-endian; '<f4' says so rather than assuming the host is.
             np.ascontiguousarray(array, dtype="<f4").tofile(files[n])
         args = [
@@ -336,6 +363,8 @@ def run_driver(
             config.threads,
             int(relu),
         ]
+        if nchw is not None:
+            args += [files["in_nchw"], files["out_nchw"], int(np.prod(nchw_shape)), config.threads * nchw[1]]
         cmd = [*prefix, str(executable), *map(str, args)]
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
         if result.returncode != 0:
@@ -343,6 +372,9 @@ def run_driver(
                 f"{' '.join(cmd[: len(prefix) + 1])} failed (exit {result.returncode}): {result.stderr.strip()[:2000]}"
             )
         out = np.fromfile(files["out"], dtype="<f4")
+        y = np.fromfile(files["out_nchw"], dtype="<f4") if nchw is not None else None
     if out.size != out_floats:
         raise RuntimeError(f"driver wrote {out.size} floats, expected {out_floats}")
-    return out.astype(np.float32).reshape(out_shape)
+    if y is not None and y.size != int(np.prod(nchw_shape)):
+        raise RuntimeError(f"driver wrote {y.size} NCHW floats, expected {int(np.prod(nchw_shape))}")
+    return out.astype(np.float32).reshape(out_shape), None if y is None else y.astype(np.float32).reshape(nchw_shape)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from directconv.core.config import KernelConfig
 from directconv.core.isa import get_isa
-from directconv.core.shape import BROADCAST_KINDS, ConvShape, kernel_kind
+from directconv.core.shape import BROADCAST_KINDS, LANE_KINDS, ConvShape, kernel_kind
 from directconv.kernels import codegen, codegen_lanes, codegen_pointwise
 from directconv.model.pointwise import has_nchw_entry
 
@@ -20,3 +20,16 @@ def generate(config: KernelConfig, shape: ConvShape, *, pin: bool = True) -> str
     if has_nchw_entry(shape, isa, config.cob):
         source += "\n" + codegen_pointwise.pointwise_nchw_source(shape, config) + "\n"
     return source
+
+
+def nchw_scratch(config: KernelConfig, shape: ConvShape) -> int | None:
+    """Floats of scratch per thread the kernel's one-pass NCHW entry (dc_conv_nchw) needs, or None where the kernel
+    has no such entry: grouped and lane-wise kernels convert each task's blocks in a scratch (none for depthwise
+    planes read in place, codegen_planes), plain 1x1 layers on large planes need none (codegen_pointwise)."""
+    isa = get_isa(config.isa)
+    kind = kernel_kind(shape, isa.lanes)
+    if kind == "grouped":
+        return codegen.grouped_scratch_floats(shape, config)
+    if kind in LANE_KINDS:
+        return codegen_lanes.nchw_scratch_floats(shape, config)
+    return 0 if kind == "plain" and has_nchw_entry(shape, isa, config.cob) else None

@@ -18,10 +18,9 @@ import numpy as np
 from directconv.core.config import KernelConfig
 from directconv.core.isa import get_isa
 from directconv.core.shape import ConvShape, KernelKind, kernel_kind, reads_nchw
-from directconv.kernels import codegen, codegen_lanes, compiler, ffi, layout
-from directconv.kernels.generator import generate
+from directconv.kernels import codegen, compiler, ffi, layout
+from directconv.kernels.generator import generate, nchw_scratch
 from directconv.kernels.layout import blocks
-from directconv.model.pointwise import has_nchw_entry
 
 # The NCHW entry exists in grouped, lane-wise and large-plane 1x1 kernels only (CompiledKernel.runs_nchw); cffi
 # looks a function up when it is first called.
@@ -294,23 +293,20 @@ class CompiledKernel:
         return reads_nchw(self.shape, self.lanes)
 
     @cached_property
+    def _nchw_scratch(self) -> int | None:
+        return nchw_scratch(KernelConfig(self.isa, self.cob, self.wob, unroll=self.unroll), self.shape)
+
+    @property
     def runs_nchw(self) -> bool:
         """Whether the kernel has a one-pass NCHW entry (run_nchw): the kinds whose output blocks read only their
         own groups' input blocks (grouped, depthwise, grouped-packed; a depthwise layer whose rows are a vector wide
         convolves its planes in place, kernels/codegen_planes.py), and plain 1x1 stride-1 layers on large enough
         planes, whose NCHW planes are the rows of a matrix product (kernels/codegen_pointwise.py)."""
-        if self.kind in ("grouped", "depthwise", "grouped-packed"):
-            return True
-        return has_nchw_entry(self.shape, get_isa(self.isa), self.cob)
+        return self._nchw_scratch is not None
 
-    @cached_property
+    @property
     def _scratch_per_thread(self) -> int:
-        config = KernelConfig(self.isa, self.cob, self.wob, unroll=self.unroll)
-        if self.kind == "plain":
-            return 0  # the matrix product keeps nothing between its loads and its stores but registers
-        if self.kind == "grouped":
-            return codegen.grouped_scratch_floats(self.shape, config)
-        return codegen_lanes.nchw_scratch_floats(self.shape, config)
+        return self._nchw_scratch or 0
 
     def scratch_floats(self, threads: int) -> int:
         """Floats of the scratch run_nchw needs on `threads` threads."""

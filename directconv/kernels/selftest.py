@@ -196,12 +196,14 @@ def run_on_driver(
     *,
     relu: bool = False,
     prefix: tuple[str, ...] | None = None,
-) -> np.ndarray:
+    nchw_scratch: int | None = None,
+) -> tuple[np.ndarray, np.ndarray | None]:
     """The blocked output of a driver executable on NCHW operands, packed as the kernel takes them (see
-    cross.run_driver for `prefix`)."""
+    cross.run_driver for `prefix`), and, for a kernel with an NCHW entry (`nchw_scratch`: its scratch floats per
+    thread, generator.nchw_scratch), that entry's NCHW output on the same operands."""
     x, w, b = operands
     lanes = config.lanes
-    return cross.run_driver(
+    return cross.run_driver_outputs(
         executable,
         ISAS[config.isa].arch,
         config,
@@ -211,26 +213,47 @@ def run_on_driver(
         layout.pack_bias(b, shape, lanes, config.cob),
         relu=relu,
         prefix=prefix,
+        nchw=None if nchw_scratch is None else (x, nchw_scratch),
     )
 
 
-def output_problem(
-    yb: np.ndarray, shape: ConvShape, operands: tuple[np.ndarray, np.ndarray, np.ndarray], *, relu: bool = False
-) -> tuple[str | None, float | None]:
-    """(what is wrong with the blocked output `yb`, or None; its relative error against the float64 reference)."""
+def _error(y: np.ndarray, shape: ConvShape, operands: tuple[np.ndarray, np.ndarray, np.ndarray], relu: bool) -> float:
+    """Largest |y - reference| over the reference's largest magnitude (float64 reference, NCHW)."""
     x, w, b = operands
+    ref = reference_for(shape, x, w, b)
+    if relu:
+        ref = np.maximum(ref, 0.0)
+    return float(np.abs(y.astype(np.float64) - ref).max()) / max(float(np.abs(ref).max()), 1e-30)
+
+
+def output_problem(
+    yb: np.ndarray,
+    shape: ConvShape,
+    operands: tuple[np.ndarray, np.ndarray, np.ndarray],
+    *,
+    relu: bool = False,
+    nchw: np.ndarray | None = None,
+) -> tuple[str | None, float | None]:
+    """(what is wrong with the blocked output `yb`, or with the NCHW entry's output `nchw` when given, or None; the
+    larger relative error against the float64 reference)."""
+    x = operands[0]
     if not np.isfinite(yb).all():
         return "outputs left unwritten (the driver starts them as NaN)", None
     planes = yb.transpose(0, 1, 4, 2, 3).reshape(x.shape[0], -1, shape.ho, shape.wo)
     if planes[:, shape.co :].any():  # the next layer reads whole channel blocks
         return "channels past C_o are not zero", None
-    y = layout.blocked_to_nchw(yb, shape.co).astype(np.float64)
-    ref = reference_for(shape, x, w, b)
-    if relu:
-        ref = np.maximum(ref, 0.0)
-    err = float(np.abs(y - ref).max()) / max(float(np.abs(ref).max()), 1e-30)
+    err = _error(layout.blocked_to_nchw(yb, shape.co), shape, operands, relu)
     bound = tolerance(shape.cig, shape.kh, shape.kw)
-    return (None if err <= bound else f"relative error {err:.3g} above the bound {bound:.3g}"), err
+    if err > bound:
+        return f"relative error {err:.3g} above the bound {bound:.3g}", err
+    if nchw is not None:
+        if not np.isfinite(nchw).all():
+            return "NCHW entry: outputs left unwritten (the driver starts them as NaN)", err
+        nchw_err = _error(nchw, shape, operands, relu)
+        err = max(err, nchw_err)
+        if nchw_err > bound:
+            return f"NCHW entry: relative error {nchw_err:.3g} above the bound {bound:.3g}", err
+    return None, err
 
 
 def run_case(case: Case, machine: Machine, how: How, seed: int = 0) -> CaseResult:
@@ -244,10 +267,13 @@ def run_case(case: Case, machine: Machine, how: How, seed: int = 0) -> CaseResul
     operands = random_operands(shape, case.batch, seed)
     try:
         exe = _executable(case, machine, how)
-        yb = run_on_driver(exe, config, shape, operands, relu=case.relu, prefix=() if how == "host-isa" else None)
+        yb, y = run_on_driver(
+            exe, config, shape, operands, relu=case.relu, prefix=() if how == "host-isa" else None,
+            nchw_scratch=generator.nchw_scratch(config, shape),
+        )  # fmt: skip
     except Exception as exc:  # a failed case is data: the sweep goes on
         return result(f"{type(exc).__name__}: {exc}"[:2000])
-    return result(*output_problem(yb, shape, operands, relu=case.relu))
+    return result(*output_problem(yb, shape, operands, relu=case.relu, nchw=y))
 
 
 def selftest(
