@@ -56,7 +56,7 @@ def test_a_failing_case_is_a_result_not_an_exception(monkeypatch) -> None:
     def crash(*args, **kwargs):
         raise RuntimeError("driver killed by signal 11")
 
-    monkeypatch.setattr(cross, "run_driver_outputs", crash)
+    monkeypatch.setattr(cross, "run_driver", crash)
     result = selftest.run_case(case, machine, "native")
     assert not result.passed and "signal 11" in (result.error or "")
 

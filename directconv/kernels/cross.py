@@ -46,7 +46,6 @@ __all__ = [
     "host_arch",
     "resolve_flags",
     "run_driver",
-    "run_driver_outputs",
     "target_flags",
     "target_for",
 ]
@@ -292,35 +291,16 @@ def run_driver(
     relu: bool = False,
     timeout: float = 120.0,
     prefix: tuple[str, ...] | None = None,
-) -> np.ndarray:
-    """Run a driver executable (build_standalone kind="executable") on blocked operands; returns the blocked output.
+    nchw: tuple[np.ndarray, int] | None = None,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Run a driver executable (build_standalone kind="executable") on blocked operands: (the blocked output, None),
+    or with `nchw` = (the same input in NCHW, the kernel's scratch floats per thread) also its NCHW entry
+    (dc_conv_nchw) on that input: (the blocked output, the NCHW output).
 
     x: (batch, ceil(C_i/c), H, W, c); weights and bias packed by kernels.layout for config.cob. The executable runs
     natively or under qemu-user (see emulator); `prefix` overrides that command prefix (e.g. a qemu -cpu choice).
     Raises RuntimeError with the driver's message when it fails or is killed.
     """
-    blocked, _ = run_driver_outputs(
-        executable, arch, config, shape, x, weights, bias, relu=relu, timeout=timeout, prefix=prefix
-    )
-    return blocked
-
-
-def run_driver_outputs(
-    executable: Path,
-    arch: str | None,
-    config: KernelConfig,
-    shape: ConvShape,
-    x: np.ndarray,
-    weights: np.ndarray,
-    bias: np.ndarray,
-    *,
-    relu: bool = False,
-    timeout: float = 120.0,
-    prefix: tuple[str, ...] | None = None,
-    nchw: tuple[np.ndarray, int] | None = None,
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """run_driver, and with `nchw` = (the same input in NCHW, scratch floats per thread) also the kernel's NCHW
-    entry (dc_conv_nchw) on it: (the blocked output, the NCHW output or None)."""
     lanes = config.lanes
     batch = x.shape[0]
     out_shape = (batch, blocks(shape.co, lanes), shape.ho, shape.wo, lanes)

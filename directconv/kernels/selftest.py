@@ -203,7 +203,7 @@ def run_on_driver(
     thread, generator.nchw_scratch), that entry's NCHW output on the same operands."""
     x, w, b = operands
     lanes = config.lanes
-    return cross.run_driver_outputs(
+    return cross.run_driver(
         executable,
         ISAS[config.isa].arch,
         config,
