@@ -304,13 +304,9 @@ class CompiledKernel:
         planes, whose NCHW planes are the rows of a matrix product (kernels/codegen_pointwise.py)."""
         return self._nchw_scratch is not None
 
-    @property
-    def _scratch_per_thread(self) -> int:
-        return self._nchw_scratch or 0
-
     def scratch_floats(self, threads: int) -> int:
         """Floats of the scratch run_nchw needs on `threads` threads."""
-        return threads * self._scratch_per_thread
+        return threads * (self._nchw_scratch or 0)
 
     def run_nchw(
         self,

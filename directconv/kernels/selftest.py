@@ -217,12 +217,8 @@ def run_on_driver(
     )
 
 
-def _error(y: np.ndarray, shape: ConvShape, operands: tuple[np.ndarray, np.ndarray, np.ndarray], relu: bool) -> float:
-    """Largest |y - reference| over the reference's largest magnitude (float64 reference, NCHW)."""
-    x, w, b = operands
-    ref = reference_for(shape, x, w, b)
-    if relu:
-        ref = np.maximum(ref, 0.0)
+def _error(y: np.ndarray, ref: np.ndarray) -> float:
+    """Largest |y - ref| over ref's largest magnitude."""
     return float(np.abs(y.astype(np.float64) - ref).max()) / max(float(np.abs(ref).max()), 1e-30)
 
 
@@ -236,20 +232,23 @@ def output_problem(
 ) -> tuple[str | None, float | None]:
     """(what is wrong with the blocked output `yb`, or with the NCHW entry's output `nchw` when given, or None; the
     larger relative error against the float64 reference)."""
-    x = operands[0]
+    x, w, b = operands
     if not np.isfinite(yb).all():
         return "outputs left unwritten (the driver starts them as NaN)", None
     planes = yb.transpose(0, 1, 4, 2, 3).reshape(x.shape[0], -1, shape.ho, shape.wo)
     if planes[:, shape.co :].any():  # the next layer reads whole channel blocks
         return "channels past C_o are not zero", None
-    err = _error(layout.blocked_to_nchw(yb, shape.co), shape, operands, relu)
+    ref = reference_for(shape, x, w, b)  # float64, computed once for both entries
+    if relu:
+        ref = np.maximum(ref, 0.0)
+    err = _error(layout.blocked_to_nchw(yb, shape.co), ref)
     bound = tolerance(shape.cig, shape.kh, shape.kw)
     if err > bound:
         return f"relative error {err:.3g} above the bound {bound:.3g}", err
     if nchw is not None:
         if not np.isfinite(nchw).all():
             return "NCHW entry: outputs left unwritten (the driver starts them as NaN)", err
-        nchw_err = _error(nchw, shape, operands, relu)
+        nchw_err = _error(nchw, ref)
         err = max(err, nchw_err)
         if nchw_err > bound:
             return f"NCHW entry: relative error {nchw_err:.3g} above the bound {bound:.3g}", err
