@@ -75,8 +75,7 @@ def main() -> int:
                 np.median(
                     k.bench(
                         xb,
-                        wp,
-                        bias,
+                        k.operands(wp, bias),
                         out,
                         cib=cfg.cib,
                         rows=cfg.rows,

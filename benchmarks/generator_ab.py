@@ -83,7 +83,9 @@ def main() -> int:
             kernels[label] = runtime.open_library(path, cfg, s)
         out = np.zeros(kernels["new"].output_shape(1), np.float32)
         for label, k in kernels.items():
-            k.run(xb, wp, bias, out, cib=cfg.cib, rows=cfg.rows, parallel=cfg.parallel, threads=args.threads)
+            k.run(
+                xb, k.operands(wp, bias), out, cib=cfg.cib, rows=cfg.rows, parallel=cfg.parallel, threads=args.threads
+            )
             y = layout.blocked_to_nchw(out, s.co)
             err = float(np.abs(y - ref).max() / np.abs(ref).max())
             if err > tolerance(s.ci, s.kh, s.kw):
@@ -94,8 +96,7 @@ def main() -> int:
                 np.median(
                     k.bench(
                         xb,
-                        wp,
-                        bias,
+                        k.operands(wp, bias),
                         out,
                         cib=cfg.cib,
                         rows=cfg.rows,

@@ -58,7 +58,7 @@ def main() -> int:
             wp = layout.pack_weights(w, cfg.lanes, cfg.cob)
             bias = layout.pack_bias(None, s, cfg.lanes, cfg.cob)
             out = np.zeros(k.output_shape(1), np.float32)
-            k.run(xb, wp, bias, out, cib=cfg.cib, rows=cfg.rows, parallel=cfg.parallel, threads=1)
+            k.run(xb, k.operands(wp, bias), out, cib=cfg.cib, rows=cfg.rows, parallel=cfg.parallel, threads=1)
             y = layout.blocked_to_nchw(out, s.co)
             if np.abs(y - ref).max() > tolerance(s.ci, s.kh, s.kw) * np.abs(ref).max():
                 raise SystemExit(f"{layer['layer']}: {label} config {cfg} computes a wrong answer")
@@ -69,8 +69,7 @@ def main() -> int:
                 np.median(
                     k.bench(
                         xb,
-                        wp,
-                        bias,
+                        k.operands(wp, bias),
                         out,
                         cib=cfg.cib,
                         rows=cfg.rows,

@@ -55,7 +55,7 @@ class Runner:
     def seconds(self) -> float:
         c = self.config
         samples = self.packed.kernel.bench(
-            self.x.data, self.packed.data, self.packed.bias, self.out.data,
+            self.x.data, self.packed.operands, self.out.data,
             cib=c.cib, rows=c.rows, parallel=c.parallel, threads=c.threads, min_seconds=0.05,
         )  # fmt: skip
         return float(np.median(samples))

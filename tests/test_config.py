@@ -62,6 +62,14 @@ def test_from_dict_refuses_unknown_and_missing_keys():
         KernelConfig.from_dict([1, 2])
 
 
+def test_rows_of_a_single_row_kernel_count_its_register_tiles():
+    # 1x15 has one output row: a rows split hands out its register tiles (2 of 13 columns), not rows.
+    shape = ConvShape.from_args(1, 17, 1, 15, 1, 1, 1, 0)
+    KernelConfig("avx512", 32, 13, rows=2, parallel="rows", threads=2).check_fits(shape)
+    with pytest.raises(ValueError, match=r"rows=3 exceeds the layer's output height 1 and the 2 register tiles of"):
+        KernelConfig("avx512", 32, 13, rows=3, parallel="rows", threads=2).check_fits(shape)
+
+
 def test_check_fits_names_every_problem():
     shape = ConvShape.from_args(16, 8, 5, 5, 3, 3, 1, 1)
     with pytest.raises(ValueError) as info:

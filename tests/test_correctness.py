@@ -111,6 +111,27 @@ def test_results_identical_for_any_thread_count(rng: np.random.Generator, parall
         np.testing.assert_array_equal(y, results[0])
 
 
+@pytest.mark.parametrize("parallel", ["co", "rows"])
+def test_a_single_row_kernel_splits_its_tiles_into_tasks_of_rows_tiles(
+    rng: np.random.Generator, parallel: str, random_layer
+) -> None:
+    """A 1x1 layer runs as one long row; `rows` then counts register tiles per task (core.shape.split_units), up to
+    every tile in one task and with a last task of fewer: each split computes the reference, bit for bit alike."""
+    lanes = get_isa(host_isa()).lanes
+    x, wt, bias = random_layer(rng, 2, 5, lanes + 3, 4, 5, 1, 1)  # 20 pixels: 4 tiles of 6 columns, the last of 2
+    shape = dc.ConvShape.from_args(5, lanes + 3, 4, 5, 1, 1, 1, 0)
+    base = dc.KernelConfig(host_isa(), lanes, 6, parallel=parallel)
+    ref = dc.conv2d_reference(x, wt, bias)
+    results = []
+    for rows in (1, 2, 3, 4):
+        config = base.replace(rows=rows, threads=2)
+        config.check_fits(shape)
+        results.append(dc.conv2d(x, wt, bias, config=config))
+    assert_close(results[0], ref, 5, 1, 1)
+    for y in results[1:]:
+        np.testing.assert_array_equal(y, results[0])
+
+
 def test_blocked_chain_relu_and_bias(rng: np.random.Generator, random_layer) -> None:
     """Two layers with different register blocks chained in the blocked layout, with fused bias and ReLU."""
     x, w1, b1 = random_layer(rng, 1, 10, 27, 12, 12, 3, 3)

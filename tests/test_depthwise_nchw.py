@@ -106,9 +106,9 @@ def test_planes_allocate_only_their_output(rng: np.random.Generator, peak_bytes)
     scratch = np.empty(packed.kernel.scratch_floats(2), np.float32)
     assert scratch.size == 0  # planes are read where they lie
     args = dict(cib=None, threads=2)
-    packed.kernel.run_nchw(x, packed.data, packed.bias, y, scratch, **args)  # warm: thread pool started
+    packed.kernel.run_nchw(x, packed.operands, y, scratch, **args)  # warm: thread pool started
     assert y.nbytes > BOOKKEEPING_BYTES
-    assert peak_bytes(lambda: packed.kernel.run_nchw(x, packed.data, packed.bias, y, scratch, **args)) < 4096
+    assert peak_bytes(lambda: packed.kernel.run_nchw(x, packed.operands, y, scratch, **args)) < 4096
 
 
 def _columns_of(shape: ConvShape, lanes: int, v: int) -> list[int]:

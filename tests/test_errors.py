@@ -135,6 +135,23 @@ def test_blocked_mismatches(rng, random_layer):
         dc.BlockedTensor(xb.data, 99)
 
 
+def test_a_kernel_takes_only_weights_checked_for_its_geometry(rng, random_layer):
+    x, w, b = random_layer(rng, 1, 4, 8, 6, 6, 3, 3)
+    packed = dc.pack_weights(w, b, input_size=(6, 6), padding=1)
+    other = dc.pack_weights(random_layer(rng, 1, 4, 8, 6, 6, 5, 5)[1], None, input_size=(6, 6), padding=2)
+    kernel, c = packed.kernel, packed.config
+    xb, out = dc.to_blocked(x).data, np.zeros(kernel.output_shape(1), np.float32)
+    run = dict(cib=c.cib, rows=c.rows, parallel=c.parallel, threads=1)
+    with pytest.raises(ValueError, match=r"these weights were checked for packed shapes .* this kernel takes"):
+        kernel.run(xb, other.operands, out, **run)
+    with pytest.raises(TypeError, match=r"weights must be WeightOperands \(see CompiledKernel.operands\), got ndarray"):
+        kernel.run(xb, packed.data, out, **run)
+    with pytest.raises(ValueError, match=r"packed weights must have shape"):
+        kernel.operands(packed.data.reshape(-1), packed.bias)
+    kernel.run(xb, packed.operands, out, **run)  # the weights packed for it run
+    np.testing.assert_array_equal(out, dc.conv2d_blocked(dc.to_blocked(x), packed).data)
+
+
 def test_pack_weights_needs_input_size(layer):
     _, w, _ = layer
     with pytest.raises(TypeError, match=r"input_size must be a pair \(height, width\), got 6"):

@@ -87,9 +87,9 @@ def test_matrix_product_allocates_only_its_output(rng: np.random.Generator, peak
     scratch = np.empty(packed.kernel.scratch_floats(2), np.float32)
     assert scratch.size == 0  # nothing to keep between loads and stores but registers
     args = dict(cib=None, threads=2)
-    packed.kernel.run_nchw(x, packed.data, packed.bias, y, scratch, **args)  # warm: thread pool started
+    packed.kernel.run_nchw(x, packed.operands, y, scratch, **args)  # warm: thread pool started
     assert y.nbytes > BOOKKEEPING_BYTES
-    assert peak_bytes(lambda: packed.kernel.run_nchw(x, packed.data, packed.bias, y, scratch, **args)) < 4096
+    assert peak_bytes(lambda: packed.kernel.run_nchw(x, packed.operands, y, scratch, **args)) < 4096
 
 
 @pytest.mark.parametrize("isa", [i for i in ISAS.values() if i.lanes > 1], ids=lambda i: i.name)

@@ -12,7 +12,7 @@ from typing import Any
 
 from directconv.core import checks
 from directconv.core.isa import ISAS, get_isa
-from directconv.core.shape import LANE_KINDS, ConvShape, kernel_kind
+from directconv.core.shape import LANE_KINDS, ConvShape, kernel_kind, single_row_by_tiles, split_units
 
 PARALLEL_AXES = ("co", "rows")
 UNROLLS = (1, 2, 4, 8)
@@ -118,8 +118,11 @@ class KernelConfig:
                 problems.append(f"unroll={self.unroll} is given, but a {kind} kernel has no input-channel loop (1)")
         elif self.cib is not None and self.cib > ci_padded:
             problems.append(f"C_i,b={self.cib} exceeds the layer's {ci} input channels{per} (padded to {ci_padded})")
-        if self.rows is not None and self.rows > shape.ho:
-            problems.append(f"rows={self.rows} exceeds the layer's output height {shape.ho}")
+        # rows counts output rows, or in a kernel of one output row its register tiles (core.shape.split_units).
+        tiles = split_units(view, self.wob, lanes) if single_row_by_tiles(view, lanes) else 0
+        if self.rows is not None and self.rows > max(shape.ho, tiles):
+            what = f"output height {shape.ho}" + (f" and the {tiles} register tiles of its one row" if tiles else "")
+            problems.append(f"rows={self.rows} exceeds the layer's {what}")
         if problems:
             raise ValueError(f"config {self.to_dict()} does not fit layer {shape.describe()}: " + "; ".join(problems))
 

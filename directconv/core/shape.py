@@ -283,3 +283,20 @@ def reads_nchw(shape: ConvShape, lanes: int) -> bool:
     whose C_i channels fit one block of `lanes`, as a network's first layer (3 channels of an image) does. Such an
     input needs no conversion, and the kernel reads C_i planes instead of blocks padded to the lanes."""
     return kernel_kind(shape, lanes) == "plain" and shape.ci <= lanes
+
+
+def split_units(shape: ConvShape, wob: int | None, lanes: int) -> int:
+    """What a rows split divides: the output rows, or, in a layer of one output row (a 1x1 layer's plane as one
+    line, ConvShape.kernel_view), its register tiles of `wob` columns, as kernels/codegen.py's driver does:
+    the largest `rows` of a configuration that means anything.
+
+    Lane-wise layers keep one task per block and row (kernels/codegen_lanes.py): a task of a few tiles would re-read
+    all its block's weight vectors (hundreds in a grouped 1x1 layer) for a few pixels, a cost the lane-wise estimate
+    does not see; with tiles counted, ShuffleNet ran slower at 2 threads (docs/design.md, "A layer of one row splits
+    by tiles")."""
+    return -(-shape.wo // wob) if wob is not None and single_row_by_tiles(shape, lanes) else shape.ho
+
+
+def single_row_by_tiles(shape: ConvShape, lanes: int) -> bool:
+    """Whether a rows split of `shape` (a kernel view) divides its one output row by register tiles."""
+    return shape.ho == 1 and kernel_kind(shape, lanes) not in LANE_KINDS

@@ -17,7 +17,7 @@ import numpy as np
 
 from directconv.core.config import KernelConfig
 from directconv.core.isa import get_isa
-from directconv.core.shape import ConvShape, KernelKind, kernel_kind, reads_nchw
+from directconv.core.shape import ConvShape, KernelKind, kernel_kind, reads_nchw, split_units
 from directconv.kernels import codegen, compiler, ffi, layout
 from directconv.kernels.generator import generate, nchw_scratch
 from directconv.kernels.layout import blocks
@@ -50,6 +50,18 @@ class Epilogue:
     def __post_init__(self) -> None:
         if self.act not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.act!r}")
+
+
+@dataclass(frozen=True)
+class WeightOperands:
+    """A kernel's packed weights and bias, checked against its geometry once (CompiledKernel.operands) and held as
+    the C pointers every call passes: converting and checking them on each call cost more than a small layer's
+    kernel (docs/design.md, "The Python cost of a call"). The pointers keep their arrays alive."""
+
+    weights: Any  # cffi float * over the packed weights
+    bias: Any  # cffi float * over the packed bias
+    weight_shape: tuple[int, ...]  # the geometry they were checked for
+    bias_shape: tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -92,6 +104,11 @@ class CompiledKernel:
     def _rows(self) -> int:
         return self.shape.kernel_view().ho  # the kernel's rows (one for a flattened 1x1 layer)
 
+    @cached_property
+    def _units(self) -> int:
+        """The most a task's `rows` can count: output rows, or register tiles of a kernel's one row (split_units)."""
+        return split_units(self.shape.kernel_view(), self.wob, self.lanes)
+
     def input_shape(self, batch: int) -> tuple[int, ...]:
         return (batch, *self._in_planes)
 
@@ -109,22 +126,29 @@ class CompiledKernel:
     def weight_shape(self) -> tuple[int, ...]:
         return self._weight_shape
 
-    def _args(self, x, weights, bias, out, cib, rows, parallel) -> tuple:
+    def operands(self, weights: np.ndarray, bias: np.ndarray) -> WeightOperands:
+        """Packed weights and bias checked against this kernel's geometry once, as the pointers every call passes."""
+        _check_buffer("packed weights", weights, self._weight_shape)
+        _check_buffer("packed bias", bias, self._bias_shape)
+        return WeightOperands(
+            ffi.floats(weights, writable=False), ffi.floats(bias, writable=False), self._weight_shape, self._bias_shape
+        )
+
+    def _args(self, x, weights: WeightOperands, out, cib, rows, parallel) -> tuple:
         """Checked cffi arguments shared by run() and bench()."""
         batch = x.shape[0] if x.ndim == 5 else -1
         _check_buffer("input", x, self.input_shape(batch))
-        _check_buffer("packed weights", weights, self._weight_shape)
-        _check_buffer("packed bias", bias, self._bias_shape)
+        self._check_operands(weights)
         _check_buffer("output", out, self.output_shape(batch))
         if not out.flags.writeable:
             raise ValueError("output buffer is read-only")
         nbi = self._input_blocks
         cib_blocks = nbi if cib is None else max(1, min(nbi, cib // self.lanes))
-        rows_per_task = self._rows if rows is None else max(1, min(self._rows, rows))
+        rows_per_task = self._rows if rows is None else max(1, min(self._units, rows))
         return (
             ffi.floats(x, writable=False),
-            ffi.floats(weights, writable=False),
-            ffi.floats(bias, writable=False),
+            weights.weights,
+            weights.bias,
             ffi.floats(out, writable=True),
             batch,
             cib_blocks,
@@ -132,11 +156,21 @@ class CompiledKernel:
             1 if parallel == "rows" else 0,
         )
 
+    def _check_operands(self, weights: WeightOperands) -> None:
+        if not isinstance(weights, WeightOperands):
+            raise TypeError(
+                f"weights must be WeightOperands (see CompiledKernel.operands), got {type(weights).__name__}"
+            )
+        if weights.weight_shape != self._weight_shape or weights.bias_shape != self._bias_shape:
+            raise ValueError(
+                f"these weights were checked for packed shapes {weights.weight_shape} and {weights.bias_shape}; this "
+                f"kernel takes {self._weight_shape} and {self._bias_shape}"
+            )
+
     def bench(
         self,
         x: np.ndarray,
-        weights: np.ndarray,
-        bias: np.ndarray,
+        weights: WeightOperands,
         out: np.ndarray,
         *,
         cib: int | None,
@@ -151,7 +185,7 @@ class CompiledKernel:
         """Time the kernel in C (see codegen.C_BENCH_SIGNATURE); returns per-call seconds."""
         samples = np.empty(max_samples, dtype=np.float64)
         n = self._lib.dc_bench(
-            *self._args(x, weights, bias, out, cib, rows, parallel),
+            *self._args(x, weights, out, cib, rows, parallel),
             threads,
             warmup,
             min_seconds,
@@ -166,8 +200,7 @@ class CompiledKernel:
     def run(
         self,
         x: np.ndarray,
-        weights: np.ndarray,
-        bias: np.ndarray,
+        weights: WeightOperands,
         out: np.ndarray,
         *,
         cib: int | None,
@@ -176,8 +209,9 @@ class CompiledKernel:
         threads: int,
         relu: bool = False,
     ) -> None:
-        """out = conv(x, weights) + bias (optionally ReLU), all in blocked layouts. Allocates nothing."""
-        code = self._lib.dc_conv(*self._args(x, weights, bias, out, cib, rows, parallel), threads, 1 if relu else 0)
+        """out = conv(x, weights) + bias (optionally ReLU), all in blocked layouts (weights: operands(packed weights,
+        packed bias)). Allocates nothing."""
+        code = self._lib.dc_conv(*self._args(x, weights, out, cib, rows, parallel), threads, 1 if relu else 0)
         if code != 0:
             raise RuntimeError(f"kernel {self.path.name} rejected its arguments (code {code})")
 
@@ -264,7 +298,7 @@ class CompiledKernel:
             ffi.NULL if residual is None else ffi.floats(residual, writable=False),
             batch,
             nbi if cib is None else max(1, min(nbi, cib // lanes)),
-            self._rows if rows is None else max(1, min(self._rows, rows)),
+            self._rows if rows is None else max(1, min(self._units, rows)),
             1 if parallel == "rows" else 0,
             threads,
             in_blocks,
@@ -311,8 +345,7 @@ class CompiledKernel:
     def run_nchw(
         self,
         x: np.ndarray,
-        weights: np.ndarray,
-        bias: np.ndarray,
+        weights: WeightOperands,
         out: np.ndarray,
         scratch: np.ndarray,
         *,
@@ -327,8 +360,7 @@ class CompiledKernel:
         s = self.shape
         batch = x.shape[0] if x.ndim == 4 else -1
         _check_buffer("input", x, (batch, s.ci, s.h, s.w))
-        _check_buffer("packed weights", weights, self._weight_shape)
-        _check_buffer("packed bias", bias, self._bias_shape)
+        self._check_operands(weights)
         _check_buffer("output", out, (batch, s.co, s.ho, s.wo))
         if not out.flags.writeable or not scratch.flags.writeable:
             raise ValueError("output and scratch buffers must be writeable")
@@ -339,8 +371,8 @@ class CompiledKernel:
             )
         code = self._lib.dc_conv_nchw(
             ffi.floats(x, writable=False),
-            ffi.floats(weights, writable=False),
-            ffi.floats(bias, writable=False),
+            weights.weights,
+            weights.bias,
             ffi.floats(out, writable=True),
             batch,
             self._input_blocks if cib is None else max(1, min(self._input_blocks, cib // self.lanes)),

@@ -16,7 +16,7 @@ from typing import Protocol
 
 from directconv.core.config import KernelConfig
 from directconv.core.isa import ISAS, Isa
-from directconv.core.shape import LANE_KINDS, ConvShape, kernel_kind, reads_nchw
+from directconv.core.shape import LANE_KINDS, ConvShape, kernel_kind, reads_nchw, split_units
 from directconv.machines.machine import Machine
 from directconv.model import depthwise_nchw, pointwise
 from directconv.model.broadcast import BroadcastKernel, WindowKernel, register_tiles
@@ -24,7 +24,7 @@ from directconv.model.kinds import kind_reason
 from directconv.model.lanes import LaneKernel
 from directconv.model.plan import Plan, Reason, SearchSpace
 from directconv.model.roofline import Timing, input_reads, timing
-from directconv.model.split import ROWS_PER_TASK, choose_parallel, split_balance, split_units
+from directconv.model.split import ROWS_PER_TASK, choose_parallel, split_balance
 
 __all__ = ["estimate_config", "kernel_isa", "predict", "register_tiles", "search_space", "unpruned_space"]
 

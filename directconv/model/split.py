@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 
-from directconv.core.shape import LANE_KINDS, ConvShape, kernel_kind, mean_window
+from directconv.core.shape import LANE_KINDS, ConvShape, kernel_kind, mean_window, single_row_by_tiles, split_units
 from directconv.machines.machine import Machine
 
 # Rows per task in a rows split: a task reads every block's weights once for 4 rows, not for every row.
@@ -24,21 +24,6 @@ ROWS_PER_TASK = 4
 # The co split's least balance (tasks / (tasks per thread * threads)): 13 blocks on 2 threads (0.93) still pay,
 # 2 blocks on 3 threads (0.67) leave a third of the machine idle.
 CO_BALANCE_MIN = 0.9
-
-
-def split_units(shape: ConvShape, wob: int | None, lanes: int) -> int:
-    """What a rows split divides: the output rows, or, in a layer of one output row (a 1x1 layer's plane as one
-    line, ConvShape.kernel_view), its register tiles of `wob` columns, as kernels/codegen.py's driver does.
-
-    Lane-wise layers keep one task per block and row (kernels/codegen_lanes.py): a task of a few tiles would re-read
-    all its block's weight vectors (hundreds in a grouped 1x1 layer) for a few pixels, a cost the lane-wise estimate
-    does not see; with tiles counted, ShuffleNet ran slower at 2 threads (docs/design.md, "A layer of one row splits
-    by tiles")."""
-    return -(-shape.wo // wob) if wob is not None and _by_tiles(shape, lanes) else shape.ho
-
-
-def _by_tiles(shape: ConvShape, lanes: int) -> bool:
-    return shape.ho == 1 and kernel_kind(shape, lanes) not in LANE_KINDS
 
 
 def output_blocks(shape: ConvShape, machine: Machine, cob: int) -> int:
@@ -83,7 +68,7 @@ def choose_parallel(
     units = split_units(shape, wob, machine.n_vec)
     rows = min(ROWS_PER_TASK, units)
     row_tasks = nj * -(-units // rows)
-    by_tiles = wob is not None and _by_tiles(shape, machine.n_vec)
+    by_tiles = wob is not None and single_row_by_tiles(shape, machine.n_vec)
     unit = f"tiles of its one row ({units} tiles of {wob} columns)" if by_tiles else "rows"
     rows_balance = balance(row_tasks, threads)
     co_balance = balance(nj, threads)

@@ -142,6 +142,8 @@ class PackedWeights:
     has_bias: bool
     # The loaded kernel, so that a call does not look it up again (it is runtime.load(config, shape)).
     kernel: runtime.CompiledKernel = field(repr=False, compare=False)
+    # data and bias checked against the kernel once, as the pointers each call passes (kernel.operands).
+    operands: runtime.WeightOperands = field(repr=False, compare=False)
 
 
 def _check_weights(w: Any, bias: Any) -> tuple[np.ndarray, np.ndarray | None]:
@@ -200,13 +202,30 @@ def pack_weights(
     )
     config = _resolve_config(config, shape, threads)
     kernel = runtime.load(config, shape)
+    data = layout.pack_weights(w, config.lanes, config.cob, shape.groups)
+    packed_bias = layout.pack_bias(bias, shape, config.lanes, config.cob)
     return PackedWeights(
-        data=layout.pack_weights(w, config.lanes, config.cob, shape.groups),
-        bias=layout.pack_bias(bias, shape, config.lanes, config.cob),
+        data=data,
+        bias=packed_bias,
         shape=shape,
         config=config,
         has_bias=bias is not None,
         kernel=kernel,
+        operands=kernel.operands(data, packed_bias),
+    )
+
+
+def _refuse_input(x: BlockedTensor, weights: PackedWeights) -> None:
+    """Raise the error that says how `x` differs from the input the weights were packed for."""
+    shape, config = weights.shape, weights.config
+    if x.lanes != config.lanes:
+        raise ValueError(
+            f"x is blocked by {x.lanes} lanes but the weights were packed for {config.isa} ({config.lanes} lanes)"
+        )
+    if x.channels != shape.ci:
+        raise ValueError(f"channel mismatch: x has {x.channels} channels, the weights expect C_i={shape.ci}")
+    raise ValueError(
+        f"x is {x.height}x{x.width} but the weights were packed for {shape.h}x{shape.w} inputs (input_size)"
     )
 
 
@@ -227,31 +246,25 @@ def conv2d_blocked(
         raise TypeError(f"x must be a BlockedTensor (see to_blocked), got {type(x).__name__}")
     if not isinstance(weights, PackedWeights):
         raise TypeError(f"weights must be PackedWeights (see pack_weights), got {type(weights).__name__}")
-    shape, config = weights.shape, weights.config
-    if x.lanes != config.lanes:
-        raise ValueError(
-            f"x is blocked by {x.lanes} lanes but the weights were packed for {config.isa} ({config.lanes} lanes)"
-        )
-    if x.channels != shape.ci:
-        raise ValueError(f"channel mismatch: x has {x.channels} channels, the weights expect C_i={shape.ci}")
-    if (x.height, x.width) != (shape.h, shape.w):
-        raise ValueError(
-            f"x is {x.height}x{x.width} but the weights were packed for {shape.h}x{shape.w} inputs (input_size)"
-        )
-    checks.optional_threads(threads)
     kernel = weights.kernel
+    # One comparison of the whole geometry on the common path; the checks that name what differs only on failure
+    # (each costs a call of a small layer a few percent: docs/design.md, "The Python cost of a call").
+    if x.channels != weights.shape.ci or x.data.shape[1:] != kernel.input_shape(1)[1:]:
+        _refuse_input(x, weights)
+    if threads is not None:
+        checks.threads(threads)
     expected = kernel.output_shape(x.batch)
     if out is None:
-        out = BlockedTensor(layout.empty_aligned(expected), shape.co)
-    elif not isinstance(out, BlockedTensor) or out.data.shape != expected or out.channels != shape.co:
+        out = BlockedTensor(layout.empty_aligned(expected), weights.shape.co)
+    elif not isinstance(out, BlockedTensor) or out.data.shape != expected or out.channels != weights.shape.co:
         got = out.data.shape if isinstance(out, BlockedTensor) else type(out).__name__
-        raise ValueError(f"out must be a BlockedTensor of shape {expected} with {shape.co} channels, got {got}")
+        raise ValueError(f"out must be a BlockedTensor of shape {expected} with {weights.shape.co} channels, got {got}")
     elif np.shares_memory(out.data, x.data):
         raise ValueError("out must not overlap the input x")
+    config = weights.config
     kernel.run(
         x.data,
-        weights.data,
-        weights.bias,
+        weights.operands,
         out.data,
         cib=config.cib,
         rows=config.rows,
@@ -335,7 +348,7 @@ def conv2d_nchw(x: np.ndarray, weights: PackedWeights, *, relu: bool = False, th
         y = np.empty((batch, shape.co, shape.ho, shape.wo), dtype=np.float32)
         scratch = _workspace.blocked("scratch", (kernel.scratch_floats(threads),))
         x = np.ascontiguousarray(x)  # the kernel reads planes in place: a strided view is copied once (as to_blocked)
-        kernel.run_nchw(x, weights.data, weights.bias, y, scratch, cib=weights.config.cib, threads=threads, relu=relu)
+        kernel.run_nchw(x, weights.operands, y, scratch, cib=weights.config.cib, threads=threads, relu=relu)
         return y
     yb = _workspace.blocked("out", kernel.output_shape(batch))
     config = weights.config
@@ -346,7 +359,7 @@ def conv2d_nchw(x: np.ndarray, weights: PackedWeights, *, relu: bool = False, th
     # The kernel itself, not conv2d_blocked: its checks hold by construction here (docs/design.md, "The Python cost
     # of an NCHW call").
     kernel.run(
-        xb, weights.data, weights.bias, yb, cib=config.cib, rows=config.rows, parallel=config.parallel,
+        xb, weights.operands, yb, cib=config.cib, rows=config.rows, parallel=config.parallel,
         threads=threads, relu=relu,
     )  # fmt: skip
     return convert.from_blocked(yb, shape.co, threads=threads)

@@ -46,15 +46,15 @@ def handle(request: dict[str, Any]) -> dict[str, Any]:
     bp = layout.pack_bias(b, shape, config.lanes, config.cob)
     out = layout.empty_aligned(kernel.output_shape(1))  # as production allocates it
     args: dict[str, Any] = dict(cib=config.cib, rows=config.rows, parallel=config.parallel, threads=config.threads)
-    kernel.run(xb, wp, bp, out, **args)
+    operands = kernel.operands(wp, bp)
+    kernel.run(xb, operands, out, **args)
     y = layout.blocked_to_nchw(out, shape.co)
     err = float(np.abs(y - ref).max() / max(float(np.abs(ref).max()), 1e-30))
     if not np.isfinite(err) or err > tolerance(shape.cig, shape.kh, shape.kw):
         return {"status": "wrong", "max_rel_error": err, "tolerance": tolerance(shape.cig, shape.kh, shape.kw)}
     samples = kernel.bench(
         xb,
-        wp,
-        bp,
+        operands,
         out,
         **args,
         min_seconds=float(request.get("min_time", 0.2)),
