@@ -6,6 +6,7 @@ configuration on this host's machine description, as % of the description's peak
 estimate's terms (model/roofline.py):
   ecm:  in-core time plus transfers, floored at the FMA peak's time (the model's);
   max:  the largest of in-core time, transfers and the FMA peak's time (the model's before).
+The probed fixed cost of an API call (Machine.call_us) is left out: the C timing makes no such call.
 Error = predicted / measured - 1. Prints the table and the median |error| per kernel kind and composition. Nothing is
 timed: run it on the machine the tuning ran on (its description supplies the peak and the bandwidths).
 

@@ -379,6 +379,9 @@ def _mutate(data: dict, dotted: str, value) -> dict:
         ("spill_penalty", float("nan"), "spill_penalty"),
         ("peak_gflops", {0: 10.0}, "peak_gflops"),
         ("peak_gflops", {1: -10.0}, "peak_gflops.1"),
+        ("call_us", {1: -1.0}, "call_us.1"),
+        ("call_us", {0: 5.0}, "call_us"),
+        ("call_us", {1: 1e9}, "call_us.1"),
     ],
 )
 def test_parse_machine_rejects(dotted, value, field):
@@ -401,6 +404,22 @@ def test_an_optional_number_needs_a_source(name):
         parse_machine(data, "probe")
     data["sources"][name] = "doc"
     assert getattr(parse_machine(data, "probe"), name) == optional_defaults()[name]
+
+
+def test_call_cost_is_keyed_by_threads_and_charged_from_the_nearest_count_below():
+    data = _valid_data()
+    data.update(call_us={1: 5.5, "2": 6.0})
+    data["sources"].update(call_us="probed")
+    m = parse_machine(data, "probe")
+    assert m.call_us == {1: 5.5, 2: 6.0}
+    assert (m.call_seconds(1), m.call_seconds(2), m.call_seconds(4)) == pytest.approx((5.5e-6, 6.0e-6, 6.0e-6))
+    assert parse_machine(_valid_data(), "probe").call_seconds(2) == 0.0  # not measured: not charged
+    data["call_us"] = {1: 5.5, 64: 6.0}
+    with pytest.raises(MachineError, match=r"'call_us.64' must be keyed by at most cores \* threads_per_core"):
+        parse_machine(data, "probe")
+    del data["sources"]["call_us"]
+    with pytest.raises(MachineError, match=r"has no entry for call_us"):
+        parse_machine(data, "probe")
 
 
 def test_sve_lanes_are_a_multiple_of_four():

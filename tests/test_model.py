@@ -361,3 +361,20 @@ def test_predict_json_names_the_input_layout(capsys: pytest.CaptureFixture[str])
 
     assert main(["predict", "--machine", "zen3", "--layer", "alexnet:conv1", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["input_layout"] == "NCHW"
+
+
+@pytest.mark.parametrize("layer", ["mobilenetv2:dw3x3_960", "resnet50:res4_1x1_1024to256", "vgg16:conv3_2"])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_probed_call_cost_is_added_to_the_estimate_and_changes_no_choice(layer, threads):
+    # The probed fixed cost of a call (Machine.call_us) lengthens every estimate by that much, so that a small
+    # layer's predicted speed is its call's; being the same for every configuration of a layer, it ranks none higher.
+    zen3 = load_machine("zen3")
+    charged = dataclasses.replace(zen3, call_us={1: 5.0, 2: 6.0})
+    shape = get_layer(layer).shape
+    plain, with_call = predict(shape, zen3, threads), predict(shape, charged, threads)
+    assert with_call.config == plain.config
+    assert search_space(shape, charged, threads).configs == search_space(shape, zen3, threads).configs
+    seconds = shape.kernel_view().flops() / (plain.predicted_gflops * 1e9) + (5e-6 if threads == 1 else 6e-6)
+    assert with_call.predicted_gflops == pytest.approx(shape.kernel_view().flops() / seconds / 1e9)
+    assert estimate_config(shape, charged, plain.config) == pytest.approx(with_call.predicted_gflops)
+    assert "us per call (the probed fixed cost" in with_call.explain()

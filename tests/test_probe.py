@@ -477,6 +477,8 @@ def test_probe_command_writes_a_description_the_loader_accepts(tmp_path):
     machine = load_machine(out)
     assert machine.id == "this-host"
     assert machine.isa == host_isa()
+    assert set(machine.call_us) == set(machine.peak_gflops) and all(0 < us < 1000 for us in machine.call_us.values())
+    assert machine.sources["call_us"] == "probed"
     assert yaml.safe_load(done.stdout)["id"] == "this-host"
     assert re.search(r"^(closest bundled machine: |no bundled machine matches: )", done.stderr, re.MULTILINE)
     assert f"wrote {out}" in done.stderr

@@ -1,4 +1,5 @@
-"""`directconv probe`: describe this host, measure its FMA units, and write a machine description.
+"""`directconv probe`: describe this host, measure its FMA units and the fixed cost of a layer call, and write a
+machine description.
 
 The report goes to stderr, the description (YAML) to stdout, so `directconv probe --no-write > host.yaml` keeps just
 the description. Exit status 0 on success, 2 on bad arguments or a failed probe (printed by directconv.cli.main).
@@ -7,6 +8,7 @@ the description. Exit status 0 on success, 2 on bad arguments or a failed probe 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import re
 import sys
 from pathlib import Path
@@ -18,6 +20,7 @@ from directconv.machines.probe.describe import default_id, describe
 from directconv.machines.probe.facts import HostFacts
 from directconv.machines.probe.fingerprint import fingerprint, fingerprint_id
 from directconv.machines.probe.match import best_match
+from directconv.nn.calls import measure_call_us
 from directconv.tuner.fma import DEFAULT, QUICK, FmaProbe, measure
 
 
@@ -133,8 +136,13 @@ def run(args: argparse.Namespace) -> int:
     err.flush()
     probe = measure(facts.isa, cpus, budget)
     print(render_probe(probe), file=err)
+    print("measuring the fixed cost of a layer call...", file=err)
+    err.flush()
+    call_us = measure_call_us(sorted(probe.peak_gflops), isa=facts.isa, rounds=budget.rounds)
+    print("call:     " + "; ".join(f"{t}T {us:.1f} us" for t, us in call_us.items()), file=err)
 
-    machine = describe(facts, probe.performance(), machine_id=machine_id)
+    performance = dataclasses.replace(probe.performance(), call_us=call_us)
+    machine = describe(facts, performance, machine_id=machine_id)
     print(best_match(machine, bundled_machines()).explain(), file=err)
     err.flush()
     sys.stdout.write(dump_machine(machine))

@@ -166,13 +166,18 @@ def _cache_sharing(data: Mapping[str, Any], stem: str | None) -> list[Problem]:
     ]
 
 
-def _peak_threads(data: Mapping[str, Any], stem: str | None) -> list[Problem]:
-    threads = data["cores"] * data["threads_per_core"]
-    return [
-        must(("peak_gflops", key), f"keyed by at most cores * threads_per_core = {threads} threads", int(key))
-        for key in data["peak_gflops"]
-        if int(key) > threads
-    ]
+def _thread_keys(field: str) -> _CrossFieldRule:
+    """The rule that `field`'s thread counts are at most cores * threads_per_core."""
+
+    def rule(data: Mapping[str, Any], stem: str | None) -> list[Problem]:
+        threads = data["cores"] * data["threads_per_core"]
+        return [
+            must((field, key), f"keyed by at most cores * threads_per_core = {threads} threads", int(key))
+            for key in data[field]
+            if int(key) > threads
+        ]
+
+    return rule
 
 
 def _id_is_stem(data: Mapping[str, Any], stem: str | None) -> list[Problem]:
@@ -194,7 +199,8 @@ _CROSS_FIELD_RULES: tuple[tuple[tuple[str, ...], _CrossFieldRule], ...] = (
     (("isa", "n_vec"), _lanes_match_isa),
     (("caches",), _cache_levels),
     (("caches", "cores"), _cache_sharing),
-    (("peak_gflops", "cores", "threads_per_core"), _peak_threads),
+    (("peak_gflops", "cores", "threads_per_core"), _thread_keys("peak_gflops")),
+    (("call_us", "cores", "threads_per_core"), _thread_keys("call_us")),
     (("id",), _id_is_stem),
 )
 
@@ -243,6 +249,7 @@ def _build(data: Mapping[str, Any]) -> Machine:
         sources=dict(data["sources"]),
         compiler_flag_fallbacks=tuple(tuple(flags) for flags in data.get("compiler_flag_fallbacks", ())),
         peak_gflops={int(k): float(v) for k, v in data.get("peak_gflops", {}).items()},
+        call_us={int(k): float(v) for k, v in data.get("call_us", {}).items()},
         notes=data.get("notes", ""),
         **numbers,
     )
@@ -430,7 +437,7 @@ def machine_to_data(machine: Machine) -> dict[str, Any]:
         elif name == "compiler_flag_fallbacks":
             if value:
                 data[name] = [list(flags) for flags in value]
-        elif name == "peak_gflops":
+        elif name in ("peak_gflops", "call_us"):
             if value:
                 data[name] = {int(k): _plain(v) for k, v in sorted(value.items())}
         elif name == "sources":

@@ -89,6 +89,7 @@ class Machine:
     one_vector_penalty: float = _DEFAULT["one_vector_penalty"]  # one-vector tiles, where FMAs cannot broadcast
     spill_penalty: float = _DEFAULT["spill_penalty"]  # least slowdown of a tile that spills
     peak_gflops: dict[int, float] = field(default_factory=dict)  # threads -> measured fp32 FMA peak
+    call_us: dict[int, float] = field(default_factory=dict)  # threads -> measured fixed cost of one layer call
     # Flag lists tried in order when the local compiler rejects compiler_flags.
     compiler_flag_fallbacks: tuple[tuple[str, ...], ...] = ()
     notes: str = ""
@@ -114,6 +115,12 @@ class Machine:
     def fma_in_flight(self) -> float:
         """N_vec * N_fma * L_fma: independent fp32 accumulations needed to keep every FMA pipe busy (paper eq. 1)."""
         return self.n_vec * self.n_fma * self.l_fma
+
+    def call_seconds(self, threads: int = 1) -> float:
+        """The fixed cost of one layer call on `threads` threads, as probed (that of the most threads measured up to
+        `threads`); 0 where the description has none: then no estimate charges it."""
+        measured = [t for t in self.call_us if t <= threads]
+        return self.call_us[max(measured)] * 1e-6 if measured else 0.0
 
     def peak(self, threads: int = 1) -> float:
         """fp32 GFLOP/s: measured by probe when known, else 2 * N_fma * N_vec * f * threads (paper, implied)."""

@@ -238,11 +238,12 @@ def search_space(shape: ConvShape, machine: Machine, threads: int = 1) -> Search
                     bal = balance if (par, r) == (parallel, rows) else (1.0 if threads == 1 else 0.9)
                     # The model does not rank unroll or cache blocks finer than "the predicted one first".
                     penalty = 1.0 + 0.01 * (unroll != plan.config.unroll) + 0.01 * (c != cib)
-                    scored.append((_timing(view, machine, model, config, bal).seconds * penalty, config))
+                    scored.append((_timing(view, machine, model, config, bal).kernel_seconds * penalty, config))
     scored.sort(key=lambda sc: sc[0])
     # The prediction itself always comes first.
     configs = [plan.config] + [c for _, c in scored if c != plan.config]
-    gflops = [plan.predicted_gflops] + [flops / s / 1e9 for s, c in scored if c != plan.config]
+    call = machine.call_seconds(threads)  # left out of the ranking (the same for every configuration), not the speeds
+    gflops = [plan.predicted_gflops] + [flops / (s + call) / 1e9 for s, c in scored if c != plan.config]
     unpruned = sum(1 for _ in unpruned_space(view, machine, threads))
     cap = max(1, unpruned // MIN_REDUCTION)
     configs, gflops = configs[:cap], gflops[:cap]

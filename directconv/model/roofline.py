@@ -74,10 +74,15 @@ class Timing:
     memory: Memory
     peak: float  # seconds of the layer's FLOPs at the FMA peak of the threads
     flops: int
+    call: float = 0.0  # seconds of the call's fixed cost (Machine.call_seconds), on top of the kernel's time
+
+    @property
+    def kernel_seconds(self) -> float:
+        return max(self.compute + self.memory.seconds, self.peak)
 
     @property
     def seconds(self) -> float:
-        return max(self.compute + self.memory.seconds, self.peak)
+        return self.kernel_seconds + self.call
 
     @property
     def bound(self) -> str:
@@ -101,6 +106,8 @@ class Timing:
             why = f"memory-bound: {traffic}, more than the compute: {total}"
         else:
             why = f"compute-bound: {traffic}, {mem / self.compute:.0%} of the compute: {total}"
+        if self.call > 0:
+            why += f"; plus {self.call * 1e6:.1f} us per call (the probed fixed cost of a call on these threads)"
         return Reason("roofline", self.bound, why)
 
 
@@ -167,4 +174,5 @@ def layer_memory(shape: ConvShape, machine: Machine, threads: int, reads: int = 
 def timing(shape: ConvShape, machine: Machine, threads: int, compute_seconds: float, reads: int = 1) -> Timing:
     flops = shape.flops()
     peak = flops / (machine.peak(threads) * 1e9)
-    return Timing(compute_seconds, layer_memory(shape, machine, threads, reads), peak, flops)
+    memory = layer_memory(shape, machine, threads, reads)
+    return Timing(compute_seconds, memory, peak, flops, machine.call_seconds(threads))

@@ -28,12 +28,14 @@ CPUINFO_SOURCE = "/proc/cpuinfo"
 
 @dataclass(frozen=True)
 class Performance:
-    """Per-core FMA facts of one host: measured by `measure.measure`, or given (tests, recorded hosts)."""
+    """Per-core FMA facts of one host and the fixed cost of a call: measured by the probe (tuner.fma.measure,
+    nn.calls.measure_call_us), or given (tests, recorded hosts)."""
 
     l_fma: float  # cycles
     n_fma: float  # FMAs per cycle
     freq_ghz: float  # sustained, under FMA load
     peak_gflops: dict[int, float] = field(default_factory=dict)  # threads -> GFLOP/s
+    call_us: dict[int, float] = field(default_factory=dict)  # threads -> fixed cost of one layer call
     note: str = ""  # the measurement in words, for the description's notes
 
 
@@ -168,6 +170,9 @@ def describe(facts: HostFacts, perf: Performance, *, machine_id: str | None = No
     if perf.peak_gflops:
         data["peak_gflops"] = {t: round(g, 1) for t, g in perf.peak_gflops.items()}
         sources["peak_gflops"] = "probed"
+    if perf.call_us:
+        data["call_us"] = {t: round(us, 2) for t, us in perf.call_us.items()}
+        sources["call_us"] = "probed"
     origin = f"probe of {name}"
     _borrow_unmeasured(data, parse_machine(data, origin))
     return parse_machine(data, origin)
