@@ -479,6 +479,9 @@ def test_probe_command_writes_a_description_the_loader_accepts(tmp_path):
     assert machine.isa == host_isa()
     assert set(machine.call_us) == set(machine.peak_gflops) and all(0 < us < 1000 for us in machine.call_us.values())
     assert machine.sources["call_us"] == "probed"
+    for name in ("l2_bytes_per_cycle", "dram_gbytes_per_s"):  # every host has an L2 and memory
+        assert machine.sources[name] == "probed"
+    assert "Bandwidth of a copy loop" in machine.notes
     assert yaml.safe_load(done.stdout)["id"] == "this-host"
     assert re.search(r"^(closest bundled machine: |no bundled machine matches: )", done.stderr, re.MULTILINE)
     assert f"wrote {out}" in done.stderr

@@ -208,6 +208,32 @@ def test_stream_loop_reads_writes_everything_and_reports_a_positive_bandwidth(is
     assert 0.01 < gbps < 10_000
 
 
+def test_the_level_loops_fill_each_level_and_skip_one_the_threads_lower_levels_already_hold() -> None:
+    kib, mib = 1 << 10, 1 << 20
+    zen4_guest = [(1, 32 * kib, 1), (2, mib, 1), (3, 32 * mib, 2)]  # (level, bytes, cores sharing one)
+    assert bandwidth.level_sizes(zen4_guest, 1) == [("L2", mib // 2), ("L3", 8 * mib), ("memory", 128 * mib)]
+    # Two threads: half of each one's L2; the L3 (one instance) a quarter of it, still more than both L2s hold.
+    assert bandwidth.level_sizes(zen4_guest, 2) == [("L2", mib), ("L3", 8 * mib), ("memory", 128 * mib)]
+    # A small shared L3 that four threads' L2s outgrow is no level of its own for them.
+    small_l3 = [(1, 32 * kib, 1), (2, mib, 1), (3, 2 * mib, 8)]
+    assert bandwidth.level_sizes(small_l3, 4) == [("L2", 2 * mib), ("memory", 16 * mib)]
+    # Hundreds of MiB of caches: the memory loop stays within MEMORY_BYTES_MAX but past every cache.
+    many = [(2, mib, 1), (3, 32 * mib, 8)]
+    assert bandwidth.level_sizes(many, 96)[-1] == ("memory", 2 * 12 * 32 * mib)
+
+
+@pytest.mark.compiler
+def test_level_bandwidths_are_measured_on_every_thread_count_asked() -> None:
+    mib = 1 << 20
+    probes = bandwidth.measure_levels([(2, mib // 4, 1)], [2, 1], seconds=0.01)
+    assert [p.level for p in probes] == ["L2", "memory"]
+    for p in probes:
+        assert set(p.gbytes_per_s) == {1, 2}
+        assert all(0.01 < g < 10_000 for g in p.gbytes_per_s.values()), p
+    with pytest.raises(ValueError, match="threads must name at least one thread count, got none"):
+        bandwidth.measure_levels([(2, mib, 1)], [])
+
+
 @pytest.mark.compiler
 def test_stream_loop_refuses_buffers_it_cannot_run_on() -> None:
     from directconv.core.isa import host_isa

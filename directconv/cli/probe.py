@@ -1,5 +1,5 @@
-"""`directconv probe`: describe this host, measure its FMA units and the fixed cost of a layer call, and write a
-machine description.
+"""`directconv probe`: describe this host, measure its FMA units, the fixed cost of a layer call and the bandwidth of
+its caches and memory, and write a machine description.
 
 The report goes to stderr, the description (YAML) to stdout, so `directconv probe --no-write > host.yaml` keeps just
 the description. Exit status 0 on success, 2 on bad arguments or a failed probe (printed by directconv.cli.main).
@@ -21,6 +21,7 @@ from directconv.machines.probe.facts import HostFacts
 from directconv.machines.probe.fingerprint import fingerprint, fingerprint_id
 from directconv.machines.probe.match import best_match
 from directconv.nn.calls import measure_call_us
+from directconv.tuner.bandwidth import measure_levels
 from directconv.tuner.fma import DEFAULT, QUICK, FmaProbe, measure
 
 
@@ -140,8 +141,17 @@ def run(args: argparse.Namespace) -> int:
     err.flush()
     call_us = measure_call_us(sorted(probe.peak_gflops), isa=facts.isa, rounds=budget.rounds)
     print("call:     " + "; ".join(f"{t}T {us:.1f} us" for t, us in call_us.items()), file=err)
+    print("measuring the bandwidth of each level past L1...", file=err)
+    err.flush()
+    caches = [(c.level, int(c.size_kib * 1024), c.shared_by_cores) for c in facts.caches]
+    levels = measure_levels(caches, sorted(probe.peak_gflops), isa=facts.isa, seconds=budget.burst_s * 10)
+    for lv in levels:
+        rates = "; ".join(f"{t}T {g:.1f}" for t, g in lv.gbytes_per_s.items())
+        print(f"{lv.level + ':':9} {rates} GB/s (copy loop over {lv.total_bytes / (1 << 20):.1f} MiB)", file=err)
 
-    performance = dataclasses.replace(probe.performance(), call_us=call_us)
+    performance = dataclasses.replace(
+        probe.performance(), call_us=call_us, bandwidth={lv.level: lv.gbytes_per_s for lv in levels}
+    )
     machine = describe(facts, performance, machine_id=machine_id)
     print(best_match(machine, bundled_machines()).explain(), file=err)
     err.flush()

@@ -25,7 +25,7 @@ tests and a quick look.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from directconv.core import checks
@@ -91,6 +91,15 @@ def layer_stream(shape: ConvShape, threads: int, *, isa: str | None = None) -> S
 def bandwidth_once(loop: StreamLoop, seconds: float = DEFAULT_SECONDS) -> float:
     """GB/s (1e9 bytes per second) of `loop`: its bytes over the seconds per pass of the fastest batch of passes
     within about `seconds` (under load from other processes the fastest short batch is the machine's)."""
+    best = fastest_pass(loop, seconds)
+    result = loop.traffic.bytes / best * 1e-9
+    if not result > 0:
+        raise RuntimeError(f"bandwidth loop moved {loop.traffic} in {best} s per pass: expected a positive rate")
+    return result
+
+
+def fastest_pass(loop: StreamLoop, seconds: float = DEFAULT_SECONDS) -> float:
+    """Seconds per pass of `loop` in the fastest batch of passes within about `seconds`."""
     checks.positive("seconds", seconds)
     per_call = harness.warm_up(loop.call, seconds / 10, 2)
     calls = harness.calls_per_batch(per_call, seconds / 5)
@@ -98,7 +107,68 @@ def bandwidth_once(loop: StreamLoop, seconds: float = DEFAULT_SECONDS) -> float:
     best = float("inf")
     while time.perf_counter() - started < seconds or best == float("inf"):
         best = min(best, harness.time_batch(loop.call, calls))
-    result = loop.traffic.bytes / best * 1e-9
-    if not result > 0:
-        raise RuntimeError(f"bandwidth loop moved {loop.traffic} in {best} s per pass: expected a positive rate")
-    return result
+    return best
+
+
+# How much of a level the probe's loop fills: half of a private one, a quarter of a shared one (other cores, and in
+# a virtual machine other guests, use it too; on the Zen 4 host a pass over 16 of the L3's 32 MiB ran 12% slower
+# than over 8), and for memory four times the last cache, so that no level holds it.
+PRIVATE_FILL = 0.5
+SHARED_FILL = 0.25
+MEMORY_BYTES_MAX = 1 << 29  # the memory loop's pass at most (a many-core socket's caches add up to hundreds of MiB)
+MEMORY_OVER_LAST_CACHE = 4
+
+
+@dataclass(frozen=True)
+class LevelProbe:
+    """The copy loop's bandwidth from one level of the memory hierarchy, measured on one or more thread counts."""
+
+    level: str  # "L2", "L3", "memory"
+    total_bytes: int  # read + written per pass, all threads together (on the most threads measured)
+    gbytes_per_s: dict[int, float]  # threads -> GB/s of all of them
+
+
+def level_sizes(caches: Sequence[tuple[int, int, int]], threads: int) -> list[tuple[str, int]]:
+    """(level, bytes per pass) of the loops that probe each level past L1 on `threads` threads: `caches` holds
+    (level, size in bytes, cores sharing one) per level. A private level holds each thread's share of the pass;
+    a shared one the whole pass, and only where that exceeds every lower level of all the threads; memory takes
+    MEMORY_OVER_LAST_CACHE times all the caches (at most MEMORY_BYTES_MAX, at least twice them)."""
+    sizes: list[tuple[str, int]] = []
+    below = 0  # bytes the lower levels of all the threads hold
+    for level, size, shared_by in sorted(caches):
+        instances = -(-threads // shared_by)  # private: one per thread; shared: the instances the threads span
+        total = int(size * instances * (PRIVATE_FILL if shared_by == 1 else SHARED_FILL))
+        if level >= 2 and total > below:
+            sizes.append((f"L{level}", total))
+        below = max(below, size * instances)
+    sizes.append(("memory", max(min(MEMORY_OVER_LAST_CACHE * below, MEMORY_BYTES_MAX), 2 * below, 1 << 22)))
+    return sizes
+
+
+def measure_levels(
+    caches: Sequence[tuple[int, int, int]],
+    threads: Sequence[int],
+    *,
+    isa: str | None = None,
+    seconds: float = DEFAULT_SECONDS,
+) -> list[LevelProbe]:
+    """The copy loop's bandwidth from each level past L1 on each thread count (level_sizes of that count; a level
+    the lower ones outgrow on some count is left out there), the fastest of short batches over about `seconds` per
+    level and thread count, as bandwidth_once takes it. Runs nothing else meanwhile: it times the machine."""
+    counts = sorted(set(threads))
+    if not counts:
+        raise ValueError("threads must name at least one thread count, got none")
+    # A pass of an L2-sized loop lasts a few microseconds, of which the call itself is one or two: the time of a
+    # pass over one vector on as many threads is taken off each pass.
+    empty = {t: fastest_pass(stream_loop(Traffic(64, 64), t, isa=isa), seconds) for t in counts}
+    rates: dict[str, dict[int, float]] = {}
+    sizes: dict[str, int] = {}
+    for t in counts:
+        for level, total in level_sizes(caches, t):
+            half = -(-total // 2)
+            per_pass = fastest_pass(stream_loop(Traffic(half, half), t, isa=isa), seconds) - empty[t]
+            if not per_pass > 0:
+                raise RuntimeError(f"a pass over {2 * half} bytes took no longer than an empty one on {t} threads")
+            rates.setdefault(level, {})[t] = 2 * half / per_pass * 1e-9
+            sizes[level] = 2 * half
+    return [LevelProbe(level, sizes[level], by_threads) for level, by_threads in rates.items()]

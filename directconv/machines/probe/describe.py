@@ -36,6 +36,7 @@ class Performance:
     freq_ghz: float  # sustained, under FMA load
     peak_gflops: dict[int, float] = field(default_factory=dict)  # threads -> GFLOP/s
     call_us: dict[int, float] = field(default_factory=dict)  # threads -> fixed cost of one layer call
+    bandwidth: dict[str, dict[int, float]] = field(default_factory=dict)  # "L2"/"L3"/"memory" -> threads -> GB/s
     note: str = ""  # the measurement in words, for the description's notes
 
 
@@ -173,9 +174,38 @@ def describe(facts: HostFacts, perf: Performance, *, machine_id: str | None = No
     if perf.call_us:
         data["call_us"] = {t: round(us, 2) for t, us in perf.call_us.items()}
         sources["call_us"] = "probed"
+    notes.extend(_measured_bandwidth(perf, data, sources))
+    data["notes"] = "\n".join(notes)
     origin = f"probe of {name}"
     _borrow_unmeasured(data, parse_machine(data, origin))
     return parse_machine(data, origin)
+
+
+# The description's fields for the levels the probe's copy loop measures (tuner.bandwidth.measure_levels).
+_PER_CYCLE_FIELDS = {"L2": "l2_bytes_per_cycle", "L3": "l3_bytes_per_cycle"}
+
+
+def _measured_bandwidth(perf: Performance, data: dict[str, Any], sources: dict[str, str]) -> list[str]:
+    """Set the bandwidths the probe measured (L2 and L3 per core per cycle from one thread, memory in GB/s from the
+    most threads) in `data`, and return the note that gives every figure measured."""
+    if not perf.bandwidth:
+        return []
+    for level, by_threads in perf.bandwidth.items():
+        if level in _PER_CYCLE_FIELDS and 1 in by_threads:
+            data[_PER_CYCLE_FIELDS[level]] = round(by_threads[1] / perf.freq_ghz, 1)
+            sources[_PER_CYCLE_FIELDS[level]] = "probed"
+        elif level == "memory":
+            data["dram_gbytes_per_s"] = round(by_threads[max(by_threads)], 1)
+            sources["dram_gbytes_per_s"] = "probed"
+    figures = "; ".join(
+        f"{level} " + ", ".join(f"{t} thread{'s' if t > 1 else ''} {g:.1f}" for t, g in sorted(by_threads.items()))
+        for level, by_threads in perf.bandwidth.items()
+    )
+    return [
+        f"Bandwidth of a copy loop (read one buffer, write another; GB/s, the fastest of short batches): {figures}. "
+        "l2_bytes_per_cycle and l3_bytes_per_cycle are one thread's rate over freq_ghz; dram_gbytes_per_s is the "
+        "rate of all the threads."
+    ]
 
 
 def _borrow_unmeasured(data: dict[str, Any], probed: Machine) -> None:
