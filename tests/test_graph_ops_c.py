@@ -367,3 +367,24 @@ def test_c_refusal_raises_value_error():
         graph_ops.channel_shuffle(x, np.zeros_like(x), 10, 3)
     with pytest.raises(ValueError, match="act must be one of"):
         graph_ops.activation(x, x, "gelu")
+
+
+@pytest.mark.parametrize(("n", "k", "m"), [(1, 7, 5), (1, 1000, 300), (3, 1001, 129), (4, 4, 1)])
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_gemv_sums_each_run_of_rows_then_the_runs(rng, n, k, m, threads):
+    a = rng.standard_normal((n, k)).astype(np.float32)
+    cols = rng.standard_normal((k, m)).astype(np.float32)
+    y = np.full((n, m), np.nan, dtype=np.float32)
+    assert graph_ops.gemv(a, cols, y, lanes=8, threads=threads)
+    want = a.astype(np.float64) @ cols.astype(np.float64)
+    np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+
+
+def test_gemv_refuses_operands_c_cannot_index(rng):
+    a, cols = np.ones((2, 6), np.float32), np.ones((6, 4), np.float32)
+    with pytest.raises(ValueError, match=r"a \(2, 6\) times cols \(5, 4\) does not give y \(2, 4\)"):
+        graph_ops.gemv(a, np.ones((5, 4), np.float32), np.empty((2, 4), np.float32), lanes=8)
+    with pytest.raises(ValueError, match=r"cols must be C-contiguous float32"):
+        graph_ops.gemv(a, np.ones((4, 6), np.float32).T, np.empty((2, 4), np.float32), lanes=8)
+    with pytest.raises(ValueError, match=r"y must be writeable and apart from a and cols"):
+        graph_ops.gemv(a, cols, cols[:2], lanes=8)

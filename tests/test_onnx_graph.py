@@ -31,6 +31,7 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402  (needs onnx, h
 import directconv as dc  # noqa: E402
 from directconv.graph import OnnxModelError  # noqa: E402
 from directconv.graph.arena import Place  # noqa: E402
+from directconv.kernels import graph_ops  # noqa: E402
 
 pytestmark = [
     pytest.mark.compiler,
@@ -432,6 +433,21 @@ def test_classifier_tail_global_pool_flatten_gemm_softmax() -> None:
     net.node("Softmax", [logits], "y")
     model = check(net.bytes(X, {"y": 2}), feeds_x())
     assert ops(model) == ["conv", "global_avg_pool", "to_dense", "reshape", "gemm", "softmax"]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_a_large_classifier_matches_onnxruntime_on_any_threads(threads, batch, monkeypatch) -> None:
+    """A Gemm whose weights are bound by memory (at least model.LARGE_GEMM floats) runs in C on the kernels' threads
+    at 2 threads and a few images (graph_ops.gemv), else in BLAS; either way onnxruntime's answer."""
+    calls = []
+    real = graph_ops.gemv
+    monkeypatch.setattr(graph_ops, "gemv", lambda *a, **k: calls.append(k["threads"]) or real(*a, **k))
+    net = Net()
+    flat = net.node("Flatten", [net.node("Relu", [stem(net, 8)], "r")], "flat")  # 8 x 10 x 10 = 800 features
+    net.node("Gemm", [flat, net.random("fc.w", (5243, 800)), net.random("fc.b", (5243,))], "y", transB=1)
+    check(net.bytes({"x": ["N", 3, 10, 10]}, {"y": 2}), {"x": image(batch, 3, 10, 10)}, threads=threads)
+    assert calls == ([2] if threads == 2 else [])
 
 
 def test_dense_tail_reshape_matmul_activation_add_mul_concat() -> None:

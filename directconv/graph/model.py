@@ -26,7 +26,7 @@ from directconv.graph.build import build
 from directconv.graph.fuse import fuse
 from directconv.graph.ir import Step, Tensor
 from directconv.graph.read import OnnxModelError, parse
-from directconv.kernels import convert, layout, runtime
+from directconv.kernels import convert, graph_ops, layout, runtime
 from directconv.kernels.layout import blocks
 from directconv.nn.api import available_threads
 from directconv.nn.pool import pool_output_size
@@ -35,6 +35,7 @@ __all__ = ["Model", "OnnxModelError", "conv_layers", "load_onnx"]
 
 # Gemm weights of at least this many floats (16 MiB, far beyond the caches) are split between the model's threads.
 LARGE_GEMM = 1 << 22
+GEMV_MAX_ROWS = 4  # images a gemv reads the matrix once for each of; more make it a product BLAS does better
 # An arena larger than this fraction of the machine's memory is refused before it is allocated.
 MEMORY_FRACTION = 0.75
 
@@ -163,7 +164,6 @@ class Model:
         self.plan = arena.plan(steps, self._tensors, blocked_inputs, set(outputs), lanes)
         self._prepared: dict[int, tuple[dict[str, np.ndarray], dict[int, Any]]] = {}
         self._blas = _blas_controller() if any(step.op == "gemm" for step in steps) else None
-        self._workers: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
         if untuned:
             warnings.warn(
@@ -395,33 +395,23 @@ class Model:
                 np.ascontiguousarray(views[t.name]), t.channels, threads=self.threads
             )
         elif op == "gemm":
-            dense[step.output] = self._gemm(dense[step.inputs[0]], p["rows"], p["bias"])
+            dense[step.output] = self._gemm(dense[step.inputs[0]], p["cols"], p["bias"])
         else:
             dense[step.output] = _dense_step(step, dense, batch, self._tensors[step.output].dims)
 
-    def _gemm(self, a: np.ndarray, rows: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
-        """a @ rows.T (+ bias) with BLAS on one thread: OpenBLAS's own threads spin for long after a call and took
-        the cores from the kernels' threads in the next one. A large matrix (bound by memory) is split by rows between
-        the model's threads instead, in a pool whose threads sleep when idle (docs/design.md, "Where a graph's time
-        went")."""
-        y = np.empty((a.shape[0], rows.shape[0]), dtype=np.float32)
-        parts = self.threads if rows.size >= LARGE_GEMM else 1
-        bounds = [rows.shape[0] * i // parts for i in range(parts + 1)]
-
-        def part(i: int) -> None:
-            np.matmul(a, rows[bounds[i] : bounds[i + 1]].T, out=y[:, bounds[i] : bounds[i + 1]])
-
-        with self._blas.limit(limits=1, user_api="blas") if self._blas is not None else contextlib.nullcontext():
-            if parts == 1:
-                part(0)
-            else:
-                list(self._pool().map(part, range(parts)))
+    def _gemm(self, a: np.ndarray, cols: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
+        """a @ cols (+ bias), cols (K, M). On several threads a large matrix (bound by memory) for a few images runs in
+        C on the kernels' own OpenMP threads (graph_ops.gemv): a second pool of threads, BLAS's or ours, waited for
+        the cores while the kernels' threads still spun after the last convolution (docs/design.md, "Where a graph's
+        time went"). Else BLAS on one thread (faster than that loop on one): OpenBLAS's own threads spin for long
+        after a call and took the cores from the kernels' threads in the next one."""
+        y = np.empty((a.shape[0], cols.shape[1]), dtype=np.float32)
+        large = self.threads > 1 and cols.size >= LARGE_GEMM and a.shape[0] <= GEMV_MAX_ROWS
+        a = np.ascontiguousarray(a)
+        if not (large and graph_ops.gemv(a, cols, y, lanes=self.lanes, threads=self.threads)):
+            with self._blas.limit(limits=1, user_api="blas") if self._blas is not None else contextlib.nullcontext():
+                np.matmul(a, cols, out=y)
         return y if bias is None else np.add(y, bias, out=y)
-
-    def _pool(self) -> ThreadPoolExecutor:
-        if self._workers is None:
-            self._workers = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="directconv-gemm")
-        return self._workers
 
     def _copy_into(self, x: np.ndarray, out: np.ndarray, offset: int, channels: int) -> None:
         """Channels [offset, offset + channels) of out = x's: through the output blocks they fall in only, since x

@@ -48,6 +48,8 @@ _DECLARATIONS = (
     "                            long ys, long ss, int threads);"
     "int dc_graph_lrn(const float *x, float *y, long n, long nb, long hw, long xs, long ys, long c, int size,"
     "                 float scale, float beta, float bias, int threads);"
+    "int dc_graph_gemv(const float *a, const float *cols, float *y, float *partial, long n, long k, long m,"
+    "                  int threads);"
 )
 # -ffp-contract=off overrides compiler.BASE_FLAGS' fast: x * scale + shift must round twice, as numpy's two passes
 # do, also where fused multiply-adds need no ISA flag (aarch64); -fno-math-errno lets LRN's square roots run as
@@ -374,4 +376,28 @@ def scale_channels(x: np.ndarray, scale: np.ndarray, y: np.ndarray, *, threads: 
     ss = row if scale.size == n * row and n > 1 else 0
     result = lib.dc_graph_scale_channels(px, _pointer(scale), py, n, nb, h * w, xs, ys, ss, threads)
     _refused("dc_graph_scale_channels", result, shape=x.shape, threads=threads)
+    return True
+
+
+def gemv(a: np.ndarray, cols: np.ndarray, y: np.ndarray, *, lanes: int, threads: int = 1) -> bool:
+    """y (N, M) = a (N, K) times cols (K, M), all C-contiguous float32, on the library's threads: each sums a run of
+    cols' rows, read once from memory, then the runs are added (dc_graph_gemv). For a few rows of `a` and a matrix
+    bound by memory; `lanes` picks the library. False, y untouched, without a library."""
+    n, k = a.shape
+    if cols.shape[0] != k or y.shape != (n, cols.shape[1]):
+        raise ValueError(f"a {a.shape} times cols {cols.shape} does not give y {y.shape}")
+    for name, arr in (("a", a), ("cols", cols), ("y", y)):
+        if arr.dtype != np.float32 or not arr.flags.c_contiguous:
+            raise ValueError(f"{name} must be C-contiguous float32, got {arr.dtype} with strides {arr.strides}")
+    if not y.flags.writeable or np.shares_memory(y, a) or np.shares_memory(y, cols):
+        raise ValueError("y must be writeable and apart from a and cols")
+    lib = _library(lanes)
+    if lib is None:
+        return False
+    partial = np.empty(max(1, threads) * y.size, dtype=np.float32)
+    result = lib.dc_graph_gemv(
+        ffi.floats(a, writable=False), ffi.floats(cols, writable=False), ffi.floats(y, writable=True),
+        ffi.floats(partial, writable=True), n, k, cols.shape[1], threads,
+    )  # fmt: skip
+    _refused("dc_graph_gemv", result, a=a.shape, cols=cols.shape, threads=threads)
     return True

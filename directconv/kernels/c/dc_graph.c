@@ -492,3 +492,54 @@ int dc_graph_lrn(const float *x, float *y, long n, long nb, long hw, long xs, lo
     }
     return 0;
 }
+
+#ifdef _OPENMP
+#include <omp.h>
+#else
+static inline int omp_get_thread_num(void) { return 0; }
+static inline int omp_get_num_threads(void) { return 1; }
+#endif
+
+/* y (n x m) = a (n x k) times cols (k x m), all row-major and contiguous, on `threads` threads. Thread t sums the
+ * products of a run of cols' rows into its own n x m slice of `partial`, reading the matrix once, front to back
+ * (a large one is bound by memory: every byte is used once); the slices are then added up, in thread order, into y.
+ * Run on the library's OpenMP threads, the kernels' own, so that no second pool competes with them for the cores.
+ * Returns 0, or -1 for a refused argument (the Python wrapper checks first). */
+int dc_graph_gemv(const float *restrict a, const float *restrict cols, float *restrict y, float *restrict partial,
+                  long n, long k, long m, int threads)
+{
+    if (n < 1 || k < 1 || m < 1 || threads < 1) return -1;
+    #pragma omp parallel num_threads(threads) if(threads > 1)
+    {
+        const long t = omp_get_thread_num(), nt = omp_get_num_threads();
+        const long j0 = k * t / nt, j1 = k * (t + 1) / nt;
+        float *restrict acc = partial + t * n * m;
+        for (long e = 0; e < n * m; ++e) acc[e] = 0.0f;
+        long j = j0;
+        for (; j + 4 <= j1; j += 4) { /* four rows per pass over the accumulators: a quarter of their loads and stores */
+            const float *restrict r0 = cols + j * m, *restrict r1 = r0 + m, *restrict r2 = r1 + m, *restrict r3 = r2 + m;
+            for (long i = 0; i < n; ++i) {
+                const float *ai = a + i * k + j;
+                const float a0 = ai[0], a1 = ai[1], a2 = ai[2], a3 = ai[3];
+                float *restrict out = acc + i * m;
+                for (long c = 0; c < m; ++c) out[c] += (a0 * r0[c] + a1 * r1[c]) + (a2 * r2[c] + a3 * r3[c]);
+            }
+        }
+        for (; j < j1; ++j) {
+            const float *restrict row = cols + j * m;
+            for (long i = 0; i < n; ++i) {
+                const float aij = a[i * k + j];
+                float *restrict out = acc + i * m;
+                for (long c = 0; c < m; ++c) out[c] += aij * row[c];
+            }
+        }
+        #pragma omp barrier
+        #pragma omp for schedule(static)
+        for (long e = 0; e < n * m; ++e) {
+            float s = partial[e];
+            for (long u = 1; u < nt; ++u) s += partial[u * n * m + e];
+            y[e] = s;
+        }
+    }
+    return 0;
+}
