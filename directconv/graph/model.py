@@ -225,11 +225,9 @@ class Model:
                     if self._tensors[name].blocked:
                         convert.from_blocked(np.ascontiguousarray(views[name]), self._tensors[name].channels)
                 times[-1].append(time.perf_counter() - t0)
-        io = Step("convert", [], "", ["inputs and outputs"])
         rows = [(-1, Step("to_blocked", [], "", ["inputs"]), float(np.median(times[0])))]
         rows += [(i, step, float(np.median(times[i + 1]))) for i, step in enumerate(self._steps)]
         rows.append((len(self._steps), Step("from_blocked", [], "", ["outputs"]), float(np.median(times[-1]))))
-        del io
         return rows
 
     def _convert_inputs(self, feeds: dict[str, np.ndarray], views: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
