@@ -135,8 +135,11 @@ def test_lrn(rng, lanes, channels, size, beta, bias):
 # Channel moves ------------------------------------------------------------------------------------------------------
 
 
-# (68, 4) and (136, 4): ShuffleNet's 4 groups of 17 and 34 channels, whose runs straddle blocks.
-@pytest.mark.parametrize("channels, groups", [(12, 3), (24, 4), (16, 2), (30, 5), (7, 7), (68, 4), (136, 4)])
+# (68, 4), (136, 4) and (272, 4): ShuffleNet's 4 groups of 17, 34 and 68 channels, whose runs straddle blocks
+# (some of them), and (64, 4), whose do not: with 16 lanes, whole blocks of 4 groups take the transpose path.
+@pytest.mark.parametrize(
+    "channels, groups", [(12, 3), (24, 4), (16, 2), (30, 5), (7, 7), (68, 4), (136, 4), (64, 4), (272, 4)]
+)
 @pytest.mark.parametrize("lanes", LANES)
 def test_channel_shuffle(rng, lanes, channels, groups):
     nb = -(-channels // lanes)
