@@ -19,7 +19,8 @@ bias): `minimal_traffic`. How the roofline is measured:
   rounds. Since the loop moves exactly the minimal bytes, that is the loop's time over the implementation's.
 
 `bandwidth_once` measures the same loop on its own (the fastest of short batches, as the FMA peak is taken), for
-tests and a quick look.
+tests and a quick look. `measure_levels` runs it over buffers sized for each cache level past L1 and for memory,
+for `directconv probe`, which writes the rates into the machine description (the model's transfers use them).
 """
 
 from __future__ import annotations
@@ -112,7 +113,7 @@ def fastest_pass(loop: StreamLoop, seconds: float = DEFAULT_SECONDS) -> float:
 
 # How much of a level the probe's loop fills: half of a private one, a quarter of a shared one (other cores, and in
 # a virtual machine other guests, use it too; on the Zen 4 host a pass over 16 of the L3's 32 MiB ran 12% slower
-# than over 8), and for memory four times the last cache, so that no level holds it.
+# than over 8), and for memory four times all the caches of the threads, so that none holds it.
 PRIVATE_FILL = 0.5
 SHARED_FILL = 0.25
 MEMORY_BYTES_MAX = 1 << 29  # the memory loop's pass at most (a many-core socket's caches add up to hundreds of MiB)

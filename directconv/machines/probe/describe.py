@@ -28,8 +28,9 @@ CPUINFO_SOURCE = "/proc/cpuinfo"
 
 @dataclass(frozen=True)
 class Performance:
-    """Per-core FMA facts of one host and the fixed cost of a call: measured by the probe (tuner.fma.measure,
-    nn.calls.measure_call_us), or given (tests, recorded hosts)."""
+    """Per-core FMA facts of one host, the fixed cost of a call and the bandwidths of its caches and memory: measured
+    by the probe (tuner.fma.measure, nn.calls.measure_call_us, tuner.bandwidth.measure_levels), or given (tests,
+    recorded hosts)."""
 
     l_fma: float  # cycles
     n_fma: float  # FMAs per cycle
