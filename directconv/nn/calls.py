@@ -1,10 +1,10 @@
 """The fixed cost of one layer call, measured: what the model adds to every layer's estimate (Machine.call_us).
 
 A small layer's time is not all kernel. `conv2d_blocked` checks its arguments and calls C through cffi, and on more
-than one thread OpenMP wakes the other threads and joins them: about a third of a 16 us depthwise call on the Zen 4
-host (docs/design.md, "The Python cost of a call"). `directconv probe` measures it with two loops, timed in the same
-interleaved rounds (tuner.harness.interleave; the fastest round of each, as the FMA peak is taken: on a shared
-host a round where another tenant holds the second core says nothing about the call):
+than one thread OpenMP wakes the other threads and joins them: a large share of a small depthwise layer's call
+(measured: docs/design.md, "The Python cost of a call"). `directconv probe` measures it with two loops, timed in
+the same interleaved rounds (tuner.harness.interleave; the fastest round of each, as the FMA peak is taken: on a
+shared host a round where another tenant holds the second core says nothing about the call):
 
 - the API's cost: `conv2d_blocked` on a layer whose kernel does next to nothing (1x1 filter, one pixel, one vector
   of channels; below the work at which kernels go parallel, so one thread runs it whatever it is given);

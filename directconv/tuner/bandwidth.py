@@ -112,8 +112,8 @@ def fastest_pass(loop: StreamLoop, seconds: float = DEFAULT_SECONDS) -> float:
 
 
 # How much of a level the probe's loop fills: half of a private one, a quarter of a shared one (other cores, and in
-# a virtual machine other guests, use it too; on the Zen 4 host a pass over 16 of the L3's 32 MiB ran 12% slower
-# than over 8), and for memory four times all the caches of the threads, so that none holds it.
+# a virtual machine other guests, use it too: docs/design.md, "In-core time plus transfers"), and for memory four
+# times all the caches of the threads, so that none holds it.
 PRIVATE_FILL = 0.5
 SHARED_FILL = 0.25
 MEMORY_BYTES_MAX = 1 << 29  # the memory loop's pass at most (a many-core socket's caches add up to hundreds of MiB)

@@ -167,7 +167,6 @@ def describe(facts: HostFacts, perf: Performance, *, machine_id: str | None = No
         ],
         "compiler_flags": list(flags),
         "sources": sources,
-        "notes": "\n".join(notes),
     }
     if perf.peak_gflops:
         data["peak_gflops"] = {t: round(g, 1) for t, g in perf.peak_gflops.items()}
