@@ -152,16 +152,34 @@ def test_pixels_are_loaded_once_for_every_tap_that_reads_them():
     assert pixels(dilated, 4) == 12  # taps 6 apart, 4 columns each: no pixel shared
 
 
-def test_weight_vectors_stay_in_registers_only_where_they_fit():
+def test_a_tile_keeps_all_its_weights_else_one_filter_rows_else_none():
     shape, g = SHAPES["mobilenetv2-dw3x3"], gathers(SHAPES["mobilenetv2-dw3x3"], 8)
-    # 6 accumulators + 9 weights + 1 input = 16 registers: resident. One column more: the weights are read from L1.
-    assert registers(shape, g, 1, 6, 16) == (16, True)
-    assert registers(shape, g, 1, 7, 16) == (9, False)  # 7 + 1 register to load a weight into + 1 input
-    # Per filter row, a resident 1x6 tile: 18 FMAs on 2 pipes (9 cycles), 8 loads + 7 stores and bias per tile,
+    # 6 accumulators + 9 weights + 1 input = 16 registers: all kept. One column more: 7 + 9 + 1 > 16, but one filter
+    # row's 3 weights fit (7 + 3 + 1); at 13 columns not even those (13 + 3 + 1 > 16): 1 register to load into.
+    assert registers(shape, g, 1, 6, 16) == (16, "all")
+    assert registers(shape, g, 1, 7, 16) == (11, "row")
+    assert registers(shape, g, 1, 13, 16) == (15, "none")
+    # Per filter row, a 1x6 tile keeping all weights: 18 FMAs on 2 pipes (9 cycles), 8 loads + 7 stores and bias,
     # latency 3 taps x 4 x 1.25 = 15 cycles: latency-bound, 6 accumulators < N_fma * L_fma = 8.
-    assert tile_cycles(ZEN3, shape, g, 1, 6, True, 1) == 15.0
-    # Without resident weights every FMA loads its weight: 18 + 8 + 7 loads on 2 ports.
-    assert tile_cycles(ZEN3, shape, g, 1, 6, False, 1) == pytest.approx(16.5)
+    assert tile_cycles(ZEN3, shape, g, 1, 6, "all", 1) == 15.0
+    # A 1x13 tile keeping one filter row: 15 input loads + 3 weights + 14 stores and bias = 32 loads on 2 ports (16
+    # cycles) under 39 FMAs on 2 pipes (19.5). Keeping none, every FMA reads its input from L1: 39 + 3 + 14 loads.
+    assert tile_cycles(ZEN3, shape, g, 1, 13, "row", 1) == 19.5
+    assert tile_cycles(ZEN3, shape, g, 1, 13, "none", 1) == 28.0
+    # Shuffled inputs (ResNeXt's 4 channels per group on 8 lanes): all the weights or none, never one row's.
+    packed = SHAPES["resnext-32x4d"]
+    kept = {registers(packed, gathers(packed, 8), 1, w, 16)[1] for w in range(1, 12)}
+    assert "row" not in kept and kept <= {"all", "none"}
+
+
+def test_equal_estimates_go_to_tiles_without_an_edge_tile():
+    # EfficientNet's 5x5 depthwise layer on Zen 4 (28 columns): every tile keeping a filter row's weights is bound by
+    # its multiply-adds alike; of those, 2x7 and 1x14 leave no edge tile, and 2x7 has more vectors.
+    shape = SHAPES["efficientnet-dw5x5"]
+    tiles = lane_tiles(load_machine("zen4"), shape)
+    ties = [t for t in tiles if round(t.cycles, 6) == round(tiles[0].cycles, 6)]
+    assert {(1, 22), (1, 14), (2, 7)} <= {(t.vectors, t.width) for t in ties}
+    assert (tiles[0].vectors, tiles[0].width, tiles[0].kept) == (2, 7, "row")
 
 
 def test_lane_tiles_fit_the_registers_and_the_best_hides_the_latency():

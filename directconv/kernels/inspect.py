@@ -286,21 +286,21 @@ def model_plan(machine: Machine, shape: ConvShape, config: KernelConfig) -> dict
 
 def _lane_plan(machine: Machine, shape: ConvShape, config: KernelConfig, vectors: int) -> dict[str, int]:
     """The model's plan for a lane-wise kernel (model.lanes): accumulators, the weight vectors it keeps (all of the
-    tile's when they fit, else one to load each into), the input vectors of a step; a step is one tap of one input
-    channel of a group over the whole tile."""
+    tile's when they fit, else one filter row's, else one to load each into), the input vectors of a step; a step is
+    one tap of one input channel of a group over the whole tile."""
     g = lanes.gathers(shape, config.lanes)
-    need, resident = lanes.registers(shape, g, vectors, config.wob, machine.n_reg)
+    need, kept = lanes.registers(shape, g, vectors, config.wob, machine.n_reg)
     accumulators = vectors * config.wob
     return {
         "lane_wise": 1,
         "accumulators": accumulators,
-        "weight_vectors": lanes.weight_vectors(shape, vectors) if resident else 1,
+        "weight_vectors": lanes.kept_vectors(shape, vectors, kept),
         "broadcast_registers": g.registers,  # input vectors (and the shuffled one) of a step: nothing broadcasts
         "registers_budget": need,
         "n_reg": machine.n_reg,
         "fmas_in_flight_needed": math.ceil(machine.n_fma * machine.l_fma),
         "fmas_per_step": accumulators,
-        "loads_per_step": math.ceil(g.loads) * vectors + (0 if resident else vectors),
+        "loads_per_step": math.ceil(g.loads) * vectors + (0 if kept == "all" else vectors),
     }
 
 

@@ -11,13 +11,17 @@ the group. A tile costs, per filter row, the largest of
   FMAs      V * W_o,b * kw * C_i,g / N_fma
   latency   kw * C_i,g * L_fma * latency_slack        each accumulator's chain through the row (paper eq. 1:
                                                       V * W_o,b >= N_fma * L_fma accumulators hide it)
-  loads     V * P * (input vectors per pixel) / N_load, plus one per FMA when the weights are not in registers
+  loads     V * P * (input vectors per pixel) / N_load, plus the weights not kept in registers (below)
   shuffles  V * P * (shuffles per pixel) / N_shuffle
 
 where P counts the distinct input pixels the tile's columns and taps touch in a row (W_o,b + kw - 1 at stride and
 dilation 1: a pixel is loaded once and serves every tap that reads it), plus the tile's stores and bias loads. The
-kh * kw * C_i,g * V weight vectors are the same for every tile of a row: they stay in registers where they fit beside
-the accumulators and the input vectors (loaded once per row), else every FMA reads its weight from L1.
+kh * kw * C_i,g * V weight vectors are the same for every tile of a row. Where they fit beside the accumulators and
+the input vectors they stay in registers (loaded once per output row); else where one filter row's kw * C_i,g * V
+fit, the compiler keeps that row's weights while the tile runs the filter row (each weight loaded once per tile and
+filter row: a 5x5 depthwise tile of 22 columns keeps 5 of its 25 weights); else it still loads each weight once per
+tile and filter row but no longer keeps the input vectors: every FMA reads its input from L1 (a memory operand), one
+load per FMA. GCC 12's code for 5x5 depthwise tiles of 1x22 and 3x7 vectors does exactly these.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import math
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 from directconv.core.shape import ConvShape
 from directconv.machines.machine import Machine
@@ -47,12 +52,18 @@ class Gathers:
         return math.ceil(self.loads) + (1 if self.shuffles else 0)
 
 
+# Which weight vectors a tile keeps in registers: all of them (across the row's tiles), one filter row's (while the
+# tile runs that row), or none (one register to load each into, one load per FMA).
+Kept = Literal["all", "row", "none"]
+KEEP_ORDER: tuple[Kept, ...] = ("all", "row", "none")
+
+
 @dataclass(frozen=True)
 class LaneTile:
     vectors: int
     width: int
-    resident: bool  # the tile's weight vectors stay in registers
-    registers: int  # accumulators + weights (or one register to load a weight into) + input registers
+    kept: Kept  # the weight vectors the tile keeps in registers
+    registers: int  # accumulators + kept weights (or one register to load a weight into) + input registers
     cycles: float  # estimated cycles of the layer on one thread
 
     @property
@@ -86,20 +97,41 @@ def weight_vectors(shape: ConvShape, vectors: int) -> int:
     return shape.kh * shape.kw * shape.cig * vectors
 
 
-def registers(shape: ConvShape, g: Gathers, vectors: int, width: int, n_reg: int) -> tuple[int, bool]:
-    """(registers a tile needs, whether its weights stay in registers): weights resident where they fit."""
+def row_weight_vectors(shape: ConvShape, vectors: int) -> int:
+    """The weight vectors of one filter row: what a tile keeps while it runs that row."""
+    return shape.kw * shape.cig * vectors
+
+
+def kept_vectors(shape: ConvShape, vectors: int, kept: Kept) -> int:
+    """Registers the tile's weights take: the kept vectors, or one to load each weight into."""
+    if kept == "all":
+        return weight_vectors(shape, vectors)
+    return row_weight_vectors(shape, vectors) if kept == "row" else 1
+
+
+def registers(shape: ConvShape, g: Gathers, vectors: int, width: int, n_reg: int) -> tuple[int, Kept]:
+    """(registers a tile needs, the weights it keeps): all where they fit, else one filter row's (inputs that need
+    no shuffle only), else none."""
     base = vectors * width + g.registers
-    resident = base + weight_vectors(shape, vectors) <= n_reg
-    return base + (weight_vectors(shape, vectors) if resident else 1), resident
+    kept: Kept = "none"
+    if base + weight_vectors(shape, vectors) <= n_reg:
+        kept = "all"
+    elif not g.shuffles and base + row_weight_vectors(shape, vectors) <= n_reg:
+        kept = (
+            "row"  # seen in GCC's depthwise code; where inputs are shuffled, measured tiles ran slower than kept none
+        )
+    return base + kept_vectors(shape, vectors, kept), kept
 
 
 def tile_cycles(
-    machine: Machine, shape: ConvShape, g: Gathers, vectors: int, width: int, resident: bool, rows: int
+    machine: Machine, shape: ConvShape, g: Gathers, vectors: int, width: int, kept: Kept, rows: int
 ) -> float:
     """Cycles of one tile whose output row runs `rows` filter rows (see the module docstring)."""
     fmas = vectors * width * shape.kw * shape.cig * rows
     touched = vectors * pixels(shape, width) * rows
-    memory = touched * g.loads + (0 if resident else fmas) + vectors * width + vectors  # + stores and bias
+    inputs = touched * g.loads if kept != "none" else max(touched * g.loads, fmas)
+    weights = 0 if kept == "all" else row_weight_vectors(shape, vectors) * rows
+    memory = inputs + weights + vectors * width + vectors  # + stores and bias
     bounds = [
         fmas / machine.n_fma,
         rows * shape.kw * shape.cig * machine.l_fma * machine.latency_slack,
@@ -111,7 +143,8 @@ def tile_cycles(
 
 def layer_cycles(machine: Machine, shape: ConvShape, g: Gathers, vectors: int, width: int) -> float:
     """Cycles of the whole layer on one thread: every output row, tile and output-channel block, edge tiles at their
-    own size; resident weights are loaded once per row and tile function."""
+    own size. Weights kept whole cost nothing here: loaded once per output row and tile function, under the FMAs of
+    its tiles."""
     rows = Counter(filter_rows(shape, oh) for oh in range(shape.ho))
     full_t, tail_w = divmod(shape.wo, width)
     full_j, tail_v = divmod(-(-shape.co // machine.n_vec), vectors)
@@ -121,10 +154,8 @@ def layer_cycles(machine: Machine, shape: ConvShape, g: Gathers, vectors: int, w
         for w, count in ((width, full_t), (tail_w, 1 if tail_w else 0)):
             if count == 0:
                 continue
-            resident = registers(shape, g, v, w, machine.n_reg)[1]
-            per_row = sum(n * tile_cycles(machine, shape, g, v, w, resident, r) for r, n in rows.items())
-            reload = shape.ho * weight_vectors(shape, v) / machine.n_load if resident else 0.0
-            total += count * per_row + reload
+            kept = registers(shape, g, v, w, machine.n_reg)[1]
+            total += count * sum(n * tile_cycles(machine, shape, g, v, w, kept, r) for r, n in rows.items())
         return total
 
     return full_j * block(vectors) + (block(tail_v) if tail_v else 0.0)
@@ -132,7 +163,7 @@ def layer_cycles(machine: Machine, shape: ConvShape, g: Gathers, vectors: int, w
 
 def full_tile_efficiency(machine: Machine, shape: ConvShape, g: Gathers, tile: LaneTile) -> float:
     """Fraction of FMA peak an interior tile (every filter row run) reaches by this estimate."""
-    cycles = tile_cycles(machine, shape, g, tile.vectors, tile.width, tile.resident, shape.kh)
+    cycles = tile_cycles(machine, shape, g, tile.vectors, tile.width, tile.kept, shape.kh)
     return tile.vectors * tile.width * shape.kh * shape.kw * shape.cig / machine.n_fma / cycles
 
 
@@ -143,12 +174,22 @@ def lane_tiles(machine: Machine, shape: ConvShape) -> list[LaneTile]:
     tiles = []
     for vectors in range(1, min(MAX_UNPRUNED_VECTORS, -(-shape.co // machine.n_vec)) + 1):
         for width in range(1, min(MAX_UNPRUNED_WIDTH, shape.wo) + 1):
-            need, resident = registers(shape, g, vectors, width, machine.n_reg)
+            need, kept = registers(shape, g, vectors, width, machine.n_reg)
             if need > machine.n_reg:
                 break
             cycles = layer_cycles(machine, shape, g, vectors, width)
-            tiles.append(LaneTile(vectors, width, resident, need, cycles))
-    return sorted(tiles, key=lambda t: (round(t.cycles, 6), -t.accumulators, -t.vectors))
+            tiles.append(LaneTile(vectors, width, kept, need, cycles))
+    # Ties: no edge tile (one tile function per row), weights kept whole, then more accumulators and vectors.
+    return sorted(
+        tiles,
+        key=lambda t: (
+            round(t.cycles, 6),
+            shape.wo % t.width > 0,
+            KEEP_ORDER.index(t.kept),
+            -t.accumulators,
+            -t.vectors,
+        ),
+    )
 
 
 def lane_seconds(machine: Machine, shape: ConvShape, vectors: int, width: int, threads: int, balance: float) -> float:
@@ -178,14 +219,15 @@ class LaneKernel:
         cob, need = best.vectors * m.n_vec, m.n_fma * m.l_fma
         full_t, tail_w = divmod(s.wo, best.width)
         full_j, tail_v = divmod(-(-s.co // m.n_vec), best.vectors)
-        weights = weight_vectors(s, best.vectors)
-        kept = (
-            f"{weights} weight vectors (kh*kw*C_i,g*vectors = {s.kh}*{s.kw}*{s.cig}*{best.vectors}, kept in "
-            "registers across the row's tiles)"
-            if best.resident
-            else f"1 register to load each weight into (the {weights} weight vectors, kh*kw*C_i,g*vectors, do not "
-            "fit beside them: every FMA reads its weight from L1, one more load per FMA)"
-        )
+        weights, row = weight_vectors(s, best.vectors), row_weight_vectors(s, best.vectors)
+        kept = {
+            "all": f"{weights} weight vectors (kh*kw*C_i,g*vectors = {s.kh}*{s.kw}*{s.cig}*{best.vectors}, kept in "
+            "registers across the row's tiles)",
+            "row": f"{row} weight vectors of one filter row (kw*C_i,g*vectors; all {weights} do not fit beside "
+            "them: each row's loaded once per tile)",
+            "none": f"1 register to load each weight into (not even a filter row's {row} weight vectors fit beside "
+            "them: each weight loaded once per tile and filter row, and every FMA reads its input from L1)",
+        }[best.kept]
         p = pixels(s, best.width)
         shuffled = f", {best.vectors * p * g.shuffles:g} shuffles" if g.shuffles else ", no shuffle"
         reasons = [
@@ -250,7 +292,8 @@ class LaneKernel:
     def cuts(self, tiles: Sequence[LaneTile], kept: int, keep_factor: float) -> tuple[str, ...]:
         return (
             f"register tiles: {len(tiles)} fit N_reg={self.machine.n_reg} (accumulators + input registers, with "
-            "the weight vectors where they fit, else one register to load them into); tiles that spill are cut",
+            "the weight vectors where they fit, else one filter row's, else one register to load them into); tiles "
+            "that spill are cut",
             f"kept {kept} tiles within {keep_factor:.2f}x of the best estimated cycles (edge tiles counted)",
             "C_i,b and unroll: none and 1, the lane-wise kernel has no input-channel loop",
         )
