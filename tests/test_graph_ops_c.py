@@ -391,3 +391,68 @@ def test_gemv_refuses_operands_c_cannot_index(rng):
         graph_ops.gemv(a, np.ones((4, 6), np.float32).T, np.empty((2, 4), np.float32), lanes=8)
     with pytest.raises(ValueError, match=r"y must be writeable and apart from a and cols"):
         graph_ops.gemv(a, cols, cols[:2], lanes=8)
+
+
+# ---- A run of convolutions in one C call -----------------------------------------------------------------------------
+
+
+def _bound_layers(rng: np.random.Generator) -> tuple[list, list[np.ndarray], int]:
+    """Three convolutions of the host's ISA bound one after the other, batch 2 (the second adds a residual, the
+    third is depthwise with a clip), their outputs (zeroed) and the lanes."""
+    from directconv.core.config import KernelConfig
+    from directconv.core.isa import get_isa, host_isa
+    from directconv.core.shape import ConvShape
+    from directconv.kernels import layout, runtime
+
+    isa = host_isa()
+    lanes = get_isa(isa).lanes
+    c = 2 * lanes
+    shapes = [
+        ConvShape.from_args(lanes, c, 6, 6, 3, 3, 1, 1),
+        ConvShape.from_args(c, c, 6, 6, 1, 1, 1, 0),
+        ConvShape.from_args(c, c, 6, 6, 3, 3, 1, 1, groups=c),
+    ]
+    x = layout.nchw_to_blocked(rng.standard_normal((2, lanes, 6, 6)).astype(np.float32), lanes)
+    outs = [np.zeros((2, 2, 6, 6, lanes), np.float32) for _ in shapes]
+    calls = []
+    for i, s in enumerate(shapes):
+        cfg = KernelConfig(isa, lanes, 3, threads=1)
+        kernel = runtime.load(cfg, s)
+        w = rng.standard_normal((s.co, s.ci // s.groups, s.kh, s.kw)).astype(np.float32)
+        weights = layout.pack_weights(w, lanes, cfg.cob, s.groups)
+        bias = layout.pack_bias(rng.standard_normal(s.co).astype(np.float32), s, lanes, cfg.cob)
+        calls.append(
+            kernel.bind_fused(
+                x if i == 0 else outs[i - 1], weights, bias, outs[i], cib=None, rows=None, parallel="co", threads=1,
+                epilogue=runtime.Epilogue("clip", 0.0, 6.0) if i == 2 else None,
+                residual=outs[0] if i == 1 else None,
+            )
+        )  # fmt: skip
+    return calls, outs, lanes
+
+
+def test_a_chain_of_convolutions_makes_the_kernels_calls_in_order(rng):
+    calls, outs, lanes = _bound_layers(rng)
+    for call in calls:
+        call()
+    one_by_one = [o.copy() for o in outs]
+    for o in outs:
+        o[...] = 0
+    chain = graph_ops.conv_chain(calls, lanes=lanes)
+    assert chain is not None
+    chain()
+    for got, want in zip(outs, one_by_one, strict=True):
+        np.testing.assert_array_equal(got, want)
+    assert graph_ops.conv_chain([], lanes=lanes) is None
+
+
+def test_a_chain_stops_at_a_call_its_kernel_refuses(rng):
+    from directconv.kernels.runtime import BoundCall
+
+    calls, outs, lanes = _bound_layers(rng)
+    refused = BoundCall(calls[1].function, (*calls[1].args[:5], 0, *calls[1].args[6:]), calls[1].name)  # batch 0
+    chain = graph_ops.conv_chain([calls[0], refused, calls[2]], lanes=lanes)
+    with pytest.raises(RuntimeError, match=rf"kernel {calls[1].name} rejected its arguments \(call 2 of 3\)"):
+        chain()
+    assert np.any(outs[0] != 0)  # the first call ran
+    assert not np.any(outs[2])  # the one after the refused call did not

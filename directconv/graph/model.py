@@ -40,6 +40,17 @@ GEMV_MAX_ROWS = 4  # images a gemv reads the matrix once for each of; more make 
 MEMORY_FRACTION = 0.75
 
 
+@dataclass(frozen=True)
+class Bound:
+    """The arena of one batch size and the convolutions bound to it (Model._views)."""
+
+    views: dict[str, np.ndarray]  # every blocked tensor's view into the arena
+    calls: dict[int, runtime.BoundCall]  # step index -> its convolution's call (those reading blocked input)
+    # first step index of a run of two or more bound convolutions -> (the step index after the run, one function
+    # making all of its calls in one C call: graph_ops.conv_chain)
+    chains: dict[int, tuple[int, Any]]
+
+
 @dataclass
 class Conv:
     """A convolution step made ready to run: its kernel, packed weights and where its configuration came from."""
@@ -162,7 +173,7 @@ class Model:
         self._nchw_inputs = _nchw_inputs(self.input_names, set(outputs), steps, self._convs)
         blocked_inputs = [name for name in self.input_names if name not in self._nchw_inputs]
         self.plan = arena.plan(steps, self._tensors, blocked_inputs, set(outputs), lanes)
-        self._prepared: dict[int, tuple[dict[str, np.ndarray], dict[int, Any]]] = {}
+        self._prepared: dict[int, Bound] = {}
         self._blas = _blas_controller() if any(step.op == "gemm" for step in steps) else None
         self._lock = threading.Lock()
         if untuned:
@@ -190,8 +201,15 @@ class Model:
             views = self._views(batch)
             dense: dict[str, np.ndarray] = {}
             nchw = self._convert_inputs(feeds, views)
-            for index, step in enumerate(self._steps):
-                self._run_step(index, step, views, dense, batch, nchw)
+            chains = self._prepared[batch].chains
+            index = 0
+            while index < len(self._steps):
+                if index in chains:
+                    index, chain = chains[index]
+                    chain()
+                    continue
+                self._run_step(index, self._steps[index], views, dense, batch, nchw)
+                index += 1
             results = []
             for name in self._outputs:
                 t = self._tensors[name]
@@ -302,8 +320,23 @@ class Model:
                 for index, conv in self._convs.items()
                 if self._steps[index].inputs[0] not in self._nchw_inputs
             }
-            prepared = self._prepared[batch] = (views, calls)
-        return prepared[0]
+            prepared = self._prepared[batch] = Bound(views, calls, self._chains(calls))
+        return prepared.views
+
+    def _chains(self, calls: dict[int, runtime.BoundCall]) -> dict[int, tuple[int, Any]]:
+        """Bound.chains: each run of consecutive steps that are bound convolutions, as one C call."""
+        chains = {}
+        index = 0
+        while index < len(self._steps):
+            end = index
+            while end in calls:
+                end += 1
+            if end - index >= 2:
+                chain = graph_ops.conv_chain([calls[i] for i in range(index, end)], lanes=self.lanes)
+                if chain is not None:
+                    chains[index] = (end, chain)
+            index = max(end, index + 1)
+        return chains
 
     def _bind(self, step: Step, conv: Conv, views: dict[str, np.ndarray], x: np.ndarray | None = None) -> Any:
         """The convolution's kernel call on the arena: whole buffers, and each tensor's first block in its buffer;
@@ -346,7 +379,7 @@ class Model:
         if op == "conv":
             image = nchw.get(step.inputs[0])
             if image is None:
-                self._prepared[batch][1][index]()
+                self._prepared[batch].calls[index]()
             else:
                 self._bind(step, self._convs[index], views, image)()
         elif op == "scale_shift":

@@ -51,6 +51,11 @@ def ints(values: list[int]) -> Any:
     return _ffi.new("int[]", values)
 
 
+def structs(ctype: str, count: int) -> Any:
+    """A new zeroed C array of `count` structs of the declared type `ctype` (kept alive by the returned object)."""
+    return _ffi.new(f"{ctype}[]", count)
+
+
 def int_out() -> Any:
     """A new C `int *` for a function to write one result into (read it back with `[0]`)."""
     return _ffi.new("int *")

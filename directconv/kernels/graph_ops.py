@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
 from directconv.kernels import compiler, convert, ffi
 from directconv.kernels.codegen import c_text, vector_prelude
-from directconv.kernels.runtime import ACTIVATIONS
+from directconv.kernels.runtime import ACTIVATIONS, BoundCall
 
 log = logging.getLogger("directconv.cache")
 
@@ -50,7 +51,18 @@ _DECLARATIONS = (
     "                 float scale, float beta, float bias, int threads);"
     "int dc_graph_gemv(const float *a, const float *cols, float *y, float *partial, long n, long k, long m,"
     "                  int threads);"
+    "typedef int (*dc_conv_fn)(const float *, const float *, const float *, float *, const float *, int, int, int,"
+    "                          int, int, int, int, int, int, int, int, int, float, float);"
+    "typedef struct { dc_conv_fn fn; const float *in, *wt, *bias; float *out; const float *residual;"
+    "                 int batch, cib_blocks, rows, parallel_rows, threads, in_blocks, in_first, out_blocks,"
+    "                 out_first, res_blocks, res_first, act; float alpha, beta; } dc_conv_call;"
+    "int dc_graph_run_convs(const dc_conv_call *calls, int n);"
 )
+# dc_conv_call's fields after fn, in runtime.BoundCall.args' order (codegen.C_FUSED_SIGNATURE's).
+_CALL_FIELDS = (
+    "in", "wt", "bias", "out", "residual", "batch", "cib_blocks", "rows", "parallel_rows", "threads", "in_blocks",
+    "in_first", "out_blocks", "out_first", "res_blocks", "res_first", "act", "alpha", "beta",
+)  # fmt: skip
 # -ffp-contract=off overrides compiler.BASE_FLAGS' fast: x * scale + shift must round twice, as numpy's two passes
 # do, also where fused multiply-adds need no ISA flag (aarch64); -fno-math-errno lets LRN's square roots run as
 # vector instructions.
@@ -377,6 +389,28 @@ def scale_channels(x: np.ndarray, scale: np.ndarray, y: np.ndarray, *, threads: 
     result = lib.dc_graph_scale_channels(px, _pointer(scale), py, n, nb, h * w, xs, ys, ss, threads)
     _refused("dc_graph_scale_channels", result, shape=x.shape, threads=threads)
     return True
+
+
+def conv_chain(calls: Sequence[BoundCall], *, lanes: int) -> Callable[[], None] | None:
+    """One function that makes `calls` in order in one C call (dc_graph_run_convs), or None without a library. The
+    calls are the kernels' own, checked when they were bound; their buffers must stay alive and keep their shapes
+    while the function may be called. A call its kernel refuses raises RuntimeError, the calls after it not made."""
+    lib = _library(lanes)
+    if lib is None or not calls:
+        return None
+    table = ffi.structs("dc_conv_call", len(calls))
+    for entry, call in zip(table, calls, strict=True):
+        entry.fn = call.function
+        for field, value in zip(_CALL_FIELDS, call.args, strict=True):
+            setattr(entry, field, value)
+    held = tuple(calls)  # their arguments own the buffers' pointers the table copied
+
+    def run() -> None:
+        failed = lib.dc_graph_run_convs(table, len(held))
+        if failed:
+            raise RuntimeError(f"kernel {held[failed - 1].name} rejected its arguments (call {failed} of {len(held)})")
+
+    return run
 
 
 def gemv(a: np.ndarray, cols: np.ndarray, y: np.ndarray, *, lanes: int, threads: int = 1) -> bool:

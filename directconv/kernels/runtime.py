@@ -7,7 +7,6 @@ contiguity against the compiled geometry before C sees a pointer, because C woul
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -62,6 +61,22 @@ class WeightOperands:
     bias: Any  # cffi float * over the packed bias
     weight_shape: tuple[int, ...]  # the geometry they were checked for
     bias_shape: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class BoundCall:
+    """A convolution call checked once and made as often as wanted (CompiledKernel.bind_fused): the C function and
+    the arguments it is called with (cffi pointers into the buffers, which they keep alive). A graph runs a run of
+    them in one C call (kernels.graph_ops.ConvChain), the same function with the same arguments."""
+
+    function: Any  # cffi function: dc_conv_fused or dc_conv_fused_x (codegen.C_FUSED_SIGNATURE)
+    args: tuple[Any, ...]  # its arguments, in C_FUSED_SIGNATURE's order
+    name: str  # the library's file name, for the error
+
+    def __call__(self) -> None:
+        code = self.function(*self.args)
+        if code != 0:
+            raise RuntimeError(f"kernel {self.name} rejected its arguments (code {code})")
 
 
 @dataclass(frozen=True)
@@ -259,7 +274,7 @@ class CompiledKernel:
         residual: np.ndarray | None = None,
         res_first: int = 0,
         nchw_input: bool = False,
-    ) -> Callable[[], None]:
+    ) -> BoundCall:
         """run_fused's call, checked now and made later, as often as wanted: a graph binds each convolution to its
         arena once per batch size, so that a call costs the C function and nothing else (checking and converting
         the arguments costs more than the kernel of a small layer: docs/design.md). The buffers must stay alive and
@@ -312,14 +327,7 @@ class CompiledKernel:
             ep.beta,
         )
         function = self._lib.dc_conv_fused_x if nchw_input else self._lib.dc_conv_fused
-        name = self.path.name
-
-        def call() -> None:
-            code = function(*args)
-            if code != 0:
-                raise RuntimeError(f"kernel {name} rejected its arguments (code {code})")
-
-        return call
+        return BoundCall(function, args, self.path.name)
 
     @cached_property
     def reads_nchw(self) -> bool:

@@ -583,3 +583,33 @@ int dc_graph_gemv(const float *restrict a, const float *restrict cols, float *re
     }
     return 0;
 }
+
+/* One convolution call of a graph, as kernels/runtime.BoundCall holds it: a generated kernel's dc_conv_fused (or
+ * dc_conv_fused_x) and its arguments. */
+typedef int (*dc_conv_fn)(const float *, const float *, const float *, float *, const float *, int, int, int, int, int,
+                          int, int, int, int, int, int, int, float, float);
+typedef struct {
+    dc_conv_fn fn;
+    const float *in, *wt, *bias;
+    float *out;
+    const float *residual;
+    int batch, cib_blocks, rows, parallel_rows, threads, in_blocks, in_first, out_blocks, out_first, res_blocks,
+        res_first, act;
+    float alpha, beta;
+} dc_conv_call;
+
+/* A run of a graph's convolutions, one after the other, in one call from Python: each call from Python costs a few
+ * microseconds, and tens of them once a network's weights have pushed the interpreter out of the caches
+ * (docs/design.md, "Where a graph's time went"). Returns 0, or i + 1 for the first call i its kernel refused (the
+ * calls after it are not made). */
+int dc_graph_run_convs(const dc_conv_call *calls, int n)
+{
+    for (int i = 0; i < n; ++i) {
+        const dc_conv_call *c = calls + i;
+        if (c->fn(c->in, c->wt, c->bias, c->out, c->residual, c->batch, c->cib_blocks, c->rows, c->parallel_rows,
+                  c->threads, c->in_blocks, c->in_first, c->out_blocks, c->out_first, c->res_blocks, c->res_first,
+                  c->act, c->alpha, c->beta))
+            return i + 1;
+    }
+    return 0;
+}
