@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import warnings
@@ -225,6 +226,20 @@ def test_not_a_mapping_too_long_and_alias_bombs_are_refused(tmp_path):
         p.startswith("field 'entries' must be a list of at most 10000 entries, got [0, 0, ")
         for p in info.value.problems
     )
+
+
+def test_the_store_is_written_as_json_which_yaml_and_json_read_alike(tmp_path):
+    write(tmp_path, entry(50.0))
+    text = (tmp_path / f"testbox-{FID}.yaml").read_text()
+    assert json.loads(text) == yaml.safe_load(text)
+    assert [e.gflops for e in store.parse_store(text, tmp_path / "x.yaml").entries] == [50.0]
+    # Text that starts as JSON is read as JSON: broken, deep or huge, it is refused like broken YAML.
+    with pytest.raises(store.StoreError, match=r"x.yaml: not valid YAML: Expecting"):
+        store.parse_store('{"entries": [', tmp_path / "x.yaml")
+    with pytest.raises(store.StoreError, match=r"nested"):
+        store.parse_store('{"a": ' + "[" * 100_000 + "]" * 100_000 + "}", tmp_path / "x.yaml")
+    with pytest.raises(store.StoreError, match=r"too large: more than 1000000 values"):
+        store.parse_store('{"entries": [' + "0, " * 1_000_001 + "0]}", tmp_path / "x.yaml")
 
 
 def test_store_schema_names_the_fields_of_entry_and_shape():

@@ -1,4 +1,5 @@
-"""The config store: the best tuned configuration per (machine, layer shape, threads), as YAML production reads.
+"""The config store: the best tuned configuration per (machine, layer shape, threads), as YAML production reads
+(written in YAML's JSON form, which json parses without leaving megabytes of a process's heap behind).
 
 Files: one per machine fingerprint, `<machine id>-<fingerprint id>.yaml`, in the user store (written by the tuner)
 or bundled in directconv/machines/tuned/ (read-only). Lookup reads the user store first, then the bundled one.
@@ -14,6 +15,7 @@ import contextlib
 import datetime as dt
 import fcntl
 import functools
+import json
 import os
 import re
 import threading
@@ -24,7 +26,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
 from jsonschema.protocols import Validator
 
 from directconv.core import schema
@@ -151,8 +152,8 @@ def _entry(i: int, raw: dict[str, Any]) -> tuple[Entry | None, list[schema.Probl
 
 
 def parse_store(text: str, path: Path, *, bundled: bool = False) -> StoreFile:
-    """Validate a store file's text (yaml.safe_load only) against store.schema.json, then the rules between fields;
-    raise StoreError naming the file and, sorted by field, every problem found."""
+    """Validate a store file's text (read by json, or a safe YAML loader only) against store.schema.json, then the
+    rules between fields; raise StoreError naming the file and, sorted by field, every problem found."""
     raw = schema.load_yaml(text, str(path), StoreError, MAX_CHARS)
     problems = schema.find_problems(_validator(), raw)
     broken = {p.path[:2] for p in problems}  # the document, a top-level field, or one entry
@@ -272,7 +273,9 @@ def dump_store(machine: str, fingerprint_id: str, fingerprint: dict[str, Any], e
         "fingerprint": fingerprint,
         "entries": [e.to_dict() for e in sorted(entries, key=lambda e: (e.layer, str(e.shape), e.threads))],
     }
-    return yaml.safe_dump(doc, sort_keys=False, width=120)
+    # YAML in its JSON form: schema.load_yaml reads it with json, which leaves the heap as it found it (PyYAML's
+    # transient objects for the few hundred entries of a bundled store stayed as megabytes of a process's memory).
+    return json.dumps(doc, indent=1) + "\n"
 
 
 def store_path(machine: str, fingerprint_id: str, store: str | Path | None = None) -> Path:
