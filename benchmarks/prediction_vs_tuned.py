@@ -20,12 +20,12 @@ import sys
 from pathlib import Path
 
 from provenance import provenance, write_json
+from side_by_side import compare
 
 from directconv.core.suite import get_layer, suite
 from directconv.machines.host import host
 from directconv.model import predict
 from directconv.tuner import store
-from directconv.tuner.compile import compile_all
 from directconv.tuner.measure import Measurer
 
 GOOD = 0.95  # the goal: the prediction at least this fraction of the tuned best
@@ -47,29 +47,8 @@ def main() -> int:
             found = store.lookup(layer.shape, args.threads, h.fingerprint_id)
             if found is None:
                 continue
-            configs = {"tuned": found.entry.config, "predicted": predict(layer.shape, h.machine, args.threads).config}
-            row = {"layer": layer.name, **{k: c.to_dict() for k, c in configs.items()}}
-            if configs["tuned"] == configs["predicted"]:
-                rows.append({**row, "predicted_over_tuned": 1.0, "note": "same configuration"})
-                print(f"{layer.name:30} same configuration", flush=True)
-                continue
-            built = compile_all(list(configs.values()), layer.shape)
-            per_round = measurer.rounds(list(configs.values()), layer.shape, built, args.rounds)
-            gflops = {k: [r.get(c, float("nan")) for r in per_round] for k, c in configs.items()}
-            ratio = statistics.median(p / t for p, t in zip(gflops["predicted"], gflops["tuned"], strict=True))
-            rows.append(
-                {
-                    **row,
-                    "tuned_gflops": round(statistics.median(gflops["tuned"]), 2),
-                    "predicted_gflops": round(statistics.median(gflops["predicted"]), 2),
-                    "predicted_over_tuned": round(ratio, 3),
-                }
-            )
-            print(
-                f"{layer.name:30} tuned {rows[-1]['tuned_gflops']:6.1f}  predicted {rows[-1]['predicted_gflops']:6.1f}"
-                f"  predicted/tuned {ratio:.3f}",
-                flush=True,
-            )
+            configs = {"predicted": predict(layer.shape, h.machine, args.threads).config, "tuned": found.entry.config}
+            rows.append(compare(measurer, layer.name, layer.shape, configs, args.rounds, "predicted_over_tuned"))
     ratios = [r["predicted_over_tuned"] for r in rows]
     good = sum(r >= GOOD for r in ratios)
     geomean = math.exp(statistics.fmean(math.log(r) for r in ratios)) if ratios else float("nan")

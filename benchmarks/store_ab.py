@@ -18,8 +18,8 @@ import sys
 from pathlib import Path
 
 from provenance import provenance, write_json
+from side_by_side import compare
 
-from directconv.tuner.compile import compile_all
 from directconv.tuner.measure import Measurer
 from directconv.tuner.store import read_store
 
@@ -40,30 +40,8 @@ def main() -> int:
     rows = []
     with Measurer(min_time=args.min_time, timeout=120) as measurer:
         for entry in (e for e in new.entries if (e.shape, e.threads) in before):
-            shape = entry.shape
-            configs = {"old": before[(shape, entry.threads)].config, "new": entry.config}
-            row = {"layer": entry.layer, "old": configs["old"].to_dict(), "new": configs["new"].to_dict()}
-            if configs["old"] == configs["new"]:
-                rows.append({**row, "new_over_old": 1.0, "note": "same configuration"})
-                print(f"{entry.layer:30} same configuration", flush=True)
-                continue
-            built = compile_all(list(configs.values()), shape)
-            per_round = measurer.rounds(list(configs.values()), shape, built, args.rounds)
-            gflops = {k: [r.get(c, float("nan")) for r in per_round] for k, c in configs.items()}
-            ratio = statistics.median(a / b for a, b in zip(gflops["new"], gflops["old"], strict=True))
-            rows.append(
-                {
-                    **row,
-                    "old_gflops": round(statistics.median(gflops["old"]), 2),
-                    "new_gflops": round(statistics.median(gflops["new"]), 2),
-                    "new_over_old": round(ratio, 3),
-                }
-            )
-            print(
-                f"{entry.layer:30} old {rows[-1]['old_gflops']:6.1f}  new {rows[-1]['new_gflops']:6.1f}  "
-                f"new/old {ratio:.3f}",
-                flush=True,
-            )
+            configs = {"new": entry.config, "old": before[(entry.shape, entry.threads)].config}
+            rows.append(compare(measurer, entry.layer, entry.shape, configs, args.rounds, "new_over_old"))
     geomean = math.exp(statistics.fmean(math.log(r["new_over_old"]) for r in rows)) if rows else float("nan")
     print(f"geomean new/old over {len(rows)} layers: {geomean:.3f}")
     if args.json:
