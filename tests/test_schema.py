@@ -169,6 +169,10 @@ def test_yaml_too_long_too_deep_or_too_large_is_refused():
     with pytest.raises(SmallError, match=r"^f: too long to be read: 1001 characters, at most 1000 expected"):
         schema.load_yaml(" " * 1001, "f", SmallError, 1000)
     # PyYAML's Python composer runs out of recursion, libyaml's parser stops at its own depth limit: refused either way.
+    # An integer too long for int() (Python's 4300-digit limit), in YAML or in JSON: refused, not a crash.
+    for text in ("a: 1" + "0" * 5000, '{"a": 1' + "0" * 5000 + "}"):
+        with pytest.raises(SmallError, match=r"^f: not valid YAML: Exceeds the limit"):
+            schema.load_yaml(text, "f", SmallError, 10**6)
     too_deep = r"^f: not valid YAML: (nested too deeply|[\s\S]*exceeded maximum nesting depth)"
     with pytest.raises(SmallError, match=too_deep):
         schema.load_yaml("[" * 5000 + "]" * 5000, "f", SmallError, 10**6)

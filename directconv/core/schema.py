@@ -106,7 +106,7 @@ def load_yaml(text: str, origin: str, error: type[DocumentError], max_chars: int
     as_json_text = text.lstrip().startswith("{")
     try:
         data = json.loads(text) if as_json_text else yaml.load(text, Loader=SAFE_LOADER)  # noqa: S506 - safe loader
-    except (yaml.YAMLError, json.JSONDecodeError) as exc:
+    except (yaml.YAMLError, ValueError) as exc:  # ValueError: json's errors, and an integer of over 4300 digits
         raise error(f"{origin}: not valid YAML: {exc}") from None
     except RecursionError:  # both parsers nest collections recursively
         raise error(f"{origin}: not valid YAML: nested too deeply to be read") from None

@@ -13,6 +13,7 @@ import os
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -48,7 +49,7 @@ class Bound:
     calls: dict[int, runtime.BoundCall]  # step index -> its convolution's call (those reading blocked input)
     # first step index of a run of two or more bound convolutions -> (the step index after the run, one function
     # making all of its calls in one C call: graph_ops.conv_chain)
-    chains: dict[int, tuple[int, Any]]
+    chains: dict[int, tuple[int, Callable[[], None]]]
 
 
 @dataclass
@@ -323,7 +324,7 @@ class Model:
             prepared = self._prepared[batch] = Bound(views, calls, self._chains(calls))
         return prepared.views
 
-    def _chains(self, calls: dict[int, runtime.BoundCall]) -> dict[int, tuple[int, Any]]:
+    def _chains(self, calls: dict[int, runtime.BoundCall]) -> dict[int, tuple[int, Callable[[], None]]]:
         """Bound.chains: each run of consecutive steps that are bound convolutions, as one C call."""
         chains = {}
         index = 0

@@ -67,7 +67,7 @@ class WeightOperands:
 class BoundCall:
     """A convolution call checked once and made as often as wanted (CompiledKernel.bind_fused): the C function and
     the arguments it is called with (cffi pointers into the buffers, which they keep alive). A graph runs a run of
-    them in one C call (kernels.graph_ops.ConvChain), the same function with the same arguments."""
+    them in one C call (kernels.graph_ops.conv_chain), the same function with the same arguments."""
 
     function: Any  # cffi function: dc_conv_fused or dc_conv_fused_x (codegen.C_FUSED_SIGNATURE)
     args: tuple[Any, ...]  # its arguments, in C_FUSED_SIGNATURE's order
