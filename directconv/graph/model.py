@@ -3,7 +3,8 @@
 Load parses and checks the file (read.py), builds steps with every shape known (build.py), fuses what follows each
 convolution into its store (fuse.py), plans one arena for the activations (arena.py), then picks a configuration
 for every convolution (tuned, nearest or model: tuner.select), compiles its kernel and packs its weights. A call
-converts each input to the blocked layout once, runs the steps, and converts each output back once.
+converts each input to the blocked layout once, runs the steps (each run of consecutive convolutions in one C call),
+and converts each output back once.
 """
 
 from __future__ import annotations
