@@ -116,10 +116,9 @@ def registers(shape: ConvShape, g: Gathers, vectors: int, width: int, n_reg: int
     kept: Kept = "none"
     if base + weight_vectors(shape, vectors) <= n_reg:
         kept = "all"
+    # One filter row's: seen in GCC's depthwise code; where inputs are shuffled, such tiles measured slower.
     elif not g.shuffles and base + row_weight_vectors(shape, vectors) <= n_reg:
-        kept = (
-            "row"  # seen in GCC's depthwise code; where inputs are shuffled, measured tiles ran slower than kept none
-        )
+        kept = "row"
     return base + kept_vectors(shape, vectors, kept), kept
 
 
@@ -168,8 +167,9 @@ def full_tile_efficiency(machine: Machine, shape: ConvShape, g: Gathers, tile: L
 
 
 def lane_tiles(machine: Machine, shape: ConvShape) -> list[LaneTile]:
-    """Every tile that fits the registers and the layer, best estimated first (ties: more accumulators, then
-    more vectors)."""
+    """Every tile that fits the registers and the layer, best estimated first; equal estimates go to a width without
+    an edge tile (one tile function per row), then to tiles that keep all their weights, then to more accumulators
+    and more vectors."""
     g = gathers(shape, machine.n_vec)
     tiles = []
     for vectors in range(1, min(MAX_UNPRUNED_VECTORS, -(-shape.co // machine.n_vec)) + 1):
@@ -179,7 +179,6 @@ def lane_tiles(machine: Machine, shape: ConvShape) -> list[LaneTile]:
                 break
             cycles = layer_cycles(machine, shape, g, vectors, width)
             tiles.append(LaneTile(vectors, width, kept, need, cycles))
-    # Ties: no edge tile (one tile function per row), weights kept whole, then more accumulators and vectors.
     return sorted(
         tiles,
         key=lambda t: (
