@@ -102,7 +102,7 @@ def load_yaml(text: str, origin: str, error: type[DocumentError], max_chars: int
     if len(text) > max_chars:
         raise error(f"{origin}: too long to be read: {len(text)} characters, at most {max_chars} expected")
     # JSON is YAML with the same meaning; json parses it with a fraction of PyYAML's transient objects, which stayed
-    # in the heap after a large config store was read (megabytes of a small model's footprint).
+    # in the heap after a large config store was read (measured: docs/design.md, "The config store's memory").
     as_json_text = text.lstrip().startswith("{")
     try:
         data = json.loads(text) if as_json_text else yaml.load(text, Loader=SAFE_LOADER)  # noqa: S506 - safe loader

@@ -1,5 +1,5 @@
 """The config store: the best tuned configuration per (machine, layer shape, threads), as YAML production reads
-(written in YAML's JSON form, which json parses without leaving megabytes of a process's heap behind).
+(written in YAML's JSON form, which json parses without PyYAML's leftovers in the heap: docs/design.md).
 
 Files: one per machine fingerprint, `<machine id>-<fingerprint id>.yaml`, in the user store (written by the tuner)
 or bundled in directconv/machines/tuned/ (read-only). Lookup reads the user store first, then the bundled one.
@@ -274,7 +274,7 @@ def dump_store(machine: str, fingerprint_id: str, fingerprint: dict[str, Any], e
         "entries": [e.to_dict() for e in sorted(entries, key=lambda e: (e.layer, str(e.shape), e.threads))],
     }
     # YAML in its JSON form: schema.load_yaml reads it with json, which leaves the heap as it found it (PyYAML's
-    # transient objects for the few hundred entries of a bundled store stayed as megabytes of a process's memory).
+    # transient objects stayed in a process's memory: docs/design.md, "The config store's memory").
     return json.dumps(doc, indent=1) + "\n"
 
 

@@ -598,9 +598,9 @@ typedef struct {
     float alpha, beta;
 } dc_conv_call;
 
-/* A run of a graph's convolutions, one after the other, in one call from Python: each call from Python costs a few
- * microseconds, and tens of them once a network's weights have pushed the interpreter out of the caches
- * (docs/design.md, "Where a graph's time went"). Returns 0, or i + 1 for the first call i its kernel refused (the
+/* A run of a graph's convolutions, one after the other, in one call from Python: each call from Python costs time of
+ * its own, more once a network's weights have pushed the interpreter out of the caches (measured: docs/design.md,
+ * "Where a graph's time went"). Returns 0, or i + 1 for the first call i its kernel refused (the
  * calls after it are not made). */
 int dc_graph_run_convs(const dc_conv_call *calls, int n)
 {
