@@ -396,7 +396,9 @@ def test_gemv_refuses_operands_c_cannot_index(rng):
 # ---- A run of convolutions in one C call -----------------------------------------------------------------------------
 
 
-def _bound_layers(rng: np.random.Generator) -> tuple[list, list[np.ndarray], int]:
+def _bound_layers(
+    rng: np.random.Generator, inputs: dict[int, np.ndarray] | None = None
+) -> tuple[list, list[np.ndarray], int]:
     """Three convolutions of the host's ISA bound one after the other, batch 2 (the second adds a residual, the
     third is depthwise with a clip), their outputs (zeroed) and the lanes."""
     from directconv.core.config import KernelConfig
@@ -423,7 +425,8 @@ def _bound_layers(rng: np.random.Generator) -> tuple[list, list[np.ndarray], int
         bias = layout.pack_bias(rng.standard_normal(s.co).astype(np.float32), s, lanes, cfg.cob)
         calls.append(
             kernel.bind_fused(
-                x if i == 0 else outs[i - 1], weights, bias, outs[i], cib=None, rows=None, parallel="co", threads=1,
+                (inputs or {}).get(i, x if i == 0 else outs[i - 1]), weights, bias, outs[i], cib=None, rows=None,
+                parallel="co", threads=1,
                 epilogue=runtime.Epilogue("clip", 0.0, 6.0) if i == 2 else None,
                 residual=outs[0] if i == 1 else None,
             )
@@ -431,28 +434,95 @@ def _bound_layers(rng: np.random.Generator) -> tuple[list, list[np.ndarray], int
     return calls, outs, lanes
 
 
-def test_a_chain_of_convolutions_makes_the_kernels_calls_in_order(rng):
-    calls, outs, lanes = _bound_layers(rng)
+def _bound_operators(rng: np.random.Generator, lanes: int, x: np.ndarray) -> tuple[list, list[np.ndarray]]:
+    """Every operator a chain can make (graph_ops._STEPS but conv), bound on x (batch 2, 2 blocks, 7x5, sliced:
+    images apart) into outputs of their own, zeroed: the calls and the outputs."""
+    n, nb, h, w, _ = x.shape
+    channels = nb * lanes - (lanes > 1)  # a padded lane where there are lanes to pad
+    outs = {name: empty(shape, True, 0.0) for name, shape in (
+        ("max_pool", (n, nb, 3, 6, lanes)), ("average_pool", (n, nb, 3, 6, lanes)), ("global", (n, nb, 1, 1, lanes)),
+        ("shuffle", x.shape), ("copy", (n, nb + 1, h, w, lanes)), ("act", x.shape), ("add", x.shape),
+        ("scale_shift", x.shape), ("scale_channels", x.shape), ("lrn", x.shape),
+    )}  # fmt: skip
+    scale, shift = per_channel(rng, 1, nb, lanes, channels), per_channel(rng, 1, nb, lanes, channels)
+    window = ((3, 2), (2, 1), (0, 1, 0, 1))  # no two sizes alike: an adapter that swaps two gives another result
+    calls = [
+        graph_ops.bind_max_pool(x, outs["max_pool"], *window, (1, 1), threads=2),
+        graph_ops.bind_average_pool(x, outs["average_pool"], *window, False, threads=2),
+        graph_ops.bind_global_average_pool(x, outs["global"], threads=2),
+        graph_ops.bind_channel_shuffle(x, outs["shuffle"], channels - channels % 2, 2, threads=2),
+        graph_ops.bind_copy_channels(x, outs["copy"], min(3, lanes), channels, threads=2),
+        graph_ops.bind_activation(x, outs["act"], "clip", -0.5, 0.5, threads=2),
+        graph_ops.bind_add(x, outs["act"], outs["add"], "leaky_relu", 0.1, 0.0, threads=2),
+        graph_ops.bind_scale_shift(x, scale.reshape(-1), shift.reshape(-1), outs["scale_shift"], "relu", threads=2),
+        graph_ops.bind_scale_channels(x, scale.reshape(-1), outs["scale_channels"], threads=2),
+        graph_ops.bind_lrn(x, outs["lrn"], channels, 5, 1e-4, 0.75, 2.0, threads=2),
+    ]
+    assert all(call is not None for call in calls)
+    assert {call.step for call in calls} == set(graph_ops._STEPS) - {"conv"}
+    return calls, list(outs.values())
+
+
+@pytest.mark.parametrize("lanes", LANES)
+def test_a_chain_makes_every_operator_as_its_own_call_does(rng, lanes):
+    """Each dc_step adapter unpacks its operator's arguments in the order the operator takes them: the operators
+    made one by one and made in one chain write the same bits."""
+    x = blocked(rng, (2, 2, 7, 5, lanes), True, special=False)
+    calls, outs = _bound_operators(rng, lanes, x)
     for call in calls:
         call()
     one_by_one = [o.copy() for o in outs]
     for o in outs:
         o[...] = 0
-    chain = graph_ops.conv_chain(calls, lanes=lanes)
+    chain = graph_ops.chain(calls, lanes=lanes)
     assert chain is not None
     chain()
-    for got, want in zip(outs, one_by_one, strict=True):
+    for call, got, want in zip(calls, outs, one_by_one, strict=True):
+        same_bits(got, want, call.name)
+
+
+def test_a_chain_makes_convolutions_and_operators_in_order(rng):
+    """Convolutions and operators in one chain: each reads what the one before it wrote, as when made one by one."""
+    from directconv.core.isa import get_isa, host_isa
+
+    lanes = get_isa(host_isa()).lanes
+    shuffled = np.zeros((2, 2, 6, 6, lanes), np.float32)
+    pooled = np.zeros((2, 2, 3, 3, lanes), np.float32)
+    calls, outs, _ = _bound_layers(rng, inputs={2: shuffled})  # the third convolution reads the shuffle
+    steps = [
+        calls[0],
+        calls[1],
+        graph_ops.bind_channel_shuffle(outs[1], shuffled, 2 * lanes, 2),
+        calls[2],
+        graph_ops.bind_max_pool(outs[2], pooled, (2, 2), (2, 2), (0, 0, 0, 0), (1, 1)),
+    ]
+    for call in steps:
+        call()
+    one_by_one = [o.copy() for o in (*outs, shuffled, pooled)]
+    for o in (*outs, shuffled, pooled):
+        o[...] = 0
+    chain = graph_ops.chain(steps, lanes=lanes)
+    assert chain is not None
+    chain()
+    for got, want in zip((*outs, shuffled, pooled), one_by_one, strict=True):
         np.testing.assert_array_equal(got, want)
-    assert graph_ops.conv_chain([], lanes=lanes) is None
+    assert np.any(pooled != 0)
+    assert graph_ops.chain([], lanes=lanes) is None
 
 
-def test_a_chain_stops_at_a_call_its_kernel_refuses(rng):
+def test_a_chain_stops_at_a_call_c_refuses(rng):
     from directconv.kernels.runtime import BoundCall
 
     calls, outs, lanes = _bound_layers(rng)
     refused = BoundCall(calls[1].function, (*calls[1].args[:5], 0, *calls[1].args[6:]), calls[1].name)  # batch 0
-    chain = graph_ops.conv_chain([calls[0], refused, calls[2]], lanes=lanes)
+    chain = graph_ops.chain([calls[0], refused, calls[2]], lanes=lanes)
+    assert chain is not None
     with pytest.raises(RuntimeError, match=rf"kernel {calls[1].name} rejected its arguments \(call 2 of 3\)"):
         chain()
     assert np.any(outs[0] != 0)  # the first call ran
     assert not np.any(outs[2])  # the one after the refused call did not
+    shuffle = graph_ops.bind_channel_shuffle(outs[0], outs[1], 2 * lanes, 2)
+    assert shuffle is not None
+    bad = BoundCall(shuffle.function, (*shuffle.args[:7], 3, *shuffle.args[8:]), shuffle.name, shuffle.step)
+    with pytest.raises(RuntimeError, match=r"dc_graph_channel_shuffle rejected its arguments \(call 2 of 2\)"):
+        graph_ops.chain([calls[0], bad], lanes=lanes)()  # 2 * lanes channels do not split into 3 groups

@@ -150,18 +150,21 @@ def feeds_x() -> dict[str, np.ndarray]:
 # ---------------------------------------------------------------------------------------------------- convolutions
 
 
-def test_consecutive_convolutions_run_in_one_c_call_with_the_steps_results() -> None:
+def test_consecutive_steps_c_makes_run_in_one_c_call_with_the_steps_results() -> None:
     net = Net()
-    a = net.conv(net.node("Relu", ["x"], "r"), "a", 3, 16)  # reads the Relu's blocked output: bound
+    a = net.conv(net.node("Relu", ["x"], "r"), "a", 3, 16)
     b = net.conv(a, "b", 16, 16, group=16)
     c = net.conv(b, "c", 16, 24, k=1)
     net.node("MaxPool", [c], "p", kernel_shape=[2, 2], strides=[2, 2])
-    net.conv("p", "y", 24, 8)  # a lone convolution after the pool: no chain
+    net.node("Mul", ["p", "p"], "m")  # an operator C does not make: the run ends before it
+    net.conv("m", "y", 24, 8)  # a lone convolution after it: one call, no chain
     data = net.bytes(X)
     model = check(data, feeds_x())
+    assert ops(model) == ["act", "conv", "conv", "conv", "max_pool", "mul", "conv"]
     bound = model._prepared[1]
-    assert bound.chains.keys() == {1}  # steps 1-3: the three convolutions after the Relu
-    assert bound.chains[1][0] == 4
+    assert bound.chains.keys() == {0}  # steps 0-4: the Relu, the three convolutions and the pool
+    assert bound.chains[0][0] == 5
+    assert 5 not in bound.calls and len(bound.calls[6]) == 1
     chained = model.run(feeds_x())[0]
     bound.chains.clear()  # each step on its own, as profile() runs them
     np.testing.assert_array_equal(model.run(feeds_x())[0], chained)

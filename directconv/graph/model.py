@@ -3,8 +3,8 @@
 Load parses and checks the file (read.py), builds steps with every shape known (build.py), fuses what follows each
 convolution into its store (fuse.py), plans one arena for the activations (arena.py), then picks a configuration
 for every convolution (tuned, nearest or model: tuner.select), compiles its kernel and packs its weights. A call
-converts each input to the blocked layout once, runs the steps (each run of consecutive convolutions in one C call),
-and converts each output back once.
+converts each input to the blocked layout once, runs the steps (each run of steps C makes, convolutions and
+operators, in one C call), and converts each output back once.
 """
 
 from __future__ import annotations
@@ -44,12 +44,14 @@ MEMORY_FRACTION = 0.75
 
 @dataclass(frozen=True)
 class Bound:
-    """The arena of one batch size and the convolutions bound to it (Model._views)."""
+    """The arena of one batch size and the steps bound to it (Model._views)."""
 
     views: dict[str, np.ndarray]  # every blocked tensor's view into the arena
-    calls: dict[int, runtime.BoundCall]  # step index -> its convolution's call (those reading blocked input)
-    # first step index of a run of two or more bound convolutions -> (the step index after the run, one function
-    # making all of its calls in one C call: graph_ops.conv_chain)
+    # step index -> the C calls that make it, checked once (convolutions reading blocked input, and the operators C
+    # runs on these views; a Concat made in place has none)
+    calls: dict[int, tuple[runtime.BoundCall, ...]]
+    # first step index of a run of bound steps making two or more calls -> (the step index after the run, one
+    # function making all of its calls in one C call: graph_ops.chain)
     chains: dict[int, tuple[int, Callable[[], None]]]
 
 
@@ -317,28 +319,84 @@ class Model:
             for name, place in self.plan.places.items():
                 nb = blocks(self._tensors[name].channels, self.lanes)
                 views[name] = buffers[place.buffer][:, place.first : place.first + nb]
-            calls = {
-                index: self._bind(self._steps[index], conv, views)
-                for index, conv in self._convs.items()
-                if self._steps[index].inputs[0] not in self._nchw_inputs
-            }
+            calls = {}
+            for index, step in enumerate(self._steps):
+                bound = self._bind_step(index, step, views)
+                if bound is not None:
+                    calls[index] = bound
             prepared = self._prepared[batch] = Bound(views, calls, self._chains(calls))
         return prepared.views
 
-    def _chains(self, calls: dict[int, runtime.BoundCall]) -> dict[int, tuple[int, Callable[[], None]]]:
-        """Bound.chains: each run of consecutive steps that are bound convolutions, as one C call."""
+    def _chains(self, calls: dict[int, tuple[runtime.BoundCall, ...]]) -> dict[int, tuple[int, Callable[[], None]]]:
+        """Bound.chains: each run of consecutive bound steps making two or more calls, as one C call."""
         chains = {}
         index = 0
         while index < len(self._steps):
             end = index
             while end in calls:
                 end += 1
-            if end - index >= 2:
-                chain = graph_ops.conv_chain([calls[i] for i in range(index, end)], lanes=self.lanes)
+            run = [call for i in range(index, end) for call in calls[i]]
+            if len(run) >= 2:
+                chain = graph_ops.chain(run, lanes=self.lanes)
                 if chain is not None:
                     chains[index] = (end, chain)
             index = max(end, index + 1)
         return chains
+
+    def _bind_step(self, index: int, step: Step, views: dict[str, np.ndarray]) -> tuple[runtime.BoundCall, ...] | None:
+        """The C calls that make step `index` on the arena's views, checked now: None where C cannot make it (no
+        library, a layout C does not index, an operator without a C version, a convolution reading an NCHW graph
+        input, a Concat input sharing the blocks it is copied into); such steps run in Python (_run_step)."""
+        op, p, threads = step.op, step.params, self.threads
+        x, y = (views.get(step.inputs[0]) if step.inputs else None), views.get(step.output)
+        call: runtime.BoundCall | None = None
+        if op == "conv":
+            if step.inputs[0] in self._nchw_inputs:
+                return None
+            return (self._bind(step, self._convs[index], views),)
+        if x is None or y is None:  # a step of the dense tail
+            return None
+        if op == "scale_shift":
+            blocks_, lanes = x.shape[1], x.shape[4]
+            scale, shift = (ops.channel_vector(p[k], blocks_, lanes) for k in ("scale", "shift"))
+            call = graph_ops.bind_scale_shift(x, scale, shift, y, **_act(p), threads=threads)
+        elif op == "act":
+            call = graph_ops.bind_activation(x, y, p["kind"], p["alpha"], p["beta"], threads=threads)
+        elif op == "add":
+            call = graph_ops.bind_add(x, views[step.inputs[1]], y, **_act(p), threads=threads)
+        elif op == "max_pool":
+            args = (p["kernel"], p["stride"], p["pads"], p["dilation"])
+            call = graph_ops.bind_max_pool(x, y, *args, threads=threads)
+        elif op == "avg_pool":
+            args = (p["kernel"], p["stride"], p["pads"], p["count_include_pad"])
+            call = graph_ops.bind_average_pool(x, y, *args, threads=threads)
+        elif op == "global_avg_pool":
+            call = graph_ops.bind_global_average_pool(x, y, threads=threads)
+        elif op == "lrn":
+            channels = self._tensors[step.output].channels
+            call = graph_ops.bind_lrn(x, y, channels, p["size"], p["alpha"], p["beta"], p["bias"], threads=threads)
+        elif op == "shuffle":
+            channels = self._tensors[step.output].channels
+            call = graph_ops.bind_channel_shuffle(x, y, channels, p["groups"], threads=threads)
+        elif op == "concat":
+            return self._bind_copies(step, views)
+        return None if call is None else (call,)
+
+    def _bind_copies(self, step: Step, views: dict[str, np.ndarray]) -> tuple[runtime.BoundCall, ...] | None:
+        """A Concat's copies (_copy_into) as C calls, or None if one cannot be bound."""
+        calls = []
+        for i, offset in step.params["copies"]:
+            name = step.inputs[i]
+            target, start = self._copy_target(views[step.output], offset, self._tensors[name].channels)
+            if np.shares_memory(views[name], target):
+                return None
+            call = graph_ops.bind_copy_channels(
+                views[name], target, start, self._tensors[name].channels, threads=self.threads
+            )
+            if call is None:
+                return None
+            calls.append(call)
+        return tuple(calls)
 
     def _bind(self, step: Step, conv: Conv, views: dict[str, np.ndarray], x: np.ndarray | None = None) -> Any:
         """The convolution's kernel call on the arena: whole buffers, and each tensor's first block in its buffer;
@@ -377,13 +435,14 @@ class Model:
         batch: int,
         nchw: dict[str, np.ndarray],
     ) -> None:
+        bound = self._prepared[batch].calls.get(index)
+        if bound is not None:
+            for call in bound:
+                call()
+            return
         op, p, threads = step.op, step.params, self.threads
         if op == "conv":
-            image = nchw.get(step.inputs[0])
-            if image is None:
-                self._prepared[batch].calls[index]()
-            else:
-                self._bind(step, self._convs[index], views, image)()
+            self._bind(step, self._convs[index], views, nchw[step.inputs[0]])()
         elif op == "scale_shift":
             ops.scale_shift(
                 views[step.inputs[0]], p["scale"], p["shift"], views[step.output], **_act(p), threads=threads
@@ -450,12 +509,15 @@ class Model:
         """Channels [offset, offset + channels) of out = x's: through the output blocks they fall in only, since x
         may itself lie in out's buffer (a Concat of a nested Concat and one of its inputs), and through a copy of x
         if it shares even those blocks."""
-        lanes = self.lanes
-        first, last = offset // lanes, -(-(offset + channels) // lanes)
-        target = out[:, first:last]
+        target, start = self._copy_target(out, offset, channels)
         if np.shares_memory(x, target):
             x = x.copy()
-        ops.copy_channels(x, target, offset - first * lanes, channels, threads=self.threads)
+        ops.copy_channels(x, target, start, channels, threads=self.threads)
+
+    def _copy_target(self, out: np.ndarray, offset: int, channels: int) -> tuple[np.ndarray, int]:
+        """The blocks of out that channels [offset, offset + channels) fall in, and the offset within them."""
+        first, last = offset // self.lanes, -(-(offset + channels) // self.lanes)
+        return out[:, first:last], offset - first * self.lanes
 
     def _max_pool(self, step: Step, views: dict[str, np.ndarray]) -> None:
         p = step.params

@@ -32,6 +32,7 @@ __all__ = [
     "add",
     "average_pool",
     "channel_shuffle",
+    "channel_vector",
     "copy_channels",
     "global_average_pool",
     "lrn",
@@ -121,6 +122,12 @@ def _per_channel(name: str, values: Any, rows: tuple[int, ...], blocks: int, lan
     padded = np.zeros((rows[0] if rows else 1, blocks * lanes), dtype=np.float32)
     padded[:, : values.shape[-1]] = values.reshape(padded.shape[0], -1)
     return padded.reshape(-1, blocks, 1, 1, lanes)
+
+
+def channel_vector(values: np.ndarray, blocks: int, lanes: int) -> np.ndarray:
+    """A (C,) per-channel constant (scale_shift's scale or shift) as the C operators read it: blocks * lanes
+    C-contiguous float32s, zero past C."""
+    return _per_channel("values", values, (), blocks, lanes).reshape(-1)
 
 
 def _channel_runs(lanes: int, src: int, dst: int, count: int) -> list[tuple[tuple[slice, slice], tuple[slice, slice]]]:

@@ -61,4 +61,20 @@ def int_out() -> Any:
     return _ffi.new("int *")
 
 
+def parameter_kinds(function: Any) -> tuple[str, ...]:
+    """Each parameter of a cffi function as "pointer", "float" (float or double) or "integer"."""
+    kinds = []
+    for arg in _ffi.typeof(function).args:
+        if arg.kind == "pointer":
+            kinds.append("pointer")
+        else:
+            kinds.append("float" if arg.cname in ("float", "double") else "integer")
+    return tuple(kinds)
+
+
+def cast_void(function: Any) -> Any:
+    """A cffi function as a `void *`, for a struct field that holds functions of several types."""
+    return _ffi.cast("void *", function)
+
+
 NULL: Any = _ffi.NULL  # a null pointer argument (an optional buffer left out)

@@ -27,6 +27,11 @@ from directconv.kernels.runtime import ACTIVATIONS, BoundCall
 
 log = logging.getLogger("directconv.cache")
 
+# The dc_step adapters (kernels/c/dc_graph.c): what a chain can run.
+_STEPS = (
+    "conv", "max_pool", "average_pool", "global_average_pool", "channel_shuffle", "copy_channels", "activation", "add",
+    "scale_shift", "scale_channels", "lrn",
+)  # fmt: skip
 _DECLARATIONS = (
     "int dc_graph_max_pool(const float *x, float *y, long n, long nb, long xs, long ys, long h, long w, long ho,"
     "                      long wo, int kh, int kw, int sh, int sw, int pt, int pl, int dh, int dw, int threads);"
@@ -51,18 +56,11 @@ _DECLARATIONS = (
     "                 float scale, float beta, float bias, int threads);"
     "int dc_graph_gemv(const float *a, const float *cols, float *y, float *partial, long n, long k, long m,"
     "                  int threads);"
-    "typedef int (*dc_conv_fn)(const float *, const float *, const float *, float *, const float *, int, int, int,"
-    "                          int, int, int, int, int, int, int, int, int, float, float);"
-    "typedef struct { dc_conv_fn fn; const float *in, *wt, *bias; float *out; const float *residual;"
-    "                 int batch, cib_blocks, rows, parallel_rows, threads, in_blocks, in_first, out_blocks,"
-    "                 out_first, res_blocks, res_first, act; float alpha, beta; } dc_conv_call;"
-    "int dc_graph_run_convs(const dc_conv_call *calls, int n);"
+    "typedef struct dc_step { int (*run)(const struct dc_step *); void *fn; void *p[5]; long a[18]; float f[3]; }"
+    "    dc_step;"
+    "int dc_graph_run(const dc_step *steps, int n);"
+    + "".join(f"int dc_step_{step}(const dc_step *);" for step in _STEPS)
 )
-# dc_conv_call's fields after fn, in runtime.BoundCall.args' order (codegen.C_FUSED_SIGNATURE's).
-_CALL_FIELDS = (
-    "in", "wt", "bias", "out", "residual", "batch", "cib_blocks", "rows", "parallel_rows", "threads", "in_blocks",
-    "in_first", "out_blocks", "out_first", "res_blocks", "res_first", "act", "alpha", "beta",
-)  # fmt: skip
 # -ffp-contract=off overrides compiler.BASE_FLAGS' fast: x * scale + shift must round twice, as numpy's two passes
 # do, also where fused multiply-adds need no ISA flag (aarch64); -fno-math-errno lets LRN's square roots run as
 # vector instructions.
@@ -158,6 +156,40 @@ def _pool_views(x: np.ndarray, y: np.ndarray) -> tuple[Any, int, int] | None:
     return None if lib is None else (lib, xs, ys)
 
 
+def _bound(lib: Any, step: str, *args: Any) -> BoundCall:
+    """The call of dc_graph_<step> on `args`, to make now (_made) or later, alone or in a chain."""
+    name = f"dc_graph_{step}"
+    return BoundCall(getattr(lib, name), args, name, step)
+
+
+def _made(call: BoundCall | None, **arguments: Any) -> bool:
+    """Make `call` now: False without one (C cannot run it), ValueError naming `arguments` if C refuses them."""
+    if call is None:
+        return False
+    _refused(call.name, call.function(*call.args), **arguments)
+    return True
+
+
+def bind_max_pool(
+    x: np.ndarray,
+    y: np.ndarray,
+    kernel: tuple[int, ...],
+    stride: tuple[int, ...],
+    pads: tuple[int, ...],
+    dilation: tuple[int, ...],
+    *,
+    threads: int = 1,
+) -> BoundCall | None:
+    """max_pool's call, made later (None where max_pool would return False); x and y must stay alive."""
+    views = _pool_views(x, y)
+    if views is None:
+        return None
+    lib, xs, ys = views
+    n, nb, h, w, _ = x.shape
+    args = (n, nb, xs, ys, h, w, y.shape[2], y.shape[3], *kernel, *stride, pads[0], pads[1], *dilation, threads)
+    return _bound(lib, "max_pool", _pointer(x), _pointer(y), *args)
+
+
 def max_pool(
     x: np.ndarray,
     y: np.ndarray,
@@ -171,15 +203,28 @@ def max_pool(
     """y = ONNX MaxPool of x, pads (top, left, bottom, right) acting as -inf; y's height and width are the output
     size (floor or ceil mode), every window is clipped to the input. NaN propagates; a window holding no input
     element gives the lowest float32. y must not overlap x (False otherwise)."""
+    call = bind_max_pool(x, y, kernel, stride, pads, dilation, threads=threads)
+    return _made(call, shapes=(x.shape, y.shape), kernel=kernel, stride=stride, pads=pads)
+
+
+def bind_average_pool(
+    x: np.ndarray,
+    y: np.ndarray,
+    kernel: tuple[int, ...],
+    stride: tuple[int, ...],
+    pads: tuple[int, ...],
+    count_include_pad: bool,
+    *,
+    threads: int = 1,
+) -> BoundCall | None:
+    """average_pool's call, made later (None where average_pool would return False); x and y must stay alive."""
     views = _pool_views(x, y)
     if views is None:
-        return False
+        return None
     lib, xs, ys = views
     n, nb, h, w, _ = x.shape
-    args = (n, nb, xs, ys, h, w, y.shape[2], y.shape[3], *kernel, *stride, pads[0], pads[1], *dilation, threads)
-    result = lib.dc_graph_max_pool(_pointer(x), _pointer(y), *args)
-    _refused("dc_graph_max_pool", result, shapes=(x.shape, y.shape), kernel=kernel, stride=stride, pads=pads)
-    return True
+    args = (n, nb, xs, ys, h, w, y.shape[2], y.shape[3], *kernel, *stride, *pads, int(count_include_pad), threads)
+    return _bound(lib, "average_pool", _pointer(x), _pointer(y), *args)
 
 
 def average_pool(
@@ -195,29 +240,41 @@ def average_pool(
     """y = ONNX AveragePool of x, pads (top, left, bottom, right); y's height and width are the output size. The
     divisor counts the window's elements inside the input, or with count_include_pad inside the padded input. y
     must not overlap x (False otherwise)."""
-    views = _pool_views(x, y)
-    if views is None:
-        return False
-    lib, xs, ys = views
-    n, nb, h, w, _ = x.shape
-    args = (n, nb, xs, ys, h, w, y.shape[2], y.shape[3], *kernel, *stride, *pads, int(count_include_pad), threads)
-    result = lib.dc_graph_average_pool(_pointer(x), _pointer(y), *args)
-    _refused("dc_graph_average_pool", result, shapes=(x.shape, y.shape), kernel=kernel, stride=stride, pads=pads)
-    return True
+    call = bind_average_pool(x, y, kernel, stride, pads, count_include_pad, threads=threads)
+    return _made(call, shapes=(x.shape, y.shape), kernel=kernel, stride=stride, pads=pads)
 
 
-def global_average_pool(x: np.ndarray, y: np.ndarray, *, threads: int = 1) -> bool:
-    """y (N, CB, 1, 1, L) = the mean of x (N, CB, H, W, L) over height and width, summed in float64."""
+def bind_global_average_pool(x: np.ndarray, y: np.ndarray, *, threads: int = 1) -> BoundCall | None:
+    """global_average_pool's call, made later (None where it would return False); x and y must stay alive."""
     n, nb, h, w, lanes = x.shape
     if y.shape != (n, nb, 1, 1, lanes):
         raise ValueError(f"y must have shape {(n, nb, 1, 1, lanes)}, got {y.shape}")
     views = _pool_views(x, y)
     if views is None:
-        return False
+        return None
     lib, xs, ys = views
-    result = lib.dc_graph_global_average_pool(_pointer(x), _pointer(y), n, nb, h * w, xs, ys, threads)
-    _refused("dc_graph_global_average_pool", result, shape=x.shape, threads=threads)
-    return True
+    return _bound(lib, "global_average_pool", _pointer(x), _pointer(y), n, nb, h * w, xs, ys, threads)
+
+
+def global_average_pool(x: np.ndarray, y: np.ndarray, *, threads: int = 1) -> bool:
+    """y (N, CB, 1, 1, L) = the mean of x (N, CB, H, W, L) over height and width, summed in float64."""
+    return _made(bind_global_average_pool(x, y, threads=threads), shape=x.shape, threads=threads)
+
+
+def bind_lrn(
+    x: np.ndarray, y: np.ndarray, channels: int, size: int, alpha: float, beta: float, bias: float, *, threads: int = 1
+) -> BoundCall | None:
+    """lrn's call, made later (None where lrn would return False); x and y must stay alive."""
+    if x.shape != y.shape:
+        raise ValueError(f"y must have x's shape {x.shape}, got {y.shape}")
+    views = _pool_views(x, y)
+    if views is None or x.shape[1] * x.shape[4] > 4096 or size > 65:
+        return None
+    lib, xs, ys = views
+    n, nb, h, w, _ = x.shape
+    scale = float(np.float32(float(alpha) / size))  # numpy multiplies float32 data by alpha / size as a float32
+    args = (n, nb, h * w, xs, ys, channels, size, scale, float(beta), float(bias), threads)
+    return _bound(lib, "lrn", _pointer(x), _pointer(y), *args)
 
 
 def lrn(
@@ -225,52 +282,54 @@ def lrn(
 ) -> bool:
     """y = ONNX LRN of x across its `channels` real channels (graph.ops.lrn's definition); False when C cannot run
     it (overlap, a layout C cannot index, more than 4096 channels or a window wider than 65)."""
+    call = bind_lrn(x, y, channels, size, alpha, beta, bias, threads=threads)
+    return _made(call, shape=x.shape, channels=channels, size=size, threads=threads)
+
+
+def bind_channel_shuffle(
+    x: np.ndarray, y: np.ndarray, channels: int, groups: int, *, threads: int = 1
+) -> BoundCall | None:
+    """channel_shuffle's call, made later (None where it would return False); x and y must stay alive."""
     if x.shape != y.shape:
         raise ValueError(f"y must have x's shape {x.shape}, got {y.shape}")
     views = _pool_views(x, y)
-    if views is None or x.shape[1] * x.shape[4] > 4096 or size > 65:
-        return False
+    if views is None:
+        return None
     lib, xs, ys = views
     n, nb, h, w, _ = x.shape
-    scale = float(np.float32(float(alpha) / size))  # numpy multiplies float32 data by alpha / size as a float32
-    result = lib.dc_graph_lrn(
-        _pointer(x), _pointer(y), n, nb, h * w, xs, ys, channels, size, scale, float(beta), float(bias), threads
-    )
-    _refused("dc_graph_lrn", result, shape=x.shape, channels=channels, size=size, threads=threads)
-    return True
+    args = (n, nb, h * w, xs, ys, channels, groups, threads)
+    return _bound(lib, "channel_shuffle", _pointer(x), _pointer(y), *args)
 
 
 def channel_shuffle(x: np.ndarray, y: np.ndarray, channels: int, groups: int, *, threads: int = 1) -> bool:
     """y = the channel shuffle of x (output channel k * groups + i = input channel i * channels / groups + k), y's
     padded lanes zero. x and y have one shape and must not overlap (False otherwise)."""
-    if x.shape != y.shape:
-        raise ValueError(f"y must have x's shape {x.shape}, got {y.shape}")
-    views = _pool_views(x, y)
-    if views is None:
-        return False
-    lib, xs, ys = views
+    call = bind_channel_shuffle(x, y, channels, groups, threads=threads)
+    return _made(call, shape=x.shape, channels=channels, groups=groups, threads=threads)
+
+
+def bind_copy_channels(
+    x: np.ndarray, y: np.ndarray, offset: int, channels: int, *, threads: int = 1
+) -> BoundCall | None:
+    """copy_channels' call, made later (None where it would return False); x and y must stay alive."""
+    if (x.shape[0], *x.shape[2:]) != (y.shape[0], *y.shape[2:]):
+        raise ValueError(f"y must have x's images, height, width and lanes {x.shape}, got {y.shape}")
+    xs, ys = _batch_stride(x), _batch_stride(y, output=True)
+    if xs is None or ys is None or np.shares_memory(x, y):
+        return None
+    lib = _library(x.shape[4])
+    if lib is None:
+        return None
     n, nb, h, w, _ = x.shape
-    result = lib.dc_graph_channel_shuffle(_pointer(x), _pointer(y), n, nb, h * w, xs, ys, channels, groups, threads)
-    _refused("dc_graph_channel_shuffle", result, shape=x.shape, channels=channels, groups=groups, threads=threads)
-    return True
+    args = (n, nb, y.shape[1], h * w, xs, ys, offset, channels, threads)
+    return _bound(lib, "copy_channels", _pointer(x), _pointer(y), *args)
 
 
 def copy_channels(x: np.ndarray, y: np.ndarray, offset: int, channels: int, *, threads: int = 1) -> bool:
     """y's channels [offset, offset + channels) = x's [0, channels); nothing else of y is written. x and y have the
     same images, heights, widths and lanes (any blocks) and must not overlap (False otherwise)."""
-    if (x.shape[0], *x.shape[2:]) != (y.shape[0], *y.shape[2:]):
-        raise ValueError(f"y must have x's images, height, width and lanes {x.shape}, got {y.shape}")
-    xs, ys = _batch_stride(x), _batch_stride(y, output=True)
-    if xs is None or ys is None or np.shares_memory(x, y):
-        return False
-    lib = _library(x.shape[4])
-    if lib is None:
-        return False
-    n, nb, h, w, _ = x.shape
-    args = (n, nb, y.shape[1], h * w, xs, ys, offset, channels, threads)
-    result = lib.dc_graph_copy_channels(_pointer(x), _pointer(y), *args)
-    _refused("dc_graph_copy_channels", result, shapes=(x.shape, y.shape), offset=offset, channels=channels)
-    return True
+    call = bind_copy_channels(x, y, offset, channels, threads=threads)
+    return _made(call, shapes=(x.shape, y.shape), offset=offset, channels=channels)
 
 
 def _elementwise(inputs: tuple[np.ndarray, ...], y: np.ndarray) -> tuple[Any, list[Any], int, Any] | None:
@@ -293,22 +352,50 @@ def _elementwise(inputs: tuple[np.ndarray, ...], y: np.ndarray) -> tuple[Any, li
     return None if lib is None else (lib, arguments, ys, target)
 
 
-def activation(
+def bind_activation(
     x: np.ndarray, y: np.ndarray, kind: str, alpha: float = 0.0, beta: float = 0.0, *, threads: int = 1
-) -> bool:
-    """y = the activation `kind` of x (one of runtime.ACTIVATIONS, graph/ops.py's semantics); y is x or apart from
-    it (False otherwise)."""
+) -> BoundCall | None:
+    """activation's call, made later (None where it would return False); x and y must stay alive."""
     if x.shape != y.shape:
         raise ValueError(f"y must have x's shape {x.shape}, got {y.shape}")
     act = _act(kind)
     views = _elementwise((x,), y)
     if views is None:
-        return False
+        return None
     lib, (px, xs), ys, py = views
     n = x.shape[0]
-    result = lib.dc_graph_activation(px, py, n, x.size // n, xs, ys, act, alpha, beta, threads)
-    _refused("dc_graph_activation", result, shape=x.shape, kind=kind, threads=threads)
-    return True
+    return _bound(lib, "activation", px, py, n, x.size // n, xs, ys, act, float(alpha), float(beta), threads)
+
+
+def activation(
+    x: np.ndarray, y: np.ndarray, kind: str, alpha: float = 0.0, beta: float = 0.0, *, threads: int = 1
+) -> bool:
+    """y = the activation `kind` of x (one of runtime.ACTIVATIONS, graph/ops.py's semantics); y is x or apart from
+    it (False otherwise)."""
+    call = bind_activation(x, y, kind, alpha, beta, threads=threads)
+    return _made(call, shape=x.shape, kind=kind, threads=threads)
+
+
+def bind_add(
+    a: np.ndarray,
+    b: np.ndarray,
+    y: np.ndarray,
+    act: str | None = None,
+    alpha: float = 0.0,
+    beta: float = 0.0,
+    *,
+    threads: int = 1,
+) -> BoundCall | None:
+    """add's call, made later (None where add would return False); a, b and y must stay alive."""
+    if not a.shape == b.shape == y.shape:
+        raise ValueError(f"a, b and y must have one shape, got {a.shape}, {b.shape} and {y.shape}")
+    code = _act(act)
+    views = _elementwise((a, b), y)
+    if views is None:
+        return None
+    lib, (pa, as_, pb, bs), ys, py = views
+    n = a.shape[0]
+    return _bound(lib, "add", pa, pb, py, n, a.size // n, as_, bs, ys, code, float(alpha), float(beta), threads)
 
 
 def add(
@@ -323,22 +410,39 @@ def add(
 ) -> bool:
     """y = act(a + b) elementwise (act None: the sum), all of one shape; y is a, b, or apart from both (False
     otherwise)."""
-    if not a.shape == b.shape == y.shape:
-        raise ValueError(f"a, b and y must have one shape, got {a.shape}, {b.shape} and {y.shape}")
-    code = _act(act)
-    views = _elementwise((a, b), y)
-    if views is None:
-        return False
-    lib, (pa, as_, pb, bs), ys, py = views
-    n = a.shape[0]
-    result = lib.dc_graph_add(pa, pb, py, n, a.size // n, as_, bs, ys, code, alpha, beta, threads)
-    _refused("dc_graph_add", result, shape=a.shape, act=act, threads=threads)
-    return True
+    return _made(bind_add(a, b, y, act, alpha, beta, threads=threads), shape=a.shape, act=act, threads=threads)
 
 
 def _per_channel(values: np.ndarray, floats: int) -> bool:
     """True if values are `floats` C-contiguous, aligned float32s: what C reads a channel vector from."""
     return values.dtype == np.float32 and values.flags.c_contiguous and values.flags.aligned and values.size == floats
+
+
+def bind_scale_shift(
+    x: np.ndarray,
+    scale: np.ndarray,
+    shift: np.ndarray,
+    y: np.ndarray,
+    act: str | None = None,
+    alpha: float = 0.0,
+    beta: float = 0.0,
+    *,
+    threads: int = 1,
+) -> BoundCall | None:
+    """scale_shift's call, made later (None where it would return False); every array must stay alive."""
+    n, nb, h, w, lanes = x.shape
+    if y.shape != x.shape or not (_per_channel(scale, nb * lanes) and _per_channel(shift, nb * lanes)):
+        raise ValueError(
+            f"y must have x's shape {x.shape} and scale and shift {nb * lanes} C-contiguous float32s, got "
+            f"{y.shape}, {scale.dtype} {scale.shape} and {shift.dtype} {shift.shape}"
+        )
+    code = _act(act)
+    views = _elementwise((x,), y)
+    if views is None:
+        return None
+    lib, (px, xs), ys, py = views
+    args = (n, nb, h * w, xs, ys, code, float(alpha), float(beta), threads)
+    return _bound(lib, "scale_shift", px, _pointer(scale), _pointer(shift), py, *args)
 
 
 def scale_shift(
@@ -354,26 +458,12 @@ def scale_shift(
 ) -> bool:
     """y = act(x * scale + shift) per channel, rounded after each step; scale and shift are C-contiguous float32
     of CB * L floats (zero past the real channels); y is x or apart from it (False otherwise)."""
-    n, nb, h, w, lanes = x.shape
-    if y.shape != x.shape or not (_per_channel(scale, nb * lanes) and _per_channel(shift, nb * lanes)):
-        raise ValueError(
-            f"y must have x's shape {x.shape} and scale and shift {nb * lanes} C-contiguous float32s, got "
-            f"{y.shape}, {scale.dtype} {scale.shape} and {shift.dtype} {shift.shape}"
-        )
-    code = _act(act)
-    views = _elementwise((x,), y)
-    if views is None:
-        return False
-    lib, (px, xs), ys, py = views
-    args = (n, nb, h * w, xs, ys, code, alpha, beta, threads)
-    result = lib.dc_graph_scale_shift(px, _pointer(scale), _pointer(shift), py, *args)
-    _refused("dc_graph_scale_shift", result, shape=x.shape, act=act, threads=threads)
-    return True
+    call = bind_scale_shift(x, scale, shift, y, act, alpha, beta, threads=threads)
+    return _made(call, shape=x.shape, act=act, threads=threads)
 
 
-def scale_channels(x: np.ndarray, scale: np.ndarray, y: np.ndarray, *, threads: int = 1) -> bool:
-    """y = x times a per-(image, channel) scale: C-contiguous float32 of CB * L floats (every image) or N * CB * L
-    (one row per image), zero past the real channels; y is x or apart from it (False otherwise)."""
+def bind_scale_channels(x: np.ndarray, scale: np.ndarray, y: np.ndarray, *, threads: int = 1) -> BoundCall | None:
+    """scale_channels' call, made later (None where it would return False); every array must stay alive."""
     n, nb, h, w, lanes = x.shape
     row = nb * lanes
     if y.shape != x.shape or not (_per_channel(scale, row) or _per_channel(scale, n * row)):
@@ -383,32 +473,56 @@ def scale_channels(x: np.ndarray, scale: np.ndarray, y: np.ndarray, *, threads: 
         )
     views = _elementwise((x,), y)
     if views is None:
-        return False
+        return None
     lib, (px, xs), ys, py = views
     ss = row if scale.size == n * row and n > 1 else 0
-    result = lib.dc_graph_scale_channels(px, _pointer(scale), py, n, nb, h * w, xs, ys, ss, threads)
-    _refused("dc_graph_scale_channels", result, shape=x.shape, threads=threads)
-    return True
+    return _bound(lib, "scale_channels", px, _pointer(scale), py, n, nb, h * w, xs, ys, ss, threads)
 
 
-def conv_chain(calls: Sequence[BoundCall], *, lanes: int) -> Callable[[], None] | None:
-    """One function that makes `calls` in order in one C call (dc_graph_run_convs), or None without a library. The
-    calls are the kernels' own, checked when they were bound; their buffers must stay alive and keep their shapes
-    while the function may be called. A call its kernel refuses raises RuntimeError, the calls after it not made."""
+def scale_channels(x: np.ndarray, scale: np.ndarray, y: np.ndarray, *, threads: int = 1) -> bool:
+    """y = x times a per-(image, channel) scale: C-contiguous float32 of CB * L floats (every image) or N * CB * L
+    (one row per image), zero past the real channels; y is x or apart from it (False otherwise)."""
+    return _made(bind_scale_channels(x, scale, y, threads=threads), shape=x.shape, threads=threads)
+
+
+# Room in a dc_step for each kind of argument (kernels/c/dc_graph.c's struct dc_step).
+_STEP_ROOM = {"pointer": 5, "integer": 18, "float": 3}
+
+
+def _step_arguments(call: BoundCall) -> dict[str, list[Any]]:
+    """call.args sorted by kind in order, as the dc_step adapters unpack them; ValueError if they do not fit."""
+    sorted_args: dict[str, list[Any]] = {kind: [] for kind in _STEP_ROOM}
+    for kind, value in zip(ffi.parameter_kinds(call.function), call.args, strict=True):
+        sorted_args[kind].append(value)
+    for kind, values in sorted_args.items():
+        if len(values) > _STEP_ROOM[kind]:
+            raise ValueError(f"{call.label} takes {len(values)} {kind} arguments; a dc_step holds {_STEP_ROOM[kind]}")
+    return sorted_args
+
+
+def chain(calls: Sequence[BoundCall], *, lanes: int) -> Callable[[], None] | None:
+    """One function that makes `calls` (convolutions and operators, bound) in order in one C call (dc_graph_run),
+    or None without a library. The calls were checked when they were bound; their buffers must stay alive and keep
+    their shapes while the function may be called. A call C refuses raises RuntimeError, the calls after it not
+    made."""
     lib = _library(lanes)
     if lib is None or not calls:
         return None
-    table = ffi.structs("dc_conv_call", len(calls))
+    table = ffi.structs("dc_step", len(calls))
     for entry, call in zip(table, calls, strict=True):
-        entry.fn = call.function
-        for field, value in zip(_CALL_FIELDS, call.args, strict=True):
-            setattr(entry, field, value)
+        entry.run = getattr(lib, f"dc_step_{call.step}")
+        if call.step == "conv":
+            entry.fn = ffi.cast_void(call.function)
+        args = _step_arguments(call)
+        for field, kind in (("p", "pointer"), ("a", "integer"), ("f", "float")):
+            for i, value in enumerate(args[kind]):
+                getattr(entry, field)[i] = value
     held = tuple(calls)  # their arguments own the buffers' pointers the table copied
 
     def run() -> None:
-        failed = lib.dc_graph_run_convs(table, len(held))
+        failed = lib.dc_graph_run(table, len(held))
         if failed:
-            raise RuntimeError(f"kernel {held[failed - 1].name} rejected its arguments (call {failed} of {len(held)})")
+            raise RuntimeError(f"{held[failed - 1].label} rejected its arguments (call {failed} of {len(held)})")
 
     return run
 

@@ -65,18 +65,25 @@ class WeightOperands:
 
 @dataclass(frozen=True)
 class BoundCall:
-    """A convolution call checked once and made as often as wanted (CompiledKernel.bind_fused): the C function and
-    the arguments it is called with (cffi pointers into the buffers, which they keep alive). A graph runs a run of
-    them in one C call (kernels.graph_ops.conv_chain), the same function with the same arguments."""
+    """A C call checked once and made as often as wanted: a convolution's (CompiledKernel.bind_fused) or a graph
+    operator's (kernels.graph_ops.bind_*), as the C function and the arguments it is called with (cffi pointers into
+    the buffers). A graph runs a run of them in one C call (kernels.graph_ops.chain), the same function with the
+    same arguments, through the dc_step adapter `step` names (dc_step_<step> in kernels/c/dc_graph.c)."""
 
-    function: Any  # cffi function: dc_conv_fused or dc_conv_fused_x (codegen.C_FUSED_SIGNATURE)
-    args: tuple[Any, ...]  # its arguments, in C_FUSED_SIGNATURE's order
-    name: str  # the library's file name, for the error
+    function: Any  # cffi function: dc_conv_fused or dc_conv_fused_x (codegen.C_FUSED_SIGNATURE), or a dc_graph_*
+    args: tuple[Any, ...]  # its arguments, in the function's order
+    name: str  # a kernel's library file name, or the operator's C function name, for the error
+    step: str = "conv"  # the adapter's suffix: conv, or the operator (max_pool, channel_shuffle...)
+
+    @property
+    def label(self) -> str:
+        """What the errors call it: `kernel LIBRARY` for a convolution, the C function's name for an operator."""
+        return f"kernel {self.name}" if self.step == "conv" else self.name
 
     def __call__(self) -> None:
         code = self.function(*self.args)
         if code != 0:
-            raise RuntimeError(f"kernel {self.name} rejected its arguments (code {code})")
+            raise RuntimeError(f"{self.label} rejected its arguments (code {code})")
 
 
 @dataclass(frozen=True)

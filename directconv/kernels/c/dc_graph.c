@@ -584,32 +584,100 @@ int dc_graph_gemv(const float *restrict a, const float *restrict cols, float *re
     return 0;
 }
 
-/* One convolution call of a graph, as kernels/runtime.BoundCall holds it: a generated kernel's dc_conv_fused (or
- * dc_conv_fused_x) and its arguments. */
+/* One step of a graph run, as kernels/graph_ops.chain packs a runtime.BoundCall: the adapter that makes it, the
+ * convolution kernel it calls (dc_step_conv only), and the call's arguments sorted by kind in the order the called
+ * function takes them: pointers, integers (an int passed as a long), floats. */
+typedef struct dc_step dc_step;
+struct dc_step {
+    int (*run)(const dc_step *);
+    void *fn;
+    void *p[5];
+    long a[18];
+    float f[3];
+};
+
+/* A generated kernel's dc_conv_fused or dc_conv_fused_x (codegen.C_FUSED_SIGNATURE). */
 typedef int (*dc_conv_fn)(const float *, const float *, const float *, float *, const float *, int, int, int, int, int,
                           int, int, int, int, int, int, int, float, float);
-typedef struct {
-    dc_conv_fn fn;
-    const float *in, *wt, *bias;
-    float *out;
-    const float *residual;
-    int batch, cib_blocks, rows, parallel_rows, threads, in_blocks, in_first, out_blocks, out_first, res_blocks,
-        res_first, act;
-    float alpha, beta;
-} dc_conv_call;
 
-/* A run of a graph's convolutions, one after the other, in one call from Python: each call from Python costs time of
- * its own, more once a network's weights have pushed the interpreter out of the caches (measured: docs/design.md,
- * "Where a graph's time went"). Returns 0, or i + 1 for the first call i its kernel refused (the
- * calls after it are not made). */
-int dc_graph_run_convs(const dc_conv_call *calls, int n)
+/* The adapters: one per function a step may call, each unpacking dc_step in that function's parameter order. */
+int dc_step_conv(const dc_step *s)
 {
-    for (int i = 0; i < n; ++i) {
-        const dc_conv_call *c = calls + i;
-        if (c->fn(c->in, c->wt, c->bias, c->out, c->residual, c->batch, c->cib_blocks, c->rows, c->parallel_rows,
-                  c->threads, c->in_blocks, c->in_first, c->out_blocks, c->out_first, c->res_blocks, c->res_first,
-                  c->act, c->alpha, c->beta))
-            return i + 1;
-    }
+    const long *a = s->a;
+    return ((dc_conv_fn)s->fn)(s->p[0], s->p[1], s->p[2], s->p[3], s->p[4], a[0], a[1], a[2], a[3], a[4], a[5], a[6],
+                               a[7], a[8], a[9], a[10], a[11], s->f[0], s->f[1]);
+}
+
+int dc_step_max_pool(const dc_step *s)
+{
+    const long *a = s->a;
+    return dc_graph_max_pool(s->p[0], s->p[1], a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10], a[11],
+                             a[12], a[13], a[14], a[15], a[16]);
+}
+
+int dc_step_average_pool(const dc_step *s)
+{
+    const long *a = s->a;
+    return dc_graph_average_pool(s->p[0], s->p[1], a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10],
+                                 a[11], a[12], a[13], a[14], a[15], a[16], a[17]);
+}
+
+int dc_step_global_average_pool(const dc_step *s)
+{
+    const long *a = s->a;
+    return dc_graph_global_average_pool(s->p[0], s->p[1], a[0], a[1], a[2], a[3], a[4], a[5]);
+}
+
+int dc_step_channel_shuffle(const dc_step *s)
+{
+    const long *a = s->a;
+    return dc_graph_channel_shuffle(s->p[0], s->p[1], a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]);
+}
+
+int dc_step_copy_channels(const dc_step *s)
+{
+    const long *a = s->a;
+    return dc_graph_copy_channels(s->p[0], s->p[1], a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8]);
+}
+
+int dc_step_activation(const dc_step *s)
+{
+    const long *a = s->a;
+    return dc_graph_activation(s->p[0], s->p[1], a[0], a[1], a[2], a[3], a[4], s->f[0], s->f[1], a[5]);
+}
+
+int dc_step_add(const dc_step *s)
+{
+    const long *a = s->a;
+    return dc_graph_add(s->p[0], s->p[1], s->p[2], a[0], a[1], a[2], a[3], a[4], a[5], s->f[0], s->f[1], a[6]);
+}
+
+int dc_step_scale_shift(const dc_step *s)
+{
+    const long *a = s->a;
+    return dc_graph_scale_shift(s->p[0], s->p[1], s->p[2], s->p[3], a[0], a[1], a[2], a[3], a[4], a[5], s->f[0], s->f[1],
+                                a[6]);
+}
+
+int dc_step_scale_channels(const dc_step *s)
+{
+    const long *a = s->a;
+    return dc_graph_scale_channels(s->p[0], s->p[1], s->p[2], a[0], a[1], a[2], a[3], a[4], a[5], a[6]);
+}
+
+int dc_step_lrn(const dc_step *s)
+{
+    const long *a = s->a;
+    return dc_graph_lrn(s->p[0], s->p[1], a[0], a[1], a[2], a[3], a[4], a[5], a[6], s->f[0], s->f[1], s->f[2], a[7]);
+}
+
+/* A run of a graph's steps, one after the other, in one call from Python: each call from Python costs time of its
+ * own, more once a network's weights have pushed the interpreter out of the caches (measured: docs/design.md,
+ * "Where a graph's time went"). Returns 0, or i + 1 for the first step i that refused its arguments (the steps after
+ * it are not made). */
+int dc_graph_run(const dc_step *steps, int n)
+{
+    for (int i = 0; i < n; ++i)
+        if (steps[i].run(steps + i)) return i + 1;
     return 0;
 }
