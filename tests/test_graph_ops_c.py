@@ -374,13 +374,16 @@ def test_c_refusal_raises_value_error():
 
 @pytest.mark.parametrize(("n", "k", "m"), [(1, 7, 5), (1, 1000, 300), (3, 1001, 129), (4, 4, 1)])
 @pytest.mark.parametrize("threads", [1, 2, 3])
-def test_gemv_sums_each_run_of_rows_then_the_runs(rng, n, k, m, threads):
+def test_gemv_gives_the_product_plus_bias_with_the_same_bits_on_any_threads(rng, n, k, m, threads):
     a = rng.standard_normal((n, k)).astype(np.float32)
     cols = rng.standard_normal((k, m)).astype(np.float32)
-    y = np.full((n, m), np.nan, dtype=np.float32)
-    assert graph_ops.gemv(a, cols, y, lanes=8, threads=threads)
-    want = a.astype(np.float64) @ cols.astype(np.float64)
+    bias = rng.standard_normal(m).astype(np.float32)
+    y, one = np.full((n, m), np.nan, dtype=np.float32), np.full((n, m), np.nan, dtype=np.float32)
+    assert graph_ops.gemv(a, cols, y, lanes=8, threads=threads, bias=bias)
+    want = a.astype(np.float64) @ cols.astype(np.float64) + bias
     np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+    assert graph_ops.gemv(a, cols, one, lanes=8, threads=1, bias=bias)
+    same_bits(y, one, f"{threads} threads against 1")
 
 
 def test_gemv_refuses_operands_c_cannot_index(rng):
@@ -391,6 +394,34 @@ def test_gemv_refuses_operands_c_cannot_index(rng):
         graph_ops.gemv(a, np.ones((4, 6), np.float32).T, np.empty((2, 4), np.float32), lanes=8)
     with pytest.raises(ValueError, match=r"y must be writeable and apart from a and cols"):
         graph_ops.gemv(a, cols, cols[:2], lanes=8)
+
+
+@pytest.mark.parametrize("cols", [1, 7, 16, 1000])
+@pytest.mark.parametrize("lanes", LANES)
+def test_softmax_matches_numpy_and_makes_a_row_with_a_nan_or_an_infinity_nan(rng, lanes, cols):
+    x = (rng.standard_normal((6, cols)) * 20).astype(np.float32)
+    x[1, 0], x[2, -1], x[3, 0] = np.nan, np.inf, -np.inf  # rows 1 and 2 have no finite max; row 3 has
+    x[4] = -np.inf  # nor does a row of -inf
+    y = np.full_like(x, 7.0)
+    call = graph_ops.bind_softmax(x, y, lanes=lanes)
+    assert call is not None
+    call()
+    with np.errstate(invalid="ignore"):
+        e = np.exp(x - x.max(axis=1, keepdims=True))
+        want = e / e.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(y, want, rtol=2e-6, atol=1e-30)
+    finite = [0, 3, 5] if cols > 1 else [0, 5]  # a row of one -inf has no finite max
+    assert np.isnan(y[[1, 2, 4]]).all() and np.isfinite(y[finite]).all()
+
+
+@pytest.mark.parametrize("lanes", LANES)
+def test_to_dense_writes_the_real_channels_as_nchw(rng, lanes):
+    x = blocked(rng, (3, 2, 4, 5, lanes), True)
+    channels = 2 * lanes - (lanes > 1)
+    y = np.zeros((3, channels, 4, 5), np.float32)
+    assert graph_ops._made(graph_ops.bind_to_dense(x, y, channels, threads=2))
+    want = x.transpose(0, 1, 4, 2, 3).reshape(3, 2 * lanes, 4, 5)[:, :channels]
+    same_bits(y, np.ascontiguousarray(want), "to_dense")
 
 
 # ---- A run of convolutions in one C call -----------------------------------------------------------------------------
@@ -436,7 +467,7 @@ def _bound_layers(
 
 def _bound_operators(rng: np.random.Generator, lanes: int, x: np.ndarray) -> tuple[list, list[np.ndarray]]:
     """Every operator a chain can make (graph_ops._STEPS but conv), bound on x (batch 2, 2 blocks, 7x5, sliced:
-    images apart) into outputs of their own, zeroed: the calls and the outputs."""
+    images apart) into outputs of their own, zeroed, and the dense tail's: the calls and the outputs."""
     n, nb, h, w, _ = x.shape
     channels = nb * lanes - (lanes > 1)  # a padded lane where there are lanes to pad
     outs = {name: empty(shape, True, 0.0) for name, shape in (
@@ -458,6 +489,17 @@ def _bound_operators(rng: np.random.Generator, lanes: int, x: np.ndarray) -> tup
         graph_ops.bind_scale_channels(x, scale.reshape(-1), outs["scale_channels"], threads=2),
         graph_ops.bind_lrn(x, outs["lrn"], channels, 5, 1e-4, 0.75, 2.0, threads=2),
     ]
+    # the dense tail: x's channels as NCHW, a product with bias of a few rows (made of them), a softmax of its rows
+    dense = np.zeros((n, channels, h, w), np.float32)
+    a = rng.standard_normal((n, 37)).astype(np.float32)
+    cols, bias = rng.standard_normal((37, 13)).astype(np.float32), rng.standard_normal(13).astype(np.float32)
+    product, probabilities = np.zeros((n, 13), np.float32), np.zeros((n, 13), np.float32)
+    calls += [
+        graph_ops.bind_to_dense(x, dense, channels, threads=2),
+        graph_ops.bind_gemv(a, cols, bias, product, lanes=lanes, threads=2),
+        graph_ops.bind_softmax(product, probabilities, lanes=lanes),
+    ]
+    outs.update(dense=dense, product=product, probabilities=probabilities)
     assert all(call is not None for call in calls)
     assert {call.step for call in calls} == set(graph_ops._STEPS) - {"conv"}
     return calls, list(outs.values())

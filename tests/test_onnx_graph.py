@@ -31,7 +31,6 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402  (needs onnx, h
 import directconv as dc  # noqa: E402
 from directconv.graph import OnnxModelError  # noqa: E402
 from directconv.graph.arena import Place  # noqa: E402
-from directconv.kernels import graph_ops  # noqa: E402
 
 pytestmark = [
     pytest.mark.compiler,
@@ -456,18 +455,30 @@ def test_classifier_tail_global_pool_flatten_gemm_softmax() -> None:
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-@pytest.mark.parametrize("batch", [1, 3])
-def test_a_large_classifier_matches_onnxruntime_on_any_threads(threads, batch, monkeypatch) -> None:
-    """A Gemm whose weights are bound by memory (at least model.LARGE_GEMM floats) runs in C on the kernels' threads
-    at 2 threads and a few images (graph_ops.gemv), else in BLAS; either way onnxruntime's answer."""
-    calls = []
-    real = graph_ops.gemv
-    monkeypatch.setattr(graph_ops, "gemv", lambda *a, **k: calls.append(k["threads"]) or real(*a, **k))
+@pytest.mark.parametrize("batch", [1, 3, 5])
+def test_a_large_classifier_matches_onnxruntime_on_any_threads(threads, batch) -> None:
+    """A Gemm whose weights are bound by memory (at least model.LARGE_GEMM floats) runs in C on the kernels' threads,
+    in the chain, at 2 threads and a few images (graph_ops.gemv), else in BLAS; either way onnxruntime's answer."""
     net = Net()
     flat = net.node("Flatten", [net.node("Relu", [stem(net, 8)], "r")], "flat")  # 8 x 10 x 10 = 800 features
     net.node("Gemm", [flat, net.random("fc.w", (5243, 800)), net.random("fc.b", (5243,))], "y", transB=1)
-    check(net.bytes({"x": ["N", 3, 10, 10]}, {"y": 2}), {"x": image(batch, 3, 10, 10)}, threads=threads)
-    assert calls == ([2] if threads == 2 else [])
+    model = check(net.bytes({"x": ["N", 3, 10, 10]}, {"y": 2}), {"x": image(batch, 3, 10, 10)}, threads=threads)
+    gemm = ops(model).index("gemm")
+    in_c = threads == 2 and batch <= 4
+    assert (gemm in model._prepared[batch].calls) == in_c
+
+
+def test_a_small_classifier_runs_in_c_on_one_thread_in_the_chain() -> None:
+    """Below LARGE_GEMM floats the Gemm runs in C at 1 thread too: everything after the convolution that reads the
+    NCHW input (bound per call), tail included, is one chain."""
+    net = Net()
+    flat = net.node("Flatten", [net.node("Relu", [stem(net, 8)], "r")], "flat")
+    logits = net.node("Gemm", [flat, net.random("fc.w", (30, 800)), net.random("fc.b", (30,))], "fc", transB=1)
+    net.node("Softmax", [logits], "y")
+    model = check(net.bytes(X, {"y": 2}), feeds_x(), threads=1)
+    assert ops(model) == ["conv", "to_dense", "reshape", "gemm", "softmax"]
+    assert model._prepared[1].chains.keys() == {1}
+    assert model._prepared[1].chains[1][0] == len(model._steps)
 
 
 def test_dense_tail_reshape_matmul_activation_add_mul_concat() -> None:

@@ -35,7 +35,7 @@ from directconv.nn.pool import pool_output_size
 
 __all__ = ["Model", "OnnxModelError", "conv_layers", "load_onnx"]
 
-# Gemm weights of at least this many floats (16 MiB, far beyond the caches) are split between the model's threads.
+# Gemm weights of at least this many floats (16 MiB, far beyond the caches) run in BLAS on one thread (_gemv_in_c).
 LARGE_GEMM = 1 << 22
 GEMV_MAX_ROWS = 4  # images a gemv reads the matrix once for each of; more make it a product BLAS does better
 # An arena larger than this fraction of the machine's memory is refused before it is allocated.
@@ -50,6 +50,8 @@ class Bound:
     # step index -> the C calls that make it, checked once (convolutions reading blocked input, and the operators C
     # runs on these views; a Concat made in place has none)
     calls: dict[int, tuple[runtime.BoundCall, ...]]
+    # the dense tail's arrays that bound steps write (a Reshape's is a view of its input's)
+    dense: dict[str, np.ndarray]
     # first step index of a run of bound steps making two or more calls -> (the step index after the run, one
     # function making all of its calls in one C call: graph_ops.chain)
     chains: dict[int, tuple[int, Callable[[], None]]]
@@ -203,7 +205,7 @@ class Model:
         batch = self._check_feeds(feeds)
         with self._lock:
             views = self._views(batch)
-            dense: dict[str, np.ndarray] = {}
+            dense = dict(self._prepared[batch].dense)
             nchw = self._convert_inputs(feeds, views)
             chains = self._prepared[batch].chains
             index = 0
@@ -234,7 +236,7 @@ class Model:
         with self._lock:
             views = self._views(batch)
             for _ in range(repeat):
-                dense: dict[str, np.ndarray] = {}
+                dense = dict(self._prepared[batch].dense)
                 t0 = time.perf_counter()
                 nchw = self._convert_inputs(feeds, views)
                 times[0].append(time.perf_counter() - t0)
@@ -320,11 +322,12 @@ class Model:
                 nb = blocks(self._tensors[name].channels, self.lanes)
                 views[name] = buffers[place.buffer][:, place.first : place.first + nb]
             calls = {}
+            dense: dict[str, np.ndarray] = {}
             for index, step in enumerate(self._steps):
-                bound = self._bind_step(index, step, views)
+                bound = self._bind_step(index, step, views, dense)
                 if bound is not None:
                     calls[index] = bound
-            prepared = self._prepared[batch] = Bound(views, calls, self._chains(calls))
+            prepared = self._prepared[batch] = Bound(views, calls, dense, self._chains(calls))
         return prepared.views
 
     def _chains(self, calls: dict[int, tuple[runtime.BoundCall, ...]]) -> dict[int, tuple[int, Callable[[], None]]]:
@@ -343,10 +346,13 @@ class Model:
             index = max(end, index + 1)
         return chains
 
-    def _bind_step(self, index: int, step: Step, views: dict[str, np.ndarray]) -> tuple[runtime.BoundCall, ...] | None:
+    def _bind_step(
+        self, index: int, step: Step, views: dict[str, np.ndarray], dense: dict[str, np.ndarray]
+    ) -> tuple[runtime.BoundCall, ...] | None:
         """The C calls that make step `index` on the arena's views, checked now: None where C cannot make it (no
         library, a layout C does not index, an operator without a C version, a convolution reading an NCHW graph
-        input, a Concat input sharing the blocks it is copied into); such steps run in Python (_run_step)."""
+        input, a Concat input sharing the blocks it is copied into); such steps run in Python (_run_step). A step of
+        the dense tail that C makes gets its output array in `dense`."""
         op, p, threads = step.op, step.params, self.threads
         x, y = (views.get(step.inputs[0]) if step.inputs else None), views.get(step.output)
         call: runtime.BoundCall | None = None
@@ -354,7 +360,9 @@ class Model:
             if step.inputs[0] in self._nchw_inputs:
                 return None
             return (self._bind(step, self._convs[index], views),)
-        if x is None or y is None:  # a step of the dense tail
+        if y is None:
+            return self._bind_dense(step, views, dense)
+        if x is None:
             return None
         if op == "scale_shift":
             blocks_, lanes = x.shape[1], x.shape[4]
@@ -381,6 +389,40 @@ class Model:
         elif op == "concat":
             return self._bind_copies(step, views)
         return None if call is None else (call,)
+
+    def _bind_dense(
+        self, step: Step, views: dict[str, np.ndarray], dense: dict[str, np.ndarray]
+    ) -> tuple[runtime.BoundCall, ...] | None:
+        """_bind_step for the dense tail: the conversion out of the blocked layout, Flatten and Reshape (views, no
+        call), a Gemm that _gemv_in_c gives to C, and a Softmax along the last axis or flattened. The rest runs in
+        numpy (_dense_step)."""
+        op, p = step.op, step.params
+        batch = next(iter(views.values())).shape[0]
+        shape = (batch, *self._tensors[step.output].dims)
+        out = np.empty(shape, dtype=np.float32)
+        call: runtime.BoundCall | None = None
+        if op == "to_dense":
+            t = self._tensors[step.inputs[0]]
+            call = graph_ops.bind_to_dense(views[t.name], out, t.channels, threads=self.threads)
+        elif step.inputs[0] not in dense:
+            return None
+        elif op == "reshape":
+            dense[step.output] = dense[step.inputs[0]].reshape(shape)
+            return ()
+        elif op == "gemm":
+            if self._gemv_in_c(batch, p["cols"]):
+                a = dense[step.inputs[0]]
+                call = graph_ops.bind_gemv(a, p["cols"], p["bias"], out, lanes=self.lanes, threads=self.threads)
+        elif op == "softmax":
+            axis = p["axis"] if p["flatten"] else len(shape) - 1 if p["axis"] == len(shape) - 1 else None
+            if axis is not None:
+                rows = int(np.prod(shape[:axis]))
+                x = dense[step.inputs[0]].reshape(rows, -1)
+                call = graph_ops.bind_softmax(x, out.reshape(rows, -1), lanes=self.lanes)
+        if call is None:
+            return None
+        dense[step.output] = out
+        return (call,)
 
     def _bind_copies(self, step: Step, views: dict[str, np.ndarray]) -> tuple[runtime.BoundCall, ...] | None:
         """A Concat's copies (_copy_into) as C calls, or None if one cannot be bound."""
@@ -491,18 +533,25 @@ class Model:
         else:
             dense[step.output] = _dense_step(step, dense, batch, self._tensors[step.output].dims)
 
+    def _gemv_in_c(self, rows: int, cols: np.ndarray) -> bool:
+        """Whether a Gemm of `rows` images by `cols` runs in C (graph_ops.gemv) rather than BLAS: for a few images, on
+        several threads (the kernels' own OpenMP team: a second pool of threads, BLAS's or ours, waited for the cores
+        while the kernels' threads still spun after the last convolution), or on one below LARGE_GEMM floats (there
+        the call's cost is BLAS's and Python's, not the matrix's; above it OpenBLAS reads the matrix faster on one
+        thread: docs/design.md, "Where a graph's time went")."""
+        return rows <= GEMV_MAX_ROWS and (self.threads > 1 or cols.size < LARGE_GEMM)
+
     def _gemm(self, a: np.ndarray, cols: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
-        """a @ cols (+ bias), cols (K, M). On several threads a large matrix (bound by memory) for a few images runs in
-        C on the kernels' own OpenMP threads (graph_ops.gemv): a second pool of threads, BLAS's or ours, waited for
-        the cores while the kernels' threads still spun after the last convolution (docs/design.md, "Where a graph's
-        time went"). Else BLAS on one thread (faster than that loop on one): OpenBLAS's own threads spin for long
-        after a call and took the cores from the kernels' threads in the next one."""
+        """a @ cols (+ bias), cols (K, M), in C where _gemv_in_c says so, else BLAS on one thread: OpenBLAS's own
+        threads spin for long after a call and took the cores from the kernels' threads in the next one."""
         y = np.empty((a.shape[0], cols.shape[1]), dtype=np.float32)
-        large = self.threads > 1 and cols.size >= LARGE_GEMM and a.shape[0] <= GEMV_MAX_ROWS
         a = np.ascontiguousarray(a)
-        if not (large and graph_ops.gemv(a, cols, y, lanes=self.lanes, threads=self.threads)):
-            with self._blas.limit(limits=1, user_api="blas") if self._blas is not None else contextlib.nullcontext():
-                np.matmul(a, cols, out=y)
+        if self._gemv_in_c(a.shape[0], cols) and graph_ops.gemv(
+            a, cols, y, lanes=self.lanes, threads=self.threads, bias=bias
+        ):
+            return y
+        with self._blas.limit(limits=1, user_api="blas") if self._blas is not None else contextlib.nullcontext():
+            np.matmul(a, cols, out=y)
         return y if bias is None else np.add(y, bias, out=y)
 
     def _copy_into(self, x: np.ndarray, out: np.ndarray, offset: int, channels: int) -> None:

@@ -30,7 +30,7 @@ log = logging.getLogger("directconv.cache")
 # The dc_step adapters (kernels/c/dc_graph.c): what a chain can run.
 _STEPS = (
     "conv", "max_pool", "average_pool", "global_average_pool", "channel_shuffle", "copy_channels", "activation", "add",
-    "scale_shift", "scale_channels", "lrn",
+    "scale_shift", "scale_channels", "lrn", "to_dense", "gemv", "softmax",
 )  # fmt: skip
 _DECLARATIONS = (
     "int dc_graph_max_pool(const float *x, float *y, long n, long nb, long xs, long ys, long h, long w, long ho,"
@@ -54,8 +54,10 @@ _DECLARATIONS = (
     "                            long ys, long ss, int threads);"
     "int dc_graph_lrn(const float *x, float *y, long n, long nb, long hw, long xs, long ys, long c, int size,"
     "                 float scale, float beta, float bias, int threads);"
-    "int dc_graph_gemv(const float *a, const float *cols, float *y, float *partial, long n, long k, long m,"
+    "int dc_graph_gemv(const float *a, const float *cols, const float *bias, float *y, long n, long k, long m,"
     "                  int threads);"
+    "int dc_graph_to_dense(const float *x, float *y, long n, long nb, long hw, long xs, long c, int threads);"
+    "int dc_graph_softmax(const float *x, float *y, long rows, long cols);"
     "typedef struct dc_step { int (*run)(const struct dc_step *); void *fn; void *p[5]; long a[18]; float f[3]; }"
     "    dc_step;"
     "int dc_graph_run(const dc_step *steps, int n);"
@@ -527,25 +529,61 @@ def chain(calls: Sequence[BoundCall], *, lanes: int) -> Callable[[], None] | Non
     return run
 
 
-def gemv(a: np.ndarray, cols: np.ndarray, y: np.ndarray, *, lanes: int, threads: int = 1) -> bool:
-    """y (N, M) = a (N, K) times cols (K, M), all C-contiguous float32, on the library's threads: each sums a run of
-    cols' rows, read once from memory, then the runs are added (dc_graph_gemv). For a few rows of `a` and a matrix
-    bound by memory; `lanes` picks the library. False, y untouched, without a library."""
+def bind_to_dense(x: np.ndarray, y: np.ndarray, channels: int, *, threads: int = 1) -> BoundCall | None:
+    """The call that writes x's first `channels` channels (N, CB, H, W, L) into y (N, channels, H, W), C-contiguous
+    float32 (the dense tail's first array), or None where C cannot index x. x and y must stay alive."""
+    n, nb, h, w, lanes = x.shape
+    if y.shape != (n, channels, h, w) or y.dtype != np.float32 or not y.flags.c_contiguous or not y.flags.writeable:
+        raise ValueError(
+            f"y must be a writeable C-contiguous float32 array of shape {(n, channels, h, w)}, got {y.shape}"
+        )
+    xs = _batch_stride(x)
+    lib = None if xs is None or np.shares_memory(x, y) else _library(lanes)
+    if lib is None:
+        return None
+    return _bound(lib, "to_dense", _pointer(x), _pointer(y), n, nb, h * w, xs, channels, threads)
+
+
+def bind_softmax(x: np.ndarray, y: np.ndarray, *, lanes: int) -> BoundCall | None:
+    """The call that writes the softmax of each row of x (rows, cols), C-contiguous float32, into y of its shape (y may
+    be x), or None without a library (`lanes` picks it). x and y must stay alive."""
+    for name, a in (("x", x), ("y", y)):
+        if a.ndim != 2 or a.dtype != np.float32 or not a.flags.c_contiguous or a.size == 0:
+            raise ValueError(f"{name} must be a non-empty C-contiguous float32 (rows, cols) array, got {a.shape}")
+    if y.shape != x.shape or not y.flags.writeable:
+        raise ValueError(f"y must be writeable with x's shape {x.shape}, got {y.shape}")
+    lib = _library(lanes)
+    return None if lib is None else _bound(lib, "softmax", _pointer(x), _pointer(y), *x.shape)
+
+
+def bind_gemv(
+    a: np.ndarray, cols: np.ndarray, bias: np.ndarray | None, y: np.ndarray, *, lanes: int, threads: int = 1
+) -> BoundCall | None:
+    """gemv's call, made later (None without a library); every array must stay alive."""
     n, k = a.shape
     if cols.shape[0] != k or y.shape != (n, cols.shape[1]):
         raise ValueError(f"a {a.shape} times cols {cols.shape} does not give y {y.shape}")
-    for name, arr in (("a", a), ("cols", cols), ("y", y)):
+    arrays = (("a", a), ("cols", cols), ("y", y)) + ((("bias", bias),) if bias is not None else ())
+    for name, arr in arrays:
         if arr.dtype != np.float32 or not arr.flags.c_contiguous:
             raise ValueError(f"{name} must be C-contiguous float32, got {arr.dtype} with strides {arr.strides}")
+    if bias is not None and bias.shape != (cols.shape[1],):
+        raise ValueError(f"bias must have shape ({cols.shape[1]},), got {bias.shape}")
     if not y.flags.writeable or np.shares_memory(y, a) or np.shares_memory(y, cols):
         raise ValueError("y must be writeable and apart from a and cols")
     lib = _library(lanes)
     if lib is None:
-        return False
-    partial = np.empty(max(1, threads) * y.size, dtype=np.float32)
-    result = lib.dc_graph_gemv(
-        ffi.floats(a, writable=False), ffi.floats(cols, writable=False), ffi.floats(y, writable=True),
-        ffi.floats(partial, writable=True), n, k, cols.shape[1], threads,
-    )  # fmt: skip
-    _refused("dc_graph_gemv", result, a=a.shape, cols=cols.shape, threads=threads)
-    return True
+        return None
+    pointers = (_pointer(a), _pointer(cols), ffi.NULL if bias is None else _pointer(bias), _pointer(y))
+    return _bound(lib, "gemv", *pointers, n, k, cols.shape[1], threads)
+
+
+def gemv(
+    a: np.ndarray, cols: np.ndarray, y: np.ndarray, *, lanes: int, threads: int = 1, bias: np.ndarray | None = None
+) -> bool:
+    """y (N, M) = a (N, K) times cols (K, M) (plus bias (M,) if given), all C-contiguous float32, on the library's
+    threads: each owns a run of the output columns and reads its part of the matrix once (dc_graph_gemv); the bits do
+    not depend on the thread count. For a few rows of `a` and a matrix bound by memory; `lanes` picks the library.
+    False, y untouched, without a library."""
+    call = bind_gemv(a, cols, bias, y, lanes=lanes, threads=threads)
+    return _made(call, a=a.shape, cols=cols.shape, threads=threads)

@@ -540,46 +540,95 @@ static inline int omp_get_thread_num(void) { return 0; }
 static inline int omp_get_num_threads(void) { return 1; }
 #endif
 
-/* y (n x m) = a (n x k) times cols (k x m), all row-major and contiguous, on `threads` threads. Thread t sums the
- * products of a run of cols' rows into its own n x m slice of `partial`, reading the matrix once, front to back
- * (a large one is bound by memory: every byte is used once); the slices are then added up, in thread order, into y.
- * Run on the library's OpenMP threads, the kernels' own, so that no second pool competes with them for the cores.
- * Returns 0, or -1 for a refused argument (the Python wrapper checks first). */
-int dc_graph_gemv(const float *restrict a, const float *restrict cols, float *restrict y, float *restrict partial,
+/* y (n x m) = a (n x k) times cols (k x m), plus bias (m) unless it is NULL, all row-major and contiguous, on
+ * `threads` threads. Thread t owns a run of the output columns and reads its part of every row of cols, front to back:
+ * the matrix is read once (a large one is bound by memory: every byte is used once), and every output is summed in
+ * the same order whatever the thread count, so one and two threads give the same bits. Run on the library's OpenMP
+ * threads, the kernels' own, so that no second pool competes with them for the cores. Returns 0, or -1 for a refused
+ * argument (the Python wrapper checks first). */
+int dc_graph_gemv(const float *restrict a, const float *restrict cols, const float *restrict bias, float *restrict y,
                   long n, long k, long m, int threads)
 {
     if (n < 1 || k < 1 || m < 1 || threads < 1) return -1;
     #pragma omp parallel num_threads(threads) if(threads > 1)
     {
         const long t = omp_get_thread_num(), nt = omp_get_num_threads();
-        const long j0 = k * t / nt, j1 = k * (t + 1) / nt;
-        float *restrict acc = partial + t * n * m;
-        for (long e = 0; e < n * m; ++e) acc[e] = 0.0f;
-        long j = j0;
-        for (; j + 4 <= j1; j += 4) { /* four rows per pass over the accumulators: a quarter of their loads and stores */
+        /* column runs start on a whole vector of the widest ISA (16 floats) */
+        const long c0 = m * t / nt / 16 * 16, c1 = t == nt - 1 ? m : m * (t + 1) / nt / 16 * 16;
+        for (long i = 0; i < n; ++i)
+            for (long c = c0; c < c1; ++c) y[i * m + c] = 0.0f;
+        long j = 0;
+        for (; j + 4 <= k; j += 4) { /* four rows per pass over the outputs: a quarter of their loads and stores */
             const float *restrict r0 = cols + j * m, *restrict r1 = r0 + m, *restrict r2 = r1 + m, *restrict r3 = r2 + m;
             for (long i = 0; i < n; ++i) {
                 const float *ai = a + i * k + j;
                 const float a0 = ai[0], a1 = ai[1], a2 = ai[2], a3 = ai[3];
-                float *restrict out = acc + i * m;
-                for (long c = 0; c < m; ++c) out[c] += (a0 * r0[c] + a1 * r1[c]) + (a2 * r2[c] + a3 * r3[c]);
+                float *restrict out = y + i * m;
+                for (long c = c0; c < c1; ++c) out[c] += (a0 * r0[c] + a1 * r1[c]) + (a2 * r2[c] + a3 * r3[c]);
             }
         }
-        for (; j < j1; ++j) {
+        for (; j < k; ++j) {
             const float *restrict row = cols + j * m;
             for (long i = 0; i < n; ++i) {
                 const float aij = a[i * k + j];
-                float *restrict out = acc + i * m;
-                for (long c = 0; c < m; ++c) out[c] += aij * row[c];
+                float *restrict out = y + i * m;
+                for (long c = c0; c < c1; ++c) out[c] += aij * row[c];
             }
         }
-        #pragma omp barrier
-        #pragma omp for schedule(static)
-        for (long e = 0; e < n * m; ++e) {
-            float s = partial[e];
-            for (long u = 1; u < nt; ++u) s += partial[u * n * m + e];
-            y[e] = s;
+        if (bias)
+            for (long i = 0; i < n; ++i)
+                for (long c = c0; c < c1; ++c) y[i * m + c] += bias[c];
+    }
+    return 0;
+}
+
+/* y (n images of c channels of hw pixels, NCHW, contiguous) = the real channels of x (n images of nb blocks of hw
+ * pixels, xs floats apart): where a graph's blocked part hands over to its dense tail (a pooled vector, a small map). */
+int dc_graph_to_dense(const float *restrict x, float *restrict y, long n, long nb, long hw, long xs, long c,
+                      int threads)
+{
+    if (n < 1 || nb < 1 || hw < 1 || xs < 0 || c <= (nb - 1) * DC_LANES || c > nb * DC_LANES || threads < 1) return -1;
+    #pragma omp parallel for schedule(static) num_threads(threads) if(threads > 1 && n * c * hw >= DC_MIN_WORK)
+    for (long t = 0; t < n * c; ++t) {
+        const long b = t / c, k = t % c;
+        const float *restrict xp = x + b * xs + k / DC_LANES * hw * DC_LANES + k % DC_LANES;
+        float *restrict yp = y + t * hw;
+        for (long p = 0; p < hw; ++p) yp[p] = xp[p * DC_LANES];
+    }
+    return 0;
+}
+
+/* y = the softmax of each of `rows` rows of `cols` contiguous floats of x: e^(x - the row's max) (dc_exp) over their
+ * sum, summed in double. A row whose max is not finite (a NaN, or an infinity) becomes NaN, as numpy's
+ * exp(x - max) / sum makes it. */
+int dc_graph_softmax(const float *restrict x, float *restrict y, long rows, long cols)
+{
+    if (rows < 1 || cols < 1) return -1;
+    for (long r = 0; r < rows; ++r) {
+        const float *restrict xr = x + r * cols;
+        float *restrict yr = y + r * cols;
+        float top = xr[0];
+        int nan = 0;
+        for (long i = 0; i < cols; ++i) {
+            nan |= xr[i] != xr[i];
+            top = xr[i] > top ? xr[i] : top;
         }
+        if (nan || top - top != 0.0f) {
+            for (long i = 0; i < cols; ++i) yr[i] = __builtin_nanf("");
+            continue;
+        }
+        double sum = 0.0;
+        for (long i = 0; i < cols; i += DC_CHUNK) {
+            float in[DC_CHUNK] = {0}, out[DC_CHUNK];
+            const long m = dc_min(DC_CHUNK, cols - i);
+            for (long l = 0; l < m; ++l) in[l] = xr[i + l] - top;
+            VSTORE(out, dc_exp(VLOAD(in)));
+            for (long l = 0; l < m; ++l) {
+                yr[i + l] = out[l];
+                sum += out[l];
+            }
+        }
+        for (long i = 0; i < cols; ++i) yr[i] = (float)(yr[i] / sum);
     }
     return 0;
 }
@@ -669,6 +718,23 @@ int dc_step_lrn(const dc_step *s)
 {
     const long *a = s->a;
     return dc_graph_lrn(s->p[0], s->p[1], a[0], a[1], a[2], a[3], a[4], a[5], a[6], s->f[0], s->f[1], s->f[2], a[7]);
+}
+
+int dc_step_to_dense(const dc_step *s)
+{
+    const long *a = s->a;
+    return dc_graph_to_dense(s->p[0], s->p[1], a[0], a[1], a[2], a[3], a[4], a[5]);
+}
+
+int dc_step_softmax(const dc_step *s)
+{
+    return dc_graph_softmax(s->p[0], s->p[1], s->a[0], s->a[1]);
+}
+
+int dc_step_gemv(const dc_step *s)
+{
+    const long *a = s->a;
+    return dc_graph_gemv(s->p[0], s->p[1], s->p[2], s->p[3], a[0], a[1], a[2], a[3]);
 }
 
 /* A run of a graph's steps, one after the other, in one call from Python: each call from Python costs time of its
