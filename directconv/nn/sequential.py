@@ -2,23 +2,26 @@
 
 An NCHW call converts once on the way in and once on the way out; between steps the activations stay blocked,
 since one step's blocked output is the next step's input as is. Intermediate activations live in two flat
-float32 buffers allocated once per call: step i writes a reshaped prefix view of buffer i % 2 while reading the
-other. A call therefore allocates two buffers (plus the result), however many steps the chain has, and shares no
-mutable state with any other call. (Without a C compiler, max-pool steps add numpy's fixed-size iterator scratch:
+float32 buffers: step i writes a reshaped prefix view of buffer i % 2 while reading the other. The chain keeps
+the two buffers of its last input shape and kind of call (NCHW or blocked), with the steps that read and write
+them bound to them once (their C calls checked ahead) and made in one C call (kernels.graph_ops.chain): Python
+per step cost a deep network 2-10% (docs/design.md, "Sequential's steps in one C call"). A call that finds them
+in use by another thread allocates two buffers of its own and runs step by step, so calls share no mutable state.
+(Without a C compiler every call runs step by step, and max-pool steps add numpy's fixed-size iterator scratch:
 see MaxPool2d.) Max-pool steps run on the chain's threads (Plan.threads).
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from directconv.core.isa import get_isa, host_isa
-from directconv.kernels import convert, layout
+from directconv.kernels import convert, graph_ops, layout, runtime
 from directconv.nn import api
 from directconv.nn.layer import Conv2d
 from directconv.nn.pool import MaxPool2d
@@ -73,6 +76,17 @@ class Plan:
         return sizes[0], sizes[1]
 
 
+@dataclass(frozen=True)
+class _Bound:
+    """The buffers a chain keeps for one input shape, batch and kind of call, and the run of steps bound to them."""
+
+    buffers: tuple[np.ndarray, np.ndarray]
+    start: int  # the first step the chain makes: the ones before it read the caller's input
+    end: int  # the step after the chain's last: the ones from here on write the caller's output
+    run: Callable[[], None]  # steps [start, end) in one C call
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
 def _view(buffer: np.ndarray, stage: Stage, batch: int, lanes: int) -> api.BlockedTensor:
     shape = stage.blocked_shape(batch, lanes)
     return api.BlockedTensor(buffer[: stage.floats(batch, lanes)].reshape(shape), stage.channels)
@@ -104,6 +118,9 @@ class Sequential:
         self._names: tuple[str, ...] = names
         self._plans: dict[tuple[int, int, int], Plan] = {}
         self._lock = threading.Lock()
+        # the last (channels, height, width, batch, nchw) called, and its buffers and chain (None: C cannot make
+        # that run; see the module docstring)
+        self._bound: tuple[tuple[int, int, int, int, bool], _Bound | None] | None = None
 
     # ------------------------------------------------------------------------------------------ description
 
@@ -206,6 +223,12 @@ class Sequential:
         x = api._require_float32("x", x, 4, "NCHW")
         batch = int(x.shape[0])
         plan = self.plan(int(x.shape[1]), int(x.shape[2]), int(x.shape[3]))
+        bound = self._take_bound(plan, batch, nchw=True)
+        if bound is not None:
+            try:
+                return self._run_bound(plan, bound, x)
+            finally:
+                bound.lock.release()
         buffers = self._buffers(plan, batch, nchw=True)
         first = self._steps[0]
         if plan.reads_nchw and isinstance(first, Conv2d):  # a first layer's kernel reads the NCHW input unconverted
@@ -232,7 +255,88 @@ class Sequential:
             if not isinstance(out, api.BlockedTensor) or out.data.shape != expected:
                 got = out.data.shape if isinstance(out, api.BlockedTensor) else type(out).__name__
                 raise ValueError(f"out must be a BlockedTensor of shape {expected}, got {got}")
-        return self._run(plan, x, self._buffers(plan, x.batch, nchw=False), out=out, last_in_buffer=False)
+        bound = self._take_bound(plan, x.batch, nchw=False)
+        if bound is None:
+            return self._run(plan, x, self._buffers(plan, x.batch, nchw=False), out=out, last_in_buffer=False)
+        try:
+            buffers, last = bound.buffers, len(self._steps) - 1
+            current = self._run(plan, x, buffers, out=out, last_in_buffer=False, stop=bound.start)
+            bound.run()
+            if bound.end <= last:
+                previous = _view(buffers[(bound.end - 1) % 2], plan.outputs[bound.end - 1], x.batch, plan.lanes)
+                current = self._run(plan, previous, buffers, out=out, last_in_buffer=False, start=bound.end)
+            return current
+        finally:
+            bound.lock.release()
+
+    # ------------------------------------------------------------------------------------------ bound runs
+
+    def _take_bound(self, plan: Plan, batch: int, *, nchw: bool) -> _Bound | None:
+        """The kept buffers and chain for this call, locked for it; None when another call holds them, C cannot
+        make every step of the run, or the run would make fewer than two steps (then a call goes step by step)."""
+        key = (plan.input.channels, plan.input.height, plan.input.width, batch, nchw)
+        kept = self._bound
+        if kept is None or kept[0] != key:
+            with self._lock:
+                kept = self._bound
+                if kept is None or kept[0] != key:
+                    kept = self._bound = (key, self._bind(plan, batch, nchw=nchw))
+        bound = kept[1]
+        if bound is None:
+            return None
+        return bound if bound.lock.acquire(blocking=False) else None
+
+    def _bind(self, plan: Plan, batch: int, *, nchw: bool) -> _Bound | None:
+        """New buffers for (plan, batch, kind of call) and the steps that only touch them bound in one chain: from
+        the first (the second if the first reads the caller's NCHW input) to the last (the one before it in a
+        blocked call, whose last step writes the caller's output)."""
+        last = len(self._steps) - 1
+        start = 1 if not nchw or plan.reads_nchw else 0
+        end = last + 1 if nchw else last
+        if end - start < 2:
+            return None
+        buffers = self._buffers(plan, batch, nchw=nchw)
+        calls = []
+        for i in range(start, end):
+            source = plan.input if i == 0 else plan.outputs[i - 1]
+            x = _view(buffers[(i - 1) % 2], source, batch, plan.lanes).data
+            y = _view(buffers[i % 2], plan.outputs[i], batch, plan.lanes).data
+            call = self._bind_step(self._steps[i], source, x, y, plan.threads)
+            if call is None:
+                return None
+            calls.append(call)
+        chain = graph_ops.chain(calls, lanes=plan.lanes)
+        return None if chain is None else _Bound(buffers, start, end, chain)
+
+    @staticmethod
+    def _bind_step(step: Step, source: Stage, x: np.ndarray, y: np.ndarray, threads: int) -> runtime.BoundCall | None:
+        """Step's C call from view x into view y, checked now."""
+        if isinstance(step, MaxPool2d):
+            k, s, p = step.kernel, step.stride, step.padding
+            return graph_ops.bind_max_pool(x, y, (k, k), (s, s), (p, p, p, p), (1, 1), threads=threads)
+        w = step.bind(source.height, source.width).weights
+        c = w.config
+        epilogue = runtime.Epilogue("relu") if step.activation == "relu" else None
+        return w.kernel.bind_fused(
+            x, w.data, w.bias, y, cib=c.cib, rows=c.rows, parallel=c.parallel, threads=c.threads, epilogue=epilogue
+        )
+
+    def _run_bound(self, plan: Plan, bound: _Bound, x: np.ndarray) -> np.ndarray:
+        """An NCHW call on the kept buffers: the input converted into buffer 1 (or the first layer reading it),
+        the chain, the last output converted out."""
+        batch, buffers = int(x.shape[0]), bound.buffers
+        first = self._steps[0]
+        if bound.start == 1 and isinstance(first, Conv2d):
+            target = _view(buffers[0], plan.outputs[0], batch, plan.lanes)
+            weights = first.bind(plan.input.height, plan.input.width).weights
+            api.conv2d_nchw_input(x, weights, target, relu=first.activation == "relu")
+        else:
+            convert.to_blocked(
+                x, plan.lanes, threads=plan.threads, out=_view(buffers[1], plan.input, batch, plan.lanes).data
+            )
+        bound.run()
+        last = len(self._steps) - 1
+        return api.from_blocked(_view(buffers[last % 2], plan.outputs[last], batch, plan.lanes))
 
     def _buffers(self, plan: Plan, batch: int, *, nchw: bool) -> tuple[np.ndarray, np.ndarray]:
         first, second = plan.buffer_floats(batch, nchw=nchw)
@@ -247,13 +351,17 @@ class Sequential:
         out: api.BlockedTensor | None,
         last_in_buffer: bool,
         start: int = 0,
+        stop: int | None = None,
     ) -> api.BlockedTensor:
-        """Steps `start` on, from `x` (the output of step start - 1, in buffer (start - 1) % 2 if start > 0)."""
+        """Steps [start, stop) (stop None: to the end), from `x` (the output of step start - 1, in buffer
+        (start - 1) % 2 if start > 0)."""
         current = x
         last = len(self._steps) - 1
         for i, (step, stage) in enumerate(zip(self._steps, plan.outputs, strict=True)):
             if i < start:
                 continue
+            if stop is not None and i >= stop:
+                break
             # Past the last buffered step, `out` (None: the step allocates the result, which outlives the buffers).
             in_buffer = i < last or last_in_buffer
             target = _view(buffers[i % 2], stage, x.batch, plan.lanes) if in_buffer else out
