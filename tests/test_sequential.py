@@ -271,15 +271,16 @@ def test_a_call_allocates_only_its_result_and_a_concurrent_call_the_pair_of_buff
     out = model(xb)  # binds the kept pair of buffers for blocked calls of this shape
     assert _peak_bytes(lambda: model(xb, out=out)) < slack
     assert out.data.nbytes <= _peak_bytes(lambda: model(xb)) < out.data.nbytes + slack
-    (_, kept) = model._bound
+    (_, kept) = model._bound[False]
     with kept.lock:  # another call holds the kept buffers: this one allocates a pair of its own
         with_out = _peak_bytes(lambda: model(xb, out=out))
         np.testing.assert_array_equal(model(xb).data, out.data)
     assert buffers <= with_out < buffers + slack
-    y = model(x)  # rebinds for NCHW calls
+    y = model(x)  # binds a pair for NCHW calls, keeping the blocked calls' pair
     nchw = _peak_bytes(lambda: model(x))
     assert y.nbytes <= nchw < y.nbytes + slack
-    with model._bound[1].lock:
+    assert _peak_bytes(lambda: model(xb, out=out)) < slack
+    with model._bound[True][1].lock:
         assert _peak_bytes(lambda: model(x)) < 4 * sum(plan.buffer_floats(1, nchw=True)) + y.nbytes + slack
 
 

@@ -2,13 +2,13 @@
 
 An NCHW call converts once on the way in and once on the way out; between steps the activations stay blocked,
 since one step's blocked output is the next step's input as is. Intermediate activations live in two flat
-float32 buffers: step i writes a reshaped prefix view of buffer i % 2 while reading the other. The chain keeps
-the two buffers of its last input shape and kind of call (NCHW or blocked), with the steps that read and write
-them bound to them once (their C calls checked ahead) and made in one C call (kernels.graph_ops.chain): Python
-per step cost a deep network 2-10% (docs/design.md, "Sequential's steps in one C call"). A call that finds them
-in use by another thread allocates two buffers of its own and runs step by step, so calls share no mutable state.
-(Without a C compiler every call runs step by step, and max-pool steps add numpy's fixed-size iterator scratch:
-see MaxPool2d.) Max-pool steps run on the chain's threads (Plan.threads).
+float32 buffers: step i writes a reshaped prefix view of buffer i % 2 while reading the other. The chain keeps,
+for each kind of call (NCHW, blocked), the two buffers of the last input shape and batch called, with the steps
+that read and write them bound to them once (their C calls checked ahead) and made in one C call
+(kernels.graph_ops.chain): Python per step cost a deep network 2-10% (docs/design.md, "Sequential's steps in one C
+call"). A call that finds them in use by another thread allocates two buffers of its own and runs step by step, so
+calls share no mutable state. (Without a C compiler every call runs step by step, and max-pool steps add numpy's
+fixed-size iterator scratch: see MaxPool2d.) Max-pool steps run on the chain's threads (Plan.threads).
 """
 
 from __future__ import annotations
@@ -98,7 +98,8 @@ class Sequential:
     Called on an NCHW float32 array it returns NCHW; called on a BlockedTensor it returns a BlockedTensor (or
     writes `out=`). The first call on an input size binds every convolution for its own input size (choosing,
     packing and compiling, see Conv2d.bind); `plan(channels, height, width)` does that ahead of time. Calls are
-    thread-safe: each has its own buffers, and the steps only read their weights.
+    thread-safe: a call holds the kept buffers it runs on (a concurrent one allocates its own), and the steps only
+    read their weights.
     """
 
     def __init__(self, steps: Iterable[Step], *, names: Sequence[str] | None = None) -> None:
@@ -118,9 +119,9 @@ class Sequential:
         self._names: tuple[str, ...] = names
         self._plans: dict[tuple[int, int, int], Plan] = {}
         self._lock = threading.Lock()
-        # the last (channels, height, width, batch, nchw) called, and its buffers and chain (None: C cannot make
-        # that run; see the module docstring)
-        self._bound: tuple[tuple[int, int, int, int, bool], _Bound | None] | None = None
+        # per kind of call (NCHW: True, blocked: False), the last (channels, height, width, batch) called, and its
+        # buffers and chain (None: C cannot make that run; see the module docstring)
+        self._bound: dict[bool, tuple[tuple[int, int, int, int], _Bound | None]] = {}
 
     # ------------------------------------------------------------------------------------------ description
 
@@ -241,7 +242,8 @@ class Sequential:
         return api.from_blocked(self._run(plan, blocked_in, buffers, out=None, last_in_buffer=True))
 
     def forward_blocked(self, x: api.BlockedTensor, *, out: api.BlockedTensor | None = None) -> api.BlockedTensor:
-        """Blocked in, blocked out. Allocates the two buffers and the result; with `out=` only the buffers."""
+        """Blocked in, blocked out. Allocates the result (nothing with `out=`), and the two buffers on the first call
+        of an input shape and batch, or when another call holds them."""
         if not isinstance(x, api.BlockedTensor):
             raise TypeError(f"x must be a BlockedTensor (see directconv.to_blocked), got {type(x).__name__}")
         plan = self.plan(x.channels, x.height, x.width)
@@ -274,13 +276,13 @@ class Sequential:
     def _take_bound(self, plan: Plan, batch: int, *, nchw: bool) -> _Bound | None:
         """The kept buffers and chain for this call, locked for it; None when another call holds them, C cannot
         make every step of the run, or the run would make fewer than two steps (then a call goes step by step)."""
-        key = (plan.input.channels, plan.input.height, plan.input.width, batch, nchw)
-        kept = self._bound
+        key = (plan.input.channels, plan.input.height, plan.input.width, batch)
+        kept = self._bound.get(nchw)
         if kept is None or kept[0] != key:
             with self._lock:
-                kept = self._bound
+                kept = self._bound.get(nchw)
                 if kept is None or kept[0] != key:
-                    kept = self._bound = (key, self._bind(plan, batch, nchw=nchw))
+                    kept = self._bound[nchw] = (key, self._bind(plan, batch, nchw=nchw))
         bound = kept[1]
         if bound is None:
             return None
