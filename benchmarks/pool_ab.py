@@ -1,4 +1,5 @@
-"""Max-pooling on blocked data: numpy (MaxPool2d's reference) against C (kernels/convert.max_pool) on 1 and 2 threads.
+"""Max-pooling on blocked data: numpy (MaxPool2d's reference) against C (what MaxPool2d runs:
+kernels/graph_ops.max_pool) on 1 and 2 threads.
 
 Every distinct max-pool of the networks' chains (directconv/nn/networks.yaml), on the activation it pools, runs
 in rounds, the order rotating every round (bench.harness.interleaved_medians); reported: median ms per pool and

@@ -142,8 +142,9 @@ def test_maxpool_rejects_bad_parameters() -> None:
 @pytest.mark.compiler
 @pytest.mark.parametrize("lanes", [4, 8, 16])
 def test_maxpool_in_c_matches_the_numpy_reference_bit_for_bit(rng, lanes: int) -> None:
-    # The C pool (kernels/c/dc_layout.c) against MaxPool2d's numpy reference on the same blocked data, NaN and
-    # -infinity included (numpy's maximum propagates NaN), on 1 and 2 threads.
+    # The C pool (kernels/c/dc_graph.c) against MaxPool2d's numpy reference on the same blocked data, NaN and
+    # -infinity included (numpy's maximum propagates NaN), ties between signed zeros (the later tap wins), on 1 and 2
+    # threads.
     x = rng.standard_normal((2, 19, 15, 14)).astype(np.float32)
     x[0, 3, 4, 5], x[1, 17, 0, 0], x[0, 0, 7, 7] = np.nan, -np.inf, np.inf
     x[1, 2, 3:6, 3:6] = np.where(np.arange(9).reshape(3, 3) % 2, 0.0, -0.0)  # ties between signed zeros

@@ -31,7 +31,6 @@ from directconv.graph.read import OnnxModelError, parse
 from directconv.kernels import convert, graph_ops, layout, runtime
 from directconv.kernels.layout import blocks
 from directconv.nn.api import available_threads
-from directconv.nn.pool import pool_output_size
 
 __all__ = ["Model", "OnnxModelError", "conv_layers", "load_onnx"]
 
@@ -500,7 +499,10 @@ class Model:
             scale = views[s][:, :, 0, 0, :].reshape(batch, -1)[:, : self._tensors[s].channels]
             ops.scale_channels(views[x], np.ascontiguousarray(scale), views[step.output], threads=threads)
         elif op == "max_pool":
-            self._max_pool(step, views)
+            ops.max_pool(
+                views[step.inputs[0]], views[step.output], kernel=p["kernel"], stride=p["stride"], pads=p["pads"],
+                dilation=p["dilation"], threads=threads,
+            )  # fmt: skip
         elif op == "avg_pool":
             ops.average_pool(
                 views[step.inputs[0]], views[step.output], kernel=p["kernel"], stride=p["stride"], pads=p["pads"],
@@ -567,27 +569,6 @@ class Model:
         """The blocks of out that channels [offset, offset + channels) fall in, and the offset within them."""
         first, last = offset // self.lanes, -(-(offset + channels) // self.lanes)
         return out[:, first:last], offset - first * self.lanes
-
-    def _max_pool(self, step: Step, views: dict[str, np.ndarray]) -> None:
-        p = step.params
-        x, y = views[step.inputs[0]], views[step.output]
-        (kh, kw), (sh, sw), (t, left, b, r) = p["kernel"], p["stride"], p["pads"]
-        square = kh == kw and sh == sw and t == left == b == r and t <= kh // 2 and p["dilation"] == (1, 1)
-        floor = square and (y.shape[2], y.shape[3]) == (
-            pool_output_size(x.shape[2], kh, sh, t),
-            pool_output_size(x.shape[3], kw, sw, left),
-        )
-        # The C pool (threaded) covers the square, symmetric, floor-mode windows of most CNNs; numpy the rest.
-        if not (floor and convert.max_pool(x, y, kh, sh, t, threads=self.threads)):
-            ops.max_pool(
-                x,
-                y,
-                kernel=p["kernel"],
-                stride=p["stride"],
-                pads=p["pads"],
-                dilation=p["dilation"],
-                threads=self.threads,
-            )
 
     # ------------------------------------------------------------------------------------------------ summary
     def summary(self) -> str:

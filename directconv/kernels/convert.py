@@ -1,4 +1,4 @@
-"""NCHW <-> blocked conversions and max-pooling in C (kernels/c/dc_layout.c), on the caller's threads.
+"""NCHW <-> blocked conversions in C (kernels/c/dc_layout.c), on the caller's threads.
 
 Faster than numpy's strided copies (docs/design.md). layout.nchw_to_blocked and layout.blocked_to_nchw are the
 references: these compute the same arrays bit for bit, and they run instead (with a log line) when there is neither
@@ -22,15 +22,13 @@ log = logging.getLogger("directconv.cache")
 _DECLARATIONS = (
     "int dc_to_blocked(const float *x, float *xb, long n, long c, long hw, int threads);"
     "int dc_from_blocked(const float *xb, float *x, long n, long c, long hw, int threads);"
-    "int dc_max_pool(const float *x, float *y, long planes, long h, long w, long ho, long wo, int k, int s, int p,"
-    "                int threads);"
 )
 _libraries: dict[int, Any] = {}
 _lock = threading.Lock()
 
 
 def _source(lanes: int) -> str:
-    return f"#define DC_LANES {lanes}\n" + c_text("dc_transpose.h") + c_text("dc_window.h") + c_text("dc_layout.c")
+    return f"#define DC_LANES {lanes}\n" + c_text("dc_transpose.h") + c_text("dc_layout.c")
 
 
 def isa_flags(lanes: int) -> tuple[str, ...]:
@@ -119,38 +117,3 @@ def from_blocked(xb: np.ndarray, channels: int, *, threads: int = 1, out: np.nda
     if lib.dc_from_blocked(_pointer(xb), _pointer(out), n, channels, h * w, _team(threads, out.size)) != 0:
         raise ValueError(f"dc_from_blocked refused shape {xb.shape} with threads={threads}")
     return out
-
-
-def max_pool(x: np.ndarray, y: np.ndarray, kernel: int, stride: int, padding: int, *, threads: int = 1) -> bool:
-    """y = max-pool of x, both blocked (N, C/lanes, H, W, lanes) float32 C-contiguous; padding acts as -infinity
-    (every window must hold an element: pool.check_pool). False, y untouched, when there is no library: the
-    caller then pools in numpy (directconv.nn.pool), the reference this matches bit for bit."""
-    if not y.flags.writeable:
-        raise ValueError("the max-pool's output buffer is read-only")
-    if not (x.flags.c_contiguous and y.flags.c_contiguous and x.dtype == y.dtype == np.float32):
-        return False  # the C loops index contiguous float32 blocks; numpy takes any strides
-    lib = _library(x.shape[-1])
-    if lib is None:
-        return False
-    n, nb, h, w, _ = x.shape
-    if (
-        lib.dc_max_pool(
-            _pointer(x),
-            _pointer(y),
-            n * nb,
-            h,
-            w,
-            y.shape[2],
-            y.shape[3],
-            kernel,
-            stride,
-            padding,
-            _team(threads, x.size),
-        )
-        != 0
-    ):
-        raise ValueError(
-            f"dc_max_pool refused {x.shape} -> {y.shape}, kernel {kernel}, stride {stride}, "
-            f"padding {padding}, threads {threads}"
-        )
-    return True

@@ -1,10 +1,11 @@
 """directconv.MaxPool2d: 2-D max-pooling on blocked activations, so a network never leaves the blocked layout.
 
 Pooling treats every channel alike, so it runs on (N, C/lanes, H, W, lanes) data as it is, in C on the caller's
-threads (kernels/c/dc_layout.c, one output row of one channel block per task; why C: docs/design.md). The numpy
-reference, used without a C compiler and matched bit for bit: for each of
-the kernel's taps, one strided view of the input is folded into the output with np.maximum. Padding acts as
--infinity: a tap only touches the outputs whose window sees it inside the input, so nothing is padded or copied.
+threads (the graph operators' pool, kernels/c/dc_graph.c: one output row of one channel block per task; why C:
+docs/design.md). The numpy reference, used without a C compiler and matched bit for bit: for each of the kernel's
+taps, one strided view of the input is folded into the output with np.maximum, a later tap winning a tie. Padding
+acts as -infinity: a tap only touches the outputs whose window sees it inside the input, so nothing is padded or
+copied.
 The zero channels past C stay zero (each window holds at least one real element, see `check_pool`).
 """
 
@@ -14,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from directconv.kernels import convert, layout
+from directconv.kernels import graph_ops, layout
 from directconv.nn import api
 
 __all__ = ["MaxPool2d", "check_pool", "pool_output_size"]
@@ -100,12 +101,16 @@ class MaxPool2d:
             raise ValueError("out must not overlap the input x")
         if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
             raise ValueError(f"threads must be a positive int, got {threads!r}")
-        if not convert.max_pool(x.data, out.data, self.kernel, self.stride, self.padding, threads=threads):
+        if not out.data.flags.writeable:
+            raise ValueError("the max-pool's output buffer is read-only")
+        k, s, p = self.kernel, self.stride, self.padding
+        if not graph_ops.max_pool(x.data, out.data, (k, k), (s, s), (p, p, p, p), (1, 1), threads=threads):
             self._pool(x.data, out.data)
         return out
 
     def _pool(self, x: np.ndarray, y: np.ndarray) -> None:
-        """The numpy reference, and the fallback without a C compiler (kernels/c/dc_layout.c computes the same)."""
+        """The numpy reference, and the fallback without a C compiler (kernels/c/dc_graph.c's max-pool computes the
+        same): the taps folded in row-major order, a later tap winning a tie (-0 against +0) and a NaN passing on."""
         k, s, p = self.kernel, self.stride, self.padding
         h, w, ho, wo = x.shape[2], x.shape[3], y.shape[2], y.shape[3]
         # Outputs some tap never reaches would keep -inf; check_pool rules that out, so filling once is enough.
@@ -121,4 +126,4 @@ class MaxPool2d:
                 rows = slice(r0, r0 + (r_hi - r_lo - 1) * s + 1, s)
                 cols = slice(c0, c0 + (c_hi - c_lo - 1) * s + 1, s)
                 target = y[:, :, r_lo:r_hi, c_lo:c_hi]
-                np.maximum(target, x[:, :, rows, cols], out=target)
+                np.maximum(x[:, :, rows, cols], target, out=target)  # on a tie numpy returns its first operand

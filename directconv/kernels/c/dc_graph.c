@@ -101,17 +101,51 @@ static inline void dc_taps(long start, long size, int k, int d, int *first, int 
     *end = (int)dc_min(hi, k);
 }
 
+/* x86's max: m where m > a, else a (so a on a tie, and whenever either is NaN), one instruction where the library's
+ * ISA has it, the same select elsewhere. */
+#if defined(__AVX512F__) && DC_CHUNK == 16
+#include <immintrin.h>
+#define DC_MAXPS(m, a) ((vf)_mm512_max_ps((__m512)(m), (__m512)(a)))
+#elif defined(__AVX__) && DC_CHUNK == 8
+#include <immintrin.h>
+#define DC_MAXPS(m, a) ((vf)_mm256_max_ps((__m256)(m), (__m256)(a)))
+#elif defined(__SSE__) && DC_CHUNK == 4
+#include <immintrin.h>
+#define DC_MAXPS(m, a) ((vf)_mm_max_ps((__m128)(m), (__m128)(a)))
+#else
+#define DC_MAXPS(m, a) VSEL((m) > (a), (m), (a))
+#endif
+
+static inline int dc_any_nan(vf v)
+{
+    const vi nan = (vi)(v != v);
+    int any = 0;
+    for (int l = 0; l < DC_CHUNK; ++l) any |= nan[l];
+    return any != 0;
+}
+
 /* The maximum of a 3x3 window of whole pixels (`row` floats between its rows) into y, folded over the taps in
- * row-major order as dc_graph_max_pool does (a tie takes the later tap, NaN propagates). */
+ * row-major order as dc_graph_max_pool does (a tie takes the later tap, NaN propagates). Without a NaN that fold is
+ * x86's max tap after tap (a later tap wins a tie there too), one instruction a tap; the sum of the taps, one more,
+ * shows a NaN (or an inf - inf), and only then is the window folded again with the NaN-propagating select. */
 static inline void dc_max3x3(const float *restrict xc, long row, float *restrict y)
 {
     for (int q = 0; q < DC_VECS; ++q) {
-        vf m = VLOAD(xc + q * DC_CHUNK);
+        vf m = VLOAD(xc + q * DC_CHUNK), sum = m;
         for (int i = 0; i < 3; ++i)
             for (int j = i == 0; j < 3; ++j) {
                 const vf a = VLOAD(xc + i * row + j * DC_LANES + q * DC_CHUNK);
-                m = VSEL((a >= m) | (a != a), a, m);
+                m = DC_MAXPS(m, a);
+                sum += a;
             }
+        if (dc_any_nan(sum)) {
+            m = VLOAD(xc + q * DC_CHUNK);
+            for (int i = 0; i < 3; ++i)
+                for (int j = i == 0; j < 3; ++j) {
+                    const vf a = VLOAD(xc + i * row + j * DC_LANES + q * DC_CHUNK);
+                    m = VSEL((a >= m) | (a != a), a, m);
+                }
+        }
         VSTORE(y + q * DC_CHUNK, m);
     }
 }

@@ -1,4 +1,4 @@
-/* Shared by the pooling loops of dc_layout.c and dc_graph.c (each library's source includes it first). */
+/* The pooling loops' window arithmetic (dc_graph.c; the library's source includes it first). */
 #ifndef DC_WINDOW_H
 #define DC_WINDOW_H
 
