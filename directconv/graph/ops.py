@@ -7,9 +7,10 @@ input. Each function writes into a preallocated `out` (a view into an activation
 rebound) and returns None. They keep no state and precompute nothing, so two threads may run them on different
 arrays at once. Argument errors raise ValueError naming what was expected and what was given.
 
-Every operator but LRN runs in C first (kernels/graph_ops.py: one pass, on `threads` threads) when a compiler or a
-cached build is there and the arrays are laid out as C indexes them: each image C-contiguous, images any distance
-apart, as the arena's slices buffer[:, first:first + CB] are. The C results are the numpy ones below bit for bit,
+Every operator runs in C first (kernels/graph_ops.py: one pass, on `threads` threads; LRN up to 4096 channels and a
+window of 65) when a compiler or a cached build is there and the arrays are laid out as C indexes them: each image
+C-contiguous, images any distance apart, as the arena's slices buffer[:, first:first + CB] are. The C results are the
+numpy ones below bit for bit,
 except global average pooling's float64 sums (summed in another order) and sigmoid and SiLU (a polynomial exp),
 within 1e-6 relative. The numpy versions (the private _numpy_* functions, which take checked arguments) run
 otherwise: their loops run over kernel taps or channel runs, never over pixels, each step one numpy call on a
