@@ -9,13 +9,12 @@ arrays at once. Argument errors raise ValueError naming what was expected and wh
 
 Every operator runs in C first (kernels/graph_ops.py: one pass, on `threads` threads; LRN up to 4096 channels and a
 window of 65) when a compiler or a cached build is there and the arrays are laid out as C indexes them: each image
-C-contiguous, images any distance apart, as the arena's slices buffer[:, first:first + CB] are. The C results are the
-numpy ones below bit for bit,
-except global average pooling's float64 sums (summed in another order) and sigmoid and SiLU (a polynomial exp),
-within 1e-6 relative. The numpy versions (the private _numpy_* functions, which take checked arguments) run
-otherwise: their loops run over kernel taps or channel runs, never over pixels, each step one numpy call on a
-strided view, and their temporaries are at most one input-sized array (LRN's squares, channel_shuffle's gather, an
-in-place SiLU's or HardSwish's gate).
+C-contiguous, images any distance apart, as the arena's slices buffer[:, first:first + CB] are. The C results are
+the numpy ones below bit for bit, except global average pooling's float64 sums (summed in another order) and sigmoid
+and SiLU (a polynomial exp), within 1e-6 relative. The numpy versions (the private _numpy_* functions, which take
+checked arguments) run otherwise: their loops run over kernel taps or channel runs, never over pixels, each step one
+numpy call on a strided view, and their temporaries are at most one input-sized array (LRN's squares,
+channel_shuffle's gather, an in-place SiLU's or HardSwish's gate).
 """
 
 from __future__ import annotations
