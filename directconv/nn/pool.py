@@ -77,6 +77,12 @@ class MaxPool2d:
     def __repr__(self) -> str:
         return f"MaxPool2d(kernel={self.kernel}, stride={self.stride}, padding={self.padding})"
 
+    @property
+    def window(self) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int, int, int], tuple[int, int]]:
+        """(kernel, stride, pads, dilation) as the graph operators' max-pool takes them (kernels/graph_ops.py)."""
+        k, s, p = self.kernel, self.stride, self.padding
+        return (k, k), (s, s), (p, p, p, p), (1, 1)
+
     def output_size(self, height: int, width: int) -> tuple[int, int]:
         k, s, p = self.kernel, self.stride, self.padding
         return pool_output_size(height, k, s, p), pool_output_size(width, k, s, p)
@@ -103,8 +109,7 @@ class MaxPool2d:
             raise ValueError(f"threads must be a positive int, got {threads!r}")
         if not out.data.flags.writeable:
             raise ValueError("the max-pool's output buffer is read-only")
-        k, s, p = self.kernel, self.stride, self.padding
-        if not graph_ops.max_pool(x.data, out.data, (k, k), (s, s), (p, p, p, p), (1, 1), threads=threads):
+        if not graph_ops.max_pool(x.data, out.data, *self.window, threads=threads):
             self._pool(x.data, out.data)
         return out
 

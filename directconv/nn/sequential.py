@@ -1,14 +1,14 @@
 """directconv.Sequential: a chain of Conv2d and MaxPool2d steps run end to end in the blocked layout.
 
-An NCHW call converts once on the way in and once on the way out; between steps the activations stay blocked,
-since one step's blocked output is the next step's input as is. Intermediate activations live in two flat
-float32 buffers: step i writes a reshaped prefix view of buffer i % 2 while reading the other. The chain keeps,
-for each kind of call (NCHW, blocked), the two buffers of the last input shape and batch called, with the steps
-that read and write them bound to them once (their C calls checked ahead) and made in one C call
-(kernels.graph_ops.chain): Python per step cost a deep network 2-10% (docs/design.md, "Sequential's steps in one C
-call"). A call that finds them in use by another thread allocates two buffers of its own and runs step by step, so
-calls share no mutable state. (Without a C compiler every call runs step by step, and max-pool steps add numpy's
-fixed-size iterator scratch: see MaxPool2d.) Max-pool steps run on the chain's threads (Plan.threads).
+An NCHW call converts once on the way in and once on the way out; between steps the activations stay blocked, since
+one step's blocked output is the next step's input as is. Intermediate activations live in two flat float32 buffers:
+step i writes a reshaped prefix view of buffer i % 2 while reading the other. The chain keeps, for each kind of call
+(NCHW, blocked), the two buffers of the last input shape and batch called, with the steps that read and write them
+bound to them once (their C calls checked ahead) and made in one C call (kernels.graph_ops.chain): Python between
+the steps slowed a deep network down (docs/design.md, "Sequential's steps in one C call"). A call that finds them in
+use by another thread allocates two buffers of its own and runs step by step, so calls share no mutable state.
+(Without a C compiler every call runs step by step, and max-pool steps add numpy's fixed-size iterator scratch: see
+MaxPool2d.) Max-pool steps run on the chain's threads (Plan.threads).
 """
 
 from __future__ import annotations
@@ -227,19 +227,29 @@ class Sequential:
         bound = self._take_bound(plan, batch, nchw=True)
         if bound is not None:
             try:
-                return self._run_bound(plan, bound, x)
+                self._enter(plan, x, bound.buffers)
+                bound.run()
+                last = len(self._steps) - 1
+                return api.from_blocked(_view(bound.buffers[last % 2], plan.outputs[last], batch, plan.lanes))
             finally:
                 bound.lock.release()
         buffers = self._buffers(plan, batch, nchw=True)
-        first = self._steps[0]
-        if plan.reads_nchw and isinstance(first, Conv2d):  # a first layer's kernel reads the NCHW input unconverted
+        current, start = self._enter(plan, x, buffers)
+        return api.from_blocked(self._run(plan, current, buffers, out=None, last_in_buffer=True, start=start))
+
+    def _enter(
+        self, plan: Plan, x: np.ndarray, buffers: tuple[np.ndarray, np.ndarray]
+    ) -> tuple[api.BlockedTensor, int]:
+        """An NCHW call's way into the blocked layout: the first layer reading x itself into buffer 0 where its kernel
+        reads NCHW, else x converted into buffer 1; the blocked tensor there and the step to run next."""
+        batch, first = int(x.shape[0]), self._steps[0]
+        if plan.reads_nchw and isinstance(first, Conv2d):
             target = _view(buffers[0], plan.outputs[0], batch, plan.lanes)
-            weights = first.bind(int(x.shape[2]), int(x.shape[3])).weights
-            current = api.conv2d_nchw_input(x, weights, target, relu=first.activation == "relu")
-            return api.from_blocked(self._run(plan, current, buffers, out=None, last_in_buffer=True, start=1))
+            weights = first.bind(plan.input.height, plan.input.width).weights
+            return api.conv2d_nchw_input(x, weights, target, relu=first.activation == "relu"), 1
         blocked_in = _view(buffers[1], plan.input, batch, plan.lanes)
         convert.to_blocked(x, plan.lanes, threads=plan.threads, out=blocked_in.data)
-        return api.from_blocked(self._run(plan, blocked_in, buffers, out=None, last_in_buffer=True))
+        return blocked_in, 0
 
     def forward_blocked(self, x: api.BlockedTensor, *, out: api.BlockedTensor | None = None) -> api.BlockedTensor:
         """Blocked in, blocked out. Allocates the result (nothing with `out=`), and the two buffers on the first call
@@ -314,31 +324,13 @@ class Sequential:
     def _bind_step(step: Step, source: Stage, x: np.ndarray, y: np.ndarray, threads: int) -> runtime.BoundCall | None:
         """Step's C call from view x into view y, checked now."""
         if isinstance(step, MaxPool2d):
-            k, s, p = step.kernel, step.stride, step.padding
-            return graph_ops.bind_max_pool(x, y, (k, k), (s, s), (p, p, p, p), (1, 1), threads=threads)
+            return graph_ops.bind_max_pool(x, y, *step.window, threads=threads)
         w = step.bind(source.height, source.width).weights
         c = w.config
         epilogue = runtime.Epilogue("relu") if step.activation == "relu" else None
         return w.kernel.bind_fused(
             x, w.data, w.bias, y, cib=c.cib, rows=c.rows, parallel=c.parallel, threads=c.threads, epilogue=epilogue
         )
-
-    def _run_bound(self, plan: Plan, bound: _Bound, x: np.ndarray) -> np.ndarray:
-        """An NCHW call on the kept buffers: the input converted into buffer 1 (or the first layer reading it),
-        the chain, the last output converted out."""
-        batch, buffers = int(x.shape[0]), bound.buffers
-        first = self._steps[0]
-        if bound.start == 1 and isinstance(first, Conv2d):
-            target = _view(buffers[0], plan.outputs[0], batch, plan.lanes)
-            weights = first.bind(plan.input.height, plan.input.width).weights
-            api.conv2d_nchw_input(x, weights, target, relu=first.activation == "relu")
-        else:
-            convert.to_blocked(
-                x, plan.lanes, threads=plan.threads, out=_view(buffers[1], plan.input, batch, plan.lanes).data
-            )
-        bound.run()
-        last = len(self._steps) - 1
-        return api.from_blocked(_view(buffers[last % 2], plan.outputs[last], batch, plan.lanes))
 
     def _buffers(self, plan: Plan, batch: int, *, nchw: bool) -> tuple[np.ndarray, np.ndarray]:
         first, second = plan.buffer_floats(batch, nchw=nchw)

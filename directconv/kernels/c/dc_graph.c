@@ -101,6 +101,13 @@ static inline void dc_taps(long start, long size, int k, int d, int *first, int 
     *end = (int)dc_min(hi, k);
 }
 
+/* The max-pool's fold of tap a into m as numpy's maximum folded over the taps: a when a >= m or a is NaN (a later
+ * tap wins a tie), else m (a NaN m stays: neither holds). */
+static inline vf dc_fold_max(vf m, vf a)
+{
+    return VSEL((a >= m) | (a != a), a, m);
+}
+
 /* x86's max: m where m > a, else a (so a on a tie, and whenever either is NaN), one instruction where the library's
  * ISA has it, the same select elsewhere. */
 #if defined(__AVX512F__) && DC_CHUNK == 16
@@ -142,8 +149,7 @@ static inline void dc_max3x3(const float *restrict xc, long row, float *restrict
             m = VLOAD(xc + q * DC_CHUNK);
             for (int i = 0; i < 3; ++i)
                 for (int j = i == 0; j < 3; ++j) {
-                    const vf a = VLOAD(xc + i * row + j * DC_LANES + q * DC_CHUNK);
-                    m = VSEL((a >= m) | (a != a), a, m);
+                    m = dc_fold_max(m, VLOAD(xc + i * row + j * DC_LANES + q * DC_CHUNK));
                 }
         }
         VSTORE(y + q * DC_CHUNK, m);
@@ -187,10 +193,7 @@ int dc_graph_max_pool(const float *restrict x, float *restrict y, long n, long n
             for (int i = i0; i < i1; ++i)
                 for (int j = j0; j < j1; ++j) {
                     const float *restrict xc = xp + ((r0 + (long)i * dh) * w + c0 + (long)j * dw) * DC_LANES;
-                    for (int q = 0; q < DC_VECS; ++q) {
-                        const vf a = VLOAD(xc + q * DC_CHUNK);
-                        m[q] = VSEL((a >= m[q]) | (a != a), a, m[q]); /* keeps a NaN m: neither holds */
-                    }
+                    for (int q = 0; q < DC_VECS; ++q) m[q] = dc_fold_max(m[q], VLOAD(xc + q * DC_CHUNK));
                 }
             for (int q = 0; q < DC_VECS; ++q) VSTORE(yr + ow * DC_LANES + q * DC_CHUNK, m[q]);
         }
