@@ -20,7 +20,7 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--json",
         action="store_true",
-        help="print JSON: kernel kind, what bounds it, config, explanation, space sizes, GFLOP/s",
+        help="print JSON: kernel kind, what bounds it, config, explanation, space sizes, GFLOP/s and %% of peak",
     )
     p.set_defaults(run=run_predict)
 
@@ -33,6 +33,7 @@ def run_predict(args: argparse.Namespace) -> int:
     for layer in selected_layers(args):
         plan = predict(layer.shape, machine, args.threads)
         space = search_space(layer.shape, machine, args.threads)
+        view = layer.shape.kernel_view()
         if args.json:
             out.append(
                 {
@@ -47,6 +48,9 @@ def run_predict(args: argparse.Namespace) -> int:
                     "space_size": len(space),
                     "unpruned_size": space.unpruned_size,
                     "predicted_gflops": round(plan.predicted_gflops, 2),
+                    "predicted_percent_of_peak": round(100 * plan.predicted_gflops / machine.peak(args.threads), 1),
+                    # of the nominal FLOPs, the multiply-adds the kernel runs (it skips the taps in the padding)
+                    "executed_fraction": round(view.executed_flops() / view.flops(), 4),
                     "cuts": list(space.cuts),
                 }
             )

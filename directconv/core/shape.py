@@ -186,6 +186,11 @@ class ConvShape:
         """Multiply-adds counted as two FLOPs, padding included (the convention of every peer benchmark)."""
         return 2 * batch * self.co * self.cig * self.kh * self.kw * self.ho * self.wo
 
+    def executed_flops(self, batch: int = 1) -> int:
+        """flops() without the taps that fall in the padding: the multiply-adds the kernels run (they skip the
+        others), so the FMA peak bounds this count's rate, not the nominal one's."""
+        return 2 * batch * self.co * self.cig * sum(taps_inside(self, "rows")) * sum(taps_inside(self, "cols"))
+
     def to_dict(self) -> dict[str, int]:
         """Every field; dilation and groups only where they are not 1, so that plain layers read as they always
         did (config stores written before grouped layers existed stay valid and keep their keys)."""
@@ -246,6 +251,16 @@ def kernel_kind(shape: ConvShape, lanes: int) -> KernelKind:
 def window_limit(shape: ConvShape) -> float:
     """The window overhead below which `shape` runs the grouped-window kernel (see WINDOW_MAX_OVERHEAD)."""
     return WINDOW_MAX_OVERHEAD if shape.kh * shape.kw == 1 else WINDOW_MAX_OVERHEAD_FILTER
+
+
+@functools.cache  # asked for every tile the model ranks
+def taps_inside(shape: ConvShape, axis: str) -> tuple[int, ...]:
+    """For each output row ("rows") or column ("cols"), how many of its filter taps fall inside the input."""
+    if axis == "rows":
+        out, size, stride, pad, dil, k = shape.ho, shape.h, shape.sh, shape.pt, shape.dh, shape.kh
+    else:
+        out, size, stride, pad, dil, k = shape.wo, shape.w, shape.sw, shape.pl, shape.dw, shape.kw
+    return tuple(sum(0 <= o * stride - pad + n * dil < size for n in range(k)) for o in range(out))
 
 
 @functools.cache  # the model asks for every tile it ranks; the answer depends on the three arguments only

@@ -8,12 +8,16 @@ A step costs the largest of these bounds (the paper's eq. 1 is the second one):
   L2          vectors * N_vec * 4 / L2 bytes      only for weight blocks that cannot stay in L1.
 Edge tiles (the last partial column tile, the last partial channel block) are costed at their own size: a
 two-column tile still pays the full latency bound, which is why the fit of W_o,b to W_o matters. Filter rows that fall
-in the top or bottom padding are skipped (d_h apart in a dilated layer), and threads past the core count add no FMA
-units. The per-machine numbers (N_load, latency_slack, L2 bytes per cycle) come from the machine description; the
-memory roofline and the FMA peak bound these times from below (model/roofline.py).
+in the top or bottom padding are skipped (d_h apart in a dilated layer), and so are a tile's columns whose tap falls
+in the left or right padding (the generated edge tiles leave those multiply-adds out); threads past the core count
+add no FMA units. The per-machine numbers (N_load, latency_slack, L2 bytes per cycle) come from the machine
+description; the memory roofline and the FMA peak bound these times from below (model/roofline.py).
 """
 
 from __future__ import annotations
+
+import functools
+from collections import Counter
 
 from directconv.core.shape import ConvShape
 from directconv.machines.machine import Machine
@@ -44,17 +48,32 @@ def step_cycles(
     return max(bounds)
 
 
+@functools.cache  # asked for every tile the model ranks
+def tile_columns(shape: ConvShape, width: int) -> tuple[tuple[int, tuple[int, ...], int], ...]:
+    """The tiles of an output row W_o,b = `width` wide, as (the tile's width, of each filter column tap the columns
+    it runs, how many such tiles): a tap runs only on the columns whose input column is inside the input (edge tiles
+    are compiled without the others)."""
+    patterns: Counter[tuple[int, tuple[int, ...]]] = Counter()
+    for first in range(0, shape.wo, width):
+        cols = range(first, min(first + width, shape.wo))
+        inside = [[0 <= c * shape.sw - shape.pl + m * shape.dw < shape.w for c in cols] for m in range(shape.kw)]
+        active = tuple(sum(tap) for tap in inside)
+        patterns[len(cols), active] += 1
+    return tuple((w, active, n) for (w, active), n in patterns.items())
+
+
 def row_cycles(machine: Machine, shape: ConvShape, vectors: int, width: int, weights_from_l2: bool = False) -> float:
-    """Cycles of one step summed over every tile of one output row, all output-channel blocks."""
+    """Cycles of one input channel and filter row (its kw taps) summed over every tile of one output row, all
+    output-channel blocks."""
     blocks_out = -(-shape.co // machine.n_vec)
     full_j, tail_v = divmod(blocks_out, vectors)
-    full_t, tail_w = divmod(shape.wo, width)
-
     long_loop = shape.kh * shape.kw == 1
 
     def one_block(v: int) -> float:
-        full = step_cycles(machine, v, width, weights_from_l2, long_loop)
-        return full_t * full + (step_cycles(machine, v, tail_w, weights_from_l2, long_loop) if tail_w else 0.0)
+        return sum(
+            n * sum(step_cycles(machine, v, a, weights_from_l2, long_loop) for a in active if a)
+            for _, active, n in tile_columns(shape, width)
+        )
 
     return full_j * one_block(vectors) + (one_block(tail_v) if tail_v else 0.0)
 
@@ -68,10 +87,9 @@ def filter_rows(shape: ConvShape, oh: int) -> int:
     return max(0, last - first)
 
 
-def taps_executed(shape: ConvShape) -> int:
-    """Filter taps actually run over all output rows (rows in the top/bottom padding are skipped)."""
-    total = sum(filter_rows(shape, oh) for oh in range(shape.ho))
-    return max(1, total) * shape.kw  # at least one: an all-padding layer still costs its loop overhead
+def rows_executed(shape: ConvShape) -> int:
+    """Filter rows actually run over all output rows (rows in the top/bottom padding are skipped)."""
+    return max(1, sum(filter_rows(shape, oh) for oh in range(shape.ho)))  # an all-padding layer still loops
 
 
 def workers(machine: Machine, threads: int) -> int:
@@ -94,5 +112,5 @@ def layer_seconds(
     weights_from_l2: bool = False,
 ) -> float:
     """Estimated run time of the layer (batch 1): compute cycles / clock, divided over threads with their balance."""
-    cycles = row_cycles(machine, shape, vectors, width, weights_from_l2) * shape.ci * taps_executed(shape)
+    cycles = row_cycles(machine, shape, vectors, width, weights_from_l2) * shape.ci * rows_executed(shape)
     return cycles / (machine.freq_ghz * 1e9) / (workers(machine, threads) * parallel_balance)

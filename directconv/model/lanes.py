@@ -34,7 +34,7 @@ from typing import Literal
 
 from directconv.core.shape import ConvShape
 from directconv.machines.machine import Machine
-from directconv.model.estimate import filter_rows, workers
+from directconv.model.estimate import filter_rows, tile_columns, workers
 from directconv.model.kinds import MAX_UNPRUNED_VECTORS, MAX_UNPRUNED_WIDTH
 from directconv.model.plan import Reason
 
@@ -123,10 +123,18 @@ def registers(shape: ConvShape, g: Gathers, vectors: int, width: int, n_reg: int
 
 
 def tile_cycles(
-    machine: Machine, shape: ConvShape, g: Gathers, vectors: int, width: int, kept: Kept, rows: int
+    machine: Machine,
+    shape: ConvShape,
+    g: Gathers,
+    vectors: int,
+    width: int,
+    kept: Kept,
+    rows: int,
+    active: tuple[int, ...] | None = None,
 ) -> float:
-    """Cycles of one tile whose output row runs `rows` filter rows (see the module docstring)."""
-    fmas = vectors * width * shape.kw * shape.cig * rows
+    """Cycles of one tile whose output row runs `rows` filter rows (see the module docstring); `active`: of each
+    filter column tap, the columns it runs (estimate.tile_columns; all `width` unless given)."""
+    fmas = vectors * (width * shape.kw if active is None else sum(active)) * shape.cig * rows
     touched = vectors * pixels(shape, width) * rows
     inputs = touched * g.loads if kept != "none" else max(touched * g.loads, fmas)
     weights = 0 if kept == "all" else row_weight_vectors(shape, vectors) * rows
@@ -145,16 +153,13 @@ def layer_cycles(machine: Machine, shape: ConvShape, g: Gathers, vectors: int, w
     own size. Weights kept whole cost nothing here: loaded once per output row and tile function, under the FMAs of
     its tiles."""
     rows = Counter(filter_rows(shape, oh) for oh in range(shape.ho))
-    full_t, tail_w = divmod(shape.wo, width)
     full_j, tail_v = divmod(-(-shape.co // machine.n_vec), vectors)
 
     def block(v: int) -> float:
         total = 0.0
-        for w, count in ((width, full_t), (tail_w, 1 if tail_w else 0)):
-            if count == 0:
-                continue
+        for w, active, count in tile_columns(shape, width):
             kept = registers(shape, g, v, w, machine.n_reg)[1]
-            total += count * sum(n * tile_cycles(machine, shape, g, v, w, kept, r) for r, n in rows.items())
+            total += count * sum(n * tile_cycles(machine, shape, g, v, w, kept, r, active) for r, n in rows.items())
         return total
 
     return full_j * block(vectors) + (block(tail_v) if tail_v else 0.0)

@@ -17,10 +17,12 @@ the weights read once.
 The model's estimate of a layer composes the two as the Execution-Cache-Memory model does (Treibig and Hager,
 "Introducing a performance model for bandwidth-limited loop kernels", PPAM 2009; Stengel et al., ICS 2015): the
 in-core time (its compute: estimate.py, lanes.py, the largest of its overlapping bounds) plus the transfers of this
-roofline, which the kernel's loads wait for rather than overlap. The FLOPs at the FMA peak of the threads floor the
-sum (a kernel that skips taps in the padding does less work than the FLOP count says, but never runs faster than the
-peak). Measured on the Zen 4 host, the sum is what the lane-wise kernels' C-timed speeds follow (docs/design.md,
-"In-core time plus transfers"); for the broadcast kernels the transfers are a few percent of the compute.
+roofline, which the kernel's loads wait for rather than overlap. The multiply-adds the kernel runs, at the FMA peak of
+the threads, floor the sum: the kernels skip the taps in the padding, so a padded layer's nominal FLOP count (which
+includes them, as every peer benchmark counts) can run above the peak, never the multiply-adds run
+(ConvShape.executed_flops). Measured on the Zen 4 host, the sum is what the lane-wise kernels' C-timed speeds follow
+(docs/design.md, "In-core time plus transfers"); for the broadcast kernels the transfers are a few percent of the
+compute.
 """
 
 from __future__ import annotations
@@ -72,8 +74,9 @@ class Timing:
 
     compute: float  # seconds the kernel's instructions take (register tiles, loads, latency, balance)
     memory: Memory
-    peak: float  # seconds of the layer's FLOPs at the FMA peak of the threads
-    flops: int
+    peak: float  # seconds of the multiply-adds the kernel runs (ConvShape.executed_flops) at the FMA peak
+    flops: int  # nominal, padding included
+    executed: int  # the FLOPs of the taps inside the input
     call: float = 0.0  # seconds of the call's fixed cost (Machine.call_seconds), on top of the kernel's time
 
     @property
@@ -99,9 +102,14 @@ class Timing:
         total = f"{compute} + {mem * 1e6:.1f} us of transfers = {(self.compute + mem) * 1e6:.1f} us"
         if self.bound == "peak":
             why = (
-                f"at the FMA peak: {traffic}; {total}, below the {self.peak * 1e6:.1f} us of the FLOPs at the peak "
-                "(the kernel skips taps in the padding that the FLOP count includes)"
+                f"at the FMA peak: {traffic}; {total}, below the {self.peak * 1e6:.1f} us of its multiply-adds at "
+                "the peak"
             )
+            if self.executed < self.flops:
+                why += (
+                    f" (it runs {self.executed / self.flops:.1%} of the nominal FLOPs: the taps in the padding are "
+                    "skipped)"
+                )
         elif self.bound == "memory":
             why = f"memory-bound: {traffic}, more than the compute: {total}"
         else:
@@ -172,7 +180,7 @@ def layer_memory(shape: ConvShape, machine: Machine, threads: int, reads: int = 
 
 
 def timing(shape: ConvShape, machine: Machine, threads: int, compute_seconds: float, reads: int = 1) -> Timing:
-    flops = shape.flops()
-    peak = flops / (machine.peak(threads) * 1e9)
+    executed = shape.executed_flops()
+    peak = executed / (machine.peak(threads) * 1e9)
     memory = layer_memory(shape, machine, threads, reads)
-    return Timing(compute_seconds, memory, peak, flops, machine.call_seconds(threads))
+    return Timing(compute_seconds, memory, peak, shape.flops(), executed, machine.call_seconds(threads))
