@@ -206,6 +206,26 @@ def test_stream_loop_reads_writes_everything_and_reports_a_positive_bandwidth(is
     gbps = bandwidth.bandwidth_once(loop, 0.02)
     # Anything above 10 TB/s from one core is a loop the compiler deleted, not a fast machine.
     assert 0.01 < gbps < 10_000
+    # Timed in C, a pass takes what the bytes need at such a rate (no Python call between passes).
+    assert 0.01 < loop.traffic.bytes / loop.seconds_in_c(20) * 1e-9 < 10_000
+
+
+@pytest.mark.compiler
+def test_stream_passes_timed_in_c_write_the_fill_and_take_longer_for_more_bytes() -> None:
+    from directconv.core.isa import host_isa
+    from directconv.kernels import layout, stream
+
+    kernels = stream.load(host_isa())
+    small, large = (layout.empty_aligned((n,), zero=True) for n in (1 << 10, 1 << 22))
+    timed_small, timed_large = (
+        kernels.bind_timed(a, layout.empty_aligned(a.shape, zero=True), 1) for a in (small, large)
+    )
+    assert timed_large(3) > 100 * timed_small(3)  # 4096x the bytes; far more than 100x the time on any machine
+    dst = layout.empty_aligned((1031,), zero=True)
+    kernels.bind_timed(small, dst, 2)(2)
+    assert np.all(dst == 1.0)
+    with pytest.raises(ValueError, match="passes must be >= 1, got 0"):
+        timed_small(0)
 
 
 def test_the_level_loops_fill_each_level_and_skip_one_the_threads_lower_levels_already_hold() -> None:
@@ -301,7 +321,8 @@ def _answer(problem: LayerProblem) -> Impl[LayerProblem]:
 def test_runner_times_the_roofline_loop_in_the_same_rounds() -> None:
     problem = _small_problem()
     calls: list[str] = []
-    loop = bandwidth.StreamLoop(lambda: calls.append("loop"), bandwidth.minimal_traffic(problem.shape), 1, "avx2")
+    traffic = bandwidth.minimal_traffic(problem.shape)
+    loop = bandwidth.StreamLoop(lambda: calls.append("loop"), traffic, 1, "avx2", lambda passes: 0.0)
     (result,) = run(problem.case(), [_answer(problem)], 1, _fake_peak(), Settings(rounds=3, min_time=0.001), loop)
     assert result.status == OK and result.timing is not None and result.roofline is not None
     assert len(result.roofline.samples) == len(result.timing.samples) == 3
@@ -314,7 +335,7 @@ def test_a_failing_roofline_loop_is_recorded_and_the_implementations_still_run()
     def broken() -> None:
         raise RuntimeError("dc_stream refused its arguments")
 
-    loop = bandwidth.StreamLoop(broken, bandwidth.minimal_traffic(problem.shape), 1, "avx2")
+    loop = bandwidth.StreamLoop(broken, bandwidth.minimal_traffic(problem.shape), 1, "avx2", lambda passes: 0.0)
     (result,) = run(problem.case(), [_answer(problem)], 1, _fake_peak(), Settings(rounds=2, min_time=0.001), loop)
     assert result.status == OK and result.timing is not None and len(result.timing.samples) == 2
     assert result.roofline is not None and result.roofline.samples == ()

@@ -10,6 +10,11 @@ runs of whole vectors of `src`, then writes the t-th run of `dst`; thread 0 also
 whole vector. It returns 0, or -1 for refused arguments (a thread count below 1, a negative length, a non-empty
 buffer not aligned to one vector).
 
+    double dc_stream_seconds(..., int threads, long passes)
+
+runs `passes` passes and returns their seconds, timed in C (as a kernel's dc_bench is: no interpreter between
+passes), or -1 for refused arguments or a pass count below 1.
+
 This is the least traffic a layer that reads its input and weights once and writes its output once must make, in
 plain loads and stores (no non-temporal stores, which the convolution kernels do not use either), so timing it
 says how fast the memory system moves that many bytes with that many threads.
@@ -39,6 +44,7 @@ from directconv.kernels import compiler, ffi, layout
 
 SIGNATURES = """
 int dc_stream(const float *src, long n_src, float *dst, long n_dst, float fill, int threads);
+double dc_stream_seconds(const float *src, long n_src, float *dst, long n_dst, float fill, int threads, long passes);
 """
 
 ACCUMULATORS = 8  # independent read chains: more than add latency x add pipes on any core we target
@@ -55,6 +61,7 @@ def stream_source(isa: Isa) -> str:
     total = " + ".join(accs)
     return f"""/* directconv memory-bandwidth loop for {isa.name}: {isa.lanes}-lane fp32 vectors. */
 #include <stdint.h>
+#include <time.h>
 #include <omp.h>
 
 #define LANES {isa.lanes}
@@ -101,6 +108,16 @@ int dc_stream(const float *src, long n_src, float *dst, long n_dst, float fill, 
     dc_stream_sink = total;
     return 0;
 }}
+
+double dc_stream_seconds(const float *src, long n_src, float *dst, long n_dst, float fill, int threads, long passes) {{
+    struct timespec start, end;
+    if (passes < 1) return -1.0;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    for (long p = 0; p < passes; p++)
+        if (dc_stream(src, n_src, dst, n_dst, fill, threads)) return -1.0;
+    clock_gettime(CLOCK_MONOTONIC, &end);
+    return (double)(end.tv_sec - start.tv_sec) + 1e-9 * (double)(end.tv_nsec - start.tv_nsec);
+}}
 """
 
 
@@ -119,6 +136,16 @@ class Kernels:
         them); they are checked here, once, so that the returned call costs one C call and nothing else (the
         pointers it holds keep both arrays alive).
         """
+        run, _ = self._bind(src, dst, threads)
+        return run
+
+    def bind_timed(self, src: np.ndarray, dst: np.ndarray, threads: int) -> Callable[[int], float]:
+        """bind(), timed in C: the returned call runs `passes` passes and returns the seconds per pass."""
+        return self._bind(src, dst, threads)[1]
+
+    def _bind(
+        self, src: np.ndarray, dst: np.ndarray, threads: int
+    ) -> tuple[Callable[[], None], Callable[[int], float]]:
         checks.threads(threads)
         for name, a in (("src", src), ("dst", dst)):
             if not (isinstance(a, np.ndarray) and a.dtype == np.float32 and a.flags.c_contiguous):
@@ -132,14 +159,23 @@ class Kernels:
         n_src, n_dst = int(src.size), int(dst.size)
         lib = self._lib
 
+        refused = (
+            f"dc_stream refused its arguments (n_src={n_src}, n_dst={n_dst}, threads={threads}): expected lengths "
+            ">= 0, threads >= 1 and buffers aligned to one vector"
+        )
+
         def call() -> None:
             if lib.dc_stream(src_p, n_src, dst_p, n_dst, 1.0, threads) != 0:
-                raise RuntimeError(
-                    f"dc_stream refused its arguments (n_src={n_src}, n_dst={n_dst}, threads={threads}): expected "
-                    "lengths >= 0, threads >= 1 and buffers aligned to one vector"
-                )
+                raise RuntimeError(refused)
 
-        return call
+        def timed(passes: int) -> float:
+            checks.integer("passes", passes, 1)
+            seconds = lib.dc_stream_seconds(src_p, n_src, dst_p, n_dst, 1.0, threads, passes)
+            if seconds < 0:
+                raise RuntimeError(refused)
+            return seconds / passes
+
+        return call, timed
 
 
 def _describe(a: Any) -> str:

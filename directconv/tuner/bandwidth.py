@@ -68,6 +68,7 @@ class StreamLoop:
     traffic: Traffic
     threads: int
     isa: str
+    seconds_in_c: Callable[[int], float]  # seconds per pass of that many passes, timed in C (no Python call each)
 
 
 def stream_loop(traffic: Traffic, threads: int, *, isa: str | None = None) -> StreamLoop:
@@ -81,7 +82,9 @@ def stream_loop(traffic: Traffic, threads: int, *, isa: str | None = None) -> St
     # zero=True writes every page now, so that no call pays for the first touch.
     src = layout.empty_aligned((-(-traffic.read_bytes // FLOAT_BYTES),), zero=True)
     dst = layout.empty_aligned((-(-traffic.write_bytes // FLOAT_BYTES),), zero=True)
-    return StreamLoop(kernels.bind(src, dst, threads), traffic, threads, isa_name)
+    return StreamLoop(
+        kernels.bind(src, dst, threads), traffic, threads, isa_name, kernels.bind_timed(src, dst, threads)
+    )
 
 
 def layer_stream(shape: ConvShape, threads: int, *, isa: str | None = None) -> StreamLoop:
