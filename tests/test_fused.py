@@ -99,6 +99,14 @@ def test_residual_and_views(name: str) -> None:
     _run(name, "relu", residual=True, views=True)
 
 
+# The store adds a residual in registers before ReLU or nothing, and leaves it to dc_finish before any other
+# activation (codegen.store_tile): each way, in every kind.
+@pytest.mark.parametrize("name", list(LAYERS))
+@pytest.mark.parametrize("act", ["none", "relu", "clip", "hard_swish"])
+def test_residual_before_each_kind_of_activation(name: str, act: str) -> None:
+    _run(name, act, residual=True, views=False)
+
+
 def test_epilogue_runs_once_after_the_last_cache_block() -> None:
     # With C_i split into cache blocks, partial sums go through the output: the residual and the activation must
     # be applied once, at the end, or they would be counted per block.

@@ -251,23 +251,35 @@ def relu_lines(acc: list[list[str]], flag: str) -> list[str]:
 def store_tile(acc: list[list[str]], final: str) -> list[str]:
     """The end of a tile: one store of each accumulator `acc[column][vector]` into the output row (PLANE apart per
     vector, CB floats per column). When `final` (the epilogue `ep`, NULL before the last cache block) is set, ReLU
-    and Clip (ReLU6) without a residual are applied on the accumulators before the store; a residual or another
-    activation is applied after it by dc_finish (kernels/c/dc_epilogue.h), a function of its own, over the tile just
-    stored and still in L1. Inlined here, that code changed GCC's register allocation of the whole tile and
-    spilled accumulators in the hot loop (tests/test_isas.py); in a function of its own, a clip slowed the small
-    depthwise tiles of MobileNetV2 (docs/design.md, "The epilogue stays out of the hot loop")."""
+    and Clip (ReLU6) without a residual, and a residual followed by ReLU or nothing (ResNet's shortcut), are applied
+    on the accumulators before the store; other activations, and a residual before them, after it by dc_finish
+    (kernels/c/dc_epilogue.h), a function of its own, over the tile just stored and still in L1. Inlined here, the
+    other activations changed GCC's register allocation of the whole tile and spilled accumulators in the hot loop
+    (tests/test_isas.py); in a function of its own, a clip slowed the small depthwise tiles of MobileNetV2
+    (docs/design.md, "The epilogue stays out of the hot loop"); a residual added there cost a reload of the tile
+    (docs/design.md, "The shortcut is added in registers")."""
+    at = "PLANE * {v} + (ptrdiff_t)(k0 + {kk}) * CB"
     lines = [f"    if ({final} && ep->act == DC_ACT_RELU && !res_r) {{"]
     lines += ["        " + " ".join(f"{a} = VRELU({a});" for a in row) for row in acc]
     lines += [f"    }} else if ({final} && ep->act == DC_ACT_CLIP && !res_r) {{"]
     lines += ["        const vf lo = (vf){0} + ep->alpha, hi = (vf){0} + ep->beta;"]
     lines += ["        " + " ".join(f"{a} = VMIN(VMAX({a}, lo), hi);" for a in row) for row in acc]
-    lines.append("    }")
+    lines += [f"    }} else if ({final} && res_r && (ep->act == DC_ACT_RELU || ep->act == DC_ACT_NONE)) {{"]
     lines += [
-        "    " + " ".join(f"VSTORE(out_r + PLANE * {v} + (ptrdiff_t)(k0 + {kk}) * CB, {a});" for v, a in enumerate(row))
+        "        " + " ".join(f"{a} += VLOAD(res_r + {at.format(v=v, kk=kk)});" for v, a in enumerate(row))
         for kk, row in enumerate(acc)
     ]
+    lines += ["        if (ep->act == DC_ACT_RELU) {"]
+    lines += ["            " + " ".join(f"{a} = VRELU({a});" for a in row) for row in acc]
+    lines += ["        }"]
+    lines.append("    }")
+    lines += [
+        "    " + " ".join(f"VSTORE(out_r + {at.format(v=v, kk=kk)}, {a});" for v, a in enumerate(row))
+        for kk, row in enumerate(acc)
+    ]
+    # What the store left to do: another activation, after the residual if there is one.
     lines.append(
-        f"    if ({final} && (res_r || (ep->act != DC_ACT_NONE && ep->act != DC_ACT_RELU && ep->act != DC_ACT_CLIP)))"
+        f"    if ({final} && ep->act != DC_ACT_NONE && ep->act != DC_ACT_RELU && (res_r || ep->act != DC_ACT_CLIP))"
     )
     lines.append(
         f"        dc_finish(out_r + (ptrdiff_t)k0 * CB, res_r ? res_r + (ptrdiff_t)k0 * CB : 0, {len(acc)}, "
