@@ -34,7 +34,7 @@ PREDICTED_UNROLL = 2
 class Tile:
     vectors: int
     width: int
-    cycles: float  # estimated cycles per (channel, tap) step over one output row, all channel blocks
+    cycles: float  # estimated cycles of one input channel and filter row over one output row, all channel blocks
     weights_from_l2: bool  # no useful C_i,b keeps this tile's weight block in L1
 
     @property
