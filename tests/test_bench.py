@@ -18,7 +18,7 @@ import pytest
 from directconv.bench import kind, peers, per_layer, session, summary
 from directconv.bench.base import Check, ConfigSource, Impl, Prepared, Registry
 from directconv.bench.layer import LayerProblem, check_output
-from directconv.bench.report import Report, median_column
+from directconv.bench.report import Report, median_column, peak_text
 from directconv.bench.results import FAILED, OK, WRONG, Result
 from directconv.bench.runner import Case, Settings, run
 from directconv.cli.main import main
@@ -682,3 +682,17 @@ def test_the_recorded_environment_names_libraries_not_where_they_are_installed()
     pools = blas_info()
     assert pools and all("filepath" not in pool for pool in pools)
     assert all(pool["library"] and os.sep not in pool["library"] for pool in pools)
+
+
+def test_a_groups_header_names_the_peak_of_its_rounds_and_the_one_before_where_they_differ() -> None:
+    before = Peak("avx2", 2, 117.4, (117.4,), 12)  # measured before the rounds, in a phase of the host's
+    timing = harness.Timing((0.01, 0.01, 0.01), 1)
+
+    def result(rounds: tuple[float, ...]) -> Result:
+        return Result("m", "directconv", 2, OK, 10**9, before, timing=timing, peak_rounds=rounds)
+
+    assert peak_text(before, [result((217.0, 229.0, 224.0))]) == (
+        "FMA peak 224.0 GFLOP/s (median of the rounds; 117.4 measured before them)"
+    )
+    assert peak_text(before, [result((120.0, 118.0, 119.0))]) == "FMA peak 119.0 GFLOP/s (median of the rounds)"
+    assert peak_text(before, [result(())]) == "FMA peak 117.4 GFLOP/s"

@@ -68,7 +68,9 @@ REPORT = report.Report(
 )
 
 
-def header(problem: NetworkProblem, threads: int, peak: Peak, float64_check: Check, other_cpus: float | None) -> str:
+def header(problem: NetworkProblem, threads: int, peak: str, float64_check: Check, other_cpus: float | None) -> str:
+    """The lines above a table: the chain, its work, the FMA peak (report.peak_text), the load of other processes and
+    directconv's check against the float64 reference."""
     n = problem.network
     c, h, w = n.activations()[-1]
     convs = sum(1 for _ in n.conv_shapes())
@@ -85,8 +87,7 @@ def header(problem: NetworkProblem, threads: int, peak: Peak, float64_check: Che
             f"{n.name} end to end{' (' + ', '.join(cut) + ')' if cut else ''}, {report.threads_label(threads)}: "
             f"{convs} "
             f"convolutions + {pools} max-pool{'' if pools == 1 else 's'}, 1x{n.channels}x{n.size}x{n.size} -> "
-            f"1x{c}x{h}x{w}, {n.flops() * 1e-9:.2f} GFLOP in the convolutions; FMA peak {peak.gflops:.1f} GFLOP/s"
-            f"{load}",
+            f"1x{c}x{h}x{w}, {n.flops() * 1e-9:.2f} GFLOP in the convolutions; {peak}{load}",
             *([f"  ({n.note})"] if n.note else []),
             f"directconv against the float64 step-by-step reference: max relative error "
             f"{float64_check.max_rel_error:.1e} (tolerance {float64_check.tolerance:.1e}): {verdict}",
@@ -158,7 +159,8 @@ def _groups(request: Request, impls: Sequence[Impl[NetworkProblem]], peaks: dict
             results = [with_memory(spec, r) for r in run(case, impls, t, peaks[t], request.settings)]
             runs.append({**network_record(case.problem, verified), "threads": t})
             other = next((r.other_cpus for r in results if r.other_cpus is not None), None)
-            text = header(case.problem, t, peaks[t], verified, other) + "\n" + report.table(REPORT, names, [t], results)
+            peak = report.peak_text(peaks[t], results)
+            text = header(case.problem, t, peak, verified, other) + "\n" + report.table(REPORT, names, [t], results)
             del case  # its model and reference: not kept beside the next one's
             failures = (
                 []

@@ -445,14 +445,15 @@ def _shapes(shapes: Shapes) -> str:
 
 
 def header(
-    ref: ModelRef, inputs: Shapes, setup: Setup, flops: int, threads: int, peak: Peak, other: float | None
+    ref: ModelRef, inputs: Shapes, setup: Setup, flops: int, threads: int, peak: str, other: float | None
 ) -> str:
-    """The lines above a table: the model, its inputs and outputs, the work, and directconv's load."""
+    """The lines above a table: the model, its inputs and outputs, the work, the FMA peak (report.peak_text) and
+    directconv's load."""
     what = "corpus model" if ref.path is None else "file"
     load = "" if other is None else f", other load {other:.2f} CPUs"
     first = (
         f"{ref.name} ({what}), {report.threads_label(threads)}, batch {inputs[0][1][0]}: {_shapes(inputs)} -> "
-        f"{_shapes(setup.outputs)}; FMA peak {peak.gflops:.1f} GFLOP/s{load}"
+        f"{_shapes(setup.outputs)}; {peak}{load}"
     )
     if setup.load_error is not None:
         return f"{first}\ndirectconv failed to load it in {setup.load_seconds:.2f} s: {setup.load_error}"
@@ -665,7 +666,7 @@ class OnnxBench:
         other = next((r.other_cpus for r in results if r.other_cpus is not None), None)
         text = "\n".join(
             [
-                header(ref, inputs, setup, flops, threads, peak, other),
+                header(ref, inputs, setup, flops, threads, report.peak_text(peak, results), other),
                 report.table(_report(self.batch, footprints), names, [threads], results),
                 ratios_line(speedup_rounds(results), footprints),
             ]

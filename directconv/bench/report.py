@@ -8,6 +8,7 @@ table is printed per thread count.
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -69,6 +70,24 @@ class Report:
 
 def threads_label(t: int) -> str:
     return f"{t} thread" + ("" if t == 1 else "s")
+
+
+# Beyond this relative difference, a group's header names both the peak of its rounds and the one measured before.
+PEAK_PHASE = 0.1
+
+
+def peak_text(peak: Peak, results: Sequence[Result]) -> str:
+    """The FMA peak a group's % of peak are read against: the median of the peaks timed in its rounds (the same
+    rounds for every implementation), or the one measured before them where the group was not timed in rounds;
+    both where they differ by more than PEAK_PHASE, since the host's phases can make the one before misleading."""
+    rounds = next((r.peak_rounds for r in results if r.peak_rounds), ())
+    if not rounds:
+        return f"FMA peak {peak.gflops:.1f} GFLOP/s"
+    median = statistics.median(rounds)
+    text = f"FMA peak {median:.1f} GFLOP/s (median of the rounds"
+    if abs(peak.gflops / median - 1) > PEAK_PHASE:
+        text += f"; {peak.gflops:.1f} measured before them"
+    return text + ")"
 
 
 def gflops_column(width: int) -> Column[Result]:
