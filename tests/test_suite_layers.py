@@ -218,11 +218,11 @@ def test_stream_passes_timed_in_c_write_the_fill_and_take_longer_for_more_bytes(
     kernels = stream.load(host_isa())
     small, large = (layout.empty_aligned((n,), zero=True) for n in (1 << 10, 1 << 22))
     timed_small, timed_large = (
-        kernels.bind_timed(a, layout.empty_aligned(a.shape, zero=True), 1) for a in (small, large)
+        kernels.bind_timed(a, layout.empty_aligned(a.shape, zero=True), 1)[1] for a in (small, large)
     )
     assert timed_large(3) > 100 * timed_small(3)  # 4096x the bytes; far more than 100x the time on any machine
     dst = layout.empty_aligned((1031,), zero=True)
-    kernels.bind_timed(small, dst, 2)(2)
+    kernels.bind_timed(small, dst, 2)[1](2)
     assert np.all(dst == 1.0)
     with pytest.raises(ValueError, match="passes must be >= 1, got 0"):
         timed_small(0)

@@ -253,14 +253,18 @@ def window_limit(shape: ConvShape) -> float:
     return WINDOW_MAX_OVERHEAD if shape.kh * shape.kw == 1 else WINDOW_MAX_OVERHEAD_FILTER
 
 
+def tap_inside(shape: ConvShape, axis: str, o: int, n: int) -> bool:
+    """Whether filter tap n of output row ("rows") or column ("cols") o reads inside the input, not its padding."""
+    if axis == "rows":
+        return 0 <= o * shape.sh - shape.pt + n * shape.dh < shape.h
+    return 0 <= o * shape.sw - shape.pl + n * shape.dw < shape.w
+
+
 @functools.cache  # asked for every tile the model ranks
 def taps_inside(shape: ConvShape, axis: str) -> tuple[int, ...]:
     """For each output row ("rows") or column ("cols"), how many of its filter taps fall inside the input."""
-    if axis == "rows":
-        out, size, stride, pad, dil, k = shape.ho, shape.h, shape.sh, shape.pt, shape.dh, shape.kh
-    else:
-        out, size, stride, pad, dil, k = shape.wo, shape.w, shape.sw, shape.pl, shape.dw, shape.kw
-    return tuple(sum(0 <= o * stride - pad + n * dil < size for n in range(k)) for o in range(out))
+    out, k = (shape.ho, shape.kh) if axis == "rows" else (shape.wo, shape.kw)
+    return tuple(sum(tap_inside(shape, axis, o, n) for n in range(k)) for o in range(out))
 
 
 @functools.cache  # the model asks for every tile it ranks; the answer depends on the three arguments only

@@ -136,16 +136,13 @@ class Kernels:
         them); they are checked here, once, so that the returned call costs one C call and nothing else (the
         pointers it holds keep both arrays alive).
         """
-        run, _ = self._bind(src, dst, threads)
-        return run
+        return self.bind_timed(src, dst, threads)[0]
 
-    def bind_timed(self, src: np.ndarray, dst: np.ndarray, threads: int) -> Callable[[int], float]:
-        """bind(), timed in C: the returned call runs `passes` passes and returns the seconds per pass."""
-        return self._bind(src, dst, threads)[1]
-
-    def _bind(
+    def bind_timed(
         self, src: np.ndarray, dst: np.ndarray, threads: int
     ) -> tuple[Callable[[], None], Callable[[int], float]]:
+        """bind()'s call, and beside it the same pass timed in C: a call that runs `passes` passes and returns the
+        seconds per pass."""
         checks.threads(threads)
         for name, a in (("src", src), ("dst", dst)):
             if not (isinstance(a, np.ndarray) and a.dtype == np.float32 and a.flags.c_contiguous):

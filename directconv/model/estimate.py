@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 from collections import Counter
 
-from directconv.core.shape import ConvShape
+from directconv.core.shape import ConvShape, tap_inside, taps_inside
 from directconv.machines.machine import Machine
 
 
@@ -56,8 +56,7 @@ def tile_columns(shape: ConvShape, width: int) -> tuple[tuple[int, tuple[int, ..
     patterns: Counter[tuple[int, tuple[int, ...]]] = Counter()
     for first in range(0, shape.wo, width):
         cols = range(first, min(first + width, shape.wo))
-        inside = [[0 <= c * shape.sw - shape.pl + m * shape.dw < shape.w for c in cols] for m in range(shape.kw)]
-        active = tuple(sum(tap) for tap in inside)
+        active = tuple(sum(tap_inside(shape, "cols", c, m) for c in cols) for m in range(shape.kw))
         patterns[len(cols), active] += 1
     return tuple((w, active, n) for (w, active), n in patterns.items())
 
@@ -81,15 +80,12 @@ def row_cycles(machine: Machine, shape: ConvShape, vectors: int, width: int, wei
 def filter_rows(shape: ConvShape, oh: int) -> int:
     """Filter rows output row `oh` runs: taps n with 0 <= oh * s_h - p_t + n * d_h < H (rows in the top or bottom
     padding are skipped, dh apart in a dilated layer)."""
-    ih0 = oh * shape.sh - shape.pt
-    first = -(-max(0, -ih0) // shape.dh)
-    last = min(shape.kh, -(-(shape.h - ih0) // shape.dh)) if ih0 < shape.h else 0
-    return max(0, last - first)
+    return taps_inside(shape, "rows")[oh]
 
 
 def rows_executed(shape: ConvShape) -> int:
     """Filter rows actually run over all output rows (rows in the top/bottom padding are skipped)."""
-    return max(1, sum(filter_rows(shape, oh) for oh in range(shape.ho)))  # an all-padding layer still loops
+    return max(1, sum(taps_inside(shape, "rows")))  # an all-padding layer still loops
 
 
 def workers(machine: Machine, threads: int) -> int:

@@ -82,9 +82,8 @@ def stream_loop(traffic: Traffic, threads: int, *, isa: str | None = None) -> St
     # zero=True writes every page now, so that no call pays for the first touch.
     src = layout.empty_aligned((-(-traffic.read_bytes // FLOAT_BYTES),), zero=True)
     dst = layout.empty_aligned((-(-traffic.write_bytes // FLOAT_BYTES),), zero=True)
-    return StreamLoop(
-        kernels.bind(src, dst, threads), traffic, threads, isa_name, kernels.bind_timed(src, dst, threads)
-    )
+    call, seconds_in_c = kernels.bind_timed(src, dst, threads)
+    return StreamLoop(call, traffic, threads, isa_name, seconds_in_c)
 
 
 def layer_stream(shape: ConvShape, threads: int, *, isa: str | None = None) -> StreamLoop:
