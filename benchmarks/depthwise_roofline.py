@@ -51,15 +51,7 @@ def layer_rounds(layer: Layer, threads: int, peak: PeakLoop, rounds: int, second
     w = rng.standard_normal((s.co, s.cig, s.kh, s.kw), dtype=np.float32)
     choice = choose_config(s, threads, warn=False)
     cfg = choice.config
-    packed = directconv.pack_weights(
-        w,
-        input_size=(s.h, s.w),
-        stride=(s.sh, s.sw),
-        padding=(s.pt, s.pb, s.pl, s.pr),
-        dilation=(s.dh, s.dw),
-        groups=s.groups,
-        config=cfg,
-    )
+    packed = directconv.pack_weights(w, input_size=(s.h, s.w), config=cfg, **s.conv_arguments())
     xb = directconv.to_blocked(x, isa=cfg.isa, threads=threads)
     kernel = packed.kernel
     out = layout.empty_aligned(kernel.output_shape(1), zero=True)

@@ -74,15 +74,7 @@ def main() -> int:
         w = rng.standard_normal((s.co, s.cig, s.kh, s.kw)).astype(np.float32)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # an untuned layer runs the model's plan; the row says which config
-            packed = dc.pack_weights(
-                w,
-                input_size=(s.h, s.w),
-                stride=(s.sh, s.sw),
-                padding=(s.pt, s.pb, s.pl, s.pr),
-                dilation=(s.dh, s.dw),
-                groups=s.groups,
-                threads=args.threads,
-            )
+            packed = dc.pack_weights(w, input_size=(s.h, s.w), threads=args.threads, **s.conv_arguments())
         runs = {
             "three passes": three_passes(x, packed, args.threads),
             "one pass": partial(dc.conv2d_nchw, x, packed, threads=args.threads),

@@ -191,6 +191,15 @@ class ConvShape:
         others), so the FMA peak bounds this count's rate, not the nominal one's."""
         return 2 * batch * self.co * self.cig * sum(taps_inside(self, "rows")) * sum(taps_inside(self, "cols"))
 
+    def conv_arguments(self) -> dict[str, Any]:
+        """stride, padding, dilation and groups as conv2d, pack_weights and conv2d_reference take them."""
+        return {
+            "stride": (self.sh, self.sw),
+            "padding": (self.pt, self.pb, self.pl, self.pr),
+            "dilation": (self.dh, self.dw),
+            "groups": self.groups,
+        }
+
     def to_dict(self) -> dict[str, int]:
         """Every field; dilation and groups only where they are not 1, so that plain layers read as they always
         did (config stores written before grouped layers existed stay valid and keep their keys)."""

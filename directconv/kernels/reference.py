@@ -46,15 +46,7 @@ def conv2d_reference(
 
 def reference_for(shape: ConvShape, x: np.ndarray, w: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
     """conv2d_reference with the stride, padding, dilation and groups of `shape`."""
-    return conv2d_reference(
-        x,
-        w,
-        bias,
-        stride=(shape.sh, shape.sw),
-        padding=(shape.pt, shape.pb, shape.pl, shape.pr),
-        dilation=(shape.dh, shape.dw),
-        groups=shape.groups,
-    )
+    return conv2d_reference(x, w, bias, **shape.conv_arguments())
 
 
 def tolerance(ci: int, kh: int, kw: int) -> float:
