@@ -9,7 +9,7 @@ output written once; dc_stream_seconds) and the FMA peak loop, in the same round
   %bw    the loop's seconds per pass over the kernel's seconds per call (the loop moves exactly the minimal bytes);
   %roof  the larger of %peak and %bw: the roofline is the lower of the two rates.
 Reported: medians over rounds. Left out on purpose: the Python call of the API, which `directconv bench` includes in
-its own %roof column (the probed call_us, about 5 us here, is much of a 10-30 us layer).
+its own %roof column (the probed call_us, a large part of a small layer's call; README gives the figures).
 
 Usage: python benchmarks/depthwise_roofline.py [--threads 1,2] [--rounds 9] [--seconds 0.03] [--json F]
 """
